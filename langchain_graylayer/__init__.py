@@ -1,0 +1,71 @@
+"""langchain-graylayer: gray release of LangChain agents by user risk layer.
+
+Wrap two versions of an agent in a :class:`GrayRouter`; each user gets the stable or the
+candidate version from their risk layer and that layer's ratio, sticky per user and pinned per
+conversation. Optional extras are loaded lazily: ``RedisStore`` needs ``[redis]``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from langchain_graylayer.bucketing import BUCKETS, bucket, in_candidate, ratio_threshold
+from langchain_graylayer.decision import RouteReason, RoutingDecision, SessionPin, Version
+from langchain_graylayer.errors import ConfigurationError, GraylayerError, StoreError
+from langchain_graylayer.layering import (
+    LayerAssignment,
+    LayerReason,
+    LayerScorer,
+    ScoreTerms,
+    ScoreWeights,
+    ScoringConfig,
+    TagRule,
+    UserProfile,
+)
+from langchain_graylayer.plan import DEFAULT_STEPS, LayerSpec, RolloutPlan, VersionInfo
+from langchain_graylayer.router import GrayRouter
+from langchain_graylayer.store import MemoryStore, Store
+
+if TYPE_CHECKING:
+    from langchain_graylayer.store.redis import RedisStore
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BUCKETS",
+    "DEFAULT_STEPS",
+    "ConfigurationError",
+    "GrayRouter",
+    "GraylayerError",
+    "LayerAssignment",
+    "LayerReason",
+    "LayerScorer",
+    "LayerSpec",
+    "MemoryStore",
+    "RedisStore",
+    "RolloutPlan",
+    "RouteReason",
+    "RoutingDecision",
+    "ScoreTerms",
+    "ScoreWeights",
+    "ScoringConfig",
+    "SessionPin",
+    "Store",
+    "StoreError",
+    "TagRule",
+    "UserProfile",
+    "Version",
+    "VersionInfo",
+    "__version__",
+    "bucket",
+    "in_candidate",
+    "ratio_threshold",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "RedisStore":  # the redis client is an optional extra
+        from langchain_graylayer.store.redis import RedisStore
+
+        return RedisStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,41 @@
+"""Exceptions raised by langchain-graylayer.
+
+Every exception derives from :class:`GraylayerError`::
+
+    GraylayerError
+    ├── ConfigurationError (also a ValueError)   an invalid plan, rule or argument
+    └── StoreError                               the state store could not be read or written
+
+A user request never fails because of graylayer: the router catches ``StoreError`` (and anything
+else that goes wrong while routing), logs it, counts it and serves the stable version.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["ConfigurationError", "GraylayerError", "StoreError"]
+
+
+class GraylayerError(Exception):
+    """Base class of every error raised by langchain-graylayer."""
+
+
+class ConfigurationError(GraylayerError, ValueError):
+    """An invalid plan or argument, naming the field, the value and what would be valid.
+
+    Example:
+        >>> err = ConfigurationError("layers[1].steps", [0.5, 0.1], "strictly increasing values in (0, 1]")
+        >>> str(err)
+        'layers[1].steps: got [0.5, 0.1]; expected strictly increasing values in (0, 1]'
+    """
+
+    def __init__(self, field: str, value: Any, expected: str) -> None:
+        self.field = field
+        self.value = value
+        self.expected = expected
+        super().__init__(f"{field}: got {value!r}; expected {expected}")
+
+
+class StoreError(GraylayerError):
+    """The state store (memory, Redis, ...) failed to read or write."""

@@ -1,0 +1,534 @@
+"""``GrayRouter``: a Runnable that serves each user the stable or the candidate agent.
+
+The version is picked per user from the user's risk layer and that layer's current ratio (sticky
+hash bucketing), and per conversation from the version it started on (a session pin). The router
+has its own run in the trace and writes plan, version, layer and request id into the run's
+metadata and tags, so every descendant run (chat model, tool, subgraph) carries them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any, Generic, TypeVar, cast
+from uuid import UUID, uuid4
+
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForChainRun,
+    CallbackManagerForChainRun,
+)
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableSerializable
+from langchain_core.runnables.config import (
+    ensure_config,
+    get_async_callback_manager_for_config,
+    get_callback_manager_for_config,
+    merge_configs,
+    patch_config,
+    set_config_context,
+)
+from langchain_core.runnables.utils import (
+    ConfigurableFieldSpec,
+    coro_with_context,
+    get_unique_config_specs,
+)
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+
+from langchain_graylayer.bucketing import bucket, in_candidate
+from langchain_graylayer.decision import RouteReason, RoutingDecision, SessionPin, Version
+from langchain_graylayer.layering import LayerAssignment, LayerScorer, UserProfile
+from langchain_graylayer.plan import RolloutPlan
+from langchain_graylayer.store.base import Store
+from langchain_graylayer.store.memory import MemoryStore
+
+try:  # langchain-core >= 1.x ships UUIDv7 run ids; keep ours of the same kind
+    from langchain_core.utils.uuid import uuid7 as _new_run_id
+except ImportError:  # pragma: no cover - older 1.x releases
+    _new_run_id = uuid4
+
+__all__ = [
+    "FALLBACK_KEY",
+    "LAYER_KEY",
+    "PLAN_KEY",
+    "REASON_KEY",
+    "REQUEST_ID_KEY",
+    "VERSION_KEY",
+    "GrayRouter",
+]
+
+logger = logging.getLogger("langchain_graylayer.router")
+
+Input = TypeVar("Input")
+Output = TypeVar("Output")
+
+PLAN_KEY = "graylayer.plan"
+VERSION_KEY = "graylayer.version"
+LAYER_KEY = "graylayer.layer"
+REQUEST_ID_KEY = "graylayer.request_id"
+REASON_KEY = "graylayer.reason"
+FALLBACK_KEY = "graylayer.fallback"
+"""Metadata keys the router writes; every descendant run sees them in ``on_*_start``."""
+
+ProfileLoader = Callable[[str], UserProfile | None]
+
+
+class _RatioCache:
+    """Ratios of one plan, refreshed from a networked store at most every ``interval`` seconds.
+
+    On a failed refresh the last known ratios stay in force (logged); only when nothing was ever
+    loaded does the failure propagate, and the router then serves stable.
+    """
+
+    def __init__(self, interval: float, clock: Callable[[], float]) -> None:
+        self.interval = interval
+        self.clock = clock
+        self._ratios: dict[str, float] | None = None
+        self._loaded_at = float("-inf")
+        self._lock = threading.Lock()
+
+    def get(self, store: Store, plan_id: str) -> dict[str, float]:
+        now = self.clock()
+        ratios = self._ratios
+        if ratios is not None and now - self._loaded_at < self.interval:
+            return ratios
+        with self._lock:
+            if self._ratios is not None and now - self._loaded_at < self.interval:
+                return self._ratios
+            try:
+                self._ratios = store.get_ratios(plan_id)
+            except Exception:
+                if self._ratios is None:
+                    raise
+                logger.warning("ratio refresh failed; keeping the last known ratios", exc_info=True)
+            self._loaded_at = now
+            return self._ratios
+
+    def invalidate(self) -> None:
+        self._loaded_at = float("-inf")
+
+
+class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
+    """Routes each call to ``stable`` or ``candidate`` by the user's layer and that layer's ratio.
+
+    The user id and session id come from ``config["configurable"]`` (``user_id``, and
+    ``session_id`` or LangGraph's ``thread_id``). No user id means stable; so does an opted-out
+    user, and so does any failure inside graylayer (logged and counted in :meth:`health`).
+
+    Example:
+        >>> from langchain_core.runnables import RunnableLambda
+        >>> from langchain_graylayer import GrayRouter, MemoryStore, RolloutPlan
+        >>> store = MemoryStore()
+        >>> router = GrayRouter(
+        ...     stable=RunnableLambda(lambda q: f"v1: {q}"),
+        ...     candidate=RunnableLambda(lambda q: f"v2: {q}"),
+        ...     plan=RolloutPlan.default("refund-v2"),
+        ...     store=store,
+        ... )
+        >>> store.set_ratio("refund-v2", "vip", 1.0)  # users without a profile are 'vip'
+        >>> router.invoke("hi", {"configurable": {"user_id": "u1"}})
+        'v2: hi'
+        >>> router.invoke("hi")  # no user id: stable
+        'v1: hi'
+    """
+
+    stable: Runnable[Input, Output]
+    """Today's agent."""
+    candidate: Runnable[Input, Output]
+    """The new agent under rollout."""
+    plan: RolloutPlan
+    store: Store = Field(default_factory=MemoryStore)
+    """Where ratios, profiles, cached layers and session pins live."""
+    profile_loader: ProfileLoader | None = None
+    """Reads a user's profile from your own database instead of the store."""
+    clock: Callable[[], float] = time.time
+    """POSIX-seconds clock, injectable for tests and simulations."""
+    ratio_refresh_interval: float = Field(default=0.5, ge=0)
+    """With a networked store, ratios are re-read at most this often (so every replica sees a
+    change within about this long, without a store round trip per request)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    _scorer: LayerScorer = PrivateAttr()
+    _ratio_cache: _RatioCache = PrivateAttr()
+    _counts: Counter[str] = PrivateAttr(default_factory=Counter)
+    _last_warning: float = PrivateAttr(default=float("-inf"))
+
+    def model_post_init(self, context: Any, /) -> None:
+        self._scorer = LayerScorer(self.plan.scoring, clock=self.clock)
+        self._ratio_cache = _RatioCache(self.ratio_refresh_interval, self.clock)
+
+    # ------------------------------------------------------------------ Runnable plumbing
+    @classmethod
+    def is_lc_serializable(cls) -> bool:
+        return False
+
+    @property
+    def InputType(self) -> Any:  # noqa: N802 - langchain-core's name
+        return self.stable.InputType
+
+    @property
+    def OutputType(self) -> Any:  # noqa: N802 - langchain-core's name
+        return self.stable.OutputType
+
+    def get_input_schema(self, config: RunnableConfig | None = None) -> type[BaseModel]:
+        return self.stable.get_input_schema(config)
+
+    def get_output_schema(self, config: RunnableConfig | None = None) -> type[BaseModel]:
+        return self.stable.get_output_schema(config)
+
+    @property
+    def config_specs(self) -> list[ConfigurableFieldSpec]:
+        own = [
+            ConfigurableFieldSpec(
+                id="user_id",
+                annotation=str,
+                name="User ID",
+                description="Who is asking; decides the layer and the version.",
+                default="",
+                is_shared=True,
+            ),
+            ConfigurableFieldSpec(
+                id="session_id",
+                annotation=str,
+                name="Session ID",
+                description="The conversation; it stays on the version it started on.",
+                default="",
+                is_shared=True,
+            ),
+        ]
+        ids = {spec.id for spec in own}
+        children = [
+            spec
+            for runnable in (self.stable, self.candidate)
+            for spec in runnable.config_specs
+            if spec.id not in ids
+        ]
+        return get_unique_config_specs([*own, *children])
+
+    # ------------------------------------------------------------------ routing
+    def route(self, user_id: str | None, session_id: str | None = None) -> RoutingDecision:
+        """Which version ``user_id`` gets now, and why, without running anything or pinning.
+
+        Never raises: a failure inside graylayer gives a ``DEGRADED`` stable decision.
+
+        Example:
+            >>> from langchain_core.runnables import RunnableLambda
+            >>> r = GrayRouter(stable=RunnableLambda(str), candidate=RunnableLambda(str),
+            ...                plan=RolloutPlan.default("p"))
+            >>> r.route("u1").explain()
+            'stable: layer vip (no profile), bucket 2979 >= 0 of 10000 (ratio 0.00%)'
+        """
+        try:
+            return self._route(user_id, session_id)
+        except Exception as exc:
+            return self._degraded(exc, session_id)
+
+    def health(self) -> dict[str, int]:
+        """Counts since start: ``degraded`` (routing failed), ``fallback`` (candidate raised,
+        stable answered), ``unrouted`` (no user id or opt-out)."""
+        return {key: self._counts[key] for key in ("degraded", "fallback", "unrouted")}
+
+    def _route(self, user_id: str | None, session_id: str | None) -> RoutingDecision:
+        plan = self.plan
+        if not user_id:
+            return RoutingDecision(plan.id, Version.STABLE, None, RouteReason.NO_USER_ID)
+        if session_id:
+            pin = self.store.get_pin(plan.id, session_id)
+            if pin is not None:
+                return RoutingDecision(
+                    plan.id,
+                    pin.version,
+                    pin.layer,
+                    RouteReason.PINNED,
+                    session_id=session_id,
+                )
+        assignment = self._layer_of(user_id)
+        if assignment.layer is None:
+            return RoutingDecision(
+                plan.id,
+                Version.STABLE,
+                None,
+                RouteReason.OPT_OUT,
+                layer_reason=assignment.reason,
+                session_id=session_id,
+            )
+        ratio = self._ratio(assignment.layer)
+        user_bucket = bucket(plan.effective_salt, user_id)
+        chosen = in_candidate(user_bucket, ratio)
+        return RoutingDecision(
+            plan.id,
+            Version.CANDIDATE if chosen else Version.STABLE,
+            assignment.layer,
+            RouteReason.IN_RATIO if chosen else RouteReason.OUT_OF_RATIO,
+            bucket=user_bucket,
+            ratio=ratio,
+            layer_reason=assignment.reason,
+            score=assignment.score,
+            session_id=session_id,
+        )
+
+    def _layer_of(self, user_id: str) -> LayerAssignment:
+        plan, store = self.plan, self.store
+        cached = store.get_cached_layer(plan.id, user_id)
+        if cached is not None and (cached.layer is None or cached.layer in plan.layer_names):
+            return cached
+        loader = self.profile_loader or store.get_profile
+        assignment = plan.assign_layer(user_id, loader(user_id), self._scorer)
+        store.cache_layer(plan.id, user_id, assignment, plan.layer_cache_ttl)
+        return assignment
+
+    def _ratio(self, layer: str) -> float:
+        if not self.store.blocking:
+            return self.store.get_ratio(self.plan.id, layer)
+        return self._ratio_cache.get(self.store, self.plan.id).get(layer, 0.0)
+
+    def _decide(self, config: RunnableConfig) -> RoutingDecision:
+        """Route one request and pin its session (first writer wins across replicas)."""
+        configurable = config.get("configurable") or {}
+        user_id = configurable.get("user_id") or None
+        session_id = configurable.get("session_id") or configurable.get("thread_id") or None
+        user_id = None if user_id is None else str(user_id)
+        session_id = None if session_id is None else str(session_id)
+        try:
+            decision = self._route(user_id, session_id)
+            if session_id and decision.routed and decision.reason is not RouteReason.PINNED:
+                pin = SessionPin(decision.version, decision.layer, self.clock())
+                held = self.store.pin_session(self.plan.id, session_id, pin, self.plan.session_ttl)
+                if held.version is not decision.version:  # another replica pinned it first
+                    decision = RoutingDecision(
+                        self.plan.id, held.version, held.layer, RouteReason.PINNED,
+                        session_id=session_id,
+                    )  # fmt: skip
+        except Exception as exc:
+            decision = self._degraded(exc, session_id)
+        if not decision.routed:
+            self._counts["unrouted"] += 1
+        return decision
+
+    async def _adecide(self, config: RunnableConfig) -> RoutingDecision:
+        if not self.store.blocking:
+            return self._decide(config)
+        return await asyncio.get_running_loop().run_in_executor(None, self._decide, config)
+
+    def _degraded(self, exc: BaseException, session_id: str | None) -> RoutingDecision:
+        self._counts["degraded"] += 1
+        now = time.monotonic()
+        if now - self._last_warning > 10.0:  # an outage must not flood the log
+            self._last_warning = now
+            logger.warning(
+                "graylayer routing failed; serving the stable version (%d so far)",
+                self._counts["degraded"],
+                exc_info=exc,
+            )
+        detail = f"{type(exc).__name__}: {exc}"
+        return RoutingDecision(
+            self.plan.id,
+            Version.STABLE,
+            None,
+            RouteReason.DEGRADED,
+            session_id=session_id,
+            detail=detail,
+        )
+
+    # ------------------------------------------------------------------ run bookkeeping
+    def _runnable(self, version: Version) -> Runnable[Input, Output]:
+        return self.candidate if version is Version.CANDIDATE else self.stable
+
+    def _labelled(self, config: RunnableConfig, decision: RoutingDecision) -> tuple[RunnableConfig, UUID]:
+        run_id = config.pop("run_id", None) or _new_run_id()
+        metadata: dict[str, Any] = {
+            PLAN_KEY: decision.plan_id,
+            VERSION_KEY: decision.version.value,
+            REQUEST_ID_KEY: str(run_id),
+            REASON_KEY: decision.reason.value,
+        }
+        tags = [f"graylayer:plan:{decision.plan_id}", f"graylayer:version:{decision.version.value}"]
+        if decision.layer is not None:
+            metadata[LAYER_KEY] = decision.layer
+            tags.append(f"graylayer:layer:{decision.layer}")
+        labelled = merge_configs(config, {"metadata": metadata, "tags": tags})
+        return labelled, run_id
+
+    def _fallback_config(self, config: RunnableConfig, run_manager: Any) -> RunnableConfig:
+        relabelled = merge_configs(
+            config,
+            {
+                "metadata": {VERSION_KEY: Version.STABLE.value, FALLBACK_KEY: True},
+                "tags": ["graylayer:fallback"],
+            },
+        )
+        return patch_config(relabelled, callbacks=run_manager.get_child("graylayer:fallback"))
+
+    def _should_fall_back(self, decision: RoutingDecision, exc: BaseException) -> bool:
+        if decision.version is not Version.CANDIDATE or not self.plan.fallback_to_stable:
+            return False
+        if not isinstance(exc, Exception):  # never swallow cancellation or KeyboardInterrupt
+            return False
+        self._counts["fallback"] += 1
+        logger.warning(
+            "candidate of plan %s failed (%s: %s); answering with stable",
+            decision.plan_id,
+            type(exc).__name__,
+            exc,
+        )
+        return True
+
+    # ------------------------------------------------------------------ invoke
+    def invoke(self, input: Input, config: RunnableConfig | None = None, **kwargs: Any) -> Output:
+        config = ensure_config(config)
+        decision = self._decide(config)
+        config, run_id = self._labelled(config, decision)
+        run_manager = get_callback_manager_for_config(config).on_chain_start(
+            None, input, name=config.get("run_name") or self.get_name(), run_id=run_id
+        )
+        try:
+            output = self._invoke_version(decision.version, input, config, run_manager, kwargs)
+        except BaseException as exc:
+            if not self._should_fall_back(decision, exc):
+                run_manager.on_chain_error(exc)
+                raise
+            try:
+                output = self._call(
+                    self.stable, input, self._fallback_config(config, run_manager), kwargs
+                )
+            except BaseException as fallback_exc:
+                run_manager.on_chain_error(fallback_exc)
+                raise
+        run_manager.on_chain_end(output)
+        return output
+
+    def _invoke_version(
+        self,
+        version: Version,
+        input: Input,
+        config: RunnableConfig,
+        run_manager: CallbackManagerForChainRun,
+        kwargs: dict[str, Any],
+    ) -> Output:
+        child = patch_config(config, callbacks=run_manager.get_child())
+        return self._call(self._runnable(version), input, child, kwargs)
+
+    @staticmethod
+    def _call(
+        runnable: Runnable[Input, Output],
+        input: Input,
+        child: RunnableConfig,
+        kwargs: dict[str, Any],
+    ) -> Output:
+        with set_config_context(child) as context:
+            return context.run(runnable.invoke, input, child, **kwargs)
+
+    async def ainvoke(
+        self, input: Input, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> Output:
+        config = ensure_config(config)
+        decision = await self._adecide(config)
+        config, run_id = self._labelled(config, decision)
+        run_manager = await get_async_callback_manager_for_config(config).on_chain_start(
+            None, input, name=config.get("run_name") or self.get_name(), run_id=run_id
+        )
+        try:
+            child = patch_config(config, callbacks=run_manager.get_child())
+            output = await self._acall(self._runnable(decision.version), input, child, kwargs)
+        except BaseException as exc:
+            if not self._should_fall_back(decision, exc):
+                await run_manager.on_chain_error(exc)
+                raise
+            try:
+                fallback = self._fallback_config(config, run_manager)
+                output = await self._acall(self.stable, input, fallback, kwargs)
+            except BaseException as fallback_exc:
+                await run_manager.on_chain_error(fallback_exc)
+                raise
+        await run_manager.on_chain_end(output)
+        return output
+
+    @staticmethod
+    async def _acall(
+        runnable: Runnable[Input, Output],
+        input: Input,
+        child: RunnableConfig,
+        kwargs: dict[str, Any],
+    ) -> Output:
+        with set_config_context(child) as context:
+            return await coro_with_context(runnable.ainvoke(input, child, **kwargs), context)
+
+    # ------------------------------------------------------------------ streaming
+    def stream(
+        self, input: Input, config: RunnableConfig | None = None, **kwargs: Any | None
+    ) -> Iterator[Output]:
+        config = ensure_config(config)
+        decision = self._decide(config)
+        config, run_id = self._labelled(config, decision)
+        run_manager = get_callback_manager_for_config(config).on_chain_start(
+            None, input, name=config.get("run_name") or self.get_name(), run_id=run_id
+        )
+        final = _Accumulator[Output]()
+        try:
+            child = patch_config(config, callbacks=run_manager.get_child())
+            try:
+                for chunk in self._runnable(decision.version).stream(input, child, **kwargs):
+                    final.add(chunk)
+                    yield chunk
+            except Exception as exc:
+                # Once a chunk has reached the caller, a switch of version would splice two
+                # answers together; fall back only when nothing was sent yet.
+                if final.started or not self._should_fall_back(decision, exc):
+                    raise
+                fallback = self._fallback_config(config, run_manager)
+                for chunk in self.stable.stream(input, fallback, **kwargs):
+                    final.add(chunk)
+                    yield chunk
+        except BaseException as exc:
+            run_manager.on_chain_error(exc)
+            raise
+        run_manager.on_chain_end(final.value)
+
+    async def astream(
+        self, input: Input, config: RunnableConfig | None = None, **kwargs: Any | None
+    ) -> AsyncIterator[Output]:
+        config = ensure_config(config)
+        decision = await self._adecide(config)
+        config, run_id = self._labelled(config, decision)
+        run_manager: AsyncCallbackManagerForChainRun = await get_async_callback_manager_for_config(
+            config
+        ).on_chain_start(None, input, name=config.get("run_name") or self.get_name(), run_id=run_id)
+        final = _Accumulator[Output]()
+        try:
+            child = patch_config(config, callbacks=run_manager.get_child())
+            try:
+                async for chunk in self._runnable(decision.version).astream(input, child, **kwargs):
+                    final.add(chunk)
+                    yield chunk
+            except Exception as exc:
+                if final.started or not self._should_fall_back(decision, exc):
+                    raise
+                fallback = self._fallback_config(config, run_manager)
+                async for chunk in self.stable.astream(input, fallback, **kwargs):
+                    final.add(chunk)
+                    yield chunk
+        except BaseException as exc:
+            await run_manager.on_chain_error(exc)
+            raise
+        await run_manager.on_chain_end(final.value)
+
+
+class _Accumulator(Generic[Output]):
+    """Adds streamed chunks into the final output, as ``RunnableBranch`` does."""
+
+    def __init__(self) -> None:
+        self.value: Output | None = None
+        self.started = False
+        self._addable = True
+
+    def add(self, chunk: Output) -> None:
+        if not self.started:
+            self.value, self.started = chunk, True
+        elif self._addable:
+            try:
+                self.value = cast(Any, self.value) + chunk
+            except TypeError:
+                self.value, self._addable = None, False

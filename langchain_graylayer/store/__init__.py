@@ -1,0 +1,21 @@
+"""State stores: the :class:`Store` protocol, :class:`MemoryStore` and (extra ``redis``) ``RedisStore``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from langchain_graylayer.store.base import Store, check_ratio
+from langchain_graylayer.store.memory import MemoryStore
+
+if TYPE_CHECKING:
+    from langchain_graylayer.store.redis import RedisStore
+
+__all__ = ["MemoryStore", "RedisStore", "Store", "check_ratio"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "RedisStore":  # imported lazily: the redis client is an optional extra
+        from langchain_graylayer.store.redis import RedisStore
+
+        return RedisStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,87 @@
+"""The ``Store`` protocol: where ratios, profiles, the layer cache and session pins live."""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from langchain_graylayer.decision import SessionPin, Version
+from langchain_graylayer.errors import ConfigurationError
+from langchain_graylayer.layering import LayerAssignment, UserProfile
+
+__all__ = ["Store", "check_ratio"]
+
+
+def check_ratio(ratio: float) -> float:
+    """Validate a ratio in ``[0, 1]``.
+
+    Raises:
+        ConfigurationError: when the ratio is outside ``[0, 1]`` or not a number.
+    """
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 <= ratio <= 1.0:
+        raise ConfigurationError("ratio", ratio, "a number in [0, 1]")
+    return float(ratio)
+
+
+@runtime_checkable
+class Store(Protocol):
+    """State shared by routers and controllers.
+
+    Implementations raise :class:`~langchain_graylayer.errors.StoreError` when the backend fails;
+    the router turns that into a stable answer, never a failed request.
+    """
+
+    blocking: bool
+    """True when calls do network I/O: the router then caches ratios (refreshing at most every
+    ``ratio_refresh_interval``) and calls the store off the event loop in async code."""
+
+    def get_ratios(self, plan_id: str) -> dict[str, float]:
+        """Every layer's candidate ratio for ``plan_id``; unset layers are absent (ratio 0)."""
+        ...
+
+    def get_ratio(self, plan_id: str, layer: str) -> float:
+        """One layer's ratio, 0.0 when unset."""
+        ...
+
+    def set_ratio(self, plan_id: str, layer: str, ratio: float) -> None:
+        """Atomically set one layer's ratio."""
+        ...
+
+    def get_profile(self, user_id: str) -> UserProfile | None:
+        """The user's profile, or ``None``."""
+        ...
+
+    def put_profile(self, user_id: str, profile: UserProfile) -> None:
+        """Store a profile and forget the user's cached layers (so consent applies at once)."""
+        ...
+
+    def get_cached_layer(self, plan_id: str, user_id: str) -> LayerAssignment | None:
+        """The cached layer assignment, or ``None`` when absent or expired."""
+        ...
+
+    def cache_layer(
+        self, plan_id: str, user_id: str, assignment: LayerAssignment, ttl: float
+    ) -> None:
+        """Cache a layer assignment for ``ttl`` seconds."""
+        ...
+
+    def forget_layer(self, user_id: str) -> None:
+        """Drop the user's cached layers in every plan."""
+        ...
+
+    def get_pin(self, plan_id: str, session_id: str) -> SessionPin | None:
+        """The version the session is pinned to, or ``None``."""
+        ...
+
+    def pin_session(self, plan_id: str, session_id: str, pin: SessionPin, ttl: float) -> SessionPin:
+        """Pin the session unless it is already pinned; return the pin in force (first wins)."""
+        ...
+
+    def unpin_session(self, plan_id: str, session_id: str) -> None:
+        """Remove a session's pin."""
+        ...
+
+    def pinned_sessions(
+        self, plan_id: str, version: Version | None = None
+    ) -> dict[str, SessionPin]:
+        """Live pins of a plan (optionally of one version), by session id."""
+        ...
