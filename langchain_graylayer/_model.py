@@ -7,14 +7,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from langchain_graylayer.errors import ConfigurationError
+from langchain_graylayer.errors import ConfigurationError, add_note
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 
 
 def parse_duration(value: Any) -> Any:
-    """Accept seconds (``3600``) or a duration string (``"90s"``, ``"30m"``, ``"24h"``, ``"7d"``)."""
+    """Accept seconds (``3600``) or a duration (``"90s"``, ``"30m"``, ``"24h"``, ``"7d"``)."""
     if isinstance(value, str):
         match = _DURATION.match(value)
         if match is None:
@@ -58,7 +58,7 @@ def to_configuration_error(exc: ValidationError, prefix: str = "") -> Configurat
     field = ".".join(p for p in (prefix, field) if p) or "<root>"
     error = ConfigurationError(field, value, expected)
     if len(exc.errors()) > 1:
-        error.add_note(f"{len(exc.errors()) - 1} more problem(s):\n{exc}")
+        add_note(error, f"{len(exc.errors()) - 1} more problem(s):\n{exc}")
     return error
 
 

@@ -38,7 +38,7 @@ def bucket(salt: str, user_id: str) -> int:
 
 
 def ratio_threshold(ratio: float) -> int:
-    """Number of buckets (from 0) that get the candidate at ``ratio``, clamped to ``[0, BUCKETS]``."""
+    """How many buckets (from 0) get the candidate at ``ratio``, within ``[0, BUCKETS]``."""
     return min(max(round(ratio * BUCKETS), 0), BUCKETS)
 
 

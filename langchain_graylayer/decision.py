@@ -80,7 +80,11 @@ class RoutingDecision:
     @property
     def routed(self) -> bool:
         """False for requests graylayer did not route (no user id, opt-out, degraded)."""
-        return self.reason not in (RouteReason.NO_USER_ID, RouteReason.OPT_OUT, RouteReason.DEGRADED)
+        return self.reason not in (
+            RouteReason.NO_USER_ID,
+            RouteReason.OPT_OUT,
+            RouteReason.DEGRADED,
+        )
 
     def explain(self) -> str:
         """One line a person can read."""

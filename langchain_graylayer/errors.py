@@ -14,7 +14,14 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["ConfigurationError", "GraylayerError", "StoreError"]
+__all__ = ["ConfigurationError", "GraylayerError", "StoreError", "add_note"]
+
+
+def add_note(exc: BaseException, note: str) -> None:
+    """``exc.add_note(note)``, also on Python 3.10 (where tracebacks do not print notes)."""
+    notes = list(getattr(exc, "__notes__", []))
+    notes.append(note)
+    setattr(exc, "__notes__", notes)  # noqa: B010 - add_note() does not exist on 3.10
 
 
 class GraylayerError(Exception):
@@ -25,9 +32,9 @@ class ConfigurationError(GraylayerError, ValueError):
     """An invalid plan or argument, naming the field, the value and what would be valid.
 
     Example:
-        >>> err = ConfigurationError("layers[1].steps", [0.5, 0.1], "strictly increasing values in (0, 1]")
+        >>> err = ConfigurationError("layers[1].steps", [0.5, 0.1], "increasing values in (0, 1]")
         >>> str(err)
-        'layers[1].steps: got [0.5, 0.1]; expected strictly increasing values in (0, 1]'
+        'layers[1].steps: got [0.5, 0.1]; expected increasing values in (0, 1]'
     """
 
     def __init__(self, field: str, value: Any, expected: str) -> None:

@@ -13,6 +13,7 @@ last, the most protected, is ``vip`` (S < 0.3).
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import time
@@ -65,7 +66,7 @@ def sensitive_word(attribute: str) -> str | None:
     """
     spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", attribute)
     words = [w for w in re.split(r"[^A-Za-z0-9]+", spaced.lower()) if w]
-    pairs = [f"{a}_{b}" for a, b in zip(words, words[1:], strict=False)]
+    pairs = [f"{a}_{b}" for a, b in itertools.pairwise(words)]
     return next((w for w in [*words, *pairs] if w in SENSITIVE_ATTRIBUTES), None)
 
 
@@ -80,7 +81,7 @@ class UserProfile(ConfigModel):
     """
 
     last_use_time: datetime | None = None
-    """When the user last used the agent; naive datetimes are read as UTC. ``None``: never (R = 0)."""
+    """When the user last used the agent (naive datetimes are UTC); ``None``: never, R = 0."""
     use_count: int = Field(default=0, ge=0)
     """Uses over the scoring window (30 days by default)."""
     user_value: float = Field(default=0.0, ge=0)

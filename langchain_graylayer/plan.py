@@ -18,7 +18,7 @@ from pydantic import BeforeValidator, Field, ValidationError, field_validator, m
 
 from langchain_graylayer._model import ConfigModel, parse_duration, to_configuration_error
 from langchain_graylayer.bucketing import BUCKETS
-from langchain_graylayer.errors import ConfigurationError
+from langchain_graylayer.errors import ConfigurationError, add_note
 from langchain_graylayer.layering import (
     WEIGHT_TOLERANCE,
     LayerAssignment,
@@ -166,8 +166,9 @@ class RolloutPlan(ConfigModel):
         >>> plan = RolloutPlan.default("refund-agent-v2")
         >>> [layer.name for layer in plan.layers], plan.default_layer_name
         (['early_adopter', 'normal', 'high_value', 'vip'], 'vip')
-        >>> RolloutPlan.from_dict({"id": "p", "layers": [{"name": "all", "score_range": [0, 1]}]}).salt
-        'p'
+        >>> plan = RolloutPlan.from_dict({"id": "p", "layers": [{"name": "all", "members": ["a"]}]})
+        >>> plan.effective_salt, plan.default_layer_name
+        ('p', 'all')
     """
 
     id: str
@@ -214,7 +215,9 @@ class RolloutPlan(ConfigModel):
             field = f"layers[{index}].score_range"
             if low < expected_low - WEIGHT_TOLERANCE:
                 raise ConfigurationError(
-                    field, [low, high], f"no overlap: another layer already covers up to {expected_low}"
+                    field,
+                    [low, high],
+                    f"no overlap: another layer already covers up to {expected_low}",
                 )
             if low > expected_low + WEIGHT_TOLERANCE:
                 raise ConfigurationError(
@@ -269,12 +272,14 @@ class RolloutPlan(ConfigModel):
         score = scorer.score(profile)
         top = max((lay.score_range[1] for lay in self.layers if lay.score_range), default=1.0)
         for layer in self.layers:
-            if layer.contains_score(score, top=layer.score_range is not None and layer.score_range[1] == top):
+            if layer.contains_score(
+                score, top=layer.score_range is not None and layer.score_range[1] == top
+            ):
                 return LayerAssignment(layer.name, LayerReason.SCORE, score)
         return LayerAssignment(self.default_layer_name, LayerReason.NO_MATCH, score)
 
     @classmethod
-    def default(cls, id: str, **overrides: Any) -> RolloutPlan:  # noqa: A002 - mirrors the field
+    def default(cls, id: str, **overrides: Any) -> RolloutPlan:
         """The article's four layers: early_adopter, normal, high_value, vip (vip is the default).
 
         Example:
@@ -312,5 +317,5 @@ class RolloutPlan(ConfigModel):
         try:
             return cls.from_dict(data)
         except ConfigurationError as exc:
-            exc.add_note(f"in plan file {path}")
+            add_note(exc, f"in plan file {path}")
             raise

@@ -35,7 +35,8 @@ from langchain_core.runnables.utils import (
     coro_with_context,
     get_unique_config_specs,
 )
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from langchain_core.utils.pydantic import TypeBaseModel
+from pydantic import ConfigDict, Field, PrivateAttr
 
 from langchain_graylayer.bucketing import bucket, in_candidate
 from langchain_graylayer.decision import RouteReason, RoutingDecision, SessionPin, Version
@@ -44,10 +45,14 @@ from langchain_graylayer.plan import RolloutPlan
 from langchain_graylayer.store.base import Store
 from langchain_graylayer.store.memory import MemoryStore
 
-try:  # langchain-core >= 1.x ships UUIDv7 run ids; keep ours of the same kind
-    from langchain_core.utils.uuid import uuid7 as _new_run_id
-except ImportError:  # pragma: no cover - older 1.x releases
-    _new_run_id = uuid4
+try:  # langchain-core 1.x makes UUIDv7 run ids; keep ours of the same kind
+    from langchain_core.utils.uuid import uuid7 as _uuid7
+except ImportError:  # pragma: no cover - releases without it
+    _uuid7 = None  # type: ignore[assignment]
+
+
+def _new_run_id() -> UUID:
+    return _uuid7() if _uuid7 is not None else uuid4()
 
 __all__ = [
     "FALLBACK_KEY",
@@ -166,17 +171,17 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
         return False
 
     @property
-    def InputType(self) -> Any:  # noqa: N802 - langchain-core's name
+    def InputType(self) -> Any:
         return self.stable.InputType
 
     @property
-    def OutputType(self) -> Any:  # noqa: N802 - langchain-core's name
+    def OutputType(self) -> Any:
         return self.stable.OutputType
 
-    def get_input_schema(self, config: RunnableConfig | None = None) -> type[BaseModel]:
+    def get_input_schema(self, config: RunnableConfig | None = None) -> TypeBaseModel:
         return self.stable.get_input_schema(config)
 
-    def get_output_schema(self, config: RunnableConfig | None = None) -> type[BaseModel]:
+    def get_output_schema(self, config: RunnableConfig | None = None) -> TypeBaseModel:
         return self.stable.get_output_schema(config)
 
     @property
@@ -219,7 +224,7 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
             >>> r = GrayRouter(stable=RunnableLambda(str), candidate=RunnableLambda(str),
             ...                plan=RolloutPlan.default("p"))
             >>> r.route("u1").explain()
-            'stable: layer vip (no profile), bucket 2979 >= 0 of 10000 (ratio 0.00%)'
+            'stable: layer vip (no profile), bucket 5035 >= 0 of 10000 (ratio 0.00%)'
         """
         try:
             return self._route(user_id, session_id)
@@ -337,7 +342,9 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
     def _runnable(self, version: Version) -> Runnable[Input, Output]:
         return self.candidate if version is Version.CANDIDATE else self.stable
 
-    def _labelled(self, config: RunnableConfig, decision: RoutingDecision) -> tuple[RunnableConfig, UUID]:
+    def _labelled(
+        self, config: RunnableConfig, decision: RoutingDecision
+    ) -> tuple[RunnableConfig, UUID]:
         run_id = config.pop("run_id", None) or _new_run_id()
         metadata: dict[str, Any] = {
             PLAN_KEY: decision.plan_id,

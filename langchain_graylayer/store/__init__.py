@@ -1,4 +1,4 @@
-"""State stores: the :class:`Store` protocol, :class:`MemoryStore` and (extra ``redis``) ``RedisStore``."""
+"""State stores: the ``Store`` protocol, ``MemoryStore``, and ``RedisStore`` (extra ``redis``)."""
 
 from __future__ import annotations
 
