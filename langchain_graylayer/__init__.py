@@ -24,6 +24,7 @@ from langchain_graylayer.layering import (
 )
 from langchain_graylayer.plan import DEFAULT_STEPS, LayerSpec, RolloutPlan, VersionInfo
 from langchain_graylayer.router import GrayRouter
+from langchain_graylayer.routing import Assigner
 from langchain_graylayer.store import MemoryStore, Store
 
 if TYPE_CHECKING:
@@ -34,6 +35,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BUCKETS",
     "DEFAULT_STEPS",
+    "Assigner",
     "ConfigurationError",
     "GrayRouter",
     "GraylayerError",

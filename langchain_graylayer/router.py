@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
-from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, Generic, TypeVar, cast
 from uuid import UUID, uuid4
@@ -38,10 +36,9 @@ from langchain_core.runnables.utils import (
 from langchain_core.utils.pydantic import TypeBaseModel
 from pydantic import ConfigDict, Field, PrivateAttr
 
-from langchain_graylayer.bucketing import bucket, in_candidate
-from langchain_graylayer.decision import RouteReason, RoutingDecision, SessionPin, Version
-from langchain_graylayer.layering import LayerAssignment, LayerScorer, UserProfile
+from langchain_graylayer.decision import RoutingDecision, Version
 from langchain_graylayer.plan import RolloutPlan
+from langchain_graylayer.routing import Assigner, ProfileLoader
 from langchain_graylayer.store.base import Store
 from langchain_graylayer.store.memory import MemoryStore
 
@@ -53,6 +50,7 @@ except ImportError:  # pragma: no cover - releases without it
 
 def _new_run_id() -> UUID:
     return _uuid7() if _uuid7 is not None else uuid4()
+
 
 __all__ = [
     "FALLBACK_KEY",
@@ -76,43 +74,6 @@ REQUEST_ID_KEY = "graylayer.request_id"
 REASON_KEY = "graylayer.reason"
 FALLBACK_KEY = "graylayer.fallback"
 """Metadata keys the router writes; every descendant run sees them in ``on_*_start``."""
-
-ProfileLoader = Callable[[str], UserProfile | None]
-
-
-class _RatioCache:
-    """Ratios of one plan, refreshed from a networked store at most every ``interval`` seconds.
-
-    On a failed refresh the last known ratios stay in force (logged); only when nothing was ever
-    loaded does the failure propagate, and the router then serves stable.
-    """
-
-    def __init__(self, interval: float, clock: Callable[[], float]) -> None:
-        self.interval = interval
-        self.clock = clock
-        self._ratios: dict[str, float] | None = None
-        self._loaded_at = float("-inf")
-        self._lock = threading.Lock()
-
-    def get(self, store: Store, plan_id: str) -> dict[str, float]:
-        now = self.clock()
-        ratios = self._ratios
-        if ratios is not None and now - self._loaded_at < self.interval:
-            return ratios
-        with self._lock:
-            if self._ratios is not None and now - self._loaded_at < self.interval:
-                return self._ratios
-            try:
-                self._ratios = store.get_ratios(plan_id)
-            except Exception:
-                if self._ratios is None:
-                    raise
-                logger.warning("ratio refresh failed; keeping the last known ratios", exc_info=True)
-            self._loaded_at = now
-            return self._ratios
-
-    def invalidate(self) -> None:
-        self._loaded_at = float("-inf")
 
 
 class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
@@ -156,14 +117,16 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    _scorer: LayerScorer = PrivateAttr()
-    _ratio_cache: _RatioCache = PrivateAttr()
-    _counts: Counter[str] = PrivateAttr(default_factory=Counter)
-    _last_warning: float = PrivateAttr(default=float("-inf"))
+    _assigner: Assigner = PrivateAttr()
 
     def model_post_init(self, context: Any, /) -> None:
-        self._scorer = LayerScorer(self.plan.scoring, clock=self.clock)
-        self._ratio_cache = _RatioCache(self.ratio_refresh_interval, self.clock)
+        self._assigner = Assigner(
+            self.plan,
+            self.store,
+            profile_loader=self.profile_loader,
+            clock=self.clock,
+            ratio_refresh_interval=self.ratio_refresh_interval,
+        )
 
     # ------------------------------------------------------------------ Runnable plumbing
     @classmethod
@@ -226,117 +189,27 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
             >>> r.route("u1").explain()
             'stable: layer vip (no profile), bucket 5035 >= 0 of 10000 (ratio 0.00%)'
         """
-        try:
-            return self._route(user_id, session_id)
-        except Exception as exc:
-            return self._degraded(exc, session_id)
+        return self._assigner.route(user_id, session_id)
 
     def health(self) -> dict[str, int]:
         """Counts since start: ``degraded`` (routing failed), ``fallback`` (candidate raised,
         stable answered), ``unrouted`` (no user id or opt-out)."""
-        return {key: self._counts[key] for key in ("degraded", "fallback", "unrouted")}
-
-    def _route(self, user_id: str | None, session_id: str | None) -> RoutingDecision:
-        plan = self.plan
-        if not user_id:
-            return RoutingDecision(plan.id, Version.STABLE, None, RouteReason.NO_USER_ID)
-        if session_id:
-            pin = self.store.get_pin(plan.id, session_id)
-            if pin is not None:
-                return RoutingDecision(
-                    plan.id,
-                    pin.version,
-                    pin.layer,
-                    RouteReason.PINNED,
-                    session_id=session_id,
-                )
-        assignment = self._layer_of(user_id)
-        if assignment.layer is None:
-            return RoutingDecision(
-                plan.id,
-                Version.STABLE,
-                None,
-                RouteReason.OPT_OUT,
-                layer_reason=assignment.reason,
-                session_id=session_id,
-            )
-        ratio = self._ratio(assignment.layer)
-        user_bucket = bucket(plan.effective_salt, user_id)
-        chosen = in_candidate(user_bucket, ratio)
-        return RoutingDecision(
-            plan.id,
-            Version.CANDIDATE if chosen else Version.STABLE,
-            assignment.layer,
-            RouteReason.IN_RATIO if chosen else RouteReason.OUT_OF_RATIO,
-            bucket=user_bucket,
-            ratio=ratio,
-            layer_reason=assignment.reason,
-            score=assignment.score,
-            session_id=session_id,
-        )
-
-    def _layer_of(self, user_id: str) -> LayerAssignment:
-        plan, store = self.plan, self.store
-        cached = store.get_cached_layer(plan.id, user_id)
-        if cached is not None and (cached.layer is None or cached.layer in plan.layer_names):
-            return cached
-        loader = self.profile_loader or store.get_profile
-        assignment = plan.assign_layer(user_id, loader(user_id), self._scorer)
-        store.cache_layer(plan.id, user_id, assignment, plan.layer_cache_ttl)
-        return assignment
-
-    def _ratio(self, layer: str) -> float:
-        if not self.store.blocking:
-            return self.store.get_ratio(self.plan.id, layer)
-        return self._ratio_cache.get(self.store, self.plan.id).get(layer, 0.0)
+        counts = self._assigner.counts
+        return {key: counts[key] for key in ("degraded", "fallback", "unrouted")}
 
     def _decide(self, config: RunnableConfig) -> RoutingDecision:
-        """Route one request and pin its session (first writer wins across replicas)."""
         configurable = config.get("configurable") or {}
         user_id = configurable.get("user_id") or None
         session_id = configurable.get("session_id") or configurable.get("thread_id") or None
-        user_id = None if user_id is None else str(user_id)
-        session_id = None if session_id is None else str(session_id)
-        try:
-            decision = self._route(user_id, session_id)
-            if session_id and decision.routed and decision.reason is not RouteReason.PINNED:
-                pin = SessionPin(decision.version, decision.layer, self.clock())
-                held = self.store.pin_session(self.plan.id, session_id, pin, self.plan.session_ttl)
-                if held.version is not decision.version:  # another replica pinned it first
-                    decision = RoutingDecision(
-                        self.plan.id, held.version, held.layer, RouteReason.PINNED,
-                        session_id=session_id,
-                    )  # fmt: skip
-        except Exception as exc:
-            decision = self._degraded(exc, session_id)
-        if not decision.routed:
-            self._counts["unrouted"] += 1
-        return decision
+        return self._assigner.decide(
+            None if user_id is None else str(user_id),
+            None if session_id is None else str(session_id),
+        )
 
     async def _adecide(self, config: RunnableConfig) -> RoutingDecision:
         if not self.store.blocking:
             return self._decide(config)
         return await asyncio.get_running_loop().run_in_executor(None, self._decide, config)
-
-    def _degraded(self, exc: BaseException, session_id: str | None) -> RoutingDecision:
-        self._counts["degraded"] += 1
-        now = time.monotonic()
-        if now - self._last_warning > 10.0:  # an outage must not flood the log
-            self._last_warning = now
-            logger.warning(
-                "graylayer routing failed; serving the stable version (%d so far)",
-                self._counts["degraded"],
-                exc_info=exc,
-            )
-        detail = f"{type(exc).__name__}: {exc}"
-        return RoutingDecision(
-            self.plan.id,
-            Version.STABLE,
-            None,
-            RouteReason.DEGRADED,
-            session_id=session_id,
-            detail=detail,
-        )
 
     # ------------------------------------------------------------------ run bookkeeping
     def _runnable(self, version: Version) -> Runnable[Input, Output]:
@@ -374,7 +247,7 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
             return False
         if not isinstance(exc, Exception):  # never swallow cancellation or KeyboardInterrupt
             return False
-        self._counts["fallback"] += 1
+        self._assigner.counts["fallback"] += 1
         logger.warning(
             "candidate of plan %s failed (%s: %s); answering with stable",
             decision.plan_id,
