@@ -1,0 +1,33 @@
+"""README.md must stay true: its code runs and its printed output is what the code prints."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+from pathlib import Path
+
+from langchain_graylayer.cli import main
+
+README = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+
+
+def test_use_it_example_runs_and_prints_what_the_readme_says() -> None:
+    block = re.search(r"## Use it\n\n```python\n(.*?)```", README, re.S)
+    assert block is not None
+    code = block.group(1)
+    expected = re.search(r"^# (stable|candidate): .*$", code, re.M)
+    assert expected is not None
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(code, "README.md", "exec"), {})
+    assert out.getvalue().strip() == expected.group(0)[2:]
+
+
+def test_quickstart_output_in_readme_is_current() -> None:
+    block = re.search(r"```text\n(plan refund-agent-v2.*?)```", README, re.S)
+    assert block is not None
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["quickstart", "--users", "5000", "--seed", "7"]) == 0
+    assert out.getvalue().strip() == block.group(1).strip()
