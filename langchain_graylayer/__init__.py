@@ -2,7 +2,9 @@
 
 Wrap two versions of an agent in a :class:`GrayRouter`; each user gets the stable or the
 candidate version from their risk layer and that layer's ratio, sticky per user and pinned per
-conversation. Optional extras are loaded lazily: ``RedisStore`` needs ``[redis]``.
+conversation. Optional extras are loaded lazily: ``from langchain_graylayer import RedisStore``
+works once the ``[redis]`` extra is installed (it is left out of ``__all__`` so that
+``import *`` never needs an extra).
 """
 
 from __future__ import annotations
@@ -44,7 +46,6 @@ __all__ = [
     "LayerScorer",
     "LayerSpec",
     "MemoryStore",
-    "RedisStore",
     "RolloutPlan",
     "RouteReason",
     "RoutingDecision",

@@ -10,7 +10,7 @@ from langchain_graylayer.store.memory import MemoryStore
 if TYPE_CHECKING:
     from langchain_graylayer.store.redis import RedisStore
 
-__all__ = ["MemoryStore", "RedisStore", "Store", "check_ratio"]
+__all__ = ["MemoryStore", "Store", "check_ratio"]  # RedisStore: lazily, needs the [redis] extra
 
 
 def __getattr__(name: str) -> Any:

@@ -1,0 +1,239 @@
+"""``RedisStore``: state shared by every replica through one Redis server (extra ``redis``).
+
+Key layout (``{prefix}`` is ``"graylayer"`` unless you pass ``prefix=``)::
+
+    {prefix}:ratios:{plan_id}               hash    layer -> repr(ratio), e.g. "0.1"
+    {prefix}:profile:{user_id}              string  UserProfile.model_dump_json()
+    {prefix}:layer:{user_id}                hash    plan_id -> LayerAssignment.encode(); PEXPIRE ttl
+    {prefix}:pin:{plan_id}:{session_id}     string  SessionPin.encode(); SET NX PX ttl
+
+The layer cache TTL is per *user* key, not per plan: caching a user's layer in one plan restarts
+the clock of that user's cached layers in every plan (as :class:`MemoryStore` does). Plan ids
+never contain ``:`` (:class:`~langchain_graylayer.plan.RolloutPlan` forbids it); session ids may.
+
+Every failure of the client (``redis.RedisError``, ``OSError``) and every unreadable value is
+raised as :class:`~langchain_graylayer.errors.StoreError` naming the operation and the key.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from langchain_graylayer.decision import SessionPin, Version
+from langchain_graylayer.errors import ConfigurationError, StoreError
+from langchain_graylayer.layering import LayerAssignment, UserProfile
+from langchain_graylayer.store.base import check_ratio
+
+try:
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+except ImportError as exc:  # pragma: no cover - exercised by a test that hides the package
+    raise ImportError(
+        'RedisStore needs the redis client: pip install "langchain-graylayer[redis]"'
+    ) from exc
+
+__all__ = ["RedisStore"]
+
+# First writer wins, in one round trip and on any Redis >= 2.6 (``SET NX GET`` needs 7.0).
+# Time is frozen while a script runs, so a key that made NX fail cannot expire before the GET.
+_PIN_SCRIPT = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return ARGV[1] end
+return redis.call('GET', KEYS[1])
+"""
+
+_GLOB = re.compile(r"([\\*?\[\]])")
+
+
+def _text(value: Any) -> str:
+    """A reply as ``str``, whether the client decodes responses or not."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _millis(ttl: float) -> int:
+    return max(1, round(ttl * 1000))
+
+
+class RedisStore:
+    """State in Redis, so that every replica routes and pins alike.
+
+    Pass a URL (the store builds and owns a client with ``decode_responses=True``) or a
+    ``redis.Redis`` client of your own (decoding or not). Calls block on the network, so
+    ``blocking`` is true: the router caches ratios and calls the store off the event loop.
+
+    Example:
+        >>> store = RedisStore("redis://localhost:6379/0")  # doctest: +SKIP
+        >>> store.set_ratio("refund-v2", "early_adopter", 0.1)  # doctest: +SKIP
+        >>> store.get_ratios("refund-v2")  # doctest: +SKIP
+        {'early_adopter': 0.1}
+    """
+
+    blocking = True
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        client: redis.Redis | None = None,
+        prefix: str = "graylayer",
+        socket_timeout: float = 0.5,
+    ) -> None:
+        """Connect to Redis.
+
+        Args:
+            url: A Redis URL such as ``"redis://localhost:6379/0"``.
+            client: An existing client instead of ``url``; ``close()`` leaves it open.
+            prefix: Namespace of every key, so several deployments can share a server.
+            socket_timeout: Seconds to wait for a connection or a reply (URL clients only).
+
+        Raises:
+            ConfigurationError: unless exactly one of ``url`` and ``client`` is given, or when
+                ``url`` is not a Redis URL.
+        """
+        if url is not None and client is not None:
+            raise ConfigurationError("client", client, "either url= or client=, not both")
+        if client is None:
+            if not url:
+                raise ConfigurationError(
+                    "url", url, "a Redis URL such as 'redis://localhost:6379/0', or client="
+                )
+            # One immediate retry heals a pooled connection the server dropped; redis-py's
+            # default (ten retries with backoff) would hold a request for seconds in an outage.
+            try:
+                client = redis.Redis.from_url(
+                    url,
+                    decode_responses=True,
+                    socket_timeout=socket_timeout,
+                    socket_connect_timeout=socket_timeout,
+                    retry=Retry(NoBackoff(), 1),
+                )
+            except ValueError as exc:  # e.g. an http:// URL
+                raise ConfigurationError(
+                    "url", url, f"a redis://, rediss:// or unix:// URL ({exc})"
+                ) from exc
+        self._owns_client = url is not None
+        self._client: Any = client
+        self._prefix = prefix
+        self._pin_script: Any = self._client.register_script(_PIN_SCRIPT)
+
+    @contextmanager
+    def _guard(self, operation: str, key: str) -> Iterator[None]:
+        try:
+            yield
+        except (redis.RedisError, OSError, ValueError) as exc:
+            raise StoreError(f"Redis {operation} of {key!r} failed: {exc}") from exc
+
+    def _key(self, *parts: str) -> str:
+        return ":".join((self._prefix, *parts))
+
+    # ratios -------------------------------------------------------------------------------
+    def get_ratios(self, plan_id: str) -> dict[str, float]:
+        key = self._key("ratios", plan_id)
+        with self._guard("get_ratios", key):
+            raw = self._client.hgetall(key)
+            return {_text(layer): float(_text(ratio)) for layer, ratio in raw.items()}
+
+    def get_ratio(self, plan_id: str, layer: str) -> float:
+        key = self._key("ratios", plan_id)
+        with self._guard("get_ratio", key):
+            raw = self._client.hget(key, layer)
+            return 0.0 if raw is None else float(_text(raw))
+
+    def set_ratio(self, plan_id: str, layer: str, ratio: float) -> None:
+        ratio = check_ratio(ratio)  # before any I/O: a bad ratio never reaches Redis
+        key = self._key("ratios", plan_id)
+        with self._guard("set_ratio", key):
+            self._client.hset(key, layer, repr(ratio))
+
+    # profiles and the layer cache ---------------------------------------------------------
+    def get_profile(self, user_id: str) -> UserProfile | None:
+        key = self._key("profile", user_id)
+        with self._guard("get_profile", key):
+            raw = self._client.get(key)
+            return None if raw is None else UserProfile.model_validate_json(raw)
+
+    def put_profile(self, user_id: str, profile: UserProfile) -> None:
+        key = self._key("profile", user_id)
+        with self._guard("put_profile", key):
+            pipe = self._client.pipeline(transaction=True)
+            pipe.set(key, profile.model_dump_json())
+            pipe.delete(self._key("layer", user_id))
+            pipe.execute()
+
+    def get_cached_layer(self, plan_id: str, user_id: str) -> LayerAssignment | None:
+        key = self._key("layer", user_id)
+        with self._guard("get_cached_layer", key):
+            raw = self._client.hget(key, plan_id)
+            return None if raw is None else LayerAssignment.decode(_text(raw))
+
+    def cache_layer(
+        self, plan_id: str, user_id: str, assignment: LayerAssignment, ttl: float
+    ) -> None:
+        key = self._key("layer", user_id)
+        with self._guard("cache_layer", key):
+            pipe = self._client.pipeline(transaction=True)
+            pipe.hset(key, plan_id, assignment.encode())
+            pipe.pexpire(key, _millis(ttl))
+            pipe.execute()
+
+    def forget_layer(self, user_id: str) -> None:
+        key = self._key("layer", user_id)
+        with self._guard("forget_layer", key):
+            self._client.delete(key)
+
+    # session pins -------------------------------------------------------------------------
+    def get_pin(self, plan_id: str, session_id: str) -> SessionPin | None:
+        key = self._key("pin", plan_id, session_id)
+        with self._guard("get_pin", key):
+            raw = self._client.get(key)
+            return None if raw is None else SessionPin.decode(_text(raw))
+
+    def pin_session(self, plan_id: str, session_id: str, pin: SessionPin, ttl: float) -> SessionPin:
+        key = self._key("pin", plan_id, session_id)
+        with self._guard("pin_session", key):
+            raw = self._pin_script(keys=[key], args=[pin.encode(), _millis(ttl)])
+            if raw is None:  # cannot happen (see _PIN_SCRIPT); never report a pin not in force
+                raise StoreError(f"Redis pin_session of {key!r} found no pin in force")
+            return SessionPin.decode(_text(raw))
+
+    def unpin_session(self, plan_id: str, session_id: str) -> None:
+        key = self._key("pin", plan_id, session_id)
+        with self._guard("unpin_session", key):
+            self._client.delete(key)
+
+    def pinned_sessions(
+        self, plan_id: str, version: Version | None = None
+    ) -> dict[str, SessionPin]:
+        head = self._key("pin", plan_id, "")
+        match = _GLOB.sub(r"\\\1", head) + "*"
+        pins: dict[str, SessionPin] = {}
+        with self._guard("pinned_sessions", match):
+            keys = [_text(k) for k in self._client.scan_iter(match=match, count=1000)]
+            for start in range(0, len(keys), 1000):
+                chunk = keys[start : start + 1000]
+                for key, raw in zip(chunk, self._client.mget(chunk), strict=True):
+                    if raw is None:  # expired or unpinned since the scan
+                        continue
+                    pin = SessionPin.decode(_text(raw))
+                    if version is None or pin.version == version:
+                        pins[key[len(head) :]] = pin
+        return pins
+
+    # administration -----------------------------------------------------------------------
+    def ping(self) -> None:
+        """Check that Redis answers.
+
+        Raises:
+            StoreError: when it does not (within ``socket_timeout`` for URL clients).
+        """
+        with self._guard("ping", self._prefix):
+            self._client.ping()
+
+    def close(self) -> None:
+        """Close the connections of a client this store built; a client passed in stays open."""
+        if self._owns_client:
+            with self._guard("close", self._prefix):
+                self._client.close()

@@ -1,0 +1,123 @@
+"""Start a real server process on a free loopback port, wait until it answers, stop it.
+
+Shared by the integration fixtures (Redis today, Prometheus next), so each fixture only says
+which command to run and how to tell that the server is ready.
+"""
+
+from __future__ import annotations
+
+import shlex
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import TracebackType
+
+__all__ = ["ManagedProcess", "free_port", "wait_until"]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_until(
+    predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.05
+) -> None:
+    """Call ``predicate`` until it returns true.
+
+    Raises:
+        TimeoutError: naming ``what`` when ``timeout`` seconds pass first.
+    """
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"{what} was not ready after {timeout:g} s")
+        time.sleep(interval)
+
+
+class ManagedProcess:
+    """A server process that is ready inside the ``with`` block and gone after it.
+
+    Its stdout and stderr go to a file (a pipe nobody reads could fill and block the server);
+    :meth:`output` returns them for error messages.
+
+    Example:
+        >>> port = free_port()
+        >>> with ManagedProcess(["redis-server", "--port", str(port)], name="redis",
+        ...                     ready=lambda: can_ping(port)):  # doctest: +SKIP
+        ...     ...
+    """
+
+    def __init__(
+        self,
+        args: Sequence[str],
+        *,
+        name: str,
+        ready: Callable[[], bool],
+        timeout: float = 10.0,
+        stop_timeout: float = 5.0,
+        cwd: str | Path | None = None,
+    ) -> None:
+        self.args = list(args)
+        self.name = name
+        self.ready = ready
+        self.timeout = timeout
+        self.stop_timeout = stop_timeout
+        self.cwd = cwd
+        self._log = tempfile.TemporaryFile(mode="w+b")  # noqa: SIM115 - closed in stop()
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> ManagedProcess:
+        self._process = subprocess.Popen(
+            self.args, cwd=self.cwd, stdout=self._log, stderr=subprocess.STDOUT
+        )
+        try:
+            wait_until(self._ready_or_dead, self.timeout, self.name)
+            if self._process.poll() is not None:
+                raise RuntimeError(f"exited with code {self._process.returncode}")
+        except (TimeoutError, RuntimeError) as exc:
+            output = self.output()
+            self.stop()
+            raise RuntimeError(
+                f"{self.name} failed to start ({exc}).\ncommand: {shlex.join(self.args)}\n"
+                f"output:\n{output or '(none)'}"
+            ) from exc
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _ready_or_dead(self) -> bool:
+        assert self._process is not None
+        return self._process.poll() is not None or self.ready()
+
+    def output(self) -> str:
+        """Everything the process wrote to stdout and stderr so far."""
+        if self._log.closed:
+            return ""
+        self._log.flush()
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")
+
+    def stop(self) -> None:
+        """Terminate the process; kill it if it has not exited after ``stop_timeout`` seconds."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(self.stop_timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self._log.close()

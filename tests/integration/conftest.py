@@ -1,0 +1,83 @@
+"""Fixtures that run real servers on loopback: a ``redis-server`` for the Redis store tests.
+
+Without a ``redis-server`` binary the Redis tests are skipped locally (with the install hint)
+and fail in CI (``CI=true``), where a skipped store test would hide a broken store.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _servers import ManagedProcess, free_port
+
+
+def _can_ping(url: str) -> bool:
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=0.2, socket_connect_timeout=0.2)
+    try:
+        return bool(client.ping())
+    except (redis.RedisError, OSError):
+        return False
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real ``redis-server`` on a free loopback port for the whole session; yields its URL."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        message = "redis-server not found; install it with: apt-get install -y redis-server"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{message} (CI must not skip the Redis tests)")
+        pytest.skip(message)
+    pytest.importorskip("redis", reason='pip install "langchain-graylayer[redis]"')
+    port = free_port()
+    data_dir: Path = tmp_path_factory.mktemp("redis")
+    url = f"redis://127.0.0.1:{port}/0"
+    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    args += ["--dir", str(data_dir)]
+    with ManagedProcess(args, name="redis-server", ready=lambda: _can_ping(url), cwd=data_dir):
+        yield url
+
+
+@pytest.fixture
+def redis_url(redis_server: str) -> str:
+    """The session's Redis URL, emptied (FLUSHALL) before the test."""
+    import redis
+
+    client = redis.Redis.from_url(redis_server)
+    try:
+        client.flushall()
+    finally:
+        client.close()
+    return redis_server
+
+
+@pytest.fixture
+def make_redis_store(redis_url: str) -> Iterator[Callable[..., Any]]:
+    """A factory of ``RedisStore`` instances on the test's (empty) server, closed afterwards.
+
+    ``make_redis_store()`` connects by URL; pass ``url=`` or ``client=`` and any other keyword
+    of :class:`RedisStore` to override.
+    """
+    from langchain_graylayer.store.redis import RedisStore
+
+    stores: list[RedisStore] = []
+
+    def make(**kwargs: Any) -> RedisStore:
+        if "client" not in kwargs:
+            kwargs.setdefault("url", redis_url)
+        store = RedisStore(**kwargs)
+        stores.append(store)
+        return store
+
+    yield make
+    for store in stores:
+        store.close()
