@@ -1,0 +1,642 @@
+"""Always-valid statistics for judging a candidate against the concurrent stable version.
+
+Pure functions of sufficient statistics (counts, means, variances). Every test may be re-run after
+every batch ("peeking") without inflating its error rate. Intervals and e-values come from the
+normal-mixture martingale, which is Robbins' (1970) mixture, Johari et al.'s mSPRT (arXiv
+1512.04922), Waudby-Smith et al.'s asymptotic confidence sequence (AsympCS, arXiv 2103.06476) and
+GrowthBook ``gbstats``' sequential tests all at once. Rare events use the conditional Beta-binomial
+test and sample-ratio mismatch (SRM) the Dirichlet-multinomial Bayes factor of Lindon & Malek
+(arXiv 2011.03567). The article's QoS score is kept to explain decisions, not to make them.
+
+Differences are always ``candidate − stable`` on the metric's own scale; ``higher_is_better``
+says which direction is harm. Too little or missing data is *inconclusive*, never harm.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from langchain_graylayer.errors import ConfigurationError
+
+__all__ = [
+    "HIGH_RISK_QOS_WEIGHTS",
+    "LOW_RISK_QOS_WEIGHTS",
+    "MIN_TRIALS",
+    "ArmCounts",
+    "ArticleVerdict",
+    "Comparison",
+    "QosBreakdown",
+    "QosInputs",
+    "QosWeights",
+    "RareEventResult",
+    "SRMResult",
+    "article_qos_verdict",
+    "compare_means",
+    "compare_proportions",
+    "cs_halfwidth",
+    "event_split_log_bf",
+    "mixture_log_evalue",
+    "mixture_rho2",
+    "qos_score",
+    "rare_event_harm",
+    "srm_check",
+    "srm_log_bf",
+    "wald_sprt_bounds",
+]
+
+MIN_TRIALS = 10
+"""Default minimum observations per arm: below ~10 the normal approximation behind the AsympCS is
+poor for skewed rates; a collapse (0.85 → 0.3) is still caught at the first look past the guard."""
+
+ArticleVerdict = Literal["rollback", "hold", "promote"]
+
+
+def _check_alpha(alpha: float, one_sided: bool, field: str = "alpha") -> None:
+    upper = 0.5 if one_sided else 1.0
+    if not 0.0 < alpha < upper:
+        raise ConfigurationError(field, alpha, f"a level in (0, {upper:g})")
+
+
+def _check_positive(field: str, value: float) -> None:
+    if not value > 0:
+        raise ConfigurationError(field, value, "a positive number")
+
+
+# --- normal-mixture confidence sequence and e-value ---------------------------------------------
+
+
+def mixture_rho2(alpha: float, n_star: float, one_sided: bool) -> float:
+    """Mixing variance ρ² that makes the confidence sequence tightest at ``n_star`` units.
+
+    ``ρ² = (−2 ln a + ln(1 − 2 ln a)) / N*`` with ``a = α`` (two-sided) or ``a = 2α``
+    (one-sided): Waudby-Smith et al. (arXiv 2103.06476) eq. (161), GrowthBook ``sequential_rho``.
+    Johari et al.'s mixing variance is ``τ² = 2·V·ρ²`` for a per-arm outcome variance ``V``.
+
+    Args:
+        alpha: Level in (0, 1); in (0, 0.5) when ``one_sided``.
+        n_star: N*, total units (both arms) at which the sequence is tightest: about the sample
+            at which a decision is expected.
+        one_sided: Tune for a one-sided bound.
+
+    Example:
+        >>> round(mixture_rho2(0.05, 2000, one_sided=False), 6)
+        0.003968
+    """
+    _check_alpha(alpha, one_sided)
+    _check_positive("n_star", n_star)
+    log_a = math.log(2 * alpha if one_sided else alpha)
+    return (-2 * log_a + math.log(1 - 2 * log_a)) / n_star
+
+
+def cs_halfwidth(
+    se: float, n: float, alpha: float, n_star: float, one_sided: bool = False
+) -> float:
+    """Half-width of the asymptotic confidence sequence for an estimate with standard error ``se``.
+
+    With ``x = n·ρ²`` (:func:`mixture_rho2`), the two-sided half-width is Waudby-Smith et
+    al. eq. (9), GrowthBook ``sequential_interval_halfwidth``:
+    ``se·sqrt(2(x + 1)/x·ln(sqrt(x + 1)/α))``; the one-sided one is eq. (134),
+    ``sequential_interval_halfwidth_one_sided``:
+    ``se·sqrt(2(x + 1)/x·ln(1 + sqrt(x + 1)/(2α)))``. (GrowthBook writes ``s² = se²·n`` and
+    ``2(nρ² + 1)/(n²ρ²)``, the same thing.) The two-sided form is Johari et al.'s always-valid CI.
+
+    Args:
+        se: Standard error of the estimated difference.
+        n: Total units in both arms so far.
+        alpha: Level (of each side when ``one_sided``).
+        n_star: Tuning N*, same units as ``n``.
+        one_sided: Half-width of a one-sided (1 − α) bound.
+
+    Example:
+        >>> round(cs_halfwidth(1.0, 1000, 0.05, 1000), 2)  # half-width / SE at n = N*
+        3.04
+        >>> round(cs_halfwidth(1.0, 1000, 0.05, 1000, one_sided=True), 2)
+        2.78
+    """
+    _check_positive("n", n)
+    if not se >= 0:
+        raise ConfigurationError("se", se, "a standard error >= 0")
+    x = n * mixture_rho2(alpha, n_star, one_sided)
+    if one_sided:
+        log_term = math.log(1 + math.sqrt(x + 1) / (2 * alpha))
+    else:
+        log_term = math.log(math.sqrt(x + 1) / alpha)
+    return se * math.sqrt(2 * (x + 1) / x * log_term)
+
+
+def mixture_log_evalue(
+    diff: float, se: float, n: float, alpha: float, n_star: float, null: float = 0.0
+) -> float:
+    """Log of the two-sided normal-mixture e-value (the mSPRT statistic) against ``diff == null``.
+
+    ``ln Λ = x·z²/(2(x + 1)) − ½·ln(x + 1)``, ``z = (diff − null)/se``, ``x = n·ρ²`` (two-sided
+    ρ²): GrowthBook ``SequentialTwoSidedTTest.p_value`` eq. (155) with ``st2 = z²·n``, equal to
+    Johari et al.'s mixture likelihood ratio Λₙ (arXiv 1512.04922) with ``τ² = 2Vρ²``. Under the
+    null ``P(sup Λ ≥ 1/α) ≤ α`` (Ville); the always-valid p-value is the running min of ``1/Λ``.
+
+    Args:
+        diff: Estimated difference (candidate − stable).
+        se: Its standard error, > 0.
+        n: Total units in both arms; ``alpha`` and ``n_star`` tune ρ² as in :func:`cs_halfwidth`.
+        null: Difference under the null hypothesis.
+
+    Example:
+        >>> se = math.sqrt((0.85 * 0.15 + 0.81 * 0.19) / 1000)  # 850/1000 vs 810/1000
+        >>> round(math.exp(mixture_log_evalue(0.04, se, 2000, 0.05, 2000)), 4)
+        4.1776
+    """
+    _check_positive("se", se)
+    _check_positive("n", n)
+    x = n * mixture_rho2(alpha, n_star, one_sided=False)
+    z = (diff - null) / se
+    return x * z * z / (2 * (x + 1)) - 0.5 * math.log(x + 1)
+
+
+def wald_sprt_bounds(alpha: float, beta: float) -> tuple[float, float]:
+    """Wald's (1945) SPRT thresholds ``(A, B) = (ln((1 − β)/α), ln(β/(1 − α)))`` on the log-LR.
+
+    Example:
+        >>> tuple(round(v, 2) for v in wald_sprt_bounds(0.05, 0.2))
+        (2.77, -1.56)
+    """
+    _check_alpha(alpha, one_sided=False)
+    _check_alpha(beta, one_sided=False, field="beta")
+    return math.log((1 - beta) / alpha), math.log(beta / (1 - alpha))
+
+
+# --- two-arm comparisons -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ArmCounts:
+    """Successes out of trials for one arm of a Bernoulli metric.
+
+    Example:
+        >>> ArmCounts(successes=85, trials=100)
+        ArmCounts(successes=85, trials=100)
+    """
+
+    successes: int
+    trials: int
+
+    def __post_init__(self) -> None:
+        if self.trials < 0:
+            raise ConfigurationError("trials", self.trials, "an integer >= 0")
+        if not 0 <= self.successes <= self.trials:
+            raise ConfigurationError("successes", self.successes, f"0..{self.trials} (trials)")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """An always-valid comparison of candidate vs stable on one metric.
+
+    ``lower`` and ``upper`` are each a one-sided (1 − α) always-valid bound on
+    ``candidate − stable`` (together a (1 − 2α) confidence sequence): harm uses one side,
+    non-inferiority the other. When inconclusive they are ``−1, 1`` for proportions and
+    ``−inf, inf`` for means, and ``harm`` and ``non_inferior`` are False.
+
+    Example:
+        >>> c = compare_proportions(ArmCounts(30, 100), ArmCounts(850, 1000), alpha=0.05,
+        ...                         n_star=1100, higher_is_better=True, margin=0.02)
+        >>> c.harm, c.non_inferior, round(c.estimate, 2)
+        (True, False, -0.55)
+    """
+
+    estimate: float
+    """Observed ``candidate − stable`` (NaN when an arm has no data)."""
+    lower: float
+    upper: float
+    se: float
+    """Standard error behind the bounds (NaN when inconclusive)."""
+    harm: bool
+    """Significant harm: ``upper < 0`` if higher is better, else ``lower > 0``."""
+    non_inferior: bool
+    """Within the margin: ``lower > −margin`` if higher is better, else ``upper < margin``."""
+    n_candidate: int
+    n_stable: int
+    inconclusive_reason: str | None = None
+    """Why nothing can be concluded yet; ``None`` when the bounds are meaningful."""
+
+    @property
+    def inconclusive(self) -> bool:
+        """True when the data did not allow a conclusion."""
+        return self.inconclusive_reason is not None
+
+
+_Settings = tuple[float, float, bool, float]  # alpha, n_star, higher_is_better, margin
+
+
+def _compare(
+    estimate: float, se: float, n: tuple[int, int], cfg: _Settings, clip: float, why: str | None
+) -> Comparison:
+    """Shared tail of the comparisons: one-sided AsympCS bounds, then the harm and NI rules."""
+    (nc, ns), (alpha, n_star, higher_is_better, margin) = n, cfg
+    if why is not None:
+        return Comparison(estimate, -clip, clip, math.nan, False, False, nc, ns, why)
+    hw = cs_halfwidth(se, nc + ns, alpha, n_star, one_sided=True)
+    lower, upper = max(estimate - hw, -clip), min(estimate + hw, clip)
+    if higher_is_better:
+        harm, non_inferior = upper < 0, lower > -margin
+    else:
+        harm, non_inferior = lower > 0, upper < margin
+    return Comparison(estimate, lower, upper, se, harm, non_inferior, nc, ns)
+
+
+def _guard(cfg: _Settings, min_n: tuple[str, int], nc: int, ns: int) -> str | None:
+    """Validate the settings; return why the data is insufficient, or None."""
+    alpha, n_star, _, margin = cfg
+    _check_alpha(alpha, one_sided=True)
+    _check_positive("n_star", n_star)
+    if not margin >= 0:
+        raise ConfigurationError("margin", margin, "a non-inferiority margin >= 0")
+    if min_n[1] < 1:
+        raise ConfigurationError(min_n[0], min_n[1], "an integer >= 1")
+    if nc < 0 or ns < 0:
+        raise ConfigurationError("n", (nc, ns), "observation counts >= 0")
+    for arm, n in (("candidate", nc), ("stable", ns)):
+        if n < min_n[1]:
+            return f"{arm} has {n} observations; need at least {min_n[1]} per arm"
+    return None
+
+
+def compare_proportions(
+    cand: ArmCounts,
+    stable: ArmCounts,
+    *,
+    alpha: float,
+    n_star: float,
+    higher_is_better: bool,
+    margin: float,
+    min_trials: int = MIN_TRIALS,
+) -> Comparison:
+    """Anytime-valid harm and non-inferiority tests for a difference of two proportions.
+
+    The estimate is the raw difference of rates. The standard error uses Laplace-smoothed rates
+    ``(x + 1)/(n + 2)`` (a variance floor after Agresti & Caffo, 2000), so 0 failures vs
+    0 failures still gives a positive width. Bounds are the one-sided AsympCS (Waudby-Smith et
+    al. eq. 134; GrowthBook Safe Rollouts' rule: one-sided, sequential, threshold zero),
+    clipped to [−1, 1].
+
+    Args:
+        cand: Candidate counts.
+        stable: Concurrent stable counts in the same layer.
+        alpha: Level of each one-sided bound, in (0, 0.5).
+        n_star: Tuning N*, total trials of both arms (:func:`mixture_rho2`).
+        higher_is_better: True for success rates (completion), False for failure rates (errors).
+        margin: Non-inferiority margin δ ≥ 0 in rate units (0.02 = 2 points).
+        min_trials: With fewer trials in either arm the result is inconclusive.
+
+    Example:
+        >>> c = compare_proportions(ArmCounts(0, 50), ArmCounts(0, 500), alpha=0.05,
+        ...                         n_star=550, higher_is_better=False, margin=0.1)
+        >>> c.harm, round(c.upper, 3), c.non_inferior
+        (False, 0.054, True)
+    """
+    nc, ns = cand.trials, stable.trials
+    cfg = (alpha, n_star, higher_is_better, margin)
+    reason = _guard(cfg, ("min_trials", min_trials), nc, ns)
+    estimate = cand.successes / nc - stable.successes / ns if nc and ns else math.nan
+    se = math.nan
+    if reason is None:
+        pc, ps = (cand.successes + 1) / (nc + 2), (stable.successes + 1) / (ns + 2)
+        se = math.sqrt(pc * (1 - pc) / nc + ps * (1 - ps) / ns)
+    return _compare(estimate, se, (nc, ns), cfg, 1.0, reason)
+
+
+def compare_means(
+    cand_mean: float,
+    cand_var: float,
+    cand_n: int,
+    stable_mean: float,
+    stable_var: float,
+    stable_n: int,
+    *,
+    alpha: float,
+    n_star: float,
+    higher_is_better: bool,
+    margin: float,
+    min_n: int = MIN_TRIALS,
+) -> Comparison:
+    """Anytime-valid harm and non-inferiority tests for a difference of means (e.g. log latency).
+
+    Welch standard error ``sqrt(var_c/n_c + var_s/n_s)`` with the one-sided AsympCS
+    (Waudby-Smith et al. eq. 134; GrowthBook ``sequential_interval_halfwidth_one_sided``), which
+    needs only a CLT and consistent variances. Too few observations, a non-finite statistic or
+    zero variance in both arms give an inconclusive result, never harm.
+
+    Args:
+        cand_mean: Candidate sample mean (``cand_var``: sample variance ≥ 0; ``cand_n``: count).
+        stable_mean: Stable sample mean (``stable_var``, ``stable_n`` likewise).
+        alpha: Level of each one-sided bound; ``n_star`` and ``higher_is_better`` (False for
+            latency) as in :func:`compare_proportions`.
+        margin: Non-inferiority margin δ ≥ 0 in the metric's units (0.1 on log latency ≈ +10 %).
+        min_n: With fewer observations in either arm the result is inconclusive.
+
+    Example:
+        >>> c = compare_means(0.80, 0.45, 400, 0.69, 0.45, 3600, alpha=0.05, n_star=4000,
+        ...                   higher_is_better=False, margin=0.05)
+        >>> c.harm, c.non_inferior
+        (True, False)
+    """
+    cfg = (alpha, n_star, higher_is_better, margin)
+    reason = _guard(cfg, ("min_n", min_n), cand_n, stable_n)
+    for field, var in (("cand_var", cand_var), ("stable_var", stable_var)):
+        if var < 0:
+            raise ConfigurationError(field, var, "a variance >= 0")
+    estimate, se = math.nan, math.nan
+    if cand_n and stable_n:
+        estimate = cand_mean - stable_mean
+        se = math.sqrt(cand_var / cand_n + stable_var / stable_n)
+    if reason is None and not (math.isfinite(estimate) and math.isfinite(se)):
+        reason = "non-finite mean or variance"
+    if reason is None and se == 0:
+        reason = "zero variance in both arms"
+    return _compare(estimate, se, (cand_n, stable_n), cfg, math.inf, reason)
+
+
+# --- rare events and sample-ratio mismatch (Lindon & Malek) ------------------------------------
+
+
+def _log_beta(a: float, b: float) -> float:
+    return math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
+
+
+def event_split_log_bf(x_cand: int, x_stable: int, pi: float, k: float = 100.0) -> float:
+    """Log Bayes factor against "events split between the arms in proportion ``pi``".
+
+    If the candidate has a share π of the exposure and both arms the same per-request event
+    intensity, each event lands in the candidate with probability π whatever the (bursty,
+    diurnal) total rate: Lindon & Malek's conditional test for counting processes (arXiv
+    2011.03567). With a Beta(kπ, k(1 − π)) mixture over the alternative,
+    ``BF = B(kπ + x_c, k(1 − π) + x_s) / B(kπ, k(1 − π)) / (π^x_c·(1 − π)^x_s)``. On cumulative
+    counts with a fixed π it is a test martingale; restart it when π changes.
+
+    Args:
+        x_cand: Events in the candidate arm.
+        x_stable: Events in the stable arm.
+        pi: Candidate exposure share in (0, 1), e.g. ``req_cand / (req_cand + req_stable)``.
+        k: Prior concentration; larger means an alternative closer to π.
+
+    Example:
+        >>> event_split_log_bf(0, 0, 0.1), round(event_split_log_bf(10, 20, 0.1), 3)
+        (0.0, 1.509)
+    """
+    if not 0.0 < pi < 1.0:
+        raise ConfigurationError("pi", pi, "a candidate exposure share in (0, 1)")
+    _check_positive("k", k)
+    if x_cand < 0 or x_stable < 0:
+        raise ConfigurationError("events", (x_cand, x_stable), "counts >= 0")
+    a, b = k * pi, k * (1 - pi)
+    return (
+        _log_beta(a + x_cand, b + x_stable)
+        - _log_beta(a, b)
+        - x_cand * math.log(pi)
+        - x_stable * math.log(1 - pi)
+    )
+
+
+@dataclass(frozen=True)
+class RareEventResult:
+    """Outcome of :func:`rare_event_harm`.
+
+    Example:
+        >>> r = rare_event_harm(30, 1000, 20, 9000, alpha=0.05)
+        >>> r.harm, r.pi, r.observed_share
+        (True, 0.1, 0.6)
+    """
+
+    harm: bool
+    """The candidate has significantly more events than its exposure share."""
+    log_bf: float
+    pi: float
+    """Candidate exposure share (NaN when an arm had no exposure)."""
+    observed_share: float
+    """Candidate share of the events (NaN without events)."""
+    inconclusive_reason: str | None = None
+
+
+def rare_event_harm(
+    x_cand: int, n_cand: int, x_stable: int, n_stable: int, alpha: float, k: float = 100.0
+) -> RareEventResult:
+    """One-sided harm test for a rare bad event (errors, thumbs-down, complaints).
+
+    ``π = n_cand/(n_cand + n_stable)``; harm iff :func:`event_split_log_bf` ≥ ``ln(1/α)`` and
+    the candidate's share of the events exceeds π (fewer events than its share is never harm).
+    The Bayes factor is a test martingale under H0, so by Ville's inequality the false-harm
+    probability over any monitoring schedule is at most α. It is exact at small counts, where
+    the normal-approximation confidence sequence is not.
+
+    Args:
+        x_cand: Candidate events; ``n_cand`` its exposure (requests or users).
+        x_stable: Stable events; ``n_stable`` its exposure in the same unit.
+        alpha: Level in (0, 1); ``k`` is the prior concentration of :func:`event_split_log_bf`.
+    """
+    _check_alpha(alpha, one_sided=False)
+    if n_cand <= 0 or n_stable <= 0:
+        reason = "an arm has no exposure; the expected split is undefined"
+        return RareEventResult(False, 0.0, math.nan, math.nan, reason)
+    pi, total = n_cand / (n_cand + n_stable), x_cand + x_stable
+    if total == 0:
+        return RareEventResult(False, 0.0, pi, math.nan, "no events in either arm")
+    log_bf, share = event_split_log_bf(x_cand, x_stable, pi, k), x_cand / total
+    return RareEventResult(log_bf >= -math.log(alpha) and share > pi, log_bf, pi, share)
+
+
+def srm_log_bf(counts: Sequence[int], probs: Sequence[float], k: float = 100.0) -> float:
+    """Log Bayes factor of a Dirichlet-multinomial alternative against the planned split.
+
+    ``BF = Γ(Σα₀)/Γ(Σα₀ + n) · Π Γ(α₀ᵢ + xᵢ)/Γ(α₀ᵢ) / Π θ₀ᵢ^xᵢ`` with ``α₀ = k·θ₀`` (Lindon &
+    Malek, arXiv 2011.03567; Optimizely ``ssrm``; GrowthBook PR #5627 ``gbstats/ssrm.py``). On
+    cumulative counts it is a test martingale (``lgamma`` keeps it exact to ~1e-8 at 10⁷ units):
+    flag SRM once it reaches ``ln(1/α)``.
+
+    Args:
+        counts: Units observed per arm.
+        probs: Planned share per arm, each > 0, summing to 1.
+        k: Dirichlet concentration; 100–1 000 suits canary-scale samples.
+
+    Example:
+        >>> srm_log_bf([0, 0], [0.5, 0.5])
+        0.0
+    """
+    if len(counts) != len(probs) or len(probs) < 2:
+        raise ConfigurationError("probs", list(probs), "one share per arm, at least two arms")
+    if any(not p > 0 for p in probs) or abs(math.fsum(probs) - 1) > 1e-9:
+        raise ConfigurationError("probs", list(probs), "positive shares summing to 1")
+    if any(x < 0 for x in counts):
+        raise ConfigurationError("counts", list(counts), "counts >= 0")
+    _check_positive("k", k)
+    a0 = [k * p for p in probs]
+    a_sum, n = math.fsum(a0), sum(counts)
+    return (
+        math.lgamma(a_sum)
+        - math.lgamma(a_sum + n)
+        + math.fsum(math.lgamma(a + x) - math.lgamma(a) for a, x in zip(a0, counts, strict=True))
+        - math.fsum(x * math.log(p) for x, p in zip(counts, probs, strict=True))
+    )
+
+
+@dataclass(frozen=True)
+class SRMResult:
+    """Outcome of :func:`srm_check`.
+
+    Example:
+        >>> srm_check(45_000, 50_000, expected_ratio=0.5).mismatch
+        True
+    """
+
+    mismatch: bool
+    log_bf: float
+    observed_ratio: float
+    """Candidate share of the observed units (NaN without units)."""
+    expected_ratio: float
+    reason: str | None = None
+    """Why the check does not apply (no split, no units); ``None`` otherwise."""
+
+
+def srm_check(
+    observed_candidate: int,
+    observed_stable: int,
+    expected_ratio: float,
+    alpha: float = 0.001,
+    k: float = 100.0,
+) -> SRMResult:
+    """Sequential sample-ratio-mismatch check of a candidate/stable split.
+
+    :func:`srm_log_bf` of ``[candidate, stable]`` against ``[r, 1 − r]``; mismatch iff
+    ``log BF ≥ ln(1/α)``. Valid under continuous monitoring (a repeated chi-square is not).
+
+    Args:
+        observed_candidate: Units (users) assigned to the candidate and seen in the data.
+        observed_stable: Units assigned to stable and seen in the data.
+        expected_ratio: Planned candidate share ``r``; 0 or 1 (no split) is not applicable.
+        alpha: Level; 0.001 is GrowthBook's default SRM threshold.
+        k: Dirichlet concentration.
+    """
+    _check_alpha(alpha, one_sided=False)
+    if not 0.0 <= expected_ratio <= 1.0:
+        raise ConfigurationError("expected_ratio", expected_ratio, "a candidate share in [0, 1]")
+    total = observed_candidate + observed_stable
+    observed = observed_candidate / total if total > 0 else math.nan
+    if expected_ratio in (0.0, 1.0):
+        return SRMResult(False, 0.0, observed, expected_ratio, "no split: not applicable")
+    if total == 0:
+        return SRMResult(False, 0.0, observed, expected_ratio, "no units observed")
+    counts, probs = [observed_candidate, observed_stable], [expected_ratio, 1 - expected_ratio]
+    log_bf = srm_log_bf(counts, probs, k)
+    return SRMResult(log_bf >= -math.log(alpha), log_bf, observed, expected_ratio)
+
+
+# --- the article's QoS score ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QosWeights:
+    """Weights (wU, wT, wB) of the user, technical and business sub-scores, summing to 1.
+
+    Example:
+        >>> HIGH_RISK_QOS_WEIGHTS
+        QosWeights(user=0.3, technical=0.2, business=0.5)
+    """
+
+    user: float
+    technical: float
+    business: float
+
+    def __post_init__(self) -> None:
+        parts = (self.user, self.technical, self.business)
+        if any(not w >= 0 for w in parts) or abs(math.fsum(parts) - 1) > 1e-9:
+            raise ConfigurationError("weights", parts, "three weights >= 0 summing to 1")
+
+
+HIGH_RISK_QOS_WEIGHTS = QosWeights(0.3, 0.2, 0.5)
+"""The article's weights for high-risk layers."""
+LOW_RISK_QOS_WEIGHTS = QosWeights(0.4, 0.3, 0.3)
+"""The article's weights for low-risk layers."""
+
+
+@dataclass(frozen=True)
+class QosInputs:
+    """The article's QoS inputs for one version over one window; rates are fractions in [0, 1].
+
+    Example:
+        >>> QosInputs(bad_rate=0.05, nps=30, availability=0.99, latency_s=2.0,
+        ...           tool_success=0.97, completion=0.85, complaint_rate=0.005).nps
+        30
+    """
+
+    bad_rate: float
+    """Share of negative feedback."""
+    nps: float
+    """Net promoter score in [−100, 100]."""
+    availability: float
+    latency_s: float
+    """Response latency in seconds (the article does not fix the statistic: mean or p95)."""
+    tool_success: float
+    completion: float
+    complaint_rate: float
+
+    def __post_init__(self) -> None:
+        for field in ("bad_rate", "availability", "tool_success", "completion", "complaint_rate"):
+            value = getattr(self, field)
+            if not 0.0 <= value <= 1.0:
+                raise ConfigurationError(field, value, "a rate in [0, 1]")
+        if not -100.0 <= self.nps <= 100.0:
+            raise ConfigurationError("nps", self.nps, "a net promoter score in [-100, 100]")
+        if not self.latency_s >= 0:
+            raise ConfigurationError("latency_s", self.latency_s, "seconds >= 0")
+
+
+@dataclass(frozen=True)
+class QosBreakdown:
+    """Sub-scores U, T, B and the weighted QoS, each in [0, 1]."""
+
+    user: float
+    technical: float
+    business: float
+    qos: float
+
+
+def qos_score(
+    inputs: QosInputs, weights: QosWeights, *, max_latency_s: float = 5.0
+) -> QosBreakdown:
+    """The article's QoS score (SPEC §5), kept to explain decisions, not to make them.
+
+    * ``U = clip(1 − min(bad_rate·3, 1) + min(nps·0.01, 1), 0, 1)``
+    * ``T = availability·0.4 + (1 − min(latency/max_latency, 1))·0.3 + tool_success·0.3``
+    * ``B = completion·0.6 + (1 − min(complaint_rate·10, 1))·0.4``
+    * ``QoS = wU·U + wT·T + wB·B``
+
+    A 5-point completion drop moves QoS by only ``0.6·wB·0.05`` (0.015 with high-risk weights).
+
+    Example:
+        >>> inputs = QosInputs(0.05, 30, 0.99, 2.0, 0.97, 0.85, 0.005)
+        >>> round(qos_score(inputs, HIGH_RISK_QOS_WEIGHTS).qos, 4)
+        0.9184
+    """
+    _check_positive("max_latency_s", max_latency_s)
+    u = min(max(1 - min(inputs.bad_rate * 3, 1) + min(inputs.nps * 0.01, 1), 0.0), 1.0)
+    latency_term = 1 - min(inputs.latency_s / max_latency_s, 1)
+    t = inputs.availability * 0.4 + latency_term * 0.3 + inputs.tool_success * 0.3
+    b = inputs.completion * 0.6 + (1 - min(inputs.complaint_rate * 10, 1)) * 0.4
+    qos = weights.user * u + weights.technical * t + weights.business * b
+    return QosBreakdown(u, t, b, qos)
+
+
+def article_qos_verdict(
+    qos: float, rollback_below: float = 0.6, promote_at: float = 0.8
+) -> ArticleVerdict:
+    """The article's rule: QoS < 0.6 roll back, < 0.8 hold, else promote (for comparison only).
+
+    Example:
+        >>> article_qos_verdict(0.59), article_qos_verdict(0.6), article_qos_verdict(0.8)
+        ('rollback', 'hold', 'promote')
+    """
+    if not rollback_below <= promote_at:
+        raise ConfigurationError("rollback_below", rollback_below, f"<= promote_at ({promote_at})")
+    if qos < rollback_below:
+        return "rollback"
+    return "hold" if qos < promote_at else "promote"

@@ -1,0 +1,405 @@
+"""Tests for langchain_graylayer.stats.
+
+Values are checked against the language-neutral table ``tests/data/stats_cases.json`` (computed by
+an independent oracle, quoted from notes/stats.md, or by hand); the statistical guarantees are
+checked by seeded Monte-Carlo simulation.
+"""
+
+from __future__ import annotations
+
+import doctest
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from langchain_graylayer import stats
+from langchain_graylayer.errors import ConfigurationError
+from langchain_graylayer.stats import (
+    HIGH_RISK_QOS_WEIGHTS,
+    LOW_RISK_QOS_WEIGHTS,
+    MIN_TRIALS,
+    ArmCounts,
+    QosInputs,
+    QosWeights,
+    article_qos_verdict,
+    compare_means,
+    compare_proportions,
+    cs_halfwidth,
+    event_split_log_bf,
+    mixture_log_evalue,
+    mixture_rho2,
+    qos_score,
+    rare_event_harm,
+    srm_check,
+    srm_log_bf,
+    wald_sprt_bounds,
+)
+
+CASES: dict[str, Any] = json.loads(
+    (Path(__file__).parents[1] / "data" / "stats_cases.json").read_text(encoding="utf-8")
+)
+
+
+def cases(name: str) -> pytest.MarkDecorator:
+    return pytest.mark.parametrize("case", CASES[name], ids=[c["source"][:60] for c in CASES[name]])
+
+
+def num(value: Any) -> float:
+    """JSON number, with null as NaN and "inf"/"-inf"/"nan" strings."""
+    return math.nan if value is None else float(value)
+
+
+def assert_close(actual: float, expected: Any, tol: float) -> None:
+    want = num(expected)
+    if math.isnan(want) or math.isinf(want):
+        assert (math.isnan(actual) and math.isnan(want)) or actual == want
+    else:
+        assert actual == pytest.approx(want, abs=tol, rel=0)
+
+
+# --- table-driven values ---------------------------------------------------------------------
+
+
+@cases("mixture_rho2")
+def test_mixture_rho2(case: dict[str, Any]) -> None:
+    assert_close(mixture_rho2(**case["input"]), case["expected"], case["tol"])
+
+
+@cases("cs_halfwidth")
+def test_cs_halfwidth(case: dict[str, Any]) -> None:
+    assert_close(cs_halfwidth(**case["input"]), case["expected"], case["tol"])
+
+
+@cases("mixture_log_evalue")
+def test_mixture_log_evalue(case: dict[str, Any]) -> None:
+    log_e = mixture_log_evalue(**case["input"])
+    if "expected_evalue" in case:
+        assert_close(math.exp(log_e), case["expected_evalue"], case["tol"])
+    else:
+        assert_close(log_e, case["expected"], case["tol"])
+
+
+@cases("wald_sprt_bounds")
+def test_wald_sprt_bounds(case: dict[str, Any]) -> None:
+    a, b = wald_sprt_bounds(**case["input"])
+    assert_close(a, case["expected"][0], case["tol"])
+    assert_close(b, case["expected"][1], case["tol"])
+
+
+def check_comparison(result: stats.Comparison, case: dict[str, Any]) -> None:
+    want, tol = case["expected"], case["tol"]
+    for field in ("estimate", "lower", "upper", "se"):
+        assert_close(getattr(result, field), want[field], tol)
+    assert (result.harm, result.non_inferior) == (want["harm"], want["non_inferior"])
+    assert result.inconclusive is want["inconclusive"]
+    assert (result.inconclusive_reason is None) is not want["inconclusive"]
+
+
+@cases("compare_proportions")
+def test_compare_proportions(case: dict[str, Any]) -> None:
+    args = dict(case["input"])
+    cand, stable = ArmCounts(*args.pop("cand")), ArmCounts(*args.pop("stable"))
+    result = compare_proportions(cand, stable, **args)
+    check_comparison(result, case)
+    assert (result.n_candidate, result.n_stable) == (cand.trials, stable.trials)
+
+
+@cases("compare_means")
+def test_compare_means(case: dict[str, Any]) -> None:
+    args: dict[str, Any] = {
+        k: num(v) if k.endswith(("_mean", "_var")) else v for k, v in case["input"].items()
+    }
+    check_comparison(compare_means(**args), case)
+
+
+@cases("event_split_log_bf")
+def test_event_split_log_bf(case: dict[str, Any]) -> None:
+    assert_close(event_split_log_bf(**case["input"]), case["expected"], case["tol"])
+
+
+@cases("rare_event_harm")
+def test_rare_event_harm(case: dict[str, Any]) -> None:
+    result, want = rare_event_harm(**case["input"]), case["expected"]
+    assert result.harm is want["harm"]
+    for field in ("log_bf", "pi", "observed_share"):
+        assert_close(getattr(result, field), want[field], case["tol"])
+    assert (result.inconclusive_reason is not None) is want["inconclusive"]
+
+
+@cases("srm_log_bf")
+def test_srm_log_bf(case: dict[str, Any]) -> None:
+    assert_close(srm_log_bf(**case["input"]), case["expected"], case["tol"])
+
+
+@cases("srm_check")
+def test_srm_check(case: dict[str, Any]) -> None:
+    result, want = srm_check(**case["input"]), case["expected"]
+    assert result.mismatch is want["mismatch"]
+    assert_close(result.log_bf, want["log_bf"], case["tol"])
+    assert_close(result.observed_ratio, want["observed_ratio"], 1e-12)
+    assert result.expected_ratio == case["input"]["expected_ratio"]
+    assert (result.reason is None) is want["applicable"]
+
+
+@cases("qos_score")
+def test_qos_score(case: dict[str, Any]) -> None:
+    presets = {"high_risk": HIGH_RISK_QOS_WEIGHTS, "low_risk": LOW_RISK_QOS_WEIGHTS}
+    weights = case["weights"]
+    weights = presets[weights] if isinstance(weights, str) else QosWeights(*weights)
+    kwargs = {"max_latency_s": case["max_latency_s"]} if "max_latency_s" in case else {}
+    result = qos_score(QosInputs(**case["input"]), weights, **kwargs)
+    for field in ("user", "technical", "business", "qos"):
+        assert_close(getattr(result, field), case["expected"][field], case["tol"])
+
+
+@cases("article_qos_verdict")
+def test_article_qos_verdict(case: dict[str, Any]) -> None:
+    assert article_qos_verdict(**case["input"]) == case["expected"]
+
+
+# --- identities ------------------------------------------------------------------------------
+
+
+def test_growthbook_form_equals_johari_msprt_and_ci() -> None:
+    """stats.md §1.3: with N = 2n, N* = 2n* and τ² = V·c/n*, GrowthBook's e-value and CS equal
+    Johari et al.'s Λₙ and always-valid CI for two Bernoulli streams of n each."""
+    rng = np.random.default_rng(7)
+    for _ in range(50):
+        n, n_star = int(rng.integers(20, 5000)), float(rng.integers(50, 5000))
+        x_bar, y_bar, alpha = (
+            rng.uniform(0.05, 0.95),
+            rng.uniform(0.05, 0.95),
+            rng.uniform(0.01, 0.2),
+        )
+        v = x_bar * (1 - x_bar) + y_bar * (1 - y_bar)
+        tau2 = v * (-2 * math.log(alpha) + math.log(1 - 2 * math.log(alpha))) / n_star
+        log_lambda = 0.5 * math.log(v / (v + n * tau2)) + n * n * tau2 * (y_bar - x_bar) ** 2 / (
+            2 * v * (v + n * tau2)
+        )
+        s2 = v / n
+        johari_hw = math.sqrt(
+            s2 * (s2 + tau2) / tau2 * (-2 * math.log(alpha) - math.log(s2 / (s2 + tau2)))
+        )
+        se = math.sqrt(s2)
+        got = mixture_log_evalue(y_bar - x_bar, se, 2 * n, alpha, 2 * n_star)
+        assert got == pytest.approx(log_lambda, rel=1e-9, abs=1e-9)
+        assert cs_halfwidth(se, 2 * n, alpha, 2 * n_star) == pytest.approx(johari_hw, rel=1e-9)
+
+
+def test_halfwidth_is_tightest_relative_to_se_near_n_star() -> None:
+    widths = {m: cs_halfwidth(1.0, m * 1000, 0.05, 1000) for m in (0.1, 0.5, 1.0, 2.0, 10.0)}
+    assert min(widths, key=lambda m: widths[m]) == 1.0
+
+
+def test_qos_barely_moves_for_a_five_point_completion_drop() -> None:
+    base = QosInputs(0.05, 30, 0.99, 2.0, 0.97, 0.85, 0.005)
+    worse = QosInputs(0.05, 30, 0.99, 2.0, 0.97, 0.80, 0.005)
+    for weights in (HIGH_RISK_QOS_WEIGHTS, LOW_RISK_QOS_WEIGHTS):
+        drop = qos_score(base, weights).qos - qos_score(worse, weights).qos
+        assert drop == pytest.approx(0.6 * weights.business * 0.05)
+        assert article_qos_verdict(qos_score(worse, weights).qos) == "promote"
+
+
+# --- guards: insufficient data is never harm ----------------------------------------------------
+
+HARM_TEST: dict[str, Any] = {
+    "alpha": 0.05,
+    "n_star": 100,
+    "higher_is_better": False,
+    "margin": 0.0,
+}
+
+
+def test_insufficient_proportions_are_inconclusive_never_harm() -> None:
+    for n_c in range(MIN_TRIALS):
+        for x_c in range(n_c + 1):
+            for stable in (ArmCounts(1000, 1000), ArmCounts(0, 1000), ArmCounts(0, 0)):
+                for higher in (True, False):
+                    settings = {**HARM_TEST, "higher_is_better": higher, "margin": 0.5}
+                    result = compare_proportions(ArmCounts(x_c, n_c), stable, **settings)
+                    assert result.inconclusive
+                    assert not result.harm
+                    assert not result.non_inferior
+
+
+def test_insufficient_or_missing_means_are_never_harm() -> None:
+    for cand_n, cand_mean in ((0, math.nan), (3, 100.0), (50, math.nan), (50, math.inf)):
+        result = compare_means(cand_mean, 1.0, cand_n, 0.0, 1.0, 500, **HARM_TEST)
+        assert result.inconclusive
+        assert not result.harm
+
+
+def test_zero_failures_in_both_arms_still_has_width() -> None:
+    result = compare_proportions(
+        ArmCounts(200, 200),
+        ArmCounts(2000, 2000),
+        alpha=0.05,
+        n_star=2200,
+        higher_is_better=True,
+        margin=0.01,
+    )
+    assert result.lower < 0 < result.upper
+    assert result.estimate == 0.0
+    assert not result.harm
+
+
+@pytest.mark.parametrize(
+    ("call", "field"),
+    [
+        (lambda: mixture_rho2(0.5, 100, one_sided=True), "alpha"),
+        (lambda: mixture_rho2(0.05, 0, one_sided=False), "n_star"),
+        (lambda: cs_halfwidth(-1.0, 10, 0.05, 100), "se"),
+        (lambda: mixture_log_evalue(0.1, 0.0, 10, 0.05, 100), "se"),
+        (lambda: ArmCounts(11, 10), "successes"),
+        (
+            lambda: compare_proportions(
+                ArmCounts(1, 20),
+                ArmCounts(1, 20),
+                alpha=0.05,
+                n_star=40,
+                higher_is_better=True,
+                margin=-0.1,
+            ),
+            "margin",
+        ),
+        (
+            lambda: compare_means(
+                0, -1, 20, 0, 1, 20, alpha=0.05, n_star=40, higher_is_better=True, margin=0
+            ),
+            "cand_var",
+        ),
+        (lambda: event_split_log_bf(1, 1, 1.0), "pi"),
+        (lambda: srm_log_bf([1, 2], [0.5, 0.6]), "probs"),
+        (lambda: srm_check(1, 2, 1.5), "expected_ratio"),
+        (lambda: QosWeights(0.5, 0.5, 0.5), "weights"),
+        (lambda: QosInputs(1.2, 0, 1, 1, 1, 1, 0), "bad_rate"),
+        (lambda: article_qos_verdict(0.5, rollback_below=0.9, promote_at=0.8), "rollback_below"),
+    ],
+)
+def test_invalid_arguments_raise_configuration_error(call: Any, field: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        call()
+    assert info.value.field == field
+
+
+# --- Monte-Carlo guarantees (seeded) -----------------------------------------------------------
+
+REPS, BATCH, LOOKS = 300, 20, 100  # 300 replicates, a look every 20 candidates, up to 2 000
+
+
+def first_harm(p_cand: float, p_stable: float, seed: int, n_star: float) -> list[int | None]:
+    """Candidates seen at the first harm verdict of each replicate (None: never), 1:1 allocation."""
+    rng = np.random.default_rng(seed)
+    xc = rng.binomial(BATCH, p_cand, size=(REPS, LOOKS)).cumsum(axis=1)
+    xs = rng.binomial(BATCH, p_stable, size=(REPS, LOOKS)).cumsum(axis=1)
+    stops: list[int | None] = []
+    for rep in range(REPS):
+        stop = None
+        for look in range(LOOKS):
+            n = BATCH * (look + 1)
+            result = compare_proportions(
+                ArmCounts(int(xc[rep, look]), n),
+                ArmCounts(int(xs[rep, look]), n),
+                alpha=0.05,
+                n_star=n_star,
+                higher_is_better=True,
+                margin=0.02,
+            )
+            if result.harm:
+                stop = n
+                break
+        stops.append(stop)
+    return stops
+
+
+@pytest.mark.parametrize("n_star", [200, 2000])
+def test_aa_false_harm_rate_under_continuous_monitoring(n_star: float) -> None:
+    stops = first_harm(0.85, 0.85, seed=20240501, n_star=n_star)
+    rate = sum(s is not None for s in stops) / REPS
+    # α = 0.05; 3 Monte-Carlo standard errors of slack (sqrt(0.05·0.95/300) ≈ 0.0126).
+    assert rate <= 0.05 + 3 * 0.0126
+
+
+def test_naive_peeking_would_not_control_the_error() -> None:
+    """Contrast for the A/A test: a fixed-horizon z-test looked at every 20 users fails often."""
+    rng = np.random.default_rng(20240501)
+    xc = rng.binomial(BATCH, 0.85, size=(REPS, LOOKS)).cumsum(axis=1)
+    xs = rng.binomial(BATCH, 0.85, size=(REPS, LOOKS)).cumsum(axis=1)
+    n = BATCH * np.arange(1, LOOKS + 1)
+    pc, ps = xc / n, xs / n
+    z = (pc - ps) / np.sqrt((pc * (1 - pc) + ps * (1 - ps)) / n + 1e-12)
+    assert (z < -1.645).any(axis=1).mean() > 0.15
+
+
+def test_a_25_point_drop_is_detected_quickly() -> None:
+    stops = first_harm(0.60, 0.85, seed=7, n_star=200)
+    detected = [s for s in stops if s is not None]
+    assert len(detected) / REPS >= 0.99
+    assert float(np.median(detected)) <= 200
+
+
+def test_rare_event_test_controls_false_harm_and_detects_a_tenfold_rate() -> None:
+    rng = np.random.default_rng(3)
+    cand_req, stable_req, looks = 20, 180, 100  # π = 0.1, up to 2 000 candidate requests
+
+    def harm_rate(p_cand: float) -> float:
+        ec = rng.binomial(cand_req, p_cand, size=(REPS, looks)).cumsum(axis=1)
+        es = rng.binomial(stable_req, 0.02, size=(REPS, looks)).cumsum(axis=1)
+        flagged = 0
+        for rep in range(REPS):
+            for look in range(looks):
+                result = rare_event_harm(
+                    int(ec[rep, look]),
+                    cand_req * (look + 1),
+                    int(es[rep, look]),
+                    stable_req * (look + 1),
+                    alpha=0.05,
+                )
+                if result.harm:
+                    flagged += 1
+                    break
+        return flagged / REPS
+
+    assert harm_rate(0.02) <= 0.05 + 3 * 0.0126
+    assert harm_rate(0.20) >= 0.99
+
+
+def test_sequential_srm_flags_lost_candidate_units_but_not_an_exact_split() -> None:
+    rng = np.random.default_rng(11)
+    users, looks = 200, 100  # up to 20 000 users, expected 50/50
+
+    def flag_rate(share: float) -> float:
+        cand = rng.binomial(users, share, size=(REPS, looks)).cumsum(axis=1)
+        flagged = 0
+        for rep in range(REPS):
+            for look in range(looks):
+                total = users * (look + 1)
+                if srm_check(int(cand[rep, look]), total - int(cand[rep, look]), 0.5).mismatch:
+                    flagged += 1
+                    break
+        return flagged / REPS
+
+    assert flag_rate(0.5) <= 0.01
+    assert flag_rate(0.45 / 0.95) >= 0.95  # 10 % of candidate users lost before logging
+
+
+# --- module hygiene ------------------------------------------------------------------------------
+
+
+def test_every_public_definition_is_exported() -> None:
+    defined = {
+        name
+        for name, value in vars(stats).items()
+        if not name.startswith("_") and getattr(value, "__module__", None) == stats.__name__
+    }
+    assert defined <= set(stats.__all__)
+    assert len(set(stats.__all__)) == len(stats.__all__)
+    assert all(hasattr(stats, name) for name in stats.__all__)
+
+
+def test_docstring_examples_run() -> None:
+    assert doctest.testmod(stats, raise_on_error=False).failed == 0
