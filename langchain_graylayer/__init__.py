@@ -30,7 +30,7 @@ from langchain_graylayer.routing import Assigner
 from langchain_graylayer.store import MemoryStore, Store
 
 if TYPE_CHECKING:
-    from langchain_graylayer.store.redis import RedisStore
+    from langchain_graylayer.store.redis import RedisStore as RedisStore
 
 __version__ = "0.1.0"
 
@@ -68,7 +68,7 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name == "RedisStore":  # the redis client is an optional extra
-        from langchain_graylayer.store.redis import RedisStore
+        from langchain_graylayer.store.redis import RedisStore as RedisStore
 
         return RedisStore
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -37,21 +37,27 @@ class RouteReason(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class SessionPin:
-    """The version (and layer) a conversation started on."""
+    """The version (and layer) a conversation started on, and whose conversation it is."""
 
     version: Version
     layer: str | None
     created_at: float
+    user_id: str | None = None
+    """The user who started the session; another user sending the same id is not pinned."""
 
     def encode(self) -> str:
-        """Compact form for stores: ``version|layer|created_at``."""
-        return f"{self.version.value}|{self.layer or ''}|{self.created_at!r}"
+        """Compact form for stores: ``version|layer|created_at|user_id`` (user id last, as is)."""
+        return f"{self.version.value}|{self.layer or ''}|{self.created_at!r}|{self.user_id or ''}"
 
     @classmethod
     def decode(cls, text: str) -> SessionPin:
         """Inverse of :meth:`encode`."""
-        version, layer, created = text.split("|")
-        return cls(Version(version), layer or None, float(created))
+        version, layer, created, *user = text.split("|", 3)
+        return cls(Version(version), layer or None, float(created), (user or [""])[0] or None)
+
+    def belongs_to(self, user_id: str | None) -> bool:
+        """True when the pin applies to ``user_id`` (pins without a user apply to anyone)."""
+        return self.user_id is None or self.user_id == user_id
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,8 @@ Every exception derives from :class:`GraylayerError`::
 
     GraylayerError
     ├── ConfigurationError (also a ValueError)   an invalid plan, rule or argument
-    └── StoreError                               the state store could not be read or written
+    ├── StoreError                               the state store could not be read or written
+    └── UnknownRunError (also a LookupError)     feedback for a run id unknown or expired
 
 A user request never fails because of graylayer: the router catches ``StoreError`` (and anything
 else that goes wrong while routing), logs it, counts it and serves the stable version.
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["ConfigurationError", "GraylayerError", "StoreError", "add_note"]
+__all__ = ["ConfigurationError", "GraylayerError", "StoreError", "UnknownRunError", "add_note"]
 
 
 def add_note(exc: BaseException, note: str) -> None:
@@ -46,3 +47,10 @@ class ConfigurationError(GraylayerError, ValueError):
 
 class StoreError(GraylayerError):
     """The state store (memory, Redis, ...) failed to read or write."""
+
+
+class UnknownRunError(GraylayerError, LookupError):
+    """Feedback names a run id this router did not route, or whose record has expired.
+
+    Such feedback is rejected, never counted against a guessed version.
+    """

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Generic, TypeVar, cast
 from uuid import UUID, uuid4
 
@@ -36,7 +38,27 @@ from langchain_core.runnables.utils import (
 from langchain_core.utils.pydantic import TypeBaseModel
 from pydantic import ConfigDict, Field, PrivateAttr
 
+from langchain_graylayer._cache import ExpiringLRU
+from langchain_graylayer.callbacks import (
+    CompletionJudge,
+    GraylayerCallbackHandler,
+    default_completion_judge,
+)
 from langchain_graylayer.decision import RoutingDecision, Version
+from langchain_graylayer.errors import ConfigurationError, UnknownRunError
+from langchain_graylayer.keys import (
+    FALLBACK_KEY,
+    FALLBACK_TAG,
+    LAYER_KEY,
+    PLAN_KEY,
+    REASON_KEY,
+    REQUEST_ID_KEY,
+    VERSION_KEY,
+    layer_tag,
+    plan_tag,
+    version_tag,
+)
+from langchain_graylayer.metrics import FeedbackKind, GraylayerMetrics, RunLabels, default_metrics
 from langchain_graylayer.plan import RolloutPlan
 from langchain_graylayer.routing import Assigner, ProfileLoader
 from langchain_graylayer.store.base import Store
@@ -66,14 +88,6 @@ logger = logging.getLogger("langchain_graylayer.router")
 
 Input = TypeVar("Input")
 Output = TypeVar("Output")
-
-PLAN_KEY = "graylayer.plan"
-VERSION_KEY = "graylayer.version"
-LAYER_KEY = "graylayer.layer"
-REQUEST_ID_KEY = "graylayer.request_id"
-REASON_KEY = "graylayer.reason"
-FALLBACK_KEY = "graylayer.fallback"
-"""Metadata keys the router writes; every descendant run sees them in ``on_*_start``."""
 
 
 class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
@@ -114,10 +128,24 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
     ratio_refresh_interval: float = Field(default=0.5, ge=0)
     """With a networked store, ratios are re-read at most this often (so every replica sees a
     change within about this long, without a store round trip per request)."""
+    metrics: GraylayerMetrics | None = None
+    """Where runs are measured; ``None`` means :func:`~.metrics.default_metrics` (the global
+    Prometheus registry)."""
+    instrument: bool = True
+    """Attach the metrics callback handler to every run (turn off to measure nothing)."""
+    completion_judge: CompletionJudge | Runnable[Any, Any] | None = None
+    """Decides task completion from the final output. A function runs inline; a Runnable (e.g.
+    an LLM-as-judge chain returning a truthy value) runs in the background after the answer, off
+    the user's latency. Default: a non-empty final answer."""
+    feedback_ttl: float = Field(default=7 * 86400.0, gt=0)
+    """How long a run id can receive feedback (the run → version map is also capped)."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     _assigner: Assigner = PrivateAttr()
+    _handler: GraylayerCallbackHandler | None = PrivateAttr(default=None)
+    _runs: ExpiringLRU[str, RunLabels] = PrivateAttr()
+    _runs_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     def model_post_init(self, context: Any, /) -> None:
         self._assigner = Assigner(
@@ -127,6 +155,15 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
             clock=self.clock,
             ratio_refresh_interval=self.ratio_refresh_interval,
         )
+        self._runs = ExpiringLRU(100_000, self.clock)
+        if self.instrument:
+            metrics = self.metrics if self.metrics is not None else default_metrics()
+            judge = self.completion_judge
+            if judge is None or isinstance(judge, Runnable):
+                judge = default_completion_judge  # a Runnable judge runs in the background
+            self._handler = GraylayerCallbackHandler(metrics, judge=judge)
+            metrics.init_arms(self.plan.id, self.plan.layer_names)
+            metrics.watch_ratios(self.plan, self.store)
 
     # ------------------------------------------------------------------ Runnable plumbing
     @classmethod
@@ -197,6 +234,48 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
         counts = self._assigner.counts
         return {key: counts[key] for key in ("degraded", "fallback", "unrouted")}
 
+    def feedback(
+        self, run_id: UUID | str, kind: FeedbackKind | str | None, score: float | None = None
+    ) -> RunLabels:
+        """Attribute later user feedback to the version and layer that served ``run_id``.
+
+        ``run_id`` is the router's root run id (LangServe returns it to clients as
+        ``metadata.run_id``; it is also ``graylayer.request_id`` in every run's metadata).
+
+        Args:
+            run_id: the routed request.
+            kind: ``"bad"``, ``"complaint"``, ``"good"``, or ``None`` with a score only.
+            score: an NPS-style score from 0 to 10.
+
+        Returns:
+            The labels the feedback was counted under.
+
+        Raises:
+            UnknownRunError: the run id was not routed by this router, or has expired; nothing is
+                counted.
+            ConfigurationError: an unknown kind or a score outside 0-10.
+        """
+        if kind is not None:
+            try:
+                kind = FeedbackKind(kind)
+            except ValueError:
+                valid = [k.value for k in FeedbackKind]
+                raise ConfigurationError("kind", kind, f"one of {valid} or None") from None
+        if score is not None and (isinstance(score, bool) or not 0 <= score <= 10):
+            raise ConfigurationError("score", score, "a number from 0 to 10, or None")
+        if kind is None and score is None:
+            raise ConfigurationError("kind", None, "a kind, a score, or both")
+        with self._runs_lock:
+            labels = self._runs.get(str(run_id))
+        if labels is None:
+            raise UnknownRunError(
+                f"run {run_id} is not a request this router routed, or its feedback window "
+                f"({self.feedback_ttl:g} s) has passed; the feedback was not counted"
+            )
+        if self._handler is not None:
+            self._handler.metrics.record_feedback(labels, kind, score)
+        return labels
+
     def _decide(self, config: RunnableConfig) -> RoutingDecision:
         configurable = config.get("configurable") or {}
         user_id = configurable.get("user_id") or None
@@ -225,22 +304,47 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
             REQUEST_ID_KEY: str(run_id),
             REASON_KEY: decision.reason.value,
         }
-        tags = [f"graylayer:plan:{decision.plan_id}", f"graylayer:version:{decision.version.value}"]
+        tags = [plan_tag(decision.plan_id), version_tag(decision.version.value)]
         if decision.layer is not None:
             metadata[LAYER_KEY] = decision.layer
-            tags.append(f"graylayer:layer:{decision.layer}")
-        labelled = merge_configs(config, {"metadata": metadata, "tags": tags})
-        return labelled, run_id
+            tags.append(layer_tag(decision.layer))
+            labels = RunLabels(decision.plan_id, decision.version.value, decision.layer)
+            with self._runs_lock:
+                self._runs.set(str(run_id), labels, self.feedback_ttl)
+        extra: RunnableConfig = {"metadata": metadata, "tags": tags}
+        if self._handler is not None and not _has_handler(config.get("callbacks")):
+            extra["callbacks"] = [self._handler]
+        return merge_configs(config, extra), run_id
 
     def _fallback_config(self, config: RunnableConfig, run_manager: Any) -> RunnableConfig:
-        relabelled = merge_configs(
-            config,
-            {
-                "metadata": {VERSION_KEY: Version.STABLE.value, FALLBACK_KEY: True},
-                "tags": ["graylayer:fallback"],
+        """The stable retry's config: relabelled stable, tagged fallback, candidate tag removed."""
+        stale = version_tag(Version.CANDIDATE.value)
+        relabelled: RunnableConfig = {
+            **config,
+            "metadata": {
+                **config.get("metadata", {}),
+                VERSION_KEY: Version.STABLE.value,
+                FALLBACK_KEY: True,
             },
-        )
-        return patch_config(relabelled, callbacks=run_manager.get_child("graylayer:fallback"))
+            "tags": [
+                *(t for t in config.get("tags", []) if t != stale),
+                version_tag(Version.STABLE.value),
+                FALLBACK_TAG,
+            ],
+        }
+        callbacks = run_manager.get_child(FALLBACK_TAG)
+        callbacks.remove_tags([stale])  # inherited from the router's own run
+        return patch_config(relabelled, callbacks=callbacks)
+
+    def _judge_in_background(self, run_id: UUID, decision: RoutingDecision, output: Any) -> None:
+        """Run a Runnable completion judge after the answer, off the user's latency."""
+        judge = self.completion_judge
+        if self._handler is None or not isinstance(judge, Runnable) or decision.layer is None:
+            return
+        handler = self._handler
+        handler.mark_completed(run_id, False)  # counted when (and if) the judge accepts
+        labels = RunLabels(decision.plan_id, decision.version.value, decision.layer)
+        _JUDGES.submit(_run_judge, judge, output, labels, handler.metrics)
 
     def _should_fall_back(self, decision: RoutingDecision, exc: BaseException) -> bool:
         if decision.version is not Version.CANDIDATE or not self.plan.fallback_to_stable:
@@ -277,6 +381,7 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
             except BaseException as fallback_exc:
                 run_manager.on_chain_error(fallback_exc)
                 raise
+        self._judge_in_background(run_id, decision, output)
         run_manager.on_chain_end(output)
         return output
 
@@ -323,6 +428,7 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
             except BaseException as fallback_exc:
                 await run_manager.on_chain_error(fallback_exc)
                 raise
+        self._judge_in_background(run_id, decision, output)
         await run_manager.on_chain_end(output)
         return output
 
@@ -365,6 +471,7 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
         except BaseException as exc:
             run_manager.on_chain_error(exc)
             raise
+        self._judge_in_background(run_id, decision, final.value)
         run_manager.on_chain_end(final.value)
 
     async def astream(
@@ -393,11 +500,37 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
         except BaseException as exc:
             await run_manager.on_chain_error(exc)
             raise
+        self._judge_in_background(run_id, decision, final.value)
         await run_manager.on_chain_end(final.value)
 
 
+def _has_handler(callbacks: Any) -> bool:
+    """True when the caller already attached a graylayer handler (so runs are not counted twice)."""
+    handlers = getattr(callbacks, "handlers", callbacks)
+    return isinstance(handlers, list) and any(
+        isinstance(h, GraylayerCallbackHandler) for h in handlers
+    )
+
+
+_JUDGES = ThreadPoolExecutor(max_workers=2, thread_name_prefix="graylayer-judge")
+
+
+def _run_judge(
+    judge: Runnable[Any, Any], output: Any, labels: RunLabels, metrics: GraylayerMetrics
+) -> None:
+    try:
+        accepted = bool(judge.invoke(output, {"callbacks": [], "run_name": "graylayer_judge"}))
+    except Exception:
+        logger.exception("completion judge failed; the task is counted as not completed")
+        metrics.handler_errors.inc()
+        return
+    if accepted:
+        metrics.record_completion(labels)
+
+
 class _Accumulator(Generic[Output]):
-    """Adds streamed chunks into the final output, as ``RunnableBranch`` does."""
+    """The streamed run's output: the sum of its chunks, or the last chunk when they do not add
+    up (e.g. LangGraph's per-node update dicts), so the completion judge still sees the answer."""
 
     def __init__(self) -> None:
         self.value: Output | None = None
@@ -411,4 +544,6 @@ class _Accumulator(Generic[Output]):
             try:
                 self.value = cast(Any, self.value) + chunk
             except TypeError:
-                self.value, self._addable = None, False
+                self.value, self._addable = chunk, False
+        else:
+            self.value = chunk

@@ -102,9 +102,11 @@ class Assigner:
         try:
             decision = self._route(user_id, session_id)
             if session_id and decision.routed and decision.reason is not RouteReason.PINNED:
-                pin = SessionPin(decision.version, decision.layer, self.clock())
+                pin = SessionPin(decision.version, decision.layer, self.clock(), user_id)
                 held = self.store.pin_session(self.plan.id, session_id, pin, self.plan.session_ttl)
-                if held.version is not decision.version:  # another replica pinned it first
+                # Another replica pinned this user's session first: follow it. A session id
+                # pinned by another user is neither followed nor re-pinned.
+                if held.belongs_to(user_id) and held.version is not decision.version:
                     decision = RoutingDecision(
                         self.plan.id, held.version, held.layer, RouteReason.PINNED,
                         session_id=session_id,
@@ -119,12 +121,16 @@ class Assigner:
         plan = self.plan
         if not user_id:
             return RoutingDecision(plan.id, Version.STABLE, None, RouteReason.NO_USER_ID)
-        if session_id:
-            pin = self.store.get_pin(plan.id, session_id)
-            if pin is not None:
-                return RoutingDecision(
-                    plan.id, pin.version, pin.layer, RouteReason.PINNED, session_id=session_id
-                )
+        pin = self.store.get_pin(plan.id, session_id) if session_id else None
+        # Consent withdrawn mid-conversation wins over the pin: opt-out is always stable.
+        if (
+            pin is not None
+            and pin.belongs_to(user_id)
+            and (pin.version is Version.STABLE or self._layer_of(user_id).layer is not None)
+        ):
+            return RoutingDecision(
+                plan.id, pin.version, pin.layer, RouteReason.PINNED, session_id=session_id
+            )
         assignment = self._layer_of(user_id)
         if assignment.layer is None:
             return RoutingDecision(

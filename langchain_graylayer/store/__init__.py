@@ -8,14 +8,14 @@ from langchain_graylayer.store.base import Store, check_ratio
 from langchain_graylayer.store.memory import MemoryStore
 
 if TYPE_CHECKING:
-    from langchain_graylayer.store.redis import RedisStore
+    from langchain_graylayer.store.redis import RedisStore as RedisStore
 
 __all__ = ["MemoryStore", "Store", "check_ratio"]  # RedisStore: lazily, needs the [redis] extra
 
 
 def __getattr__(name: str) -> Any:
     if name == "RedisStore":  # imported lazily: the redis client is an optional extra
-        from langchain_graylayer.store.redis import RedisStore
+        from langchain_graylayer.store.redis import RedisStore as RedisStore
 
         return RedisStore
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

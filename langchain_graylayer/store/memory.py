@@ -4,59 +4,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
-from typing import Generic, TypeVar
 
+from langchain_graylayer._cache import ExpiringLRU
 from langchain_graylayer.decision import SessionPin, Version
 from langchain_graylayer.layering import LayerAssignment, UserProfile
 from langchain_graylayer.store.base import check_ratio
 
 __all__ = ["MemoryStore"]
-
-K = TypeVar("K")
-V = TypeVar("V")
-
-
-class _ExpiringLRU(Generic[K, V]):
-    """A size-capped LRU map whose entries also expire; not thread-safe on its own.
-
-    Written here rather than taken from ``cachetools`` because it needs a per-entry TTL with an
-    injectable clock and nothing else, in 30 lines, without a new core dependency.
-    """
-
-    def __init__(self, max_entries: int, clock: Callable[[], float]) -> None:
-        self.max_entries = max_entries
-        self.clock = clock
-        self.evictions = 0
-        self._data: OrderedDict[K, tuple[V, float]] = OrderedDict()
-
-    def get(self, key: K) -> V | None:
-        item = self._data.get(key)
-        if item is None:
-            return None
-        if item[1] <= self.clock():
-            del self._data[key]
-            return None
-        self._data.move_to_end(key)
-        return item[0]
-
-    def set(self, key: K, value: V, ttl: float) -> None:
-        self._data[key] = (value, self.clock() + ttl)
-        self._data.move_to_end(key)
-        while len(self._data) > self.max_entries:
-            self._data.popitem(last=False)
-            self.evictions += 1
-
-    def pop(self, key: K) -> None:
-        self._data.pop(key, None)
-
-    def items(self) -> list[tuple[K, V]]:
-        now = self.clock()
-        return [(k, v) for k, (v, expires) in self._data.items() if expires > now]
-
-    def __len__(self) -> int:
-        return len(self._data)
 
 
 class MemoryStore:
@@ -86,10 +41,10 @@ class MemoryStore:
         self._lock = threading.Lock()
         self._ratios: dict[str, dict[str, float]] = {}
         self._profiles: dict[str, UserProfile] = {}
-        self._layers: _ExpiringLRU[str, dict[str, LayerAssignment]] = _ExpiringLRU(
+        self._layers: ExpiringLRU[str, dict[str, LayerAssignment]] = ExpiringLRU(
             max_cached_layers, clock
         )
-        self._pins: _ExpiringLRU[tuple[str, str], SessionPin] = _ExpiringLRU(max_pins, clock)
+        self._pins: ExpiringLRU[tuple[str, str], SessionPin] = ExpiringLRU(max_pins, clock)
 
     # ratios -------------------------------------------------------------------------------
     def get_ratios(self, plan_id: str) -> dict[str, float]:

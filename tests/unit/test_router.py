@@ -202,6 +202,26 @@ class TestSessions:
         decision = router.route("u1", "conv-1")
         assert (decision.version, decision.layer) == (Version.CANDIDATE, "vip")
 
+    def test_consent_withdrawn_mid_conversation_wins_over_the_pin(self) -> None:
+        store = MemoryStore()
+        store.set_ratio(PLAN_ID, "vip", 1.0)
+        router = make_router(store)
+        assert router.invoke("q", cfg("u1", "conv-1")) == "candidate:q"
+        store.put_profile("u1", UserProfile(allow_gray=False))
+        assert router.invoke("q", cfg("u1", "conv-1")) == "stable:q"
+        assert router.route("u1", "conv-1").reason is RouteReason.OPT_OUT
+
+    def test_a_session_id_pinned_by_another_user_is_not_followed(self) -> None:
+        store = MemoryStore()
+        store.set_ratio(PLAN_ID, "vip", 1.0)
+        router = make_router(store)
+        assert router.invoke("q", cfg("alice", "shared-id")) == "candidate:q"
+        store.set_ratio(PLAN_ID, "vip", 0.0)
+        assert router.invoke("q", cfg("mallory", "shared-id")) == "stable:q"
+        assert router.route("mallory", "shared-id").reason is RouteReason.OUT_OF_RATIO
+        assert store.get_pin(PLAN_ID, "shared-id").user_id == "alice"  # type: ignore[union-attr]
+        assert router.invoke("q", cfg("alice", "shared-id")) == "candidate:q"
+
     def test_route_does_not_pin(self) -> None:
         store = MemoryStore()
         router = make_router(store)

@@ -1,0 +1,38 @@
+"""Metadata keys and tags the router writes into every run (and the handlers read back)."""
+
+from __future__ import annotations
+
+__all__ = [
+    "FALLBACK_KEY",
+    "FALLBACK_TAG",
+    "LAYER_KEY",
+    "PLAN_KEY",
+    "REASON_KEY",
+    "REQUEST_ID_KEY",
+    "VERSION_KEY",
+    "layer_tag",
+    "plan_tag",
+    "version_tag",
+]
+
+PLAN_KEY = "graylayer.plan"
+VERSION_KEY = "graylayer.version"
+LAYER_KEY = "graylayer.layer"
+REQUEST_ID_KEY = "graylayer.request_id"
+"""The router's run id; every descendant carries it, even runs detached from the tree."""
+REASON_KEY = "graylayer.reason"
+FALLBACK_KEY = "graylayer.fallback"
+"""True on the runs of the stable retry after the candidate failed."""
+FALLBACK_TAG = "graylayer:fallback"
+
+
+def plan_tag(plan_id: str) -> str:
+    return f"graylayer:plan:{plan_id}"
+
+
+def version_tag(version: str) -> str:
+    return f"graylayer:version:{version}"
+
+
+def layer_tag(layer: str) -> str:
+    return f"graylayer:layer:{layer}"
