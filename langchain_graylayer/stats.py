@@ -6,7 +6,7 @@ normal-mixture martingale, which is Robbins' (1970) mixture, Johari et al.'s mSP
 1512.04922), Waudby-Smith et al.'s asymptotic confidence sequence (AsympCS, arXiv 2103.06476) and
 GrowthBook ``gbstats``' sequential tests all at once. Rare events use the conditional Beta-binomial
 test and sample-ratio mismatch (SRM) the Dirichlet-multinomial Bayes factor of Lindon & Malek
-(arXiv 2011.03567). The article's QoS score is kept to explain decisions, not to make them.
+(arXiv 2011.03567).
 
 Differences are always ``candidate − stable`` on the metric's own scale; ``higher_is_better``
 says which direction is harm. Too little or missing data is *inconclusive*, never harm.
@@ -17,30 +17,21 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 from langchain_graylayer.errors import ConfigurationError
 
 __all__ = [
-    "HIGH_RISK_QOS_WEIGHTS",
-    "LOW_RISK_QOS_WEIGHTS",
     "MIN_TRIALS",
     "ArmCounts",
-    "ArticleVerdict",
     "Comparison",
-    "QosBreakdown",
-    "QosInputs",
-    "QosWeights",
     "RareEventResult",
     "SRMResult",
-    "article_qos_verdict",
     "compare_means",
     "compare_proportions",
     "cs_halfwidth",
     "event_split_log_bf",
     "mixture_log_evalue",
     "mixture_rho2",
-    "qos_score",
     "rare_event_harm",
     "srm_check",
     "srm_log_bf",
@@ -50,8 +41,6 @@ __all__ = [
 MIN_TRIALS = 10
 """Default minimum observations per arm: below ~10 the normal approximation behind the AsympCS is
 poor for skewed rates; a collapse (0.85 → 0.3) is still caught at the first look past the guard."""
-
-ArticleVerdict = Literal["rollback", "hold", "promote"]
 
 
 def _check_alpha(alpha: float, one_sided: bool, field: str = "alpha") -> None:
@@ -528,115 +517,3 @@ def srm_check(
     counts, probs = [observed_candidate, observed_stable], [expected_ratio, 1 - expected_ratio]
     log_bf = srm_log_bf(counts, probs, k)
     return SRMResult(log_bf >= -math.log(alpha), log_bf, observed, expected_ratio)
-
-
-# --- the article's QoS score ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class QosWeights:
-    """Weights (wU, wT, wB) of the user, technical and business sub-scores, summing to 1.
-
-    Example:
-        >>> HIGH_RISK_QOS_WEIGHTS
-        QosWeights(user=0.3, technical=0.2, business=0.5)
-    """
-
-    user: float
-    technical: float
-    business: float
-
-    def __post_init__(self) -> None:
-        parts = (self.user, self.technical, self.business)
-        if any(not w >= 0 for w in parts) or abs(math.fsum(parts) - 1) > 1e-9:
-            raise ConfigurationError("weights", parts, "three weights >= 0 summing to 1")
-
-
-HIGH_RISK_QOS_WEIGHTS = QosWeights(0.3, 0.2, 0.5)
-"""The article's weights for high-risk layers."""
-LOW_RISK_QOS_WEIGHTS = QosWeights(0.4, 0.3, 0.3)
-"""The article's weights for low-risk layers."""
-
-
-@dataclass(frozen=True)
-class QosInputs:
-    """The article's QoS inputs for one version over one window; rates are fractions in [0, 1].
-
-    Example:
-        >>> QosInputs(bad_rate=0.05, nps=30, availability=0.99, latency_s=2.0,
-        ...           tool_success=0.97, completion=0.85, complaint_rate=0.005).nps
-        30
-    """
-
-    bad_rate: float
-    """Share of negative feedback."""
-    nps: float
-    """Net promoter score in [−100, 100]."""
-    availability: float
-    latency_s: float
-    """Response latency in seconds (the article does not fix the statistic: mean or p95)."""
-    tool_success: float
-    completion: float
-    complaint_rate: float
-
-    def __post_init__(self) -> None:
-        for field in ("bad_rate", "availability", "tool_success", "completion", "complaint_rate"):
-            value = getattr(self, field)
-            if not 0.0 <= value <= 1.0:
-                raise ConfigurationError(field, value, "a rate in [0, 1]")
-        if not -100.0 <= self.nps <= 100.0:
-            raise ConfigurationError("nps", self.nps, "a net promoter score in [-100, 100]")
-        if not self.latency_s >= 0:
-            raise ConfigurationError("latency_s", self.latency_s, "seconds >= 0")
-
-
-@dataclass(frozen=True)
-class QosBreakdown:
-    """Sub-scores U, T, B and the weighted QoS, each in [0, 1]."""
-
-    user: float
-    technical: float
-    business: float
-    qos: float
-
-
-def qos_score(
-    inputs: QosInputs, weights: QosWeights, *, max_latency_s: float = 5.0
-) -> QosBreakdown:
-    """The article's QoS score (SPEC §5), kept to explain decisions, not to make them.
-
-    * ``U = clip(1 − min(bad_rate·3, 1) + min(nps·0.01, 1), 0, 1)``
-    * ``T = availability·0.4 + (1 − min(latency/max_latency, 1))·0.3 + tool_success·0.3``
-    * ``B = completion·0.6 + (1 − min(complaint_rate·10, 1))·0.4``
-    * ``QoS = wU·U + wT·T + wB·B``
-
-    A 5-point completion drop moves QoS by only ``0.6·wB·0.05`` (0.015 with high-risk weights).
-
-    Example:
-        >>> inputs = QosInputs(0.05, 30, 0.99, 2.0, 0.97, 0.85, 0.005)
-        >>> round(qos_score(inputs, HIGH_RISK_QOS_WEIGHTS).qos, 4)
-        0.9184
-    """
-    _check_positive("max_latency_s", max_latency_s)
-    u = min(max(1 - min(inputs.bad_rate * 3, 1) + min(inputs.nps * 0.01, 1), 0.0), 1.0)
-    latency_term = 1 - min(inputs.latency_s / max_latency_s, 1)
-    t = inputs.availability * 0.4 + latency_term * 0.3 + inputs.tool_success * 0.3
-    b = inputs.completion * 0.6 + (1 - min(inputs.complaint_rate * 10, 1)) * 0.4
-    qos = weights.user * u + weights.technical * t + weights.business * b
-    return QosBreakdown(u, t, b, qos)
-
-
-def article_qos_verdict(
-    qos: float, rollback_below: float = 0.6, promote_at: float = 0.8
-) -> ArticleVerdict:
-    """The article's rule: QoS < 0.6 roll back, < 0.8 hold, else promote (for comparison only).
-
-    Example:
-        >>> article_qos_verdict(0.59), article_qos_verdict(0.6), article_qos_verdict(0.8)
-        ('rollback', 'hold', 'promote')
-    """
-    if not rollback_below <= promote_at:
-        raise ConfigurationError("rollback_below", rollback_below, f"<= promote_at ({promote_at})")
-    if qos < rollback_below:
-        return "rollback"
-    return "hold" if qos < promote_at else "promote"

@@ -16,23 +16,25 @@ from typing import Any
 import numpy as np
 import pytest
 
-from langchain_graylayer import stats
+from langchain_graylayer import qos, stats
 from langchain_graylayer.errors import ConfigurationError
-from langchain_graylayer.stats import (
+from langchain_graylayer.qos import (
     HIGH_RISK_QOS_WEIGHTS,
     LOW_RISK_QOS_WEIGHTS,
-    MIN_TRIALS,
-    ArmCounts,
     QosInputs,
     QosWeights,
     article_qos_verdict,
+    qos_score,
+)
+from langchain_graylayer.stats import (
+    MIN_TRIALS,
+    ArmCounts,
     compare_means,
     compare_proportions,
     cs_halfwidth,
     event_split_log_bf,
     mixture_log_evalue,
     mixture_rho2,
-    qos_score,
     rare_event_harm,
     srm_check,
     srm_log_bf,
@@ -390,16 +392,18 @@ def test_sequential_srm_flags_lost_candidate_units_but_not_an_exact_split() -> N
 # --- module hygiene ------------------------------------------------------------------------------
 
 
-def test_every_public_definition_is_exported() -> None:
+@pytest.mark.parametrize("module", [stats, qos], ids=["stats", "qos"])
+def test_every_public_definition_is_exported(module: Any) -> None:
     defined = {
         name
-        for name, value in vars(stats).items()
-        if not name.startswith("_") and getattr(value, "__module__", None) == stats.__name__
+        for name, value in vars(module).items()
+        if not name.startswith("_") and getattr(value, "__module__", None) == module.__name__
     }
-    assert defined <= set(stats.__all__)
-    assert len(set(stats.__all__)) == len(stats.__all__)
-    assert all(hasattr(stats, name) for name in stats.__all__)
+    assert defined <= set(module.__all__)
+    assert len(set(module.__all__)) == len(module.__all__)
+    assert all(hasattr(module, name) for name in module.__all__)
 
 
-def test_docstring_examples_run() -> None:
-    assert doctest.testmod(stats, raise_on_error=False).failed == 0
+@pytest.mark.parametrize("module", [stats, qos], ids=["stats", "qos"])
+def test_docstring_examples_run(module: Any) -> None:
+    assert doctest.testmod(module, raise_on_error=False).failed == 0
