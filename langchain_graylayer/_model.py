@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from langchain_graylayer.errors import ConfigurationError, add_note
 
@@ -29,6 +29,10 @@ class _Missing:
 
 
 _MISSING = _Missing()
+
+
+Seconds = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+"""A positive duration in seconds; YAML may also say ``"90s"``, ``"30m"``, ``"24h"``, ``"7d"``."""
 
 
 def _loc(loc: tuple[int | str, ...]) -> str:

@@ -9,6 +9,7 @@ __all__ = [
     "PLAN_KEY",
     "REASON_KEY",
     "REQUEST_ID_KEY",
+    "SESSION_KEY",
     "VERSION_KEY",
     "layer_tag",
     "plan_tag",
@@ -21,6 +22,8 @@ LAYER_KEY = "graylayer.layer"
 REQUEST_ID_KEY = "graylayer.request_id"
 """The router's run id; every descendant carries it, even runs detached from the tree."""
 REASON_KEY = "graylayer.reason"
+SESSION_KEY = "graylayer.session_id"
+"""The conversation (trace metadata only, never a metric label)."""
 FALLBACK_KEY = "graylayer.fallback"
 """True on the runs of the stable retry after the candidate failed."""
 FALLBACK_TAG = "graylayer:fallback"

@@ -11,14 +11,15 @@ import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import yaml
-from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from langchain_graylayer._model import ConfigModel, parse_duration, to_configuration_error
+from langchain_graylayer._model import ConfigModel, Seconds, to_configuration_error
 from langchain_graylayer.bucketing import BUCKETS
 from langchain_graylayer.errors import ConfigurationError, add_note
+from langchain_graylayer.gates import Gates, Judging
 from langchain_graylayer.layering import (
     WEIGHT_TOLERANCE,
     LayerAssignment,
@@ -36,9 +37,6 @@ DEFAULT_STEPS: tuple[float, ...] = (0.01, 0.1, 0.5, 1.0)
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,62}$")
 _NAME_RULE = "1-63 characters of a-z, 0-9, '_' or '-', starting with a letter or digit"
-
-Seconds = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
-"""A positive duration in seconds; YAML may also say ``"90s"``, ``"30m"``, ``"24h"``, ``"7d"``."""
 
 
 def _check_name(value: str) -> str:
@@ -78,6 +76,8 @@ class LayerSpec(ConfigModel):
     steps: tuple[float, ...] = DEFAULT_STEPS
     """Candidate ratios, strictly increasing in ``(0, 1]``, at a resolution of 0.0001."""
     description: str = ""
+    gates: Gates | None = None
+    """This layer's gates; ``None`` uses the plan's."""
 
     _name = field_validator("name")(classmethod(lambda cls, v: _check_name(v)))
 
@@ -188,6 +188,10 @@ class RolloutPlan(ConfigModel):
     """When the candidate raises, run the same input on stable and return that answer."""
     salt: str | None = None
     """Bucketing salt; defaults to the plan id. Changing it reshuffles every user."""
+    gates: Gates = Field(default_factory=Gates)
+    """Default gates of every layer (min samples, bake time, guardrails, timeout policy)."""
+    judging: Judging = Field(default_factory=Judging)
+    """Plan-wide judging: error budget, hard floors, QoS, rollback scope."""
 
     _id = field_validator("id")(classmethod(lambda cls, v: _check_name(v)))
 
@@ -246,6 +250,10 @@ class RolloutPlan(ConfigModel):
     def layer_names(self) -> list[str]:
         """Layer names, low risk first."""
         return [layer.name for layer in self.layers]
+
+    def gates_for(self, layer: str) -> Gates:
+        """The gates of ``layer``: its own, else the plan's."""
+        return self.layer(layer).gates or self.gates
 
     def layer(self, name: str) -> LayerSpec:
         """The layer called ``name``.

@@ -19,6 +19,7 @@ from uuid import UUID, uuid4
 
 from langchain_core.callbacks import (
     AsyncCallbackManagerForChainRun,
+    BaseCallbackHandler,
     CallbackManagerForChainRun,
 )
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableSerializable
@@ -44,6 +45,7 @@ from langchain_graylayer.callbacks import (
     GraylayerCallbackHandler,
     default_completion_judge,
 )
+from langchain_graylayer.cleanup import ToolCallJournal
 from langchain_graylayer.decision import RoutingDecision, Version
 from langchain_graylayer.errors import ConfigurationError, UnknownRunError
 from langchain_graylayer.keys import (
@@ -53,6 +55,7 @@ from langchain_graylayer.keys import (
     PLAN_KEY,
     REASON_KEY,
     REQUEST_ID_KEY,
+    SESSION_KEY,
     VERSION_KEY,
     layer_tag,
     plan_tag,
@@ -139,11 +142,15 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
     the user's latency. Default: a non-empty final answer."""
     feedback_ttl: float = Field(default=7 * 86400.0, gt=0)
     """How long a run id can receive feedback (the run → version map is also capped)."""
+    journal_tool_calls: bool = True
+    """Journal the candidate's tool calls (the plan's ``judging.side_effect_tools``, or all) in
+    the store, so a rollback can list them for compensation."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     _assigner: Assigner = PrivateAttr()
     _handler: GraylayerCallbackHandler | None = PrivateAttr(default=None)
+    _journal: ToolCallJournal | None = PrivateAttr(default=None)
     _runs: ExpiringLRU[str, RunLabels] = PrivateAttr()
     _runs_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
@@ -156,6 +163,9 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
             ratio_refresh_interval=self.ratio_refresh_interval,
         )
         self._runs = ExpiringLRU(100_000, self.clock)
+        if self.journal_tool_calls:
+            tools = self.plan.judging.side_effect_tools
+            self._journal = ToolCallJournal(self.store, tools, clock=self.clock)
         if self.instrument:
             metrics = self.metrics if self.metrics is not None else default_metrics()
             judge = self.completion_judge
@@ -305,6 +315,8 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
             REASON_KEY: decision.reason.value,
         }
         tags = [plan_tag(decision.plan_id), version_tag(decision.version.value)]
+        if decision.session_id is not None:
+            metadata[SESSION_KEY] = decision.session_id
         if decision.layer is not None:
             metadata[LAYER_KEY] = decision.layer
             tags.append(layer_tag(decision.layer))
@@ -312,8 +324,13 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
             with self._runs_lock:
                 self._runs.set(str(run_id), labels, self.feedback_ttl)
         extra: RunnableConfig = {"metadata": metadata, "tags": tags}
+        handlers: list[BaseCallbackHandler] = []
         if self._handler is not None and not _has_handler(config.get("callbacks")):
-            extra["callbacks"] = [self._handler]
+            handlers.append(self._handler)
+        if self._journal is not None and decision.version is Version.CANDIDATE:
+            handlers.append(self._journal)
+        if handlers:
+            extra["callbacks"] = handlers
         return merge_configs(config, extra), run_id
 
     def _fallback_config(self, config: RunnableConfig, run_manager: Any) -> RunnableConfig:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Protocol, runtime_checkable
 
 from langchain_graylayer.decision import SessionPin, Version
@@ -84,4 +85,52 @@ class Store(Protocol):
         self, plan_id: str, version: Version | None = None
     ) -> dict[str, SessionPin]:
         """Live pins of a plan (optionally of one version), by session id."""
+        ...
+
+    def repin_session(self, plan_id: str, session_id: str, pin: SessionPin, ttl: float) -> None:
+        """Overwrite a session's pin (a rollback moves candidate sessions back to stable)."""
+        ...
+
+    # -- controller state ----------------------------------------------------------------
+    def get_plan_state(self, plan_id: str) -> str | None:
+        """The controller's state of a plan (an opaque JSON document), or ``None``."""
+        ...
+
+    def commit(
+        self, plan_id: str, *, ratios: Mapping[str, float], state: str, audit: str | None
+    ) -> None:
+        """Atomically set these ratios, replace the plan state and append one audit entry
+        (``audit=None``: no entry, e.g. when only the latest verdict is remembered).
+
+        All or nothing: when the backend fails, none of the three is applied (``StoreError``).
+        Ratios are validated first (``ConfigurationError``) and nothing is written then either.
+        """
+        ...
+
+    def read_audit(self, plan_id: str, limit: int | None = None) -> list[str]:
+        """Audit entries (JSON documents), oldest first; the newest ``limit`` when given."""
+        ...
+
+    def try_lease(self, name: str, holder: str, ttl: float) -> bool:
+        """Take the lease ``name`` for ``ttl`` seconds, or renew it if ``holder`` has it.
+
+        Returns False while another holder's lease is live; a lapsed lease can be taken.
+        """
+        ...
+
+    def release_lease(self, name: str, holder: str) -> None:
+        """Give the lease up, only if ``holder`` has it."""
+        ...
+
+    def lease_holder(self, name: str) -> str | None:
+        """Who holds the lease now, or ``None``."""
+        ...
+
+    # -- candidate tool-call journal (for compensation after a rollback) ------------------------
+    def record_tool_call(self, plan_id: str, entry: str) -> None:
+        """Append a candidate tool call (a JSON document) to a bounded journal."""
+        ...
+
+    def tool_calls(self, plan_id: str) -> list[str]:
+        """The journal's entries (JSON documents), oldest first."""
         ...

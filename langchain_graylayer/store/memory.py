@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Mapping
 
 from langchain_graylayer._cache import ExpiringLRU
 from langchain_graylayer.decision import SessionPin, Version
+from langchain_graylayer.errors import ConfigurationError
 from langchain_graylayer.layering import LayerAssignment, UserProfile
 from langchain_graylayer.store.base import check_ratio
 
@@ -15,12 +17,14 @@ __all__ = ["MemoryStore"]
 
 
 class MemoryStore:
-    """In-process state: ratios, profiles, a bounded layer cache and bounded session pins.
+    """In-process state: ratios, profiles, a bounded layer cache and session pins, controller state.
 
     Memory stays bounded however many users pass: cached layers and pins expire (the plan's
-    TTLs) and each map is capped (least recently used entries go first). Profiles are data you
-    put in, and are not evicted; for millions of users keep them in your own database and give
-    the router a ``profile_loader``.
+    TTLs) and each map is capped (least recently used entries go first). Each plan's audit log
+    and tool-call journal keep their newest ``max_audit`` and ``max_tool_calls`` entries; leases
+    expire on ``clock``, as cached layers and pins do. Profiles are data you put in, and are not
+    evicted; for millions of users keep them in your own database and give the router a
+    ``profile_loader``.
 
     Example:
         >>> store = MemoryStore()
@@ -36,15 +40,27 @@ class MemoryStore:
         *,
         max_cached_layers: int = 100_000,
         max_pins: int = 1_000_000,
+        max_audit: int = 100_000,
+        max_tool_calls: int = 100_000,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        for field, bound in (("max_audit", max_audit), ("max_tool_calls", max_tool_calls)):
+            if isinstance(bound, bool) or not isinstance(bound, int) or bound < 1:
+                raise ConfigurationError(field, bound, "a positive number of entries")
         self._lock = threading.Lock()
+        self._clock = clock
+        self._max_audit = max_audit
+        self._max_tool_calls = max_tool_calls
         self._ratios: dict[str, dict[str, float]] = {}
         self._profiles: dict[str, UserProfile] = {}
         self._layers: ExpiringLRU[str, dict[str, LayerAssignment]] = ExpiringLRU(
             max_cached_layers, clock
         )
         self._pins: ExpiringLRU[tuple[str, str], SessionPin] = ExpiringLRU(max_pins, clock)
+        self._states: dict[str, str] = {}
+        self._audit: dict[str, deque[str]] = {}
+        self._leases: dict[str, tuple[str, float]] = {}  # name -> (holder, expires at)
+        self._tool_calls: dict[str, deque[str]] = {}
 
     # ratios -------------------------------------------------------------------------------
     def get_ratios(self, plan_id: str) -> dict[str, float]:
@@ -113,6 +129,63 @@ class MemoryStore:
                 for (plan, session), pin in self._pins.items()
                 if plan == plan_id and (version is None or pin.version == version)
             }
+
+    def repin_session(self, plan_id: str, session_id: str, pin: SessionPin, ttl: float) -> None:
+        with self._lock:
+            self._pins.set((plan_id, session_id), pin, ttl)
+
+    # controller state ---------------------------------------------------------------------
+    def get_plan_state(self, plan_id: str) -> str | None:
+        with self._lock:
+            return self._states.get(plan_id)
+
+    def commit(
+        self, plan_id: str, *, ratios: Mapping[str, float], state: str, audit: str | None
+    ) -> None:
+        checked = {layer: check_ratio(ratio) for layer, ratio in ratios.items()}  # before writes
+        with self._lock:
+            self._ratios.setdefault(plan_id, {}).update(checked)
+            self._states[plan_id] = state
+            if audit is not None:
+                self._audit.setdefault(plan_id, deque(maxlen=self._max_audit)).append(audit)
+
+    def read_audit(self, plan_id: str, limit: int | None = None) -> list[str]:
+        if limit is not None and limit < 0:
+            raise ConfigurationError("limit", limit, "None or a non-negative number of entries")
+        with self._lock:
+            entries = list(self._audit.get(plan_id, ()))
+        skip = 0 if limit is None else max(0, len(entries) - limit)
+        return entries[skip:]
+
+    def try_lease(self, name: str, holder: str, ttl: float) -> bool:
+        with self._lock:
+            now = self._clock()
+            current = self._leases.get(name)
+            if current is not None and current[0] != holder and current[1] > now:
+                return False
+            self._leases[name] = (holder, now + ttl)
+            return True
+
+    def release_lease(self, name: str, holder: str) -> None:
+        with self._lock:
+            current = self._leases.get(name)
+            if current is not None and current[0] == holder:
+                del self._leases[name]
+
+    def lease_holder(self, name: str) -> str | None:
+        with self._lock:
+            current = self._leases.get(name)
+            return None if current is None or current[1] <= self._clock() else current[0]
+
+    # candidate tool-call journal ----------------------------------------------------------
+    def record_tool_call(self, plan_id: str, entry: str) -> None:
+        with self._lock:
+            journal = self._tool_calls.setdefault(plan_id, deque(maxlen=self._max_tool_calls))
+            journal.append(entry)
+
+    def tool_calls(self, plan_id: str) -> list[str]:
+        with self._lock:
+            return list(self._tool_calls.get(plan_id, ()))
 
     # introspection ------------------------------------------------------------------------
     def sizes(self) -> dict[str, int]:

@@ -5,11 +5,17 @@ Key layout (``{prefix}`` is ``"graylayer"`` unless you pass ``prefix=``)::
     {prefix}:ratios:{plan_id}               hash    layer -> repr(ratio), e.g. "0.1"
     {prefix}:profile:{user_id}              string  UserProfile.model_dump_json()
     {prefix}:layer:{user_id}                hash    plan_id -> LayerAssignment.encode(); PEXPIRE ttl
-    {prefix}:pin:{plan_id}:{session_id}     string  SessionPin.encode(); SET NX PX ttl
+    {prefix}:pin:{plan_id}:{session_id}     string  SessionPin.encode(); SET NX PX (repin: SET PX)
+    {prefix}:state:{plan_id}                string  the controller's plan state (JSON)
+    {prefix}:audit:{plan_id}                stream  "entry" -> audit entry (JSON); MAXLEN ~ 100000
+    {prefix}:lease:{name}                   string  the holder; SET NX PX ttl, renewed by PEXPIRE
+    {prefix}:toolcalls:{plan_id}            stream  "entry" -> tool call (JSON); MAXLEN ~ 100000
 
 The layer cache TTL is per *user* key, not per plan: caching a user's layer in one plan restarts
 the clock of that user's cached layers in every plan (as :class:`MemoryStore` does). Plan ids
 never contain ``:`` (:class:`~langchain_graylayer.plan.RolloutPlan` forbids it); session ids may.
+``commit`` writes ratios, state and audit entry in one MULTI/EXEC transaction; leases are taken,
+renewed and released by Lua scripts, so a holder check and its write cannot interleave.
 
 Every failure of the client (``redis.RedisError``, ``OSError``) and every unreadable value is
 raised as :class:`~langchain_graylayer.errors.StoreError` naming the operation and the key.
@@ -18,7 +24,7 @@ raised as :class:`~langchain_graylayer.errors.StoreError` naming the operation a
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -45,6 +51,22 @@ if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return ARGV[1] 
 return redis.call('GET', KEYS[1])
 """
 
+# Take a free or lapsed lease, or renew our own; never touch another holder's live lease.
+_LEASE_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+return 0
+"""
+
+# Compare and delete: a holder whose lease lapsed (and was taken over) cannot release it.
+_RELEASE_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+_STREAM_MAXLEN = 100_000
+"""Approximate bound (``MAXLEN ~``) of each plan's audit stream and tool-call journal."""
+
 _GLOB = re.compile(r"([\\*?\[\]])")
 
 
@@ -55,6 +77,17 @@ def _text(value: Any) -> str:
 
 def _millis(ttl: float) -> int:
     return max(1, round(ttl * 1000))
+
+
+def _entries(reply: Any) -> list[str]:
+    """The ``entry`` field of each item of an XRANGE reply, in the reply's order."""
+    entries: list[str] = []
+    for entry_id, fields in reply or ():
+        value = fields.get("entry", fields.get(b"entry"))
+        if value is None:
+            raise ValueError(f"stream entry {_text(entry_id)} has no 'entry' field")
+        entries.append(_text(value))
+    return entries
 
 
 class RedisStore:
@@ -118,6 +151,8 @@ class RedisStore:
         self._client: Any = client
         self._prefix = prefix
         self._pin_script: Any = self._client.register_script(_PIN_SCRIPT)
+        self._lease_script: Any = self._client.register_script(_LEASE_SCRIPT)
+        self._release_script: Any = self._client.register_script(_RELEASE_SCRIPT)
 
     @contextmanager
     def _guard(self, operation: str, key: str) -> Iterator[None]:
@@ -221,6 +256,70 @@ class RedisStore:
                     if version is None or pin.version == version:
                         pins[key[len(head) :]] = pin
         return pins
+
+    def repin_session(self, plan_id: str, session_id: str, pin: SessionPin, ttl: float) -> None:
+        key = self._key("pin", plan_id, session_id)
+        with self._guard("repin_session", key):
+            self._client.set(key, pin.encode(), px=_millis(ttl))
+
+    # controller state ---------------------------------------------------------------------
+    def get_plan_state(self, plan_id: str) -> str | None:
+        key = self._key("state", plan_id)
+        with self._guard("get_plan_state", key):
+            raw = self._client.get(key)
+            return None if raw is None else _text(raw)
+
+    def commit(
+        self, plan_id: str, *, ratios: Mapping[str, float], state: str, audit: str | None
+    ) -> None:
+        checked = {layer: repr(check_ratio(ratio)) for layer, ratio in ratios.items()}  # no I/O
+        key = self._key("state", plan_id)
+        with self._guard("commit", key):
+            pipe = self._client.pipeline(transaction=True)  # MULTI ... EXEC
+            if checked:  # HSET needs at least one field
+                pipe.hset(self._key("ratios", plan_id), mapping=checked)
+            pipe.set(key, state)
+            if audit is not None:
+                pipe.xadd(self._key("audit", plan_id), {"entry": audit}, maxlen=_STREAM_MAXLEN)
+            pipe.execute()
+
+    def read_audit(self, plan_id: str, limit: int | None = None) -> list[str]:
+        if limit is not None and limit < 0:
+            raise ConfigurationError("limit", limit, "None or a non-negative number of entries")
+        if limit == 0:
+            return []
+        key = self._key("audit", plan_id)
+        with self._guard("read_audit", key):
+            if limit is None:
+                return _entries(self._client.xrange(key))
+            return _entries(self._client.xrevrange(key, count=limit))[::-1]
+
+    def try_lease(self, name: str, holder: str, ttl: float) -> bool:
+        key = self._key("lease", name)
+        with self._guard("try_lease", key):
+            return bool(self._lease_script(keys=[key], args=[holder, _millis(ttl)]))
+
+    def release_lease(self, name: str, holder: str) -> None:
+        key = self._key("lease", name)
+        with self._guard("release_lease", key):
+            self._release_script(keys=[key], args=[holder])
+
+    def lease_holder(self, name: str) -> str | None:
+        key = self._key("lease", name)
+        with self._guard("lease_holder", key):
+            raw = self._client.get(key)
+            return None if raw is None else _text(raw)
+
+    # candidate tool-call journal ----------------------------------------------------------
+    def record_tool_call(self, plan_id: str, entry: str) -> None:
+        key = self._key("toolcalls", plan_id)
+        with self._guard("record_tool_call", key):
+            self._client.xadd(key, {"entry": entry}, maxlen=_STREAM_MAXLEN)
+
+    def tool_calls(self, plan_id: str) -> list[str]:
+        key = self._key("toolcalls", plan_id)
+        with self._guard("tool_calls", key):
+            return _entries(self._client.xrange(key))
 
     # administration -----------------------------------------------------------------------
     def ping(self) -> None:

@@ -81,6 +81,15 @@ def test_store_without_server_raises_store_error_quickly() -> None:
         "pin_session": lambda: store.pin_session("p", "s1", pin, 60),
         "unpin_session": lambda: store.unpin_session("p", "s1"),
         "pinned_sessions": lambda: store.pinned_sessions("p"),
+        "repin_session": lambda: store.repin_session("p", "s1", pin, 60),
+        "get_plan_state": lambda: store.get_plan_state("p"),
+        "commit": lambda: store.commit("p", ratios={"vip": 0.5}, state="{}", audit="{}"),
+        "read_audit": lambda: store.read_audit("p"),
+        "try_lease": lambda: store.try_lease("ctl", "a", 60),
+        "release_lease": lambda: store.release_lease("ctl", "a"),
+        "lease_holder": lambda: store.lease_holder("ctl"),
+        "record_tool_call": lambda: store.record_tool_call("p", "{}"),
+        "tool_calls": lambda: store.tool_calls("p"),
         "ping": store.ping,
     }
     for operation, call in calls.items():
@@ -210,3 +219,147 @@ def test_missing_redis_package_says_how_to_install(monkeypatch: pytest.MonkeyPat
     monkeypatch.delitem(sys.modules, "langchain_graylayer.store.redis")
     with pytest.raises(ImportError, match=r'pip install "langchain-graylayer\[redis\]"'):
         importlib.import_module("langchain_graylayer.store.redis")
+
+
+def _race_lease(replicas: list[RedisStore], threads: int) -> list[bool]:
+    """``threads`` callers, released together, each try to take the lease "ctl" as ``h{i}``."""
+    barrier = threading.Barrier(threads)
+
+    def take(index: int) -> bool:
+        barrier.wait(5)
+        return replicas[index % len(replicas)].try_lease("ctl", f"h{index}", ttl=60)
+
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(take, range(threads)))
+
+
+def test_racing_leases_across_replicas_have_one_winner(make_redis_store: MakeRedisStore) -> None:
+    replicas = [make_redis_store(), make_redis_store()]
+    for round_ in range(10):
+        won = _race_lease(replicas, threads=10)
+        assert won.count(True) == 1, f"round {round_}: {won.count(True)} winners"
+        winner = f"h{won.index(True)}"
+        assert replicas[0].lease_holder("ctl") == replicas[1].lease_holder("ctl") == winner
+        replicas[1].release_lease("ctl", winner)
+        assert replicas[0].lease_holder("ctl") is None
+
+
+def test_controller_key_layout_is_as_documented(
+    make_redis_store: MakeRedisStore, redis_url: str
+) -> None:
+    store = make_redis_store(prefix="gl")
+    for i in range(3):
+        store.commit("p", ratios={"vip": 0.25}, state=f'{{"v": {i}}}', audit=f"a{i}")
+        store.record_tool_call("p", f"t{i}")
+    store.try_lease("ctl:p", "me", ttl=30)
+    store.repin_session("p", "s1", SessionPin(Version.STABLE, None, 1.0), ttl=30)
+
+    raw = redis.Redis.from_url(redis_url, decode_responses=True)
+    assert raw.hgetall("gl:ratios:p") == {"vip": "0.25"}
+    assert raw.get("gl:state:p") == '{"v": 2}'
+    assert raw.type("gl:audit:p") == "stream"
+    assert raw.xlen("gl:audit:p") == 3
+    assert [fields for _, fields in raw.xrange("gl:audit:p")] == [
+        {"entry": f"a{i}"} for i in range(3)
+    ]
+    assert raw.type("gl:toolcalls:p") == "stream"
+    assert raw.xlen("gl:toolcalls:p") == 3
+    assert raw.get("gl:lease:ctl:p") == "me"
+    assert 29_000 < raw.pttl("gl:lease:ctl:p") <= 30_000
+    assert 29_000 < raw.pttl("gl:pin:p:s1") <= 30_000
+    raw.close()
+
+
+def test_commit_refused_by_the_server_writes_nothing(
+    make_redis_store: MakeRedisStore, redis_url: str
+) -> None:
+    # Out of memory (noeviction), Redis refuses writes when they are queued: EXEC then aborts
+    # the whole transaction, so neither ratios nor state nor audit entry may be applied.
+    store = make_redis_store()
+    store.commit("p", ratios={"vip": 0.1}, state="S1", audit="a1")
+    admin = redis.Redis.from_url(redis_url, decode_responses=True)
+    policy = admin.config_get("maxmemory-policy")["maxmemory-policy"]
+    admin.config_set("maxmemory-policy", "noeviction")
+    admin.config_set("maxmemory", "1")
+    try:
+        with pytest.raises(StoreError, match="commit") as info:
+            store.commit("p", ratios={"vip": 0.9, "normal": 0.5}, state="S2", audit="a2")
+        assert isinstance(info.value.__cause__, redis.RedisError)
+    finally:
+        admin.config_set("maxmemory", "0")
+        admin.config_set("maxmemory-policy", policy)
+    assert store.get_ratios("p") == {"vip": 0.1}
+    assert store.get_plan_state("p") == "S1"
+    assert store.read_audit("p") == ["a1"]
+    admin.close()
+
+
+def test_audit_stream_is_trimmed_approximately(
+    make_redis_store: MakeRedisStore, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import langchain_graylayer.store.redis as redis_store
+
+    monkeypatch.setattr(redis_store, "_STREAM_MAXLEN", 100)
+    store = make_redis_store()
+    for i in range(1000):
+        store.commit("p", ratios={}, state="s", audit=f"a{i}")
+        store.record_tool_call("p", f"t{i}")
+    raw = redis.Redis.from_url(redis_url)
+    for key in ("graylayer:audit:p", "graylayer:toolcalls:p"):
+        assert 100 <= raw.xlen(key) < 300, key  # MAXLEN ~ trims whole stream nodes only
+    raw.close()
+    assert store.read_audit("p", limit=2) == ["a998", "a999"]
+    assert store.tool_calls("p")[-1] == "t999"
+
+
+def test_controller_methods_without_decoding(
+    make_redis_store: MakeRedisStore, redis_url: str
+) -> None:
+    store = make_redis_store(client=redis.Redis.from_url(redis_url))  # replies are bytes
+    store.commit("p", ratios={"vip": 0.5}, state='{"é": 1}', audit="a1")
+    store.commit("p", ratios={}, state='{"é": 2}', audit="a2")
+    store.record_tool_call("p", "t1")
+    assert store.get_plan_state("p") == '{"é": 2}'
+    assert store.read_audit("p") == ["a1", "a2"]
+    assert store.read_audit("p", limit=1) == ["a2"]
+    assert store.tool_calls("p") == ["t1"]
+    assert store.try_lease("ctl", "me", ttl=60)
+    assert store.try_lease("ctl", "me", ttl=60)
+    assert not store.try_lease("ctl", "you", ttl=60)
+    assert store.lease_holder("ctl") == "me"
+    store.release_lease("ctl", "me")
+    assert store.lease_holder("ctl") is None
+
+
+def test_unreadable_controller_values_raise_store_error(
+    make_redis_store: MakeRedisStore, redis_url: str
+) -> None:
+    store = make_redis_store()
+    raw = redis.Redis.from_url(redis_url, decode_responses=True)
+    raw.xadd("graylayer:audit:p", {"not-entry": "x"})
+    raw.hset("graylayer:state:p", "a", "b")  # a hash where a string belongs
+    raw.close()
+    with pytest.raises(StoreError, match=r"read_audit of 'graylayer:audit:p'.*no 'entry' field"):
+        store.read_audit("p")
+    with pytest.raises(StoreError, match="graylayer:state:p"):
+        store.get_plan_state("p")
+
+
+def test_commit_is_one_transaction(make_redis_store: MakeRedisStore, redis_url: str) -> None:
+    # A user who may HSET and SET but not XADD: the refused XADD aborts the whole MULTI/EXEC,
+    # where separate commands (or a plain pipeline) would have applied the ratios and the state.
+    admin = redis.Redis.from_url(redis_url, decode_responses=True)
+    admin.acl_setuser("no-xadd", enabled=True, nopass=True, keys=["*"], commands=["+@all", "-xadd"])
+    try:
+        url = redis_url.replace("redis://", "redis://no-xadd:any@", 1)
+        store = make_redis_store(url=url)
+        store.set_ratio("p", "vip", 0.1)
+        with pytest.raises(StoreError, match="commit") as info:
+            store.commit("p", ratios={"vip": 0.9}, state="S2", audit="a2")
+        assert isinstance(info.value.__cause__, redis.RedisError)
+        assert store.get_ratios("p") == {"vip": 0.1}
+        assert store.get_plan_state("p") is None
+        assert admin.exists("graylayer:audit:p") == 0
+    finally:
+        admin.acl_deluser("no-xadd")
+        admin.close()

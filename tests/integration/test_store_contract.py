@@ -196,3 +196,158 @@ def test_many_pins_are_all_listed(store: Store) -> None:
     assert store.pinned_sessions("p") == pins
     expected_stable = {s: p for s, p in pins.items() if p.version is Version.STABLE}
     assert store.pinned_sessions("p", Version.STABLE) == expected_stable
+
+
+def test_repin_session_overwrites_an_existing_pin(store: Store) -> None:
+    candidate, stable = _pin(Version.CANDIDATE), _pin(Version.STABLE, None)
+    store.pin_session("p", "s1", candidate, ttl=60)
+    store.repin_session("p", "s1", stable, ttl=60)
+    assert store.get_pin("p", "s1") == stable
+    assert store.pin_session("p", "s1", candidate, ttl=60) == stable  # the new pin is in force
+    assert store.pinned_sessions("p", Version.CANDIDATE) == {}
+
+    store.repin_session("p", "s2", candidate, ttl=60)  # no pin before: repin pins
+    assert store.get_pin("p", "s2") == candidate
+
+
+def test_repin_session_sets_a_new_ttl(store: Store) -> None:
+    candidate, stable = _pin(Version.CANDIDATE), _pin(Version.STABLE, None)
+    store.pin_session("p", "s1", candidate, ttl=60)
+    store.repin_session("p", "s1", stable, ttl=SHORT_TTL)
+    assert store.get_pin("p", "s1") == stable
+    time.sleep(SHORT_TTL + 0.1)
+    assert store.get_pin("p", "s1") is None
+
+
+# controller state -------------------------------------------------------------------------
+STATE = '{"phase": "ramping", "step": 2, "note": "späť: ok"}'
+
+
+def test_plan_state_is_none_until_committed(store: Store) -> None:
+    assert store.get_plan_state("p") is None
+    assert store.read_audit("p") == []
+
+
+def test_commit_applies_ratios_state_and_audit(store: Store) -> None:
+    store.set_ratio("p", "normal", 0.01)
+    store.commit("p", ratios={"vip": 0.1, "early_adopter": 1}, state=STATE, audit='{"n": 1}')
+
+    assert store.get_ratios("p") == {"normal": 0.01, "vip": 0.1, "early_adopter": 1.0}
+    assert all(type(r) is float for r in store.get_ratios("p").values())
+    assert store.get_plan_state("p") == STATE
+    assert store.read_audit("p") == ['{"n": 1}']
+
+    store.commit("p", ratios={"vip": 0.0}, state='{"phase": "rolled_back"}', audit='{"n": 2}')
+    assert store.get_ratios("p") == {"normal": 0.01, "vip": 0.0, "early_adopter": 1.0}
+    assert store.get_plan_state("p") == '{"phase": "rolled_back"}'  # replaced, not merged
+    assert store.read_audit("p") == ['{"n": 1}', '{"n": 2}']
+
+
+def test_commit_without_ratios_or_audit_entry(store: Store) -> None:
+    store.set_ratio("p", "vip", 0.2)
+    store.commit("p", ratios={}, state='{"v": 1}', audit='{"n": 1}')
+    store.commit("p", ratios={}, state='{"v": 2}', audit=None)  # None: no audit entry
+    assert store.get_ratios("p") == {"vip": 0.2}
+    assert store.get_plan_state("p") == '{"v": 2}'
+    assert store.read_audit("p") == ['{"n": 1}']
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, "x", True, math.nan, math.inf, None])
+def test_commit_with_a_bad_ratio_writes_nothing(store: Store, bad: object) -> None:
+    store.commit("p", ratios={"vip": 0.1}, state='{"v": 1}', audit='{"n": 1}')
+    with pytest.raises(ConfigurationError, match="ratio"):
+        store.commit(
+            "p",
+            ratios={"normal": 0.5, "vip": bad, "early_adopter": 0.2},  # type: ignore[dict-item]
+            state='{"v": 2}',
+            audit='{"n": 2}',
+        )
+    assert store.get_ratios("p") == {"vip": 0.1}
+    assert store.get_plan_state("p") == '{"v": 1}'
+    assert store.read_audit("p") == ['{"n": 1}']
+
+
+def test_plan_states_and_audits_of_two_plans_are_independent(store: Store) -> None:
+    store.commit("p", ratios={"vip": 0.1}, state="P1", audit="p-1")
+    store.commit("q", ratios={"vip": 0.5}, state="Q1", audit="q-1")
+    store.commit("p", ratios={}, state="P2", audit="p-2")
+
+    assert (store.get_plan_state("p"), store.get_plan_state("q")) == ("P2", "Q1")
+    assert store.read_audit("p") == ["p-1", "p-2"]
+    assert store.read_audit("q") == ["q-1"]
+    assert store.get_ratios("q") == {"vip": 0.5}
+    assert store.get_plan_state("r") is None
+
+
+def test_audit_is_oldest_first_and_limit_keeps_the_newest(store: Store) -> None:
+    entries = [f'{{"n": {i}}}' for i in range(7)]
+    for i, entry in enumerate(entries):
+        store.commit("p", ratios={"vip": i / 10}, state=str(i), audit=entry)
+
+    assert store.read_audit("p") == entries
+    assert store.read_audit("p", limit=3) == entries[-3:]
+    assert store.read_audit("p", limit=1) == entries[-1:]
+    assert store.read_audit("p", limit=7) == entries
+    assert store.read_audit("p", limit=100) == entries
+    assert store.read_audit("p", limit=0) == []
+    assert store.read_audit("other", limit=3) == []
+    with pytest.raises(ConfigurationError, match="limit"):
+        store.read_audit("p", limit=-1)
+
+
+# leases -----------------------------------------------------------------------------------
+def test_lease_first_holder_wins_and_renews(store: Store) -> None:
+    assert store.lease_holder("ctl:p") is None
+    assert store.try_lease("ctl:p", "a", ttl=60)
+    assert store.lease_holder("ctl:p") == "a"
+    assert not store.try_lease("ctl:p", "b", ttl=60)
+    assert store.try_lease("ctl:p", "a", ttl=60)  # the holder renews
+    assert store.lease_holder("ctl:p") == "a"
+    assert store.try_lease("ctl:q", "b", ttl=60)  # another lease: independent
+    assert (store.lease_holder("ctl:p"), store.lease_holder("ctl:q")) == ("a", "b")
+
+
+def test_release_lease_only_by_its_holder(store: Store) -> None:
+    store.try_lease("ctl", "a", ttl=60)
+    store.release_lease("ctl", "b")  # not the holder: a no-op
+    store.release_lease("never-taken", "a")
+    assert store.lease_holder("ctl") == "a"
+    assert not store.try_lease("ctl", "b", ttl=60)
+
+    store.release_lease("ctl", "a")
+    assert store.lease_holder("ctl") is None
+    assert store.try_lease("ctl", "b", ttl=60)
+    assert store.lease_holder("ctl") == "b"
+
+
+def test_a_lapsed_lease_can_be_taken(store: Store) -> None:
+    assert store.try_lease("ctl", "a", ttl=SHORT_TTL)
+    assert not store.try_lease("ctl", "b", ttl=60)
+    time.sleep(SHORT_TTL + 0.1)
+    assert store.lease_holder("ctl") is None
+    assert store.try_lease("ctl", "b", ttl=60)
+    assert store.lease_holder("ctl") == "b"
+    store.release_lease("ctl", "a")  # the old holder cannot release its successor's lease
+    assert store.lease_holder("ctl") == "b"
+    assert not store.try_lease("ctl", "a", ttl=60)
+
+
+def test_renewing_extends_the_lease(store: Store) -> None:
+    assert store.try_lease("ctl", "a", ttl=0.4)
+    time.sleep(0.25)
+    assert store.try_lease("ctl", "a", ttl=0.4)  # now lives until ~0.65 s
+    time.sleep(0.25)  # 0.5 s after the first take: lapsed, had it not been renewed
+    assert store.lease_holder("ctl") == "a"
+    assert not store.try_lease("ctl", "b", ttl=60)
+
+
+# candidate tool-call journal --------------------------------------------------------------
+def test_tool_calls_are_journaled_in_order_per_plan(store: Store) -> None:
+    assert store.tool_calls("p") == []
+    calls = [f'{{"tool": "refund", "args": {{"order": "o:{i}"}}}}' for i in range(5)]
+    for i, call in enumerate(calls):
+        store.record_tool_call("p", call)
+        store.record_tool_call("q", f"q-{i}")
+    assert store.tool_calls("p") == calls
+    assert store.tool_calls("q") == [f"q-{i}" for i in range(5)]
+    assert store.tool_calls("other") == []

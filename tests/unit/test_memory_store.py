@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from langchain_graylayer.decision import SessionPin, Version
+from langchain_graylayer.errors import ConfigurationError
 from langchain_graylayer.layering import LayerAssignment, LayerReason
 from langchain_graylayer.store import MemoryStore
 
@@ -98,3 +101,70 @@ def test_a_hundred_thousand_users_keep_the_layer_cache_bounded() -> None:
     sizes = store.sizes()
     assert sizes["cached_layers"] <= cap
     assert sizes["evictions"] == 100_000 - cap
+
+
+def test_audit_log_keeps_the_newest_max_audit_entries() -> None:
+    store = MemoryStore(max_audit=5)
+    for i in range(12):
+        store.commit("p", ratios={"vip": 0.1}, state=str(i), audit=f"a{i}")
+        if i < 3:
+            store.commit("q", ratios={}, state="q", audit=f"q{i}")
+    assert store.read_audit("p") == [f"a{i}" for i in range(7, 12)]  # the oldest were dropped
+    assert store.read_audit("p", limit=2) == ["a10", "a11"]
+    assert store.read_audit("p", limit=50) == [f"a{i}" for i in range(7, 12)]
+    assert store.read_audit("q") == ["q0", "q1", "q2"]  # bounded per plan
+    assert store.get_plan_state("p") == "11"
+
+
+def test_tool_call_journal_keeps_the_newest_max_tool_calls_entries() -> None:
+    store = MemoryStore(max_tool_calls=3)
+    for i in range(10):
+        store.record_tool_call("p", f"t{i}")
+    store.record_tool_call("q", "other")
+    assert store.tool_calls("p") == ["t7", "t8", "t9"]
+    assert store.tool_calls("q") == ["other"]
+
+
+@pytest.mark.parametrize("field", ["max_audit", "max_tool_calls"])
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True])
+def test_journal_bounds_must_be_positive(field: str, bad: object) -> None:
+    with pytest.raises(ConfigurationError, match=field):
+        MemoryStore(**{field: bad})  # type: ignore[arg-type]
+
+
+def test_leases_expire_on_the_injected_clock() -> None:
+    clock = FakeClock()
+    store = MemoryStore(clock=clock)
+    assert store.try_lease("ctl", "a", ttl=10)
+    clock.now += 9.9
+    assert store.lease_holder("ctl") == "a"
+    assert not store.try_lease("ctl", "b", ttl=10)
+    clock.now += 0.1  # clock() + ttl reached: lapsed
+    assert store.lease_holder("ctl") is None
+    assert store.try_lease("ctl", "b", ttl=10)
+    assert not store.try_lease("ctl", "a", ttl=10)
+
+
+def test_renewing_a_lease_counts_its_ttl_from_the_renewal() -> None:
+    clock = FakeClock()
+    store = MemoryStore(clock=clock)
+    store.try_lease("ctl", "a", ttl=10)
+    clock.now += 8
+    assert store.try_lease("ctl", "a", ttl=10)  # now expires at +18
+    clock.now += 9
+    assert store.lease_holder("ctl") == "a"
+    assert not store.try_lease("ctl", "b", ttl=10)
+    clock.now += 1
+    assert store.try_lease("ctl", "b", ttl=10)
+
+
+def test_repinned_sessions_expire_on_the_injected_clock() -> None:
+    clock = FakeClock()
+    store = MemoryStore(clock=clock)
+    store.pin_session("p", "s1", SessionPin(Version.CANDIDATE, "vip", clock.now), ttl=100)
+    stable = SessionPin(Version.STABLE, None, clock.now)
+    store.repin_session("p", "s1", stable, ttl=10)
+    clock.now += 9
+    assert store.get_pin("p", "s1") == stable
+    clock.now += 1
+    assert store.get_pin("p", "s1") is None

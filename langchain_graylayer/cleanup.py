@@ -1,0 +1,211 @@
+"""What a rollback does beyond the ratio: move sessions, clean memory, list side effects.
+
+After a rollback the candidate's pinned sessions are re-pinned to stable, registered
+:class:`CleanupHook` s receive their session ids (built-ins clear LangChain chat-message histories
+and delete LangGraph checkpointer threads), and a compensation report lists the candidate's tool
+calls in the affected window — the refund issued, the ticket closed — for people to review.
+
+The tool calls come from :class:`ToolCallJournal`, a callback handler the router attaches: it
+appends every candidate tool call (optionally only the plan's ``side_effect_tools``) to the store.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol, runtime_checkable
+from uuid import UUID
+
+from langchain_core.callbacks import BaseCallbackHandler
+
+from langchain_graylayer.decision import SessionPin, Version
+from langchain_graylayer.keys import LAYER_KEY, PLAN_KEY, REQUEST_ID_KEY, SESSION_KEY, VERSION_KEY
+from langchain_graylayer.plan import RolloutPlan
+from langchain_graylayer.store.base import Store
+
+__all__ = [
+    "ChatHistoryCleanup",
+    "CheckpointerCleanup",
+    "CleanupHook",
+    "RollbackReport",
+    "ToolCallJournal",
+    "clean_up_after_rollback",
+]
+
+logger = logging.getLogger("langchain_graylayer.cleanup")
+
+
+@runtime_checkable
+class CleanupHook(Protocol):
+    """Receives the session ids the candidate served, after a rollback."""
+
+    name: str
+
+    def __call__(self, session_ids: Sequence[str]) -> None: ...
+
+
+class ChatHistoryCleanup:
+    """Clears each session's LangChain chat-message history.
+
+    Example:
+        >>> from langchain_core.chat_history import InMemoryChatMessageHistory
+        >>> histories = {"s1": InMemoryChatMessageHistory()}
+        >>> histories["s1"].add_user_message("refund please")
+        >>> ChatHistoryCleanup(lambda sid: histories[sid])(["s1"])
+        >>> histories["s1"].messages
+        []
+    """
+
+    name = "chat_history"
+
+    def __init__(self, factory: Callable[[str], Any]) -> None:
+        """``factory(session_id)`` returns a ``BaseChatMessageHistory`` (the same factory you
+        give ``RunnableWithMessageHistory``)."""
+        self.factory = factory
+
+    def __call__(self, session_ids: Sequence[str]) -> None:
+        for session_id in session_ids:
+            self.factory(session_id).clear()
+
+
+class CheckpointerCleanup:
+    """Deletes each session's thread from a LangGraph checkpointer (``delete_thread``)."""
+
+    name = "langgraph_checkpointer"
+
+    def __init__(self, checkpointer: Any) -> None:
+        self.checkpointer = checkpointer
+
+    def __call__(self, session_ids: Sequence[str]) -> None:
+        for session_id in session_ids:
+            self.checkpointer.delete_thread(session_id)
+
+
+@dataclass(frozen=True, slots=True)
+class RollbackReport:
+    """What a rollback cleaned up, and what people should review."""
+
+    sessions_moved: tuple[str, ...] = ()
+    hooks: dict[str, str] = field(default_factory=dict)
+    """Hook name → ``"ok"`` or the error it raised."""
+    compensation: tuple[dict[str, Any], ...] = ()
+    """The candidate's tool calls in the affected window (tool, arguments, session, run id,
+    time, layer), oldest first."""
+
+    def summary(self) -> str:
+        failed = [name for name, result in self.hooks.items() if result != "ok"]
+        text = (
+            f"{len(self.sessions_moved)} candidate session(s) moved to stable; "
+            f"{len(self.hooks) - len(failed)} cleanup hook(s) ran"
+        )
+        if failed:
+            text += f", {len(failed)} failed ({', '.join(failed)})"
+        return text + f"; {len(self.compensation)} candidate tool call(s) to review"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def clean_up_after_rollback(
+    store: Store,
+    plan: RolloutPlan,
+    hooks: Iterable[CleanupHook],
+    *,
+    layers: Sequence[str] | None = None,
+    since: float | None = None,
+    now: float | None = None,
+) -> RollbackReport:
+    """Move candidate sessions to stable, run the hooks, and build the compensation list.
+
+    ``layers`` limits the sessions and tool calls to those layers (``None``: all); ``since``
+    limits the tool calls to the affected window. A failing hook is logged and reported, and the
+    others still run.
+    """
+    now = time.time() if now is None else now
+    moved: list[str] = []
+    for session_id, pin in store.pinned_sessions(plan.id, Version.CANDIDATE).items():
+        if layers is not None and pin.layer not in layers:
+            continue
+        stable = SessionPin(Version.STABLE, pin.layer, now, pin.user_id)
+        store.repin_session(plan.id, session_id, stable, plan.session_ttl)
+        moved.append(session_id)
+    results: dict[str, str] = {}
+    for hook in hooks:
+        name = getattr(hook, "name", type(hook).__name__)
+        try:
+            hook(moved)
+            results[name] = "ok"
+        except Exception as exc:
+            logger.exception("cleanup hook %s failed", name)
+            results[name] = f"{type(exc).__name__}: {exc}"
+    calls = []
+    for text in store.tool_calls(plan.id):
+        call = json.loads(text)
+        if since is not None and call.get("time", 0) < since:
+            continue
+        if layers is not None and call.get("layer") not in layers:
+            continue
+        calls.append(call)
+    return RollbackReport(tuple(moved), results, tuple(calls))
+
+
+class ToolCallJournal(BaseCallbackHandler):
+    """Journals the candidate's tool calls into the store, for compensation after a rollback.
+
+    Store writes to a networked store happen on a background thread, off the request.
+    """
+
+    run_inline = True
+    raise_error = False
+
+    def __init__(
+        self, store: Store, tools: Sequence[str] = (), clock: Callable[[], float] = time.time
+    ) -> None:
+        """``tools`` limits the journal to these tool names (side effects); empty: every tool."""
+        self.store = store
+        self.tools = frozenset(tools)
+        self.clock = clock
+        self._writer = ThreadPoolExecutor(1, "graylayer-journal") if store.blocking else None
+
+    def on_tool_start(
+        self,
+        serialized: dict[str, Any] | None,
+        input_str: str,
+        *,
+        run_id: UUID,
+        metadata: dict[str, Any] | None = None,
+        inputs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        try:
+            meta = metadata or {}
+            if meta.get(VERSION_KEY) != Version.CANDIDATE.value or PLAN_KEY not in meta:
+                return
+            name = kwargs.get("name") or (serialized or {}).get("name") or "unknown"
+            if self.tools and name not in self.tools:
+                return
+            entry = json.dumps({
+                "tool": name,
+                "arguments": inputs if inputs is not None else input_str,
+                "session": meta.get(SESSION_KEY),
+                "run_id": meta.get(REQUEST_ID_KEY),
+                "tool_run_id": str(run_id),
+                "layer": meta.get(LAYER_KEY),
+                "time": self.clock(),
+            }, default=str)  # fmt: skip
+            if self._writer is not None:
+                self._writer.submit(self._write, str(meta[PLAN_KEY]), entry)
+            else:
+                self._write(str(meta[PLAN_KEY]), entry)
+        except Exception:
+            logger.exception("could not journal a candidate tool call")
+
+    def _write(self, plan_id: str, entry: str) -> None:
+        try:
+            self.store.record_tool_call(plan_id, entry)
+        except Exception:
+            logger.exception("could not journal a candidate tool call")
