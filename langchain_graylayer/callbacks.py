@@ -23,10 +23,11 @@ from typing import Any, TypeVar, cast
 from uuid import UUID
 
 from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
-from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
+from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import LLMResult
 
 from langchain_graylayer._cache import ExpiringLRU
+from langchain_graylayer._events import token_usage, tool_failed, tool_name
 from langchain_graylayer.decision import RouteReason
 from langchain_graylayer.keys import (
     FALLBACK_KEY,
@@ -134,31 +135,6 @@ def _labels(metadata: Mapping[str, Any] | None) -> RunLabels | None:
     return RunLabels(str(metadata[PLAN_KEY]), str(metadata[VERSION_KEY]), str(metadata[LAYER_KEY]))
 
 
-def _tool_failed(output: Any) -> bool:
-    """A handled tool error: a ToolMessage (maybe inside a LangGraph Command) with error status."""
-    if isinstance(output, ToolMessage):
-        return output.status == "error"
-    update = getattr(output, "update", None)  # langgraph.types.Command
-    messages = update.get("messages", []) if isinstance(update, Mapping) else []
-    return any(isinstance(m, ToolMessage) and m.status == "error" for m in messages)
-
-
-def _usage(response: LLMResult) -> tuple[int, int]:
-    """(input, output) tokens of one LLM call, from usage_metadata or legacy llm_output."""
-    inputs = outputs = 0
-    for generations in response.generations:
-        for generation in generations:
-            usage = getattr(getattr(generation, "message", None), "usage_metadata", None)
-            if usage:
-                inputs += int(usage.get("input_tokens", 0))
-                outputs += int(usage.get("output_tokens", 0))
-    if not inputs and not outputs and response.llm_output:
-        legacy = response.llm_output.get("token_usage") or {}
-        inputs = int(legacy.get("prompt_tokens", 0))
-        outputs = int(legacy.get("completion_tokens", 0))
-    return inputs, outputs
-
-
 class _Measurer:
     """The state and logic shared by the sync and async handlers."""
 
@@ -249,23 +225,16 @@ class _Measurer:
     def tool_end(self, run_id: UUID, output: Any, error: BaseException | None) -> None:
         child = self._pop_child(run_id)
         if child is not None:
-            failed = error is not None or _tool_failed(output)
+            failed = error is not None or tool_failed(output)
             self.metrics.record_tool(child[0], child[1], ok=not failed)
 
     @_guarded
     def llm_end(self, run_id: UUID, response: LLMResult | None) -> None:
         child = self._pop_child(run_id)
         if child is not None and response is not None:
-            inputs, outputs = _usage(response)
+            inputs, outputs = token_usage(response)
             if inputs or outputs:
                 self.metrics.record_tokens(child[0], input=inputs, output=outputs)
-
-
-def _tool_name(serialized: Mapping[str, Any] | None, kwargs: Mapping[str, Any]) -> str | None:
-    name = kwargs.get("name")
-    if not name and serialized:
-        name = serialized.get("name")
-    return None if name is None else str(name)
 
 
 class GraylayerCallbackHandler(BaseCallbackHandler):
@@ -334,7 +303,7 @@ class GraylayerCallbackHandler(BaseCallbackHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        self.measurer.child_start(run_id, metadata, _tool_name(serialized, kwargs))
+        self.measurer.child_start(run_id, metadata, tool_name(serialized, kwargs))
 
     def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
         self.measurer.tool_end(run_id, output, None)
@@ -421,7 +390,7 @@ class AsyncGraylayerCallbackHandler(AsyncCallbackHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        self.measurer.child_start(run_id, metadata, _tool_name(serialized, kwargs))
+        self.measurer.child_start(run_id, metadata, tool_name(serialized, kwargs))
 
     async def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
         self.measurer.tool_end(run_id, output, None)

@@ -22,6 +22,7 @@ from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
 
+from langchain_graylayer._events import tool_name
 from langchain_graylayer.decision import SessionPin, Version
 from langchain_graylayer.keys import LAYER_KEY, PLAN_KEY, REQUEST_ID_KEY, SESSION_KEY, VERSION_KEY
 from langchain_graylayer.plan import RolloutPlan
@@ -185,7 +186,7 @@ class ToolCallJournal(BaseCallbackHandler):
             meta = metadata or {}
             if meta.get(VERSION_KEY) != Version.CANDIDATE.value or PLAN_KEY not in meta:
                 return
-            name = kwargs.get("name") or (serialized or {}).get("name") or "unknown"
+            name = tool_name(serialized, kwargs) or "unknown"
             if self.tools and name not in self.tools:
                 return
             entry = json.dumps({

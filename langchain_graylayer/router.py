@@ -66,6 +66,7 @@ from langchain_graylayer.plan import RolloutPlan
 from langchain_graylayer.routing import Assigner, ProfileLoader
 from langchain_graylayer.store.base import Store
 from langchain_graylayer.store.memory import MemoryStore
+from langchain_graylayer.tracing import GraylayerTracingHandler
 
 try:  # langchain-core 1.x makes UUIDv7 run ids; keep ours of the same kind
     from langchain_core.utils.uuid import uuid7 as _uuid7
@@ -142,6 +143,9 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
     the user's latency. Default: a non-empty final answer."""
     feedback_ttl: float = Field(default=7 * 86400.0, gt=0)
     """How long a run id can receive feedback (the run → version map is also capped)."""
+    tracer: Any = None
+    """An OpenTelemetry ``Tracer`` (extra ``otel``): every routed request becomes an
+    ``invoke_agent`` span with tool and chat child spans. ``None``: no tracing."""
     journal_tool_calls: bool = True
     """Journal the candidate's tool calls (the plan's ``judging.side_effect_tools``, or all) in
     the store, so a rollback can list them for compensation."""
@@ -151,6 +155,7 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
     _assigner: Assigner = PrivateAttr()
     _handler: GraylayerCallbackHandler | None = PrivateAttr(default=None)
     _journal: ToolCallJournal | None = PrivateAttr(default=None)
+    _tracing: GraylayerTracingHandler | None = PrivateAttr(default=None)
     _runs: ExpiringLRU[str, RunLabels] = PrivateAttr()
     _runs_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
@@ -163,6 +168,8 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
             ratio_refresh_interval=self.ratio_refresh_interval,
         )
         self._runs = ExpiringLRU(100_000, self.clock)
+        if self.tracer is not None:
+            self._tracing = GraylayerTracingHandler(self.tracer, agent_name=self.plan.id)
         if self.journal_tool_calls:
             tools = self.plan.judging.side_effect_tools
             self._journal = ToolCallJournal(self.store, tools, clock=self.clock)
@@ -244,6 +251,11 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
         counts = self._assigner.counts
         return {key: counts[key] for key in ("degraded", "fallback", "unrouted")}
 
+    def trace_id_of(self, run_id: UUID | str) -> str | None:
+        """The request's OpenTelemetry trace id (hex), e.g. for an ``X-Trace-ID`` header;
+        ``None`` without a tracer or once forgotten (10 minutes after the request)."""
+        return None if self._tracing is None else self._tracing.trace_id_of(run_id)
+
     def feedback(
         self, run_id: UUID | str, kind: FeedbackKind | str | None, score: float | None = None
     ) -> RunLabels:
@@ -324,9 +336,11 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
             with self._runs_lock:
                 self._runs.set(str(run_id), labels, self.feedback_ttl)
         extra: RunnableConfig = {"metadata": metadata, "tags": tags}
-        handlers: list[BaseCallbackHandler] = []
-        if self._handler is not None and not _has_handler(config.get("callbacks")):
-            handlers.append(self._handler)
+        handlers: list[BaseCallbackHandler] = [
+            handler
+            for handler in (self._handler, self._tracing)
+            if handler is not None and not _has_handler(config.get("callbacks"), type(handler))
+        ]
         if self._journal is not None and decision.version is Version.CANDIDATE:
             handlers.append(self._journal)
         if handlers:
@@ -521,12 +535,10 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
         await run_manager.on_chain_end(final.value)
 
 
-def _has_handler(callbacks: Any) -> bool:
-    """True when the caller already attached a graylayer handler (so runs are not counted twice)."""
+def _has_handler(callbacks: Any, kind: type[BaseCallbackHandler]) -> bool:
+    """True when the caller already attached such a handler (so runs are not counted twice)."""
     handlers = getattr(callbacks, "handlers", callbacks)
-    return isinstance(handlers, list) and any(
-        isinstance(h, GraylayerCallbackHandler) for h in handlers
-    )
+    return isinstance(handlers, list) and any(isinstance(h, kind) for h in handlers)
 
 
 _JUDGES = ThreadPoolExecutor(max_workers=2, thread_name_prefix="graylayer-judge")
