@@ -91,6 +91,12 @@ class AuditEntry:
         return cls(**json.loads(text))
 
 
+def _kind(reason: str | None) -> str | None:
+    """A reason without its numbers ("waiting for samples: 12 of 200" → "waiting for samples"),
+    so a hold is audited once per kind, not at every tick as the counts grow."""
+    return None if reason is None else reason.split(":", 1)[0]
+
+
 def _new_state(plan: RolloutPlan) -> dict[str, Any]:
     return {
         "status": PlanStatus.RUNNING.value,
@@ -191,7 +197,7 @@ class RolloutController(RunnableSerializable[Any, list[dict[str, Any]]]):
 
         elapsed = now - (layer_state["step_started_at"] or now)
         verdict = self._judge(active, layer_state, elapsed)
-        previous = layer_state.get("last_decision"), layer_state.get("last_reason")
+        previous = layer_state.get("last_decision"), _kind(layer_state.get("last_reason"))
         layer_state["last_decision"] = verdict.decision.value
         layer_state["last_reason"] = verdict.reason
         ratio = self._ratio_of(active, layer_state)
@@ -206,7 +212,7 @@ class RolloutController(RunnableSerializable[Any, list[dict[str, Any]]]):
             return self._rollback(state, verdict.reason, AUTOMATION, verdict, layer=active)
         if verdict.decision is Decision.PROMOTE:
             return self._advance(state, active, now, AUTOMATION, verdict)
-        if previous == (verdict.decision.value, verdict.reason) and not verdict.alert:
+        if previous == (verdict.decision.value, _kind(verdict.reason)) and not verdict.alert:
             self._commit(state, {}, None)  # remember the verdict; no audit noise every tick
             return []
         action = "alert" if verdict.alert else "hold"
