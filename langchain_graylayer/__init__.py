@@ -12,8 +12,22 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from langchain_graylayer.bucketing import BUCKETS, bucket, in_candidate, ratio_threshold
+from langchain_graylayer.callbacks import (
+    AsyncGraylayerCallbackHandler,
+    GraylayerCallbackHandler,
+    default_completion_judge,
+)
+from langchain_graylayer.cleanup import ChatHistoryCleanup, CheckpointerCleanup, RollbackReport
+from langchain_graylayer.controller import AuditEntry, RolloutController
 from langchain_graylayer.decision import RouteReason, RoutingDecision, SessionPin, Version
-from langchain_graylayer.errors import ConfigurationError, GraylayerError, StoreError
+from langchain_graylayer.errors import (
+    ConfigurationError,
+    GraylayerError,
+    StoreError,
+    UnknownRunError,
+)
+from langchain_graylayer.gates import Gates, Guardrail, GuardrailMetric, Judging
+from langchain_graylayer.judge import Decision, Verdict, judge
 from langchain_graylayer.layering import (
     LayerAssignment,
     LayerReason,
@@ -24,7 +38,16 @@ from langchain_graylayer.layering import (
     TagRule,
     UserProfile,
 )
+from langchain_graylayer.metrics import (
+    ArmStats,
+    GraylayerMetrics,
+    InProcessSource,
+    MetricSource,
+    Snapshot,
+    default_metrics,
+)
 from langchain_graylayer.plan import DEFAULT_STEPS, LayerSpec, RolloutPlan, VersionInfo
+from langchain_graylayer.prometheus_source import PrometheusSource
 from langchain_graylayer.router import GrayRouter
 from langchain_graylayer.routing import Assigner
 from langchain_graylayer.store import MemoryStore, Store
@@ -37,15 +60,32 @@ __version__ = "0.1.0"
 __all__ = [
     "BUCKETS",
     "DEFAULT_STEPS",
+    "ArmStats",
     "Assigner",
+    "AsyncGraylayerCallbackHandler",
+    "AuditEntry",
+    "ChatHistoryCleanup",
+    "CheckpointerCleanup",
     "ConfigurationError",
+    "Decision",
+    "Gates",
     "GrayRouter",
+    "GraylayerCallbackHandler",
     "GraylayerError",
+    "GraylayerMetrics",
+    "Guardrail",
+    "GuardrailMetric",
+    "InProcessSource",
+    "Judging",
     "LayerAssignment",
     "LayerReason",
     "LayerScorer",
     "LayerSpec",
     "MemoryStore",
+    "MetricSource",
+    "PrometheusSource",
+    "RollbackReport",
+    "RolloutController",
     "RolloutPlan",
     "RouteReason",
     "RoutingDecision",
@@ -53,15 +93,21 @@ __all__ = [
     "ScoreWeights",
     "ScoringConfig",
     "SessionPin",
+    "Snapshot",
     "Store",
     "StoreError",
     "TagRule",
+    "UnknownRunError",
     "UserProfile",
+    "Verdict",
     "Version",
     "VersionInfo",
     "__version__",
     "bucket",
+    "default_completion_judge",
+    "default_metrics",
     "in_candidate",
+    "judge",
     "ratio_threshold",
 ]
 

@@ -9,6 +9,7 @@ metric                                      type       extra labels
 ``graylayer_requests_total``                counter    ``outcome`` = ok | error | fallback
 ``graylayer_request_duration_seconds``      histogram
 ``graylayer_tool_calls_total``              counter    ``tool``, ``status`` = ok | error
+``graylayer_tool_results_total``            counter    ``status`` = ok | error (all tools)
 ``graylayer_task_completions_total``        counter
 ``graylayer_tokens_total``                  counter    ``direction`` = input | output
 ``graylayer_feedback_total``                counter    ``kind`` = bad | complaint | good
@@ -18,7 +19,10 @@ metric                                      type       extra labels
 ``graylayer_handler_errors_total``          counter    none (failures inside graylayer's handlers)
 ==========================================  =========  ==========================================
 
-Routed requests are counted in ``graylayer_requests_total``; requests graylayer did not route (no
+``graylayer_tool_results_total`` counts the same calls without the ``tool`` label, so its series
+exist from start-up at zero and ``increase()`` sees every call (a per-tool series appears only at
+its first call, which ``increase()`` cannot count). Routed requests are counted in
+``graylayer_requests_total``; requests graylayer did not route (no
 user id, opt-out, routing degraded) only in ``graylayer_unrouted_requests_total``, so they never
 dilute a layer's comparison.
 """
@@ -335,6 +339,12 @@ class GraylayerMetrics:
             "graylayer_tool_calls_total", "Tool calls by tool and status.",
             [*arm, "tool", "status"], registry=registry,
         )  # fmt: skip
+        self.tool_results = Counter(
+            "graylayer_tool_results_total",
+            "Tool calls of all tools by status (exported from start-up, for increase()).",
+            [*arm, "status"],
+            registry=registry,
+        )
         self.completions = Counter(
             "graylayer_task_completions_total",
             "Requests whose task was completed.",
@@ -388,6 +398,8 @@ class GraylayerMetrics:
                     self.requests.labels(*values, outcome.value)
                 self.duration.labels(*values)
                 self.completions.labels(*values)
+                for status in ("ok", "error"):
+                    self.tool_results.labels(*values, status)
                 for direction in ("input", "output"):
                     self.tokens.labels(*values, direction)
                 for kind in FeedbackKind:
@@ -421,6 +433,7 @@ class GraylayerMetrics:
         """One tool call ended (``ok=False``: raised, or returned a ToolMessage with error)."""
         status = "ok" if ok else "error"
         self.tool_calls.labels(labels.plan, labels.version, labels.layer, tool, status).inc()
+        self.tool_results.labels(labels.plan, labels.version, labels.layer, status).inc()
         self._acc.add(labels, tool_calls=1, tool_errors=int(not ok))
 
     def record_tokens(self, labels: RunLabels, *, input: int, output: int) -> None:

@@ -277,16 +277,7 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
                 counted.
             ConfigurationError: an unknown kind or a score outside 0-10.
         """
-        if kind is not None:
-            try:
-                kind = FeedbackKind(kind)
-            except ValueError:
-                valid = [k.value for k in FeedbackKind]
-                raise ConfigurationError("kind", kind, f"one of {valid} or None") from None
-        if score is not None and (isinstance(score, bool) or not 0 <= score <= 10):
-            raise ConfigurationError("score", score, "a number from 0 to 10, or None")
-        if kind is None and score is None:
-            raise ConfigurationError("kind", None, "a kind, a score, or both")
+        checked = _check_feedback(kind, score)
         with self._runs_lock:
             labels = self._runs.get(str(run_id))
         if labels is None:
@@ -294,9 +285,16 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
                 f"run {run_id} is not a request this router routed, or its feedback window "
                 f"({self.feedback_ttl:g} s) has passed; the feedback was not counted"
             )
-        if self._handler is not None:
-            self._handler.metrics.record_feedback(labels, kind, score)
+        self.record_feedback(labels, checked, score)
         return labels
+
+    def record_feedback(
+        self, labels: RunLabels, kind: FeedbackKind | str | None, score: float | None = None
+    ) -> None:
+        """Count feedback under labels already verified elsewhere (e.g. a signed token)."""
+        checked = _check_feedback(kind, score)
+        if self._handler is not None:
+            self._handler.metrics.record_feedback(labels, checked, score)
 
     def _decide(self, config: RunnableConfig) -> RoutingDecision:
         configurable = config.get("configurable") or {}
@@ -533,6 +531,21 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
             raise
         self._judge_in_background(run_id, decision, final.value)
         await run_manager.on_chain_end(final.value)
+
+
+def _check_feedback(kind: FeedbackKind | str | None, score: float | None) -> FeedbackKind | None:
+    checked = None
+    if kind is not None:
+        try:
+            checked = FeedbackKind(kind)
+        except ValueError:
+            valid = [k.value for k in FeedbackKind]
+            raise ConfigurationError("kind", kind, f"one of {valid} or None") from None
+    if score is not None and (isinstance(score, bool) or not 0 <= score <= 10):
+        raise ConfigurationError("score", score, "a number from 0 to 10, or None")
+    if kind is None and score is None:
+        raise ConfigurationError("kind", None, "a kind, a score, or both")
+    return checked
 
 
 def _has_handler(callbacks: Any, kind: type[BaseCallbackHandler]) -> bool:

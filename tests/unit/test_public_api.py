@@ -20,6 +20,14 @@ DOCTESTED = [
     "langchain_graylayer.plan",
     "langchain_graylayer.router",
     "langchain_graylayer.routing",
+    "langchain_graylayer.metrics",
+    "langchain_graylayer.callbacks",
+    "langchain_graylayer.judge",
+    "langchain_graylayer.gates",
+    "langchain_graylayer.controller",
+    "langchain_graylayer.cleanup",
+    "langchain_graylayer.prometheus_source",
+    "langchain_graylayer.serve",
     "langchain_graylayer.store.memory",
 ]
 

@@ -1,0 +1,361 @@
+"""PrometheusSource against a real Prometheus scraping a real ``/metrics`` endpoint.
+
+A session fixture serves a fresh ``CollectorRegistry`` with ``prometheus_client``'s HTTP server and
+starts ``prometheus`` (scrape interval 1 s) on loopback. Traffic goes through a real GrayRouter;
+the counts read back through PromQL must equal what the process counted itself.
+
+``increase()`` extrapolates to the edges of its window. Each series starts at 0 (``init_arms``
+before the first scrape), which pins the start; the end is pinned by evaluating at the timestamp
+of the last scrape (``clock=``). Then the counts are exact, not just close.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import re
+import shutil
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+from uuid import UUID, uuid4
+
+import pytest
+import yaml
+from _servers import ManagedProcess, free_port, wait_until
+from langchain_core.runnables import RunnableConfig, RunnableLambda
+from langchain_core.tools import tool
+from prometheus_client import CollectorRegistry, start_http_server
+
+from langchain_graylayer import GrayRouter, MemoryStore, RolloutPlan, Version
+from langchain_graylayer.metrics import (
+    DURATION_BUCKETS,
+    ArmStats,
+    GraylayerMetrics,
+    InProcessSource,
+    LatencySummary,
+    Outcome,
+    RunLabels,
+    Snapshot,
+)
+from langchain_graylayer.prometheus_source import PrometheusSource
+
+JOB = "graylayer-app"
+WINDOW = 120
+
+
+@dataclass
+class Scraped:
+    """A Prometheus server (``url``) scraping ``metrics`` every second as job ``JOB``."""
+
+    url: str
+    metrics: GraylayerMetrics
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        """Raw instant query, for what the test checks besides the source."""
+        url = f"{self.url}/api/v1/query?{urlencode({'query': promql})}"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            answer = json.loads(response.read())
+        assert answer["status"] == "success", answer
+        result: list[dict[str, Any]] = answer["data"]["result"]
+        return result
+
+    def last_scrape(self) -> float:
+        """The timestamp of the newest scrape of the app (0 before the first)."""
+        # timestamp() of a plain selector is the sample's (of an expression, the query's)
+        result = self.query(f'timestamp(up{{job="{JOB}"}})')
+        return float(result[0]["value"][1]) if result else 0.0
+
+    def scrape_after(self, moment: float) -> float:
+        """Wait for a scrape that started after ``moment``; return its timestamp.
+
+        The margin covers Prometheus aligning scrape timestamps to its schedule (2 ms tolerance).
+        """
+        after = moment + 0.01
+        wait_until(lambda: self.last_scrape() > after, 15, f"a scrape after {moment:.3f}")
+        return self.last_scrape()
+
+    def source(self, at: float | None = None) -> PrometheusSource:
+        clock = time.time if at is None else (lambda: at)
+        return PrometheusSource(self.url, matchers={"job": JOB}, clock=clock)
+
+
+@pytest.fixture(scope="session")
+def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scraped]:
+    binary = shutil.which("prometheus")
+    if binary is None:
+        message = "prometheus not found; install it with: apt-get install -y prometheus"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{message} (CI must not skip the Prometheus tests)")
+        pytest.skip(message)
+    registry = CollectorRegistry()
+    app_port = free_port()
+    httpd, thread = start_http_server(app_port, addr="127.0.0.1", registry=registry)
+    home: Path = tmp_path_factory.mktemp("prometheus")
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "scrape_configs": [
+            {"job_name": JOB, "static_configs": [{"targets": [f"127.0.0.1:{app_port}"]}]}
+        ],
+    }
+    (home / "prometheus.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    args = [
+        binary,
+        f"--config.file={home / 'prometheus.yml'}",
+        f"--storage.tsdb.path={home / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--web.enable-lifecycle",
+        "--log.level=warn",
+    ]
+    ready = PrometheusSource(url, timeout=0.5).ping
+    try:
+        with ManagedProcess(args, name="prometheus", ready=ready, timeout=30, cwd=home):
+            scraped = Scraped(url, GraylayerMetrics(registry=registry))
+            scraped.scrape_after(0)
+            yield scraped
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(5)
+
+
+# --------------------------------------------------------------------------- the agents
+def make_plan(plan_id: str) -> RolloutPlan:
+    pilots = [f"pilot-{i}" for i in range(60)]
+    return RolloutPlan.from_dict(
+        {
+            "id": plan_id,
+            "layers": [
+                {"name": "pilot", "members": pilots},
+                {"name": "rest", "score_range": [0, 1]},
+            ],
+        }
+    )
+
+
+def agent(name: str) -> RunnableLambda[str, str]:
+    def answer(question: str) -> str:
+        if question == "crash" or (question == "boom" and name == "candidate"):
+            raise RuntimeError(f"{name} failed on {question}")
+        return "" if question == "empty" else f"{name}: {question}"
+
+    return RunnableLambda(answer, name=f"{name}_agent")
+
+
+def pick_users(router: GrayRouter[str, str], per_arm: int) -> dict[tuple[str, Version], list[str]]:
+    """``per_arm`` users on each (layer, version), found by asking the router (sticky hashing)."""
+    found: dict[tuple[str, Version], list[str]] = {}
+    for user in [f"pilot-{i}" for i in range(60)] + [f"user-{i}" for i in range(200)]:
+        decision = router.route(user)
+        assert decision.layer is not None
+        users = found.setdefault((decision.layer, decision.version), [])
+        if len(users) < per_arm:
+            users.append(user)
+    assert len(found) == 4, found
+    assert all(len(users) == per_arm for users in found.values()), found
+    return found
+
+
+QUESTIONS = ["ok", "ok", "empty", "boom", "crash", "ok"]
+
+
+def traffic(router: GrayRouter[str, str], users: dict[tuple[str, Version], list[str]]) -> None:
+    """Requests of every kind on every arm (different amounts per arm), and some feedback."""
+    for arm_index, arm_users in enumerate(users.values()):
+        for user_index, user in enumerate(arm_users):
+            for k in range(3 + arm_index + user_index):
+                run_id = uuid4()
+                config: RunnableConfig = {"configurable": {"user_id": user}, "run_id": run_id}
+                question = QUESTIONS[(arm_index + user_index + k) % len(QUESTIONS)]
+                with contextlib.suppress(RuntimeError):  # crash: both versions raise
+                    router.invoke(question, config)
+                give_feedback(router, run_id, k)
+
+
+def give_feedback(router: GrayRouter[str, str], run_id: UUID, k: int) -> None:
+    if k == 0:
+        router.feedback(run_id, "bad")
+    elif k == 1:
+        router.feedback(run_id, "good", score=9)
+    elif k == 2:
+        router.feedback(run_id, "complaint", score=2.5)
+    elif k == 3:
+        router.feedback(run_id, None, score=7)
+
+
+def without_latency_sum(stats: ArmStats) -> ArmStats:
+    latency = LatencySummary(stats.latency.count, 0.0, stats.latency.buckets)
+    return replace(stats, latency=latency)
+
+
+# --------------------------------------------------------------------------- tests
+def test_prometheus_reads_back_what_the_process_counted(prometheus: Scraped) -> None:
+    plan = make_plan(f"prom-{uuid4().hex[:8]}")
+    metrics = prometheus.metrics
+    metrics.init_arms(plan.id, plan.layer_names)  # every series starts at 0 ...
+    prometheus.scrape_after(time.time())  # ... in Prometheus too, so increase() counts from 0
+    store = MemoryStore()
+    store.set_ratio(plan.id, "pilot", 0.5)
+    store.set_ratio(plan.id, "rest", 0.5)
+    router: GrayRouter[str, str] = GrayRouter(
+        stable=agent("stable"),
+        candidate=agent("candidate"),
+        plan=plan,
+        store=store,
+        metrics=metrics,
+    )
+    traffic(router, pick_users(router, per_arm=3))
+    local = InProcessSource(metrics).snapshot(plan.id, WINDOW)
+    prometheus.scrape_after(time.time())
+    last = prometheus.scrape_after(time.time())  # two scrapes after the traffic
+
+    remote = prometheus.source(at=last).snapshot(plan.id, WINDOW)
+
+    assert remote.error is None
+    assert (
+        set(remote.arms)
+        == set(local.arms)
+        == {(layer, version) for layer in ("pilot", "rest") for version in Version}
+    )
+    for key, expected in local.arms.items():
+        got = remote.arms[key]
+        assert without_latency_sum(got) == without_latency_sum(expected), key
+        assert got.latency.sum == pytest.approx(expected.latency.sum, rel=1e-9, abs=1e-9)
+    # the traffic exercised what is compared, on every arm
+    for (_, version), stats in local.arms.items():
+        assert stats.requests > stats.completions > 0
+        assert min(stats.errors, stats.feedback_bad, stats.feedback_score_count) > 0
+        assert (stats.fallbacks > 0) is (version is Version.CANDIDATE)
+
+    # at "now", increase() may extrapolate past the last scrape: never below the true counts
+    now = prometheus.source().snapshot(plan.id, WINDOW)
+    assert set(now.arms) == set(local.arms)
+    for key, expected in local.arms.items():
+        assert now.arms[key].requests >= expected.requests
+        assert now.arms[key].completions >= expected.completions
+
+
+def test_label_values_with_quotes_and_newlines_round_trip(prometheus: Scraped) -> None:
+    plan_id = f'we"ird\\plan\n{uuid4().hex[:8]}\t'  # not a valid RolloutPlan id: metrics only
+    layer = 'lay"er}\\'
+    prometheus.metrics.init_arms(plan_id, [layer])
+    prometheus.scrape_after(time.time())
+    labels = RunLabels(plan_id, Version.CANDIDATE.value, layer)
+    prometheus.metrics.record_request(labels, Outcome.FALLBACK, 0.3, completed=False)
+    last = prometheus.scrape_after(time.time())
+
+    snapshot = prometheus.source(at=last).snapshot(plan_id, WINDOW)
+
+    assert snapshot.error is None
+    assert set(snapshot.arms) == {(layer, Version.STABLE), (layer, Version.CANDIDATE)}
+    got = snapshot.arms[(layer, Version.CANDIDATE)]
+    assert (got.requests, got.fallbacks, got.completions, got.latency.count) == (1, 1, 0, 1)
+    assert got.latency.sum == pytest.approx(0.3)
+    zeros = tuple((bound, 0) for bound in (*DURATION_BUCKETS, math.inf))
+    assert snapshot.arms[(layer, Version.STABLE)] == ArmStats(latency=LatencySummary(0, 0, zeros))
+
+
+def test_a_plan_id_cannot_inject_promql(prometheus: Scraped) -> None:
+    plan = make_plan(f"prom-{uuid4().hex[:8]}")
+    prometheus.metrics.init_arms(plan.id, plan.layer_names)
+    last = prometheus.scrape_after(prometheus.scrape_after(time.time()))  # 2 samples: increase()
+    source = prometheus.source(at=last)
+    assert set(source.snapshot(plan.id, WINDOW).arms) == {
+        (layer, version) for layer in plan.layer_names for version in Version
+    }
+    # Unescaped, this id would turn every query into "<nothing> or <the real plan's arms>":
+    payload = (
+        'nope"}[120s])) or sum by (layer, version, outcome) '
+        f'(increase(graylayer_requests_total{{plan="{plan.id}'
+    )
+    raw = source.queries("x", WINDOW)["requests"].replace('plan="x"', f'plan="{payload}"')
+    assert {r["metric"]["layer"] for r in prometheus.query(raw)} == set(plan.layer_names)
+
+    for plan_id in [payload, 'x"} or vector(1) or {"', "\\", 'a\nb"', "a\rb\t", '"}']:
+        snapshot = source.snapshot(plan_id, WINDOW)
+        assert (snapshot.error, snapshot.arms) == (None, {}), plan_id
+
+
+def test_dead_prometheus_is_an_error_snapshot() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    source = PrometheusSource(url, timeout=1)
+    snapshot = source.snapshot("refund-v2", WINDOW)
+    assert isinstance(snapshot, Snapshot)
+    assert snapshot.arms == {}
+    assert url in (snapshot.error or "")
+    assert source.ping() is False
+
+
+def test_ping_a_ready_prometheus(prometheus: Scraped) -> None:
+    assert prometheus.source().ping() is True
+
+
+def test_dashboard_queries_run_on_prometheus(prometheus: Scraped) -> None:
+    path = Path(__file__).parents[2] / "examples" / "grafana_dashboard.json"
+    dashboard = json.loads(path.read_text(encoding="utf-8"))
+    plan = make_plan(f"prom-{uuid4().hex[:8]}")
+    metrics = prometheus.metrics
+    metrics.init_arms(plan.id, plan.layer_names)
+    store = MemoryStore()
+    store.set_ratio(plan.id, "pilot", 0.1)
+    metrics.watch_ratios(plan, store)
+    metrics.record_tool(RunLabels(plan.id, "candidate", "pilot"), "lookup", ok=True)
+    metrics.record_unrouted(plan.id, "no_user_id")
+    prometheus.scrape_after(prometheus.scrape_after(time.time()))  # rate() needs two samples
+    grafana = {"$plan": plan.id, "$layer": "pilot|rest", "$__rate_interval": "1m", "$slo": "5.0"}
+
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            promql = re.sub(r"\$\w+", lambda m: grafana[m.group(0)], target["expr"])
+            try:
+                series = prometheus.query(promql)
+            except urllib.error.HTTPError as exc:
+                pytest.fail(f"{panel['title']}: {exc}: {exc.read().decode()}\n{promql}")
+            assert series, f"{panel['title']}: no series\n{promql}"
+
+
+# --------------------------------------------------------------------------- a known gap
+@tool
+def lookup_order(order: str) -> str:
+    """Look an order up."""
+    if order == "missing":
+        raise ValueError("no such order")
+    return f"order {order}: shipped"
+
+
+def tool_agent(question: str, config: RunnableConfig) -> str:
+    try:
+        return str(lookup_order.invoke({"order": question}, config))
+    except ValueError:
+        return "sorry"
+
+
+def test_tool_calls_read_back_from_prometheus(prometheus: Scraped) -> None:
+    plan = make_plan(f"prom-{uuid4().hex[:8]}")
+    prometheus.metrics.init_arms(plan.id, plan.layer_names)
+    prometheus.scrape_after(time.time())
+    store = MemoryStore()
+    store.set_ratio(plan.id, "pilot", 1.0)
+    both = RunnableLambda(tool_agent)
+    router: GrayRouter[str, str] = GrayRouter(
+        stable=both, candidate=both, plan=plan, store=store, metrics=prometheus.metrics
+    )
+    router.invoke("A-1", {"configurable": {"user_id": "pilot-1"}})
+    router.invoke("missing", {"configurable": {"user_id": "pilot-1"}})
+    last = prometheus.scrape_after(time.time())
+
+    local = InProcessSource(prometheus.metrics).snapshot(plan.id, WINDOW)
+    remote = prometheus.source(at=last).snapshot(plan.id, WINDOW)
+
+    key = ("pilot", Version.CANDIDATE)
+    assert (local.arms[key].tool_calls, local.arms[key].tool_errors) == (2, 1)
+    assert (remote.arms[key].tool_calls, remote.arms[key].tool_errors) == (2, 1)
