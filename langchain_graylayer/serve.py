@@ -1,0 +1,252 @@
+"""Serving: LangServe / FastAPI routes, traffic colouring, signed feedback, admin API, /metrics.
+
+``add_gray_routes(app, router, path="/agent", ...)`` is the one call:
+
+* the agent routes — LangServe's ``add_routes`` (invoke, batch, stream, stream_events,
+  playground) when the ``serve`` extra has LangServe, else plain FastAPI ``invoke`` and ``stream``;
+* the user and session come from request headers (``X-User-ID``, ``X-Session-ID``) or your
+  ``identify(request)`` function, and **overwrite** whatever the client put in ``configurable``;
+* every response carries ``X-Agent-Version``, ``X-User-Layer``, ``X-Run-ID``, ``X-Trace-ID`` and
+  ``X-Feedback-Token`` (an HMAC-signed token over the run id, its labels and an expiry);
+* ``POST {path}/feedback`` takes ``{run_id, kind, score, token}``: forged, expired or reused tokens
+  are refused and counted nowhere;
+* an admin API under ``admin_prefix`` (bearer token, compared in constant time) with a dashboard
+  page, and ``GET /metrics`` for Prometheus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from langchain_graylayer.errors import ConfigurationError, GraylayerError
+from langchain_graylayer.metrics import RunLabels
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI, Request
+
+    from langchain_graylayer.controller import RolloutController
+    from langchain_graylayer.router import GrayRouter
+
+__all__ = ["FeedbackSigner", "InvalidFeedbackTokenError", "add_gray_routes"]
+
+logger = logging.getLogger("langchain_graylayer.serve")
+
+Identity = tuple[str | None, str | None]
+Identify = Callable[["Request"], Identity | Awaitable[Identity]]
+"""Returns ``(user_id, session_id)`` for a request (e.g. from a verified JWT)."""
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class InvalidFeedbackTokenError(GraylayerError):
+    """A feedback token that is forged, expired, for another run, or already used."""
+
+
+class FeedbackSigner:
+    """Signs and verifies feedback tokens: ``base64(payload).base64(HMAC-SHA256)``.
+
+    The payload carries the run id, the labels that served it and an expiry, so feedback can be
+    counted on any replica without shared state, and cannot be pointed at another version.
+
+    Example:
+        >>> signer = FeedbackSigner(b"k" * 32, ttl=60, clock=lambda: 1000.0)
+        >>> labels = RunLabels("refund-v2", "candidate", "normal")
+        >>> token = signer.sign("run-1", labels)
+        >>> signer.verify(token, "run-1") == labels
+        True
+    """
+
+    def __init__(
+        self, secret: bytes, *, ttl: float = 7 * 86400.0, clock: Callable[[], float] = time.time
+    ) -> None:
+        if len(secret) < 16:
+            raise ConfigurationError("feedback_secret", "<hidden>", "at least 16 bytes")
+        self._secret = secret
+        self.ttl = ttl
+        self.clock = clock
+
+    def _mac(self, payload: bytes) -> bytes:
+        return hmac.new(self._secret, payload, hashlib.sha256).digest()
+
+    def sign(self, run_id: str, labels: RunLabels) -> str:
+        body = {"r": run_id, "p": labels.plan, "v": labels.version, "l": labels.layer,
+                "e": int(self.clock() + self.ttl)}  # fmt: skip
+        payload = json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
+        return f"{_b64(payload)}.{_b64(self._mac(payload))}"
+
+    def verify(self, token: str, run_id: str) -> RunLabels:
+        """The labels inside a valid token for ``run_id``.
+
+        Raises:
+            InvalidFeedbackTokenError: forged, malformed, expired or for another run.
+        """
+        try:
+            encoded, signature = token.split(".")
+            payload = _unb64(encoded)
+            valid = hmac.compare_digest(self._mac(payload), _unb64(signature))
+            body = json.loads(payload) if valid else None
+        except (ValueError, TypeError):
+            raise InvalidFeedbackTokenError("malformed feedback token") from None
+        if body is None:
+            raise InvalidFeedbackTokenError("feedback token signature does not match")
+        if body.get("r") != run_id:
+            raise InvalidFeedbackTokenError("feedback token is for another run")
+        if float(body.get("e", 0)) < self.clock():
+            raise InvalidFeedbackTokenError("feedback token has expired")
+        return RunLabels(str(body["p"]), str(body["v"]), str(body["l"]))
+
+    @staticmethod
+    def fingerprint(token: str) -> str:
+        """A short id of a token, to remember that it was used."""
+        return hashlib.sha256(token.encode()).hexdigest()[:32]
+
+
+def _header_identity(user_header: str, session_header: str) -> Identify:
+    def identify(request: Request) -> Identity:
+        return request.headers.get(user_header) or None, request.headers.get(session_header) or None
+
+    return identify
+
+
+_UNCOLOURED = ("/feedback", "/input_schema", "/output_schema", "/config_schema")
+
+
+class _Colouring:
+    """Pure ASGI middleware: identify, pre-generate the run id, colour the response headers."""
+
+    def __init__(self, app: Any, *, router: GrayRouter[Any, Any], path: str, identify: Identify,
+                 signer: FeedbackSigner | None) -> None:  # fmt: skip
+        self.app, self.router, self.path = app, router, path.rstrip("/")
+        self.identify, self.signer = identify, signer
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        path = scope.get("path", "")
+        agent_call = scope["type"] == "http" and path.startswith(self.path + "/")
+        if not agent_call or path.endswith(_UNCOLOURED) or "/playground" in path:
+            await self.app(scope, receive, send)
+            return
+        from fastapi import Request
+
+        from langchain_graylayer.router import _new_run_id
+
+        request = Request(scope, receive)
+        result = self.identify(request)
+        user_id, session_id = await result if asyncio.iscoroutine(result) else result  # type: ignore[misc]
+        run_id = str(_new_run_id())
+        state = scope.setdefault("state", {})
+        state["graylayer_identity"] = (user_id, session_id)
+        state["graylayer_run_id"] = None if path.endswith("/batch") else run_id
+        if self.router.store.blocking:
+            decision = await asyncio.to_thread(self.router.route, user_id, session_id)
+        else:
+            decision = self.router.route(user_id, session_id)
+        headers = [
+            (b"x-agent-version", decision.version.value.encode()),
+            (b"x-user-layer", (decision.layer or "").encode()),
+        ]
+        if not path.endswith("/batch"):
+            headers.append((b"x-run-id", run_id.encode()))
+            if self.signer is not None and decision.layer is not None:
+                labels = RunLabels(decision.plan_id, decision.version.value, decision.layer)
+                headers.append((b"x-feedback-token", self.signer.sign(run_id, labels).encode()))
+
+        async def coloured(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                trace = self.router.trace_id_of(run_id) or run_id
+                message["headers"] = [*message.get("headers", []), *headers,
+                                      (b"x-trace-id", trace.encode())]  # fmt: skip
+            await send(message)
+
+        await self.app(scope, receive, coloured)
+
+
+def config_modifier(trust_client_user_id: bool = False) -> Callable[[dict[str, Any], Any], Any]:
+    """LangServe ``per_req_config_modifier``: the identity from the request wins, always."""
+
+    def modify(config: dict[str, Any], request: Request) -> dict[str, Any]:
+        state = request.scope.get("state", {})
+        user_id, session_id = state.get("graylayer_identity", (None, None))
+        configurable = dict(config.get("configurable") or {})
+        if not trust_client_user_id:
+            for key in ("user_id", "session_id", "thread_id"):
+                configurable.pop(key, None)  # never trust what the client sent
+        if user_id:
+            configurable["user_id"] = user_id
+        if session_id:
+            configurable["session_id"] = session_id
+        config["configurable"] = configurable
+        if state.get("graylayer_run_id"):
+            config["run_id"] = UUID(state["graylayer_run_id"])
+        return config
+
+    return modify
+
+
+def add_gray_routes(
+    app: FastAPI,
+    router: GrayRouter[Any, Any],
+    *,
+    path: str = "/agent",
+    controller: RolloutController | None = None,
+    identify: Identify | None = None,
+    user_header: str = "X-User-ID",
+    session_header: str = "X-Session-ID",
+    admin_prefix: str = "/graylayer",
+    admin_token: str | None = None,
+    feedback_secret: bytes | None = None,
+    metrics_path: str | None = "/metrics",
+    use_langserve: bool | None = None,
+    trust_client_user_id: bool = False,
+) -> None:
+    """Serve ``router`` on ``app`` with gray-release glue (see the module docstring).
+
+    ``admin_token`` defaults to the ``GRAYLAYER_ADMIN_TOKEN`` environment variable; without one
+    the admin API answers 503 (it is never open). ``feedback_secret`` defaults to
+    ``GRAYLAYER_FEEDBACK_SECRET``, else a random per-process secret (tokens then only verify on
+    the replica that issued them).
+    """
+    from langchain_graylayer import serve_admin, serve_agent
+
+    admin_token = admin_token or os.environ.get("GRAYLAYER_ADMIN_TOKEN")
+    secret = feedback_secret or os.environ.get("GRAYLAYER_FEEDBACK_SECRET", "").encode() or None
+    signer = FeedbackSigner(secret or os.urandom(32))
+    identify = identify or _header_identity(user_header, session_header)
+    path = "/" + path.strip("/")
+    app.add_middleware(_Colouring, router=router, path=path, identify=identify, signer=signer)
+    serve_agent.mount_agent(
+        app, router, path, config_modifier(trust_client_user_id), signer, use_langserve
+    )
+    serve_admin.mount_admin(app, router, controller, admin_prefix, admin_token)
+    if metrics_path:
+        from prometheus_client import make_asgi_app
+
+        metrics = router.metrics or _default_registry_metrics()
+        app.mount(metrics_path, make_asgi_app(registry=metrics.registry or _global_registry()))
+
+
+def _default_registry_metrics() -> Any:
+    from langchain_graylayer.metrics import default_metrics
+
+    return default_metrics()
+
+
+def _global_registry() -> Any:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY
