@@ -167,11 +167,13 @@ class RolloutController(RunnableSerializable[Any, list[dict[str, Any]]]):
     def run(self, interval: float = 30.0, *, max_steps: int | None = None) -> None:
         """Step every ``interval`` seconds until :meth:`stop` (or ``max_steps``)."""
         steps = 0
-        self._stop.clear()
-        while not self._stop.is_set() and (max_steps is None or steps < max_steps):
-            self.step()
-            steps += 1
-            self._stop.wait(interval)
+        try:
+            while not self._stop.is_set() and (max_steps is None or steps < max_steps):
+                self.step()
+                steps += 1
+                self._stop.wait(interval)
+        finally:
+            self._stop.clear()  # here, not at the start: a stop() sent before run() is honoured
 
     def stop(self) -> None:
         """Ask :meth:`run` to return, and give the leader lease up."""

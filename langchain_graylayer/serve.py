@@ -148,32 +148,52 @@ class _Colouring:
         request = Request(scope, receive)
         result = self.identify(request)
         user_id, session_id = await result if asyncio.iscoroutine(result) else result  # type: ignore[misc]
+        batch = path.endswith("/batch")
         run_id = str(_new_run_id())
         state = scope.setdefault("state", {})
         state["graylayer_identity"] = (user_id, session_id)
-        state["graylayer_run_id"] = None if path.endswith("/batch") else run_id
+        state["graylayer_run_id"] = None if batch else run_id
+        server_trace: list[str] = []
+
+        async def coloured(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                # The config modifier has run by now: it records the identity it really used
+                # (which differs from the headers' only when client-sent ids are trusted).
+                who = state.get("graylayer_resolved", (user_id, session_id))
+                headers = await self._headers(who, run_id, batch, server_trace)
+                message["headers"] = [*message.get("headers", []), *headers]
+            await send(message)
+
+        tracer = getattr(self.router, "tracer", None)
+        if tracer is None:
+            await self.app(scope, receive, coloured)
+            return
+        # A server span makes the request's trace id known before a stream's first byte: the
+        # router's request span, started later inside the stream, becomes its child.
+        with tracer.start_as_current_span(f"{scope.get('method', 'POST')} {path}") as span:
+            server_trace.append(format(span.get_span_context().trace_id, "032x"))
+            await self.app(scope, receive, coloured)
+
+    async def _headers(
+        self, who: Identity, run_id: str, batch: bool, server_trace: list[str]
+    ) -> list[tuple[bytes, bytes]]:
         if self.router.store.blocking:
-            decision = await asyncio.to_thread(self.router.route, user_id, session_id)
+            decision = await asyncio.to_thread(self.router.route, *who)
         else:
-            decision = self.router.route(user_id, session_id)
+            decision = self.router.route(*who)
         headers = [
             (b"x-agent-version", decision.version.value.encode()),
             (b"x-user-layer", (decision.layer or "").encode()),
         ]
-        if not path.endswith("/batch"):
-            headers.append((b"x-run-id", run_id.encode()))
-            if self.signer is not None and decision.layer is not None:
-                labels = RunLabels(decision.plan_id, decision.version.value, decision.layer)
-                headers.append((b"x-feedback-token", self.signer.sign(run_id, labels).encode()))
-
-        async def coloured(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                trace = self.router.trace_id_of(run_id) or run_id
-                message["headers"] = [*message.get("headers", []), *headers,
-                                      (b"x-trace-id", trace.encode())]  # fmt: skip
-            await send(message)
-
-        await self.app(scope, receive, coloured)
+        if batch:  # several runs: no single run id, trace id or feedback token to announce
+            return headers
+        headers.append((b"x-run-id", run_id.encode()))
+        trace = self.router.trace_id_of(run_id) or (server_trace[0] if server_trace else run_id)
+        headers.append((b"x-trace-id", trace.encode()))
+        if self.signer is not None and decision.layer is not None:
+            labels = RunLabels(decision.plan_id, decision.version.value, decision.layer)
+            headers.append((b"x-feedback-token", self.signer.sign(run_id, labels).encode()))
+        return headers
 
 
 def config_modifier(trust_client_user_id: bool = False) -> Callable[[dict[str, Any], Any], Any]:
@@ -190,7 +210,10 @@ def config_modifier(trust_client_user_id: bool = False) -> Callable[[dict[str, A
             configurable["user_id"] = user_id
         if session_id:
             configurable["session_id"] = session_id
+            configurable["thread_id"] = session_id  # LangGraph checkpointers key on thread_id
         config["configurable"] = configurable
+        resolved_session = configurable.get("session_id") or configurable.get("thread_id")
+        state["graylayer_resolved"] = (configurable.get("user_id"), resolved_session)
         if state.get("graylayer_run_id"):
             config["run_id"] = UUID(state["graylayer_run_id"])
         return config
@@ -234,10 +257,19 @@ def add_gray_routes(
     )
     serve_admin.mount_admin(app, router, controller, admin_prefix, admin_token)
     if metrics_path:
-        from prometheus_client import make_asgi_app
+        _mount_metrics(app, metrics_path, (router.metrics or _default_registry_metrics()).registry)
 
-        metrics = router.metrics or _default_registry_metrics()
-        app.mount(metrics_path, make_asgi_app(registry=metrics.registry or _global_registry()))
+
+def _mount_metrics(app: FastAPI, path: str, registry: Any) -> None:
+    """``GET {path}`` in Prometheus' text format (a route, so no redirect to ``{path}/``)."""
+    from fastapi import Response
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    registry = registry or _global_registry()
+
+    @app.get(path, include_in_schema=False)
+    def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
 def _default_registry_metrics() -> Any:

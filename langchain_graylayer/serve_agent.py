@@ -7,10 +7,11 @@ and ``POST {path}/feedback`` with signed, single-use tokens. Used by :func:`.ser
 
 import asyncio
 import json
+import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, Literal
 
-from langchain_graylayer.errors import ConfigurationError
+from langchain_graylayer.errors import ConfigurationError, GraylayerError
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -144,9 +145,15 @@ def _mount_feedback(
             labels = signer.verify(token, body.run_id)
         except InvalidFeedbackTokenError as exc:
             raise HTTPException(401, f"feedback refused: {exc}") from None
-        fresh = await asyncio.to_thread(
-            router.store.try_lease, f"feedback:{signer.fingerprint(token)}", "used", signer.ttl
-        )
+        try:  # a lease with a fresh holder is taken once; a second try finds it held
+            fresh = await asyncio.to_thread(
+                router.store.try_lease,
+                f"feedback:{signer.fingerprint(token)}",
+                uuid.uuid4().hex,
+                signer.ttl,
+            )
+        except GraylayerError as exc:
+            raise HTTPException(503, f"feedback not recorded, try again later: {exc}") from None
         if not fresh:
             raise HTTPException(409, "feedback refused: this token was already used")
         try:
