@@ -23,7 +23,7 @@ from typing import Any, TypeVar, cast
 from uuid import UUID
 
 from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
-from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 from langchain_core.outputs import LLMResult
 
 from langchain_graylayer._cache import ExpiringLRU
@@ -76,9 +76,13 @@ def final_answer(output: Any) -> str | None:
     if isinstance(output, str):
         return output
     if isinstance(output, BaseMessage):
-        if isinstance(output, AIMessage) and output.tool_calls:
-            return None
+        if isinstance(output, ToolMessage):  # a return-direct tool answered
+            return _text(output.content)
+        if not isinstance(output, AIMessage) or output.tool_calls:
+            return None  # the user's own question, or a step that still calls tools
         return _text(output.content)
+    if isinstance(output, tuple) and output and isinstance(output[0], BaseMessage):
+        return final_answer(output[0])  # stream_mode="messages": (message, metadata)
     if isinstance(output, Sequence) and output:
         return final_answer(output[-1])
     if isinstance(output, Mapping):

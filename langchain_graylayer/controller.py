@@ -197,7 +197,8 @@ class RolloutController(RunnableSerializable[Any, list[dict[str, Any]]]):
         if layer_state["phase"] == LayerPhase.PENDING.value:
             return [self._open_layer(state, active, now, AUTOMATION)]
 
-        elapsed = now - (layer_state["step_started_at"] or now)
+        started = layer_state["step_started_at"]
+        elapsed = now - (now if started is None else started)
         verdict = self._judge(active, layer_state, elapsed)
         previous = layer_state.get("last_decision"), _kind(layer_state.get("last_reason"))
         layer_state["last_decision"] = verdict.decision.value

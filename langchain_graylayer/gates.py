@@ -84,8 +84,9 @@ class Gates(ConfigModel):
     max_step_time: Seconds = 86400.0
     """After this long at a step with no decision, the timeout policy applies."""
     timeout_policy: Literal["promote_if_no_harm", "hold"] = "promote_if_no_harm"
-    """At ``max_step_time``: promote when no harm was found (and ``min_samples`` reached), or keep
-    holding for a human."""
+    """At ``max_step_time``: promote when no harm was found (any candidate data will do; a small
+    step limits exposure, and a quiet layer may never reach ``min_samples``), or keep holding for
+    a human."""
     guardrails: tuple[Guardrail, ...] = DEFAULT_GUARDRAILS
 
     @model_validator(mode="after")

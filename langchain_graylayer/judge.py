@@ -12,6 +12,8 @@ always-valid interval, the sample sizes and what was concluded. The worst findin
 5. promotion needs ``min_samples`` candidate requests, ``bake_time`` at the step and
    non-inferiority within each guardrail's margin → **promote**; otherwise **hold**, until
    ``max_step_time``, when the timeout policy promotes if no harm was found (or keeps holding).
+   The timeout needs candidate data but not ``min_samples``: a quiet layer's small step limits
+   exposure, and waiting for samples there would stall the rollout for days.
 
 The article's QoS score is computed for both arms and reported in every verdict; it gates
 promotion only when the plan says so (``judging.qos_gate``).
@@ -279,9 +281,15 @@ def judge(data: JudgeInput) -> Verdict:
             )
             return verdict(Decision.HOLD, reason, guardrails=results, srm=srm, alert=True)
 
+    timed_out = data.elapsed >= gates.max_step_time
+    if timed_out and gates.timeout_policy == "promote_if_no_harm":
+        # A small step limits who is exposed, not how much evidence piles up: in a quiet layer
+        # min_samples may never come, so the timeout needs only some data and no harm.
+        reason = f"step timeout ({gates.max_step_time:.0f} s) with no harm found (n={n_c})"
+        return verdict(Decision.PROMOTE, reason, guardrails=results, srm=srm)
     if n_c < gates.min_samples:
         reason = f"waiting for samples: {n_c} of {gates.min_samples} candidate requests"
-        return verdict(Decision.HOLD, reason, guardrails=results, srm=srm)
+        return verdict(Decision.HOLD, reason, guardrails=results, srm=srm, alert=timed_out)
     if data.elapsed < gates.bake_time:
         reason = f"baking: {data.elapsed:.0f} s of {gates.bake_time:.0f} s at this step"
         return verdict(Decision.HOLD, reason, guardrails=results, srm=srm)
@@ -296,10 +304,7 @@ def judge(data: JudgeInput) -> Verdict:
             guardrails=results,
             srm=srm,
         )
-    if data.elapsed >= gates.max_step_time:
-        if gates.timeout_policy == "promote_if_no_harm":
-            reason = f"step timeout ({gates.max_step_time:.0f} s) with no harm found"
-            return verdict(Decision.PROMOTE, reason, guardrails=results, srm=srm)
+    if timed_out:
         reason = f"step timeout ({gates.max_step_time:.0f} s): not shown non-inferior on " + (
             ", ".join(blockers)
         )

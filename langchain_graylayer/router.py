@@ -22,6 +22,7 @@ from langchain_core.callbacks import (
     BaseCallbackHandler,
     CallbackManagerForChainRun,
 )
+from langchain_core.messages import BaseMessageChunk
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableSerializable
 from langchain_core.runnables.config import (
     ensure_config,
@@ -41,6 +42,7 @@ from pydantic import ConfigDict, Field, PrivateAttr
 
 from langchain_graylayer._cache import ExpiringLRU
 from langchain_graylayer.callbacks import (
+    AsyncGraylayerCallbackHandler,
     CompletionJudge,
     GraylayerCallbackHandler,
     default_completion_judge,
@@ -334,11 +336,12 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
             with self._runs_lock:
                 self._runs.set(str(run_id), labels, self.feedback_ttl)
         extra: RunnableConfig = {"metadata": metadata, "tags": tags}
-        handlers: list[BaseCallbackHandler] = [
-            handler
-            for handler in (self._handler, self._tracing)
-            if handler is not None and not _has_handler(config.get("callbacks"), type(handler))
-        ]
+        handlers: list[BaseCallbackHandler] = []
+        callbacks = config.get("callbacks")
+        if self._handler is not None and not _has_handler(callbacks, _MEASURING):
+            handlers.append(self._handler)
+        if self._tracing is not None and not _has_handler(callbacks, (GraylayerTracingHandler,)):
+            handlers.append(self._tracing)
         if self._journal is not None and decision.version is Version.CANDIDATE:
             handlers.append(self._journal)
         if handlers:
@@ -548,7 +551,10 @@ def _check_feedback(kind: FeedbackKind | str | None, score: float | None) -> Fee
     return checked
 
 
-def _has_handler(callbacks: Any, kind: type[BaseCallbackHandler]) -> bool:
+_MEASURING = (GraylayerCallbackHandler, AsyncGraylayerCallbackHandler)
+
+
+def _has_handler(callbacks: Any, kind: tuple[type[Any], ...]) -> bool:
     """True when the caller already attached such a handler (so runs are not counted twice)."""
     handlers = getattr(callbacks, "handlers", callbacks)
     return isinstance(handlers, list) and any(isinstance(h, kind) for h in handlers)
@@ -570,6 +576,23 @@ def _run_judge(
         metrics.record_completion(labels)
 
 
+def _merge_message_pair(previous: Any, chunk: Any) -> Any:
+    """``stream_mode="messages"`` yields ``(message chunk, metadata)``: keep the latest message,
+    merged with the previous chunks of the same message; other sequences: the last one."""
+    if len(chunk) != 2 or not isinstance(chunk[0], BaseMessageChunk):
+        return chunk
+    message = chunk[0]
+    if (
+        isinstance(previous, tuple)
+        and previous
+        and isinstance(previous[0], BaseMessageChunk)
+        and previous[0].id == message.id
+        and type(previous[0]) is type(message)
+    ):
+        message = previous[0] + message
+    return (message, chunk[1])
+
+
 class _Accumulator(Generic[Output]):
     """The streamed run's output: the sum of its chunks, or the last chunk when they do not add
     up (e.g. LangGraph's per-node update dicts), so the completion judge still sees the answer."""
@@ -580,7 +603,10 @@ class _Accumulator(Generic[Output]):
         self._addable = True
 
     def add(self, chunk: Output) -> None:
-        if not self.started:
+        if isinstance(chunk, (tuple, list)):
+            self.value, self.started = _merge_message_pair(self.value, chunk), True
+            self._addable = False  # never concatenate tuples or lists of chunks
+        elif not self.started:
             self.value, self.started = chunk, True
         elif self._addable:
             try:
