@@ -5,9 +5,12 @@ Subcommands:
 * ``quickstart``: route a synthetic population through a real GrayRouter on the embedded defaults
   (no servers) and show the split per layer, session pinning, explanations and fallback;
 * ``validate PLAN``: load a plan file and print its layers, or the error that makes it invalid;
-* ``route USER_ID``: which version a user gets and why (``--redis-url`` reads live state);
+* ``route USER_ID``: which version a user gets and why (``--redis-url`` reads live state,
+  ``--url`` asks a running server);
 * ``ratio LAYER [RATIO]``: read or set a layer's ratio in a Redis store;
-* ``bucket SALT USER_ID``: the user's sticky bucket, for checking another implementation.
+* ``bucket SALT USER_ID``: the user's sticky bucket, for checking another implementation;
+* ``serve``, and the clients of a running server's admin API ``status``, ``audit``, ``pause``,
+  ``resume``, ``rollback``, ``promote``: see :mod:`.cli_serve`.
 """
 
 from __future__ import annotations
@@ -190,6 +193,11 @@ def _validate(args: argparse.Namespace) -> int:
 def _route(args: argparse.Namespace) -> int:
     from langchain_graylayer.routing import Assigner
 
+    if args.url:
+        from langchain_graylayer.cli_serve import remote_route
+
+        return remote_route(args)
+
     plan = _load_plan(args.plan, args.plan_id)
     decision = Assigner(plan, _store(args.redis_url)).route(args.user_id, args.session)
     if args.json:
@@ -217,6 +225,8 @@ def _bucket(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from langchain_graylayer import cli_serve  # it imports this module: import it late
+
     parser = argparse.ArgumentParser(
         prog="graylayer", description="Gray release of LangChain agents by user risk layer."
     )
@@ -245,6 +255,7 @@ def _parser() -> argparse.ArgumentParser:
             cmd.add_argument("user_id")
             cmd.add_argument("--session", help="a session id, to see its pin")
             cmd.add_argument("--json", action="store_true", help="machine-readable output")
+            cli_serve.add_client_options(cmd, json_flag=False)
         else:
             cmd.add_argument("layer", nargs="?", help="one layer (default: all)")
             cmd.add_argument("--set", type=float, metavar="RATIO", help="set the layer's ratio")
@@ -253,6 +264,7 @@ def _parser() -> argparse.ArgumentParser:
     bucket_cmd.add_argument("salt")
     bucket_cmd.add_argument("user_id")
     bucket_cmd.set_defaults(func=_bucket)
+    cli_serve.register(sub)
     return parser
 
 

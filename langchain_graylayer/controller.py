@@ -252,8 +252,12 @@ class RolloutController(RunnableSerializable[Any, list[dict[str, Any]]]):
         state["layers"][layer].update(
             phase=LayerPhase.ACTIVE.value, step=0, step_started_at=now, last_decision=None
         )
-        first = self.plan.layer_names.index(layer) == 0
-        reason = "first layer" if first else "the layer before it is at 100%"
+        if operator != AUTOMATION:
+            reason = "opened by a human"
+        elif self.plan.layer_names.index(layer) == 0:
+            reason = "first layer"
+        else:
+            reason = "the layer before it is at 100%"
         entry = self._entry("start_layer", layer, 0.0, spec.steps[0], reason, None, operator)
         self._commit(state, {layer: spec.steps[0]}, entry)
         return entry

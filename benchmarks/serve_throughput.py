@@ -1,0 +1,466 @@
+"""Requests per second of a LangServe app serving ``GrayRouter``, next to the same app serving the
+stable chain directly, measured in the same run.
+
+Run from the repository root::
+
+    python benchmarks/serve_throughput.py            # about 70 s
+    python benchmarks/serve_throughput.py --quick    # about 20 s, for a smoke check
+    python benchmarks/serve_throughput.py --json results.json
+
+Two apps, each in its own ``uvicorn`` process (one worker, access log off) on a loopback port:
+
+* ``router``: ``add_gray_routes`` over a ``GrayRouter`` (``MemoryStore``, its own
+  ``GraylayerMetrics``, ``/metrics`` mounted), every layer at ratio 0.5, so both versions serve;
+  the full serving path: identity from ``X-User-ID``, routing, coloured response headers with a
+  signed feedback token, the metrics callback handler on every run;
+* ``direct``: langserve's plain ``add_routes`` over the stable chain.
+
+Both chains are ``ChatPromptTemplate | GenericFakeChatModel | StrOutputParser``, the model
+answering from an ``itertools.cycle`` of messages: the server's work is LangChain's and
+LangServe's, but cheap. Load comes from a separate process: ``wrk`` with a Lua script (POST JSON,
+``X-User-ID`` cycling over ``--users`` ids) when it is on ``PATH``, else an ``httpx.AsyncClient``
+load generator with the same shape. Either keeps ``--connections`` requests in flight for
+``--seconds`` and stops by itself. Each app gets a warm-up first; then every round loads both, in
+an order that alternates between rounds, so drifting load on the machine lands on both alike.
+
+The table gives, per app, the median requests per second over the rounds, its range, and the
+median of the rounds' p50 and p99 latencies (closed loop: queueing in the server included);
+``router / direct`` is the median of the same-round ratios. It also gives the server process's
+CPU time per request (user + system, all threads, from ``/proc``) and how busy the server was
+(CPU seconds per second): on a shared machine req/s moves with other jobs, CPU per request much
+less; a server under 80% busy was not the bottleneck and its req/s says little. Any non-2xx answer
+or socket error is reported; a round with errors is not a valid measurement.
+
+By default the servers are pinned to CPU 0 and the load generator to CPU 1 (``taskset``, with two
+CPUs or more; ``--no-pin`` to let the scheduler place them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+PLAN_ID = "bench-serve"
+RATIO = 0.5
+QUESTION = "Where is my refund?"
+BODY = json.dumps({"input": {"question": QUESTION}})
+APPS = ("router", "direct")
+
+WRK_SCRIPT = """
+-- POST the same JSON body; X-User-ID cycles over USERS ids.
+local requests, n = {}, 0
+function init(args)
+  local users = tonumber(args[1])
+  for i = 0, users - 1 do
+    local headers = {["Content-Type"] = "application/json",
+                     ["X-User-ID"] = "user-" .. i}
+    requests[#requests + 1] = wrk.format("POST", nil, headers, wrk.body)
+  end
+end
+function request()
+  n = n + 1
+  return requests[(n % #requests) + 1]
+end
+function done(summary, latency, _)
+  local e = summary.errors
+  io.write(string.format(
+    'RESULT {"requests": %d, "duration_us": %d, "non2xx": %d, "socket_errors": %d, ' ..
+    '"p50_us": %d, "p99_us": %d, "mean_us": %.1f}\\n',
+    summary.requests, summary.duration, e.status, e.connect + e.read + e.write + e.timeout,
+    latency:percentile(50), latency:percentile(99), latency.mean))
+end
+"""
+
+
+# --------------------------------------------------------------------------- the apps
+def support_chain(version: str) -> Any:
+    """Prompt → fake chat model (cycling answers) → string parser."""
+    from itertools import cycle
+
+    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+    from langchain_core.messages import AIMessage
+    from langchain_core.output_parsers import StrOutputParser
+    from langchain_core.prompts import ChatPromptTemplate
+
+    prompt = ChatPromptTemplate.from_messages(
+        [("system", f"You are support agent {version}. Be brief."), ("human", "{question}")]
+    )
+    answers = [f"[{version}] Your refund is on its way.", f"[{version}] Refunds take 5 days."]
+    model = GenericFakeChatModel(messages=cycle([AIMessage(a) for a in answers]))
+    return prompt | model | StrOutputParser()
+
+
+def build_app(kind: str) -> Any:
+    from fastapi import FastAPI
+
+    app = FastAPI()
+    if kind == "direct":
+        from langserve import add_routes
+
+        add_routes(app, support_chain("v1"), path="/agent")
+        return app
+    from prometheus_client import CollectorRegistry
+
+    from langchain_graylayer import GrayRouter, MemoryStore, RolloutPlan
+    from langchain_graylayer.metrics import GraylayerMetrics
+    from langchain_graylayer.serve import add_gray_routes
+
+    plan, store = RolloutPlan.default(PLAN_ID), MemoryStore()
+    for layer in plan.layer_names:
+        store.set_ratio(plan.id, layer, RATIO)
+    router: GrayRouter[Any, Any] = GrayRouter(
+        stable=support_chain("v1"),
+        candidate=support_chain("v2"),
+        plan=plan,
+        store=store,
+        metrics=GraylayerMetrics(registry=CollectorRegistry()),
+    )
+    add_gray_routes(app, router, path="/agent", feedback_secret=b"bench-secret-0123456789")
+    return app
+
+
+def serve(kind: str, port: int) -> None:
+    """The server process: one app, one uvicorn worker."""
+    import uvicorn
+
+    uvicorn.run(build_app(kind), host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+# --------------------------------------------------------------------------- load generators
+def httpx_load(url: str, connections: int, seconds: float, users: int, max_requests: int) -> None:
+    """The fallback load generator process: prints one ``RESULT {...}`` line like the wrk script."""
+    import httpx
+
+    latencies: list[float] = []
+    counts = {"non2xx": 0, "socket_errors": 0}
+    deadline = time.perf_counter() + seconds
+
+    async def worker(client: httpx.AsyncClient, start: int) -> None:
+        i = start
+        while time.perf_counter() < deadline and len(latencies) < max_requests:
+            headers = {"Content-Type": "application/json", "X-User-ID": f"user-{i % users}"}
+            began = time.perf_counter()
+            try:
+                response = await client.post(url, content=BODY, headers=headers)
+            except httpx.HTTPError:
+                counts["socket_errors"] += 1
+                continue
+            latencies.append(time.perf_counter() - began)
+            counts["non2xx"] += not response.is_success
+            i += connections
+
+    async def run() -> float:
+        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+        async with httpx.AsyncClient(limits=limits, timeout=10.0) as client:
+            began = time.perf_counter()
+            await asyncio.gather(*(worker(client, n) for n in range(connections)))
+            return time.perf_counter() - began
+
+    took = asyncio.run(run())
+    ordered = sorted(latencies) or [0.0]
+
+    def percentile(p: float) -> float:
+        return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] * 1e6
+
+    result = {"requests": len(latencies), "duration_us": int(took * 1e6), **counts,
+              "p50_us": percentile(50), "p99_us": percentile(99),
+              "mean_us": statistics.fmean(ordered) * 1e6}  # fmt: skip
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+# --------------------------------------------------------------------------- orchestration
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def post(url: str, user: str) -> tuple[int, str, str]:
+    """One request: status, the X-Agent-Version header (or ''), the output."""
+    request = urllib.request.Request(url, data=BODY.encode(), method="POST")
+    request.add_header("Content-Type", "application/json")
+    request.add_header("X-User-ID", user)
+    with urllib.request.urlopen(request, timeout=5) as response:
+        output = json.loads(response.read())["output"]
+        return response.status, response.headers.get("X-Agent-Version", ""), output
+
+
+def pinned(cpu: int | None) -> list[str]:
+    return ["taskset", "-c", str(cpu)] if cpu is not None else []
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process, all its threads (Linux ``/proc``; else ``None``)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Server:
+    url: str
+    pid: int
+
+
+@contextmanager
+def server(kind: str, cpu: int | None, log: Any) -> Iterator[Server]:
+    """A server process for ``kind``, once it answers."""
+    port = free_port()
+    args = [*pinned(cpu), sys.executable, __file__, "--serve-app", kind, "--port", str(port)]
+    process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/agent/invoke"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"the {kind} server exited with code {process.returncode}")
+            try:
+                post(url, "user-0")
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the {kind} server did not answer in 60 s") from None
+                time.sleep(0.2)
+        yield Server(url, process.pid)  # taskset execs python: the same pid
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def check(servers: dict[str, Server], users: int) -> str:
+    """Both apps answer; the router serves both versions, each with its own chain."""
+    seen = set()
+    for n in range(min(users, 40)):
+        status, version, output = post(servers["router"].url, f"user-{n}")
+        expected = "[v2]" if version == "candidate" else "[v1]"
+        if status != 200 or not output.startswith(expected):
+            raise RuntimeError(f"router answered {status} {version!r} {output!r}")
+        seen.add(version)
+    status, version, output = post(servers["direct"].url, "user-0")
+    if status != 200 or version or not output.startswith("[v1]"):
+        raise RuntimeError(f"direct answered {status} {version!r} {output!r}")
+    if seen != {"stable", "candidate"}:
+        raise RuntimeError(f"the router served only {seen} to 40 users at ratio {RATIO}")
+    return f"sanity: both apps answer 200; the router served {sorted(seen)} to 40 users"
+
+
+def load(
+    target: Server, args: argparse.Namespace, seconds: float, cpu: int | None
+) -> dict[str, Any]:
+    """Run the load generator process once; its RESULT, with the server's CPU time."""
+    url = target.url
+    if args.loadgen == "wrk":
+        with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+            script.write(f"wrk.body = {json.dumps(BODY)}\n{WRK_SCRIPT}")
+        command = [*pinned(cpu), "wrk", "-t1", f"-c{args.connections}", f"-d{seconds:g}s",
+                   "--timeout", "10s", "-s", script.name, url, "--", str(args.users)]  # fmt: skip
+    else:
+        command = [*pinned(cpu), sys.executable, __file__, "--load-url", url,
+                   "--connections", str(args.connections), "--seconds", str(seconds),
+                   "--users", str(args.users)]  # fmt: skip
+    cpu_before = cpu_seconds(target.pid)
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60)
+    finally:
+        if args.loadgen == "wrk":
+            os.unlink(script.name)
+    line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if done.returncode != 0 or line is None:
+        output = done.stdout + done.stderr
+        raise RuntimeError(f"load generator failed ({done.returncode}):\n{output}")
+    result: dict[str, Any] = json.loads(line.removeprefix("RESULT "))
+    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+    cpu_after = cpu_seconds(target.pid)
+    if cpu_before is not None and cpu_after is not None and result["requests"]:
+        result["server_cpu_us"] = (cpu_after - cpu_before) * 1e6 / result["requests"]
+        result["server_busy"] = (cpu_after - cpu_before) / (result["duration_us"] / 1e6)
+    return result
+
+
+def summarise(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    def median_of(app: str, key: str) -> float:
+        return float(statistics.median(r[app][key] for r in rounds))
+
+    rows: dict[str, Any] = {}
+    for app in APPS:
+        rps = [r[app]["rps"] for r in rounds]
+        rows[app] = {
+            "median_rps": statistics.median(rps), "min_rps": min(rps), "max_rps": max(rps),
+            "p50_ms": median_of(app, "p50_us") / 1000, "p99_ms": median_of(app, "p99_us") / 1000,
+            "requests": sum(r[app]["requests"] for r in rounds),
+            "errors": sum(r[app]["non2xx"] + r[app]["socket_errors"] for r in rounds),
+            "cpu_us": _median_or_none([r[app].get("server_cpu_us") for r in rounds]),
+            "busy": _median_or_none([r[app].get("server_busy") for r in rounds]),
+            "samples_rps": rps,
+            "samples_cpu_us": [r[app].get("server_cpu_us") for r in rounds],
+        }  # fmt: skip
+    ratios = [r["router"]["rps"] / r["direct"]["rps"] for r in rounds]
+    rows["router_vs_direct"] = {
+        "median_ratio": statistics.median(ratios),
+        "ratio_of_medians": rows["router"]["median_rps"] / rows["direct"]["median_rps"],
+        "min_ratio": min(ratios), "max_ratio": max(ratios), "samples": ratios,
+        "cpu_ratio": _median_or_none([
+            r["router"]["server_cpu_us"] / r["direct"]["server_cpu_us"]
+            for r in rounds if "server_cpu_us" in r["router"] and "server_cpu_us" in r["direct"]
+        ]),
+    }  # fmt: skip
+    return rows
+
+
+def _median_or_none(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
+
+
+def table(rows: dict[str, Any]) -> str:
+    lines = [
+        "| app | what | median req/s | range req/s | p50 ms | p99 ms | server CPU µs/req "
+        "| server busy | requests | errors |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    what = {"router": "add_gray_routes(GrayRouter, MemoryStore, metrics)",
+            "direct": "langserve add_routes(stable chain)"}  # fmt: skip
+    for app in APPS:
+        r = rows[app]
+        lines.append(
+            f"| `{app}` | {what[app]} | {r['median_rps']:.0f} | {r['min_rps']:.0f}–"
+            f"{r['max_rps']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
+            f"{'-' if r['cpu_us'] is None else format(r['cpu_us'], '.0f')} | "
+            f"{'-' if r['busy'] is None else format(r['busy'], '.0%')} | {r['requests']} | "
+            f"{r['errors']} |"
+        )
+    ratio = rows["router_vs_direct"]
+    lines.append(
+        f"\nrouter / direct: {ratio['median_ratio']:.2f} (median of same-round ratios; range "
+        f"{ratio['min_ratio']:.2f}–{ratio['max_ratio']:.2f}; ratio of medians "
+        f"{ratio['ratio_of_medians']:.2f})"
+    )
+    if ratio["cpu_ratio"] is not None:
+        lines.append(
+            f"server CPU per request, router / direct: {ratio['cpu_ratio']:.2f}× (median of "
+            f"same-round ratios; the req/s ratio on an idle core: {1 / ratio['cpu_ratio']:.2f})"
+        )
+    idle = [app for app in APPS if rows[app]["busy"] is not None and rows[app]["busy"] < 0.8]
+    if idle:
+        lines.append(
+            f"NOTE: {' and '.join(idle)} used under 80% of a core: the load generator or the "
+            "machine limited the rate, not the server; compare CPU µs/req, not req/s"
+        )
+    return "\n".join(lines)
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    names = ["langchain-core", "langserve", "fastapi", "uvicorn", "starlette", "httpx"]
+    return {name: version(name) for name in names}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="2 rounds × 2 s: a smoke check")
+    parser.add_argument("--rounds", type=int, help="rounds (default 5; quick 2)")
+    parser.add_argument("--seconds", type=float, help="seconds of load per app and round (5; 2)")
+    parser.add_argument("--warmup", type=float, help="seconds of load per app first (3; 1)")
+    parser.add_argument("--connections", type=int, default=16, help="in flight (default 16)")
+    parser.add_argument("--users", type=int, default=1000, help="distinct X-User-ID values")
+    parser.add_argument("--loadgen", choices=["auto", "wrk", "httpx"], default="auto")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results here")
+    parser.add_argument("--serve-app", choices=APPS, help=argparse.SUPPRESS)
+    parser.add_argument("--load-url", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve_app:
+        serve(args.serve_app, args.port)
+        return 0
+    if args.load_url:
+        httpx_load(args.load_url, args.connections, args.seconds, args.users, 1_000_000)
+        return 0
+
+    rounds_n = args.rounds or (2 if args.quick else 5)
+    seconds = args.seconds or (2.0 if args.quick else 5.0)
+    warmup = args.warmup if args.warmup is not None else (1.0 if args.quick else 3.0)
+    if args.loadgen == "auto":
+        args.loadgen = "wrk" if shutil.which("wrk") else "httpx"
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    pin = not args.no_pin and (cpus or 1) >= 2 and shutil.which("taskset") is not None
+    server_cpu, load_cpu = (0, 1) if pin else (None, None)
+    began = time.monotonic()
+
+    with ExitStack() as stack:
+        log = stack.enter_context(tempfile.TemporaryFile("w+"))
+        try:
+            servers = {app: stack.enter_context(server(app, server_cpu, log)) for app in APPS}
+        except RuntimeError:
+            log.seek(0)
+            print(log.read(), file=sys.stderr)
+            raise
+        print(check(servers, args.users))
+        if warmup > 0:
+            for app in APPS:
+                load(servers[app], args, warmup, load_cpu)
+        rounds: list[dict[str, dict[str, Any]]] = []
+        for n in range(rounds_n):
+            order = APPS if n % 2 == 0 else APPS[::-1]
+            results = {app: load(servers[app], args, seconds, load_cpu) for app in order}
+            rounds.append(results)
+            print(f"round {n + 1}/{rounds_n}: " + ", ".join(
+                f"{app} {results[app]['rps']:.0f} req/s "
+                f"({results[app].get('server_cpu_us', math.nan):.0f} CPU µs/req)" for app in APPS
+            ), flush=True)  # fmt: skip
+    rows = summarise(rounds)
+    took = time.monotonic() - began
+    meta = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "python": platform.python_version(), **versions(), "platform": platform.platform(),
+        "cpus": cpus, "pinned": {"server_cpu": server_cpu, "load_cpu": load_cpu},
+        "loadgen": args.loadgen, "connections": args.connections, "users": args.users,
+        "rounds": rounds_n, "seconds": seconds, "warmup": warmup, "ratio": RATIO,
+        "workers": 1, "took_s": round(took, 1),
+    }  # fmt: skip
+    print()
+    print(table(rows))
+    print(
+        f"\n{rounds_n} rounds × {seconds:g} s per app, load by {args.loadgen} with "
+        f"{args.connections} connections over {args.users} users, 1 uvicorn worker per app, "
+        + (f"server on CPU {server_cpu} and load on CPU {load_cpu}" if pin else "not pinned")
+        + f"; Python {meta['python']}, langchain-core {meta['langchain-core']}, langserve "
+        f"{meta['langserve']}, {cpus} CPUs, {took:.0f} s"
+    )
+    errors = rows["router"]["errors"] + rows["direct"]["errors"]
+    if errors:
+        print(f"WARNING: {errors} failed requests: these numbers are not valid", file=sys.stderr)
+    if args.json is not None:
+        args.json.write_text(json.dumps({"meta": meta, "apps": rows}, indent=2) + "\n")
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,286 @@
+"""``graylayer serve`` and its client commands, as an operator would use them: real processes.
+
+One ``python -m langchain_graylayer.cli serve`` process serves the two agents of
+``_cli_agents.py`` on a free loopback port with ``examples/plan.yaml`` (in-memory store, the
+controller ticking once an hour, so only its first tick runs: the first layer opens). Each
+client command runs at least once as a subprocess (``python -m langchain_graylayer.cli ...``),
+several at a time where their order does not matter; further calls of the same command go through
+``main()`` in this process, against the same server, because every subprocess pays the package's
+import time (over a second). The tests read the server's state in file order; the one that pauses
+and rolls back comes last.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from _servers import ManagedProcess, free_port
+
+from langchain_graylayer.cli import main
+from langchain_graylayer.plan import RolloutPlan
+
+HERE = Path(__file__).parent
+PLAN = HERE.parent.parent / "examples" / "plan.yaml"
+TOKEN = "test-admin-token-0123456789"
+OPERATOR = "carol"
+
+
+@dataclass(frozen=True)
+class Server:
+    url: str
+    process: ManagedProcess
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRAYLAYER_")}
+    return {**env, "PYTHONUNBUFFERED": "1", **extra}
+
+
+def _api_status(url: str) -> dict[str, Any] | None:
+    request = urllib.request.Request(f"{url}/graylayer/api/status")
+    request.add_header("Authorization", f"Bearer {TOKEN}")
+    try:
+        with urllib.request.urlopen(request, timeout=1) as response:
+            data: dict[str, Any] = json.loads(response.read())
+            return data
+    except (OSError, ValueError):
+        return None
+
+
+def _first_layer_open(url: str) -> bool:
+    status = _api_status(url)  # ready, and the controller's first tick is done
+    return status is not None and status["layers"][0]["phase"] == "active"
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Server]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    args = [sys.executable, "-m", "langchain_graylayer.cli", "serve", "--plan", str(PLAN),
+            "--stable", "_cli_agents:stable", "--candidate", "_cli_agents:candidate",
+            "--port", str(port), "--interval", "3600", "--admin-token", TOKEN]  # fmt: skip
+    process = ManagedProcess(
+        args, name="graylayer serve", ready=lambda: _first_layer_open(url), timeout=30, cwd=HERE
+    )
+    with process:
+        yield Server(url, process)
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "langchain_graylayer.cli", *args]
+
+
+def run_all(*commands: Sequence[str]) -> list[subprocess.CompletedProcess[str]]:
+    """Run the commands at the same time; their results in the same order."""
+    pipes: dict[str, Any] = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    processes = [
+        subprocess.Popen(_cli(*command), cwd=HERE, env=_env(), **pipes) for command in commands
+    ]
+    results = []
+    for command, process in zip(commands, processes, strict=True):
+        stdout, stderr = process.communicate(timeout=60)
+        results.append(subprocess.CompletedProcess(command, process.returncode, stdout, stderr))
+    return results
+
+
+def run(*command: str) -> subprocess.CompletedProcess[str]:
+    return run_all(command)[0]
+
+
+def client(server: Server, *extra: str) -> list[str]:
+    return ["--url", server.url, "--token", TOKEN, "--operator", OPERATOR, *extra]
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, f"{result.args} exited {result.returncode}:\n{result.stderr}"
+    return result.stdout
+
+
+def failed(result: subprocess.CompletedProcess[str]) -> str:
+    """The one-line error of a command that must exit 2 without a traceback."""
+    assert result.returncode == 2, f"{result.args} exited {result.returncode}:\n{result.stderr}"
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+    return result.stderr.strip()
+
+
+def in_process(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """``graylayer ARGS`` through ``main()`` here: exit code, stdout, stderr."""
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def invoke(server: Server, user_id: str) -> tuple[str, str, str]:
+    """What the server serves ``user_id``: the version header, the layer header, the answer."""
+    response = httpx.post(
+        f"{server.url}/agent/invoke",
+        json={"input": {"question": "Where is my refund?"}},
+        headers={"X-User-ID": user_id},
+        timeout=10,
+    )
+    response.raise_for_status()
+    headers = response.headers
+    return headers["x-agent-version"], headers["x-user-layer"], response.json()["output"]
+
+
+# --------------------------------------------------------------------------- tests
+def test_serve_says_where_everything_is(server: Server) -> None:
+    output = server.process.output()
+    for where in ("/agent/invoke", "/graylayer/api/status", "/graylayer/", "/metrics"):
+        assert f"{server.url}{where}" in output
+    assert "no admin token" not in output
+    metrics = httpx.get(f"{server.url}/metrics", timeout=5, follow_redirects=True).text
+    assert 'graylayer_layer_ratio{layer="internal",plan="refund-agent-v2"} 0.5' in metrics
+
+
+def test_status_as_a_table_and_as_json(
+    server: Server, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lines = ok(run("status", *client(server))).splitlines()
+    assert lines[0].startswith("plan refund-agent-v2: running")
+    assert lines[1].split() == ["layer", "ratio", "step", "phase", "decision", "reason"]
+    rows = {line.split()[0]: line.split() for line in lines[3:] if not line.startswith("router")}
+    assert list(rows) == RolloutPlan.from_yaml(PLAN).layer_names
+    assert rows["internal"][1:4] == ["50%", "1/2", "active"]
+    assert rows["vip"][1:4] == ["0%", "0/5", "pending"]
+
+    monkeypatch.setenv("GRAYLAYER_ADMIN_TOKEN", TOKEN)  # the token from the environment
+    code, out, err = in_process(capsys, "status", "--url", server.url, "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["status"] == "running"
+    assert [(x["layer"], x["ratio"], x["phase"]) for x in data["layers"][:2]] == [
+        ("internal", 0.5, "active"), ("early_adopter", 0.0, "pending"),
+    ]  # fmt: skip
+
+
+def test_route_with_url_says_what_invoke_serves(
+    server: Server, capsys: pytest.CaptureFixture[str]
+) -> None:
+    set_ratio = {"operator": OPERATOR, "layer": "vip", "ratio": 0.5, "reason": "test"}
+    httpx.post(
+        f"{server.url}/graylayer/api/ratio", json=set_ratio,
+        headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10,
+    ).raise_for_status()  # fmt: skip
+    users = ["alice", "bob", "u-1001", "u-1002", "u-1003", "u-1004"]
+    routed = {users[0]: json.loads(ok(run("route", users[0], *client(server), "--json")))}
+    for user in users[1:]:
+        code, out, err = in_process(capsys, "route", user, *client(server), "--json")
+        assert code == 0, err
+        routed[user] = json.loads(out)
+    for user, decision in routed.items():
+        version, layer, answer = invoke(server, user)
+        assert (decision["version"], decision["layer"]) == (version, layer), user
+        assert answer.startswith("[v2]" if version == "candidate" else "[v1]"), (user, answer)
+    assert {d["version"] for d in routed.values()} == {"stable", "candidate"}
+    assert {d["layer"] for d in routed.values()} == {"internal", "vip"}
+    _, text, _ = in_process(capsys, "route", users[0], *client(server))
+    assert text.strip() == routed[users[0]]["explanation"]
+
+
+def test_errors_are_one_line_and_exit_2(
+    server: Server, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    down = f"http://127.0.0.1:{free_port()}"
+    serve = ["serve", "--plan", str(PLAN), "--candidate", "_cli_agents:candidate",
+             "--port", str(free_port())]  # fmt: skip
+    wrong, refused, not_runnable = map(failed, run_all(
+        ["status", "--url", server.url, "--token", "not-the-token"],
+        ["status", "--url", down, "--token", TOKEN],
+        [*serve, "--stable", "_cli_agents:NOT_A_RUNNABLE"],
+    ))  # fmt: skip
+    assert wrong == "graylayer: error: wrong or missing admin token " + (
+        "(--token or GRAYLAYER_ADMIN_TOKEN)"
+    )
+    assert refused == f"graylayer: error: cannot connect to {down}: connection refused " + (
+        "(is `graylayer serve` running there?)"
+    )
+    assert not_runnable == "graylayer: error: --stable: got '_cli_agents:NOT_A_RUNNABLE'; " + (
+        "expected a Runnable (a chain, an agent, a compiled graph), not int"
+    )
+
+    monkeypatch.chdir(HERE)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # serve puts the directory on sys.path
+    monkeypatch.delenv("GRAYLAYER_ADMIN_TOKEN", raising=False)
+    errors = {}
+    for name, args in {
+        "missing token": ["audit", "--url", server.url],
+        "unknown layer": ["promote", "no-such-layer", *client(server)],
+        "no module": [*serve, "--stable", "no_such_module_xyz:agent"],
+        "no attribute": [*serve, "--stable", "_cli_agents:nope"],
+        "no colon": [*serve, "--stable", "stable"],
+    }.items():
+        code, out, err = in_process(capsys, *args)
+        assert (code, out, err.count("\n")) == (2, "", 1), (name, err)
+        errors[name] = err.strip()
+    assert errors["missing token"] == wrong
+    assert errors["unknown layer"].startswith(
+        "graylayer: error: layer: got 'no-such-layer'; expected one of"
+    )
+    assert errors["no module"].startswith(
+        "graylayer: error: --stable: got 'no_such_module_xyz:agent'; expected an importable "
+        "module (no module named 'no_such_module_xyz'"
+    )
+    assert errors["no attribute"].endswith(
+        "expected an attribute of _cli_agents (Runnables in it: candidate, stable)"
+    )
+    assert errors["no colon"] == (
+        "graylayer: error: --stable: got 'stable'; expected module:attribute, "
+        "e.g. myapp.agents:support_chain"
+    )
+
+
+def test_pause_resume_promote_rollback_and_the_audit_log(
+    server: Server, capsys: pytest.CaptureFixture[str]
+) -> None:
+    paused = ok(run("pause", *client(server), "--reason", "checking a complaint"))
+    assert paused.strip() == f"pause: plan refund-agent-v2 by {OPERATOR}: checking a complaint"
+    _, table, _ = in_process(capsys, "status", *client(server))
+    assert table.startswith("plan refund-agent-v2: paused")
+
+    assert in_process(capsys, "resume", *client(server))[:2] == (
+        0, f"resume: plan refund-agent-v2 by {OPERATOR}: resumed\n",
+    )  # fmt: skip
+    promote = ["promote", "internal", *client(server), "--reason", "staff are happy"]
+    assert in_process(capsys, *promote)[:2] == (
+        0, f"promote: layer internal 50% → 100% by {OPERATOR}: staff are happy\n",
+    )  # fmt: skip
+    assert invoke(server, "alice")[0] == invoke(server, "bob")[0] == "candidate"  # 100%
+
+    with pytest.raises(SystemExit) as no_reason:  # argparse: a rollback needs a reason
+        main(["rollback", *client(server)])
+    assert no_reason.value.code == 2
+    assert "--reason" in capsys.readouterr().err
+    ok(run("rollback", *client(server), "--reason", "wrong refund amounts"))
+    _, status, _ = in_process(capsys, "status", *client(server), "--json")
+    data = json.loads(status)
+    assert data["status"] == "rolled_back"
+    assert {layer["ratio"] for layer in data["layers"]} == {0.0}
+    assert invoke(server, "alice")[0] == "stable"
+
+    lines = ok(run("audit", *client(server))).splitlines()
+    assert lines[0].split() == ["time", "(UTC)", "operator", "action", "layer", "old", "→", "new",
+                                "reason"]  # fmt: skip
+    actions = [line.split()[3] for line in lines[2:]]
+    assert actions == ["start_layer", "set_ratio", "pause", "resume", "promote", "rollback",
+                       "cleanup"]  # fmt: skip
+    rollback_line = lines[2 + actions.index("rollback")]
+    assert OPERATOR in rollback_line
+    assert "wrong refund amounts" in rollback_line
+    _, audit_json, _ = in_process(capsys, "audit", *client(server), "--json", "--limit", "3")
+    entries = json.loads(audit_json)
+    assert [e["action"] for e in entries] == ["promote", "rollback", "cleanup"]
+    assert entries[1]["operator"] == OPERATOR
+    assert entries[1]["reason"] == "wrong refund amounts"
+    assert entries[1]["details"]["ratios_before"]["internal"] == 1.0
