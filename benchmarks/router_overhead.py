@@ -45,6 +45,7 @@ import langchain_core
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import PromptTemplate
 from langchain_core.runnables import Runnable, RunnableBranch, RunnableLambda
+from prometheus_client import CollectorRegistry
 
 from langchain_graylayer import (
     GrayRouter,
@@ -55,6 +56,7 @@ from langchain_graylayer import (
     UserProfile,
 )
 from langchain_graylayer.bucketing import bucket, in_candidate
+from langchain_graylayer.metrics import GraylayerMetrics
 
 PLAN_ID = "bench"
 RATIO = 0.5
@@ -155,9 +157,19 @@ def build_variants(users: list[str], redis_url: str | None) -> list[Variant]:
 
     branch = RunnableBranch((routed_by_hash, candidate), stable)
 
-    def router(store: Store) -> GrayRouter[Any, Any]:
+    def router(store: Store, measured: bool = False) -> GrayRouter[Any, Any]:
+        """Routing only (like for like with RunnableBranch), or with graylayer's measuring
+        handlers (metrics into a private registry, the candidate tool-call journal)."""
         seed(store, plan, users)
-        return GrayRouter(stable=stable, candidate=candidate, plan=plan, store=store)
+        return GrayRouter(
+            stable=stable,
+            candidate=candidate,
+            plan=plan,
+            store=store,
+            metrics=GraylayerMetrics(registry=CollectorRegistry()) if measured else None,
+            instrument=measured,
+            journal_tool_calls=measured,
+        )
 
     variants = [
         Variant("lambda", "one RunnableLambda, same string work", bare_lambda(), None, inputs),
@@ -165,6 +177,13 @@ def build_variants(users: list[str], redis_url: str | None) -> list[Variant]:
         Variant("branch", "RunnableBranch on hash(user id) over both chains", branch, None, inputs),
         Variant(
             "router_memory", "GrayRouter + MemoryStore", router(MemoryStore()), by_user, inputs
+        ),
+        Variant(
+            "router_measured",
+            "GrayRouter + MemoryStore, with metrics and tool journal",
+            router(MemoryStore(), measured=True),
+            by_user,
+            inputs,
         ),
         Variant(
             "router_memory_session",
