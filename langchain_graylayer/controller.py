@@ -248,9 +248,12 @@ class RolloutController(RunnableSerializable[Any, list[dict[str, Any]]]):
         self, state: dict[str, Any], layer: str, now: float, operator: str
     ) -> AuditEntry:
         spec = self.plan.layer(layer)
-        state["started_at"] = state["started_at"] or now
+        if state["started_at"] is None:
+            state["started_at"] = now
+        # A layer whose first step is 100% has no stable arm to compare with: it is done at once.
+        phase = LayerPhase.COMPLETED if spec.steps[0] >= 1.0 else LayerPhase.ACTIVE
         state["layers"][layer].update(
-            phase=LayerPhase.ACTIVE.value, step=0, step_started_at=now, last_decision=None
+            phase=phase.value, step=0, step_started_at=now, last_decision=None
         )
         if operator != AUTOMATION:
             reason = "opened by a human"

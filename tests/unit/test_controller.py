@@ -269,3 +269,14 @@ def test_rollback_lists_the_candidates_side_effecting_tool_calls() -> None:
     assert call["arguments"] == {"order_id": "A-17", "amount": 42.0}
     assert call["session"] == "chat-1"
     assert call["layer"] == "early"
+
+
+def test_a_layer_that_starts_at_100_percent_completes_and_opens_the_next() -> None:
+    plan = make_plan(layers=[
+        {"name": "early", "members": [f"u{i}" for i in range(400)], "steps": [1.0]},
+        {"name": "late", "score_range": [0, 1], "steps": [0.1, 1.0]},
+    ])  # fmt: skip
+    world = World(p_candidate=0.9, plan=plan)
+    controller = world.controller()
+    assert world.run(controller, ticks=2) == ["start_layer", "start_layer"]
+    assert world.store.get_ratios("refund-v2") == {"early": 1.0, "late": 0.1}
