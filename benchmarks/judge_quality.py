@@ -6,6 +6,10 @@ Run from the repository root::
     python benchmarks/judge_quality.py --quick        # 50 seeds, under a minute: a smoke check
     python benchmarks/judge_quality.py --json out.json
 
+The first cut of the rollout simulator; the machinery (traffic generator, metric source, the two
+engines) now lives in :mod:`langchain_graylayer.simulate` (``graylayer simulate`` runs the full
+scenario set); this script keeps its own, smaller setting:
+
 Two decision engines roll the same synthetic candidate out, layer by layer, in one run:
 
 * ``ours``: the product itself. A real :class:`~langchain_graylayer.controller.RolloutController`
@@ -23,13 +27,12 @@ Two decision engines roll the same synthetic candidate out, layer by layer, in o
 Traffic (stats.md §7.1, scaled): 3 000 users/h, Poisson per 5-minute tick, one request per user
 (so "users" and "requests" are the same count here), four layers opened in order — early_adopter
 10 %, normal 70 %, high_value 15 %, vip 5 % — each moving 1 % → 10 % → 50 % → 100 %. A layer at
-100 % is done and the next one opens; a rollback ends the rollout. Each request goes to the
-candidate with probability equal to its layer's ratio (a per-request Bernoulli stands in for the
-sticky user bucket: fine for a first cut with one request per user). Per request: completion
-Bernoulli(0.85) for stable, error Bernoulli(0.02) (independent of completion), tool calls
-Poisson(3) each succeeding with 0.97, latency LogNormal(ln 2 s, 0.67). No feedback is simulated
-(bad rate, complaints and NPS are 0 for both engines). Scenarios: S0 A/A (candidate = stable) and
-S2 candidate completion 0.80 (−5 points) in every layer. Horizon 4 simulated days.
+100 % is done and the next one opens; a rollback ends the rollout. Each layer's candidate users
+are a binomial share (its ratio) of its arriving users. Per request: completion Bernoulli(0.85)
+for stable, error Bernoulli(0.02) (independent of completion), tool calls Poisson(3) each
+succeeding with 0.97, latency LogNormal(ln 2 s, 0.67) as histogram buckets. No feedback is
+simulated (bad rate, complaints and NPS are 0 for both engines). Scenarios: S0 A/A (candidate =
+stable) and S2 candidate completion 0.80 (−5 points) in every layer. Horizon 4 simulated days.
 
 Both engines of a seed draw from the same ``numpy.random.default_rng([seed, scenario])`` stream in
 the same order, so they see identical traffic until their ratios first differ. Counts are drawn
@@ -46,268 +49,62 @@ import platform
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
 
-from langchain_graylayer import MemoryStore, RolloutPlan
-from langchain_graylayer.controller import RolloutController
-from langchain_graylayer.decision import Version
-from langchain_graylayer.gates import Gates
-from langchain_graylayer.metrics import DURATION_BUCKETS, ArmStats, LatencySummary, Snapshot
-from langchain_graylayer.plan import LayerSpec
-from langchain_graylayer.qos import (
-    HIGH_RISK_QOS_WEIGHTS,
-    QosInputs,
-    article_qos_verdict,
-    qos_score,
-)
+from langchain_graylayer import RolloutPlan, simulate
+from langchain_graylayer.gates import Gates, Judging
+from langchain_graylayer.simulate import TICK, PlanKnobs, Population, Scenario, Traffic, wilson
 
 PLAN_ID = "judge-quality"
-TICK = 300.0  # seconds
-EPOCH = (
-    1_700_000_000.0  # the fake clock's start: a real-looking time (the controller reads 0 as unset)
-)
-WINDOW_TICKS = 12  # the article's 60-minute QoS window
-USERS_PER_HOUR = 3000.0
 LAYERS = ("early_adopter", "normal", "high_value", "vip")
-SHARES = np.array([0.10, 0.70, 0.15, 0.05])
+SHARES = (0.10, 0.70, 0.15, 0.05)
 STEPS = (0.01, 0.1, 0.5, 1.0)  # the default; ``--steps`` changes both engines
-P_COMPLETION = 0.85
-P_ERROR = 0.02
-TOOLS_PER_REQUEST = 3.0
-P_TOOL_SUCCESS = 0.97
-LATENCY_MU, LATENCY_SIGMA = math.log(2.0), 0.67
-SCENARIOS = {  # id: (description, candidate completion)
-    "S0": ("A/A: candidate = stable", 0.85),
-    "S2": ("global −5 points of completion (0.80)", 0.80),
+POPULATION = Population(
+    layers=LAYERS,
+    shares=SHARES,
+    users_per_hour=3000.0,
+    extra_requests=0.0,  # one request per user
+    feedback=0.0,  # no feedback simulated
+    complaint=0.0,
+)
+P_COMPLETION = POPULATION.completion
+SCENARIOS = {
+    "S0": Scenario("S0", "A/A: candidate = stable", bad=False),
+    "S2": Scenario("S2", "global −5 points of completion (0.80)", bad=True, completion_delta=-0.05),
 }
 ENGINES = ("ours", "article")
 
-STABLE, CANDIDATE = 0, 1
-# fields of the per-(layer, arm) count vector
-REQ, ERR, DONE, TOOLS, TOOL_ERR, LAT_SUM = range(6)
-BOUNDS = np.array(DURATION_BUCKETS)
-N_BUCKETS = len(BOUNDS) + 1  # the last one is above the top bound (+Inf only)
-N_FIELDS = LAT_SUM + 1 + len(BOUNDS)
-CUMULATIVE_BOUNDS = (*DURATION_BUCKETS, math.inf)
 
-
-# ----------------------------------------------------------------------------- traffic
-class Traffic:
-    """Synthetic counts per 5-minute tick for 4 layers × 2 arms, kept cumulatively per tick."""
-
-    def __init__(self, seed: int, scenario: int, cand_completion: float, ticks: int) -> None:
-        self.rng = np.random.default_rng([seed, scenario])
-        arms = len(LAYERS) * 2  # arm index = 2·layer + (0 stable, 1 candidate)
-        # arrivals do not depend on the engine's ratios: drawn for the whole horizon at once
-        self.users = self.rng.poisson(USERS_PER_HOUR * TICK / 3600 * SHARES, (ticks, len(LAYERS)))
-        done = np.tile([P_COMPLETION, cand_completion], len(LAYERS))
-        # success probabilities of one binomial draw: errors, completions, tool errors per arm
-        self._p = np.concatenate([np.full(arms, P_ERROR), done, np.full(arms, 1 - P_TOOL_SUCCESS)])
-        self._arm_ids = np.arange(arms)
-        self.cum = np.zeros((ticks + 1, arms, N_FIELDS))
-        self.ticks = 0
-        self.exposed = 0
-        """Requests served by the candidate so far, all layers."""
-
-    def tick(self, ratios: np.ndarray) -> None:
-        """Draw one tick of traffic under the current per-layer candidate ratios."""
-        rng, arms = self.rng, self._arm_ids.size
-        users = self.users[self.ticks]
-        cand = rng.binomial(users, ratios)
-        n = np.empty(arms, dtype=np.int64)
-        n[0::2], n[1::2] = users - cand, cand
-        tools = rng.poisson(TOOLS_PER_REQUEST * n)
-        events = rng.binomial(np.concatenate((n, n, tools)), self._p)
-        latency = rng.lognormal(LATENCY_MU, LATENCY_SIGMA, size=int(n.sum()))
-        arm = np.repeat(self._arm_ids, n)
-        position = np.searchsorted(BOUNDS, latency, side="left")  # Prometheus' "le" buckets
-        hist = np.bincount(arm * N_BUCKETS + position, minlength=arms * N_BUCKETS)
-        row = self.cum[self.ticks + 1]
-        row[:, REQ], row[:, TOOLS] = n, tools
-        row[:, ERR], row[:, DONE], row[:, TOOL_ERR] = events.reshape(3, arms)
-        row[:, LAT_SUM] = np.bincount(arm, weights=latency, minlength=arms)
-        row[:, LAT_SUM + 1 :] = hist.reshape(arms, N_BUCKETS)[:, : len(BOUNDS)]
-        row += self.cum[self.ticks]
-        self.ticks += 1
-        self.exposed += int(cand.sum())
-
-    def window(self, first_tick: int) -> np.ndarray:
-        """Counts of ticks ``first_tick`` .. now, shape (layer, arm, field)."""
-        counts = self.cum[self.ticks] - self.cum[max(first_tick, 0)]
-        return counts.reshape(len(LAYERS), 2, N_FIELDS)
-
-
-def arm_stats(counts: np.ndarray) -> ArmStats:
-    """One arm's window counts as the product's ``ArmStats`` (latency as a histogram)."""
-    requests = int(counts[REQ])
-    cumulative = np.cumsum(counts[LAT_SUM + 1 :]).astype(int).tolist()
-    latency = LatencySummary(
-        requests,
-        float(counts[LAT_SUM]),
-        tuple(zip(CUMULATIVE_BOUNDS, [*cumulative, requests], strict=True)),
-    )
-    return ArmStats(
-        requests=requests,
-        errors=int(counts[ERR]),
-        completions=int(counts[DONE]),
-        tool_calls=int(counts[TOOLS]),
-        tool_errors=int(counts[TOOL_ERR]),
-        latency=latency,
-    )
-
-
-class _LazyArms(Mapping[tuple[str, Version], ArmStats]):
-    """Builds ``ArmStats`` only for the arms the controller reads; absent when no requests."""
-
-    def __init__(self, counts: np.ndarray) -> None:
-        self._counts = counts
-
-    def __getitem__(self, key: tuple[str, Version]) -> ArmStats:
-        layer, version = key
-        counts = self._counts[LAYERS.index(layer), int(version is Version.CANDIDATE)]
-        if counts[REQ] == 0:
-            raise KeyError(key)
-        return arm_stats(counts)
-
-    def __iter__(self) -> Iterator[tuple[str, Version]]:
-        for i, layer in enumerate(LAYERS):
-            for j, version in enumerate((Version.STABLE, Version.CANDIDATE)):
-                if self._counts[i, j, REQ] > 0:
-                    yield layer, version
-
-    def __len__(self) -> int:
-        return int((self._counts[..., REQ] > 0).sum())
-
-
-class SyntheticSource:
-    """A ``MetricSource`` over :class:`Traffic`: the counts of the ticks inside ``window``."""
-
-    def __init__(self, traffic: Traffic) -> None:
-        self.traffic = traffic
-
-    def snapshot(self, plan_id: str, window: float) -> Snapshot:
-        now = self.traffic.ticks * TICK  # seconds since EPOCH
-        first = math.floor((now - window) / TICK + 1e-9)  # ticks ending after now − window
-        return Snapshot(plan_id, window, _LazyArms(self.traffic.window(first)))
-
-
-class Clock:
-    """The simulation's time, in seconds, for the controller and the store."""
-
-    def __init__(self) -> None:
-        self.now = EPOCH
-
-    def __call__(self) -> float:
-        return self.now
-
-
-# ----------------------------------------------------------------------------- engines
-def _result(outcome: str, ticks: int, traffic: Traffic, **extra: Any) -> dict[str, Any]:
-    return {"outcome": outcome, "hours": ticks * TICK / 3600, "exposed": traffic.exposed, **extra}
+def _traffic(seed: int, scenario: int, horizon: int) -> Traffic:
+    return Traffic(POPULATION, list(SCENARIOS.values())[scenario], (seed, scenario), horizon)
 
 
 def run_ours(seed: int, scenario: int, plan: RolloutPlan, horizon: int) -> dict[str, Any]:
     """The product's controller and judge on one seed's traffic."""
-    traffic = Traffic(seed, scenario, SCENARIOS[list(SCENARIOS)[scenario]][1], horizon)
-    clock = Clock()
-    store = MemoryStore(clock=clock)
-    controller = RolloutController(
-        plan=plan, store=store, source=SyntheticSource(traffic), clock=clock, holder="bench"
-    )
-    controller.step()  # opens early_adopter at 1 %
-    promotions: Counter[str] = Counter()
-    layer_done: dict[str, float] = {}
-    for k in range(horizon):
-        ratios = np.array([store.get_ratio(PLAN_ID, layer) for layer in LAYERS])
-        traffic.tick(ratios)
-        clock.now = EPOCH + (k + 1) * TICK
-        for entry in controller.step():
-            if entry.action == "promote":
-                kind = "timeout" if entry.reason.startswith("step timeout") else "non_inferior"
-                promotions[kind] += 1
-                if entry.new_ratio is not None and entry.new_ratio >= 1.0 and entry.layer:
-                    layer_done[entry.layer] = (k + 1) * TICK / 3600
-            elif entry.action == "alert":
-                promotions["alert"] += 1
-            if entry.action == "rollback":
-                verdict = entry.verdict or {}
-                return _result(
-                    "rollback", k + 1, traffic, layer=entry.layer, ratio=entry.old_ratio,
-                    reason=entry.reason, promotions=dict(promotions), layer_done=layer_done,
-                    n_candidate=verdict.get("n_candidate"),
-                )  # fmt: skip
-        if all(store.get_ratio(PLAN_ID, layer) >= 1.0 for layer in LAYERS):
-            return _result(
-                "full", k + 1, traffic, promotions=dict(promotions), layer_done=layer_done
-            )
-    status = controller.status()["layers"]
-    active = next((s for s in status if s["phase"] == "active"), status[-1])
-    return _result(
-        "timeout", horizon, traffic, layer=active["layer"], ratio=active["ratio"],
-        reason=active["last_reason"], promotions=dict(promotions), layer_done=layer_done,
-    )  # fmt: skip
-
-
-def article_qos(counts: np.ndarray) -> float:
-    """The article's QoS of one window's candidate counts; missing data reads as zeros."""
-    n, tools = counts[REQ], counts[TOOLS]
-    inputs = QosInputs(
-        bad_rate=0.0,  # no feedback simulated
-        nps=0.0,
-        availability=1 - counts[ERR] / n if n else 0.0,
-        latency_s=counts[LAT_SUM] / n if n else 0.0,
-        tool_success=1 - counts[TOOL_ERR] / tools if tools else 0.0,
-        completion=counts[DONE] / n if n else 0.0,
-        complaint_rate=0.0,
-    )
-    return qos_score(inputs, HIGH_RISK_QOS_WEIGHTS, max_latency_s=5.0).qos
+    return simulate.run_ours(plan, _traffic(seed, scenario, horizon))
 
 
 def run_article(
     seed: int, scenario: int, horizon: int, steps: tuple[float, ...] = STEPS
 ) -> dict[str, Any]:
     """The article's QoS rule, one 60-minute window at a time, same steps and layer order."""
-    traffic = Traffic(seed, scenario, SCENARIOS[list(SCENARIOS)[scenario]][1], horizon)
-    ratios = np.zeros(len(LAYERS))
-    layer, step, step_start = 0, 0, 0
-    ratios[layer] = steps[step]
-    for k in range(horizon):
-        traffic.tick(ratios)
-        now = k + 1
-        if (now - step_start) % WINDOW_TICKS:
-            continue
-        counts = traffic.window(now - WINDOW_TICKS)[layer, CANDIDATE]
-        qos = article_qos(counts)
-        verdict = article_qos_verdict(qos)
-        if verdict == "rollback":
-            return _result(
-                "rollback", now, traffic, layer=LAYERS[layer], ratio=float(ratios[layer]),
-                reason=f"qos {qos:.3f} < 0.6", n_candidate=int(counts[REQ]),
-                silent=bool(counts[REQ] == 0),
-            )  # fmt: skip
-        if verdict == "promote":
-            step, step_start = step + 1, now
-            ratios[layer] = steps[step]
-            if steps[step] >= 1.0:  # the layer is done; the next one opens
-                layer, step = layer + 1, 0
-                if layer == len(LAYERS):
-                    return _result("full", now, traffic)
-                ratios[layer] = steps[step]
-    return _result("timeout", horizon, traffic, layer=LAYERS[layer], ratio=float(ratios[layer]))
+    plan = simulate.make_plan(PlanKnobs(steps=(("*", steps),)), LAYERS, plan_id=PLAN_ID)
+    return simulate.run_article(plan, _traffic(seed, scenario, horizon))
 
 
 def make_plan(gates: dict[str, Any], steps: tuple[float, ...]) -> RolloutPlan:
     """``RolloutPlan.default`` with the benchmark's gates and every layer on ``steps``."""
-    layers = [
-        LayerSpec.model_validate({**layer.model_dump(), "steps": steps})
-        for layer in RolloutPlan.default(PLAN_ID).layers
-    ]
-    return RolloutPlan.default(PLAN_ID, gates=Gates(**gates), layers=layers)
+    return simulate.make_plan(
+        PlanKnobs(steps=(("*", steps),)),
+        LAYERS,
+        plan_id=PLAN_ID,
+        gates=Gates(**gates),
+        judging=Judging(),
+    )
 
 
 def run_seed(args: tuple[int, int, dict[str, Any], int, tuple[float, ...]]) -> dict[str, Any]:
@@ -322,16 +119,6 @@ def run_seed(args: tuple[int, int, dict[str, Any], int, tuple[float, ...]]) -> d
 
 
 # ----------------------------------------------------------------------------- summary
-def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """Wilson score 95 % interval of a proportion."""
-    if n == 0:
-        return math.nan, math.nan
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(centre - half, 0.0), min(centre + half, 1.0)
-
-
 def _rate(k: int, n: int) -> dict[str, float]:
     low, high = wilson(k, n)
     return {"k": k, "n": n, "rate": k / n if n else math.nan, "ci95": [low, high]}
@@ -509,17 +296,24 @@ def main(argv: list[str] | None = None) -> int:
             "gates": gates,
             "judging": judging.model_dump(mode="json"),
             "scenarios": {
-                k: {"description": v[0], "candidate_completion": v[1]} for k, v in SCENARIOS.items()
+                k: {
+                    "description": v.description,
+                    "candidate_completion": P_COMPLETION + v.completion_delta,
+                }
+                for k, v in SCENARIOS.items()
             },
             "traffic": {
-                "users_per_hour": USERS_PER_HOUR,
-                "layers": dict(zip(LAYERS, SHARES.tolist(), strict=True)),
+                "users_per_hour": POPULATION.users_per_hour,
+                "layers": dict(zip(LAYERS, SHARES, strict=True)),
                 "steps": steps,
                 "completion": P_COMPLETION,
-                "error": P_ERROR,
-                "tools_per_request": TOOLS_PER_REQUEST,
-                "tool_success": P_TOOL_SUCCESS,
-                "latency_lognormal": [LATENCY_MU, LATENCY_SIGMA],
+                "error": POPULATION.error,
+                "tools_per_request": POPULATION.tools_per_request,
+                "tool_success": POPULATION.tool_success,
+                "latency_lognormal": [
+                    math.log(POPULATION.latency_median_s),
+                    POPULATION.latency_sigma,
+                ],
             },
             "seconds": elapsed,
         }

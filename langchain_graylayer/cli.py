@@ -4,6 +4,10 @@ Subcommands:
 
 * ``quickstart``: route a synthetic population through a real GrayRouter on the embedded defaults
   (no servers) and show the split per layer, session pinning, explanations and fallback;
+* ``demo``: the article's case study in simulated days, on real ``create_agent`` agents: a bad
+  candidate rolled back in the normal layer, then the fix rolled out to every layer;
+* ``simulate``: Monte-Carlo rollouts of synthetic candidates through the real controller
+  against the article's QoS rule (``graylayer simulate --help``);
 * ``validate PLAN``: load a plan file and print its layers, or the error that makes it invalid;
 * ``route USER_ID``: which version a user gets and why (``--redis-url`` reads live state,
   ``--url`` asks a running server);
@@ -166,6 +170,15 @@ def _quickstart(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    try:
+        from langchain_graylayer.demo import run_cli
+    except ImportError as exc:  # langchain and langgraph are in the [demo] extra
+        print(f"graylayer demo needs its extra ({exc}): pip install 'langchain-graylayer[demo]'")
+        return 2
+    return run_cli(args.users, args.seed, args.quick, args.out)
+
+
 def _raise_candidate_bug(_: object) -> str:
     raise RuntimeError("candidate bug: refund rule table missing")
 
@@ -238,6 +251,13 @@ def _parser() -> argparse.ArgumentParser:
     quick.add_argument("--seed", type=int, default=7)
     quick.set_defaults(func=_quickstart)
 
+    demo = sub.add_parser("demo", help="the article's case study: real agents, simulated days")
+    demo.add_argument("--users", type=int, help="population (default 20000; --quick: 3000)")
+    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--out", help="also write audit.json, timeline.csv, rollout.png here")
+    demo.add_argument("--quick", action="store_true", help="a short run (seconds), for tests")
+    demo.set_defaults(func=_demo)
+
     validate = sub.add_parser("validate", help="check a plan file")
     validate.add_argument("plan")
     validate.set_defaults(func=_validate)
@@ -264,6 +284,22 @@ def _parser() -> argparse.ArgumentParser:
     bucket_cmd.add_argument("salt")
     bucket_cmd.add_argument("user_id")
     bucket_cmd.set_defaults(func=_bucket)
+    # `graylayer simulate` parses its own options in .simulate, imported only when it runs
+    # ("+" as the prefix character passes every "-"/"--" argument through untouched)
+    simulate = sub.add_parser(
+        "simulate",
+        help="Monte-Carlo rollouts: the real controller vs the article's rule (simulate -h)",
+        add_help=False,
+        prefix_chars="+",
+    )
+    simulate.add_argument("simulate_args", nargs=argparse.REMAINDER)
+
+    def _simulate(args: argparse.Namespace) -> int:
+        from langchain_graylayer.simulate import main as simulate_main
+
+        return simulate_main(args.simulate_args)
+
+    simulate.set_defaults(func=_simulate)
     cli_serve.register(sub)
     return parser
 
