@@ -203,9 +203,15 @@ class RolloutController(RunnableSerializable[Any, list[dict[str, Any]]]):
         previous = layer_state.get("last_decision"), _kind(layer_state.get("last_reason"))
         layer_state["last_decision"] = verdict.decision.value
         layer_state["last_reason"] = verdict.reason
+        # A verdict of the same kind as the last one is remembered, not audited again: a hold or
+        # an alert that persists for hours is one entry, not one per tick.
+        repeated = previous == (verdict.decision.value, _kind(verdict.reason))
         ratio = self._ratio_of(active, layer_state)
         if verdict.decision is Decision.ROLLBACK:
             if layer_state["manual"]:
+                if repeated:
+                    self._commit(state, {}, None)
+                    return []
                 reason = (
                     f"harm found but a human set this layer's ratio; not acting: {verdict.reason}"
                 )
@@ -215,8 +221,8 @@ class RolloutController(RunnableSerializable[Any, list[dict[str, Any]]]):
             return self._rollback(state, verdict.reason, AUTOMATION, verdict, layer=active)
         if verdict.decision is Decision.PROMOTE:
             return self._advance(state, active, now, AUTOMATION, verdict)
-        if previous == (verdict.decision.value, _kind(verdict.reason)) and not verdict.alert:
-            self._commit(state, {}, None)  # remember the verdict; no audit noise every tick
+        if repeated:
+            self._commit(state, {}, None)
             return []
         action = "alert" if verdict.alert else "hold"
         entry = self._entry(action, active, ratio, ratio, verdict.reason, verdict)

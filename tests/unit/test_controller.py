@@ -175,7 +175,7 @@ def test_automation_never_undoes_a_human_ratio() -> None:
     controller.set_ratio("early", 0.5, "bob", "the sales team insists")
     actions = world.run(controller, ticks=20)
     assert "rollback" not in actions
-    assert "alert" in actions
+    assert actions.count("alert") == 1  # a persisting alert is audited once, not every tick
     assert world.store.get_ratio("refund-v2", "early") == 0.5
     alert = next(e for e in controller.audit() if e.action == "alert")
     assert "a human set this layer's ratio" in alert.reason
