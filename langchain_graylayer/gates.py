@@ -118,7 +118,8 @@ class Judging(ConfigModel):
     """Significance of the sample-ratio mismatch check (a mismatch holds and alerts)."""
     max_error_rate: float | None = Field(default=0.2, gt=0, le=1)
     """Hard floor on the candidate alone: roll back when its error rate (errors and fallbacks)
-    exceeds this once ``floor_min_samples`` requests are in; ``None`` disables it."""
+    exceeds this once ``floor_min_samples`` requests are in — unless stable's error rate in the
+    same window is above half the floor (an outage of both); ``None`` disables it."""
     floor_min_samples: int = Field(default=20, ge=1)
     qos_weights: tuple[float, float, float] = (0.3, 0.2, 0.5)
     """The article's (wU, wT, wB); high-risk defaults (0.3, 0.2, 0.5)."""

@@ -5,7 +5,8 @@
 always-valid interval, the sample sizes and what was concluded. The worst finding wins:
 
 1. no candidate traffic in the step → **hold** (silence is never a reason to act);
-2. the candidate alone breaks a hard floor (error rate above ``max_error_rate``) → **rollback**;
+2. the candidate alone breaks a hard floor (error rate above ``max_error_rate``) → **rollback**,
+   unless stable fails too (above half the floor) in the same window: an upstream outage;
 3. any guardrail shows significant harm (always-valid one-sided test; the exact conditional test
    too for rare events) → **rollback**;
 4. the traffic split is not what the ratio says (sequential SRM) → **hold** and alert;
@@ -248,7 +249,15 @@ def judge(data: JudgeInput) -> Verdict:
     if cand is None or n_c == 0:
         return verdict(Decision.HOLD, "no candidate traffic in this step yet")
     floor = judging.max_error_rate
-    if floor is not None and n_c >= judging.floor_min_samples and cand.failures / n_c > floor:
+    # The floor judges the candidate alone, unless stable is failing too in the same layer and
+    # window: then it is an outage upstream of both versions, and the comparative tests decide.
+    stable_failing = bool(floor and stable and n_s and stable.failures / n_s > floor / 2)
+    if (
+        floor is not None
+        and n_c >= judging.floor_min_samples
+        and cand.failures / n_c > floor
+        and not stable_failing
+    ):
         return verdict(
             Decision.ROLLBACK,
             f"hard floor: candidate error rate {cand.failures / n_c:.1%} > {floor:.0%} (n={n_c})",
