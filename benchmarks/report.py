@@ -1,0 +1,727 @@
+"""Run every benchmark and write one markdown report, ``BENCHMARKS.md``.
+
+Usage (from the repository root, with the package installed)::
+
+    python benchmarks/report.py                 # full runs, several minutes
+    python benchmarks/report.py --quick         # smoke runs, noisy numbers
+    python benchmarks/report.py --out /tmp/B.md # write the report elsewhere
+
+The five benchmarks run one after another as subprocesses, each writing its JSON into a
+temporary directory; the report reads the headline numbers from those files. A benchmark that
+fails (or is skipped) is recorded in the report with the last lines of its stderr, and the others
+still run. Progress goes to stderr. Standard library only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = (
+    "langchain-graylayer",
+    "langchain-core",
+    "langchain",
+    "langgraph",
+    "langserve",
+    "fastapi",
+    "uvicorn",
+    "prometheus-client",
+    "redis",
+    "numpy",
+)
+BINARIES = (
+    ("redis-server", ["redis-server", "--version"]),
+    ("prometheus", ["prometheus", "--version"]),
+    ("wrk", ["wrk", "--version"]),
+)
+
+
+@dataclass
+class Bench:
+    key: str
+    title: str
+    what: str
+    argv: list[str]  # without --quick and the output option
+    out_kind: str  # "json" (--json FILE) or "dir" (--out DIR, results.json)
+    rc: int | None = None
+    seconds: float = 0.0
+    data: dict[str, Any] | None = None
+    error: str = ""
+    stderr_tail: list[str] = field(default_factory=list)
+    stdout_tail: list[str] = field(default_factory=list)
+
+
+def benches() -> list[Bench]:
+    py = "python"
+    return [
+        Bench(
+            "router_overhead",
+            "Router overhead per call",
+            "what `GrayRouter` adds to a cheap chain call, against the chain and `RunnableBranch`",
+            [py, "benchmarks/router_overhead.py"],
+            "json",
+        ),
+        Bench(
+            "callback_overhead",
+            "Measuring overhead per agent run",
+            "what graylayer's metrics handler costs per `create_agent` run",
+            [py, "benchmarks/callback_overhead.py"],
+            "json",
+        ),
+        Bench(
+            "serve_throughput",
+            "HTTP throughput, router vs direct",
+            "requests per second of a LangServe app through `GrayRouter` vs `add_routes`",
+            [py, "benchmarks/serve_throughput.py"],
+            "json",
+        ),
+        Bench(
+            "judge_quality",
+            "Rollout decision quality (judge vs the article's rule)",
+            "Monte-Carlo rollouts: the product's controller and judge vs the article's QoS rule",
+            [py, "benchmarks/judge_quality.py"],
+            "json",
+        ),
+        Bench(
+            "simulate",
+            "`graylayer simulate`: full rollout simulator",
+            "Monte-Carlo rollouts over scenarios S0–S8 with traffic-sized steps",
+            [py, "-m", "langchain_graylayer.cli", "simulate"],
+            "dir",
+        ),
+    ]
+
+
+# ---------------------------------------------------------------- environment
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def machine() -> dict[str, str]:
+    cpu = ""
+    for line in _read("/proc/cpuinfo").splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    cpu = cpu or platform.processor() or platform.machine()
+    mem = ""
+    for line in _read("/proc/meminfo").splitlines():
+        if line.startswith("MemTotal:"):
+            kib = int(line.split()[1])
+            mem = f"{kib / 1024 / 1024:.1f} GiB"
+            break
+    os_name = platform.platform()
+    for line in _read("/etc/os-release").splitlines():
+        if line.startswith("PRETTY_NAME="):
+            os_name = f"{line.split('=', 1)[1].strip(chr(34))} ({platform.platform()})"
+            break
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        usable = os.cpu_count() or 0
+    load = ""
+    with contextlib.suppress(OSError):
+        load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    return {
+        "CPU": cpu,
+        "cores": f"{os.cpu_count()} logical ({usable} usable by this process)",
+        "memory": mem or "unknown",
+        "OS": os_name,
+        "load average at start (1/5/15 min)": load or "unknown",
+    }
+
+
+def versions() -> dict[str, str]:
+    out = {"Python": f"{platform.python_version()} ({sys.executable})"}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    for name, cmd in BINARIES:
+        if shutil.which(cmd[0]) is None:
+            out[name] = "not on PATH"
+            continue
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=10, check=False)
+            text = (proc.stdout or proc.stderr).strip().splitlines()
+            out[name] = text[0].strip() if text else f"present (exit {proc.returncode})"
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            out[name] = f"present, version unknown ({exc.__class__.__name__})"
+    return out
+
+
+# ---------------------------------------------------------------- running
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def command(b: Bench, quick: bool, out: str) -> list[str]:
+    argv = [sys.executable if a == "python" else a for a in b.argv]
+    if quick:
+        argv.append("--quick")
+    argv += ["--json", out] if b.out_kind == "json" else ["--out", out]
+    return argv
+
+
+def display(b: Bench, quick: bool, out: str) -> str:
+    argv = list(b.argv) + (["--quick"] if quick else [])
+    argv += ["--json", out] if b.out_kind == "json" else ["--out", out]
+    return shlex.join(argv)
+
+
+def run(b: Bench, idx: int, total: int, quick: bool, tmp: Path, timeout: float) -> None:
+    out = tmp / (f"{b.key}.json" if b.out_kind == "json" else b.key)
+    json_path = out if b.out_kind == "json" else out / "results.json"
+    argv = command(b, quick, str(out))
+    stdout_path, stderr_path = tmp / f"{b.key}.stdout", tmp / f"{b.key}.stderr"
+    log(f"[{idx}/{total}] {b.key}: {shlex.join(argv)}")
+    start = time.monotonic()
+    with open(stdout_path, "wb") as so, open(stderr_path, "wb") as se:
+        try:
+            proc = subprocess.Popen(argv, cwd=ROOT, stdout=so, stderr=se)
+        except OSError as exc:
+            b.error = f"could not start: {exc}"
+            log(f"[{idx}/{total}] {b.key}: {b.error}")
+            return
+        next_note = 15.0
+        while True:
+            try:
+                b.rc = proc.wait(timeout=1.0)
+                break
+            except subprocess.TimeoutExpired:
+                elapsed = time.monotonic() - start
+                if elapsed >= timeout:
+                    proc.kill()
+                    proc.wait()
+                    b.error = f"killed after the {timeout:.0f} s timeout"
+                    break
+                if elapsed >= next_note:
+                    log(f"[{idx}/{total}] {b.key}: running, {elapsed:.0f} s")
+                    next_note += 15.0
+    b.seconds = time.monotonic() - start
+    b.stderr_tail = _tail(stderr_path)
+    b.stdout_tail = _tail(stdout_path)
+    if not b.error and b.rc != 0:
+        b.error = f"exit status {b.rc}"
+    if not b.error:
+        try:
+            b.data = json.loads(json_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            b.error = f"no usable JSON at {json_path.name}: {exc}"
+    status = "ok" if not b.error else f"FAILED ({b.error})"
+    log(f"[{idx}/{total}] {b.key}: {status} in {b.seconds:.1f} s")
+
+
+def _tail(path: Path, n: int = 15) -> list[str]:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    lines = [ln.rstrip() for ln in text.replace("\r", "\n").splitlines() if ln.strip()]
+    return lines[-n:]
+
+
+# ---------------------------------------------------------------- formatting
+
+
+def num(x: Any, digits: int = 1) -> str:
+    if x is None:
+        return "—"
+    if isinstance(x, (int, float)):
+        return f"{x:,.{digits}f}"
+    return str(x)
+
+
+def pct(x: Any) -> str:
+    return "—" if x is None else f"{100 * x:.1f}%"
+
+
+def rate_ci(r: dict[str, Any] | None) -> str:
+    if not r:
+        return "—"
+    lo, hi = (r.get("ci95") or [None, None])[:2]
+    ci = f" [{pct(lo)}, {pct(hi)}]" if lo is not None and hi is not None else ""
+    return f"{pct(r.get('rate'))}{ci} ({r.get('k')}/{r.get('n')})"
+
+
+def med_p90(d: dict[str, Any] | None, digits: int = 1) -> str:
+    if not d or d.get("median") is None:
+        return "—"
+    return f"{num(d.get('median'), digits)} / {num(d.get('p90'), digits)}"
+
+
+def table(header: list[str], rows: list[list[str]], align: str | None = None) -> str:
+    align = align or "l" + "r" * (len(header) - 1)
+    sep = ["---:" if a == "r" else "---" for a in align]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(sep) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def meta_line(meta: dict[str, Any], keys: list[str]) -> str:
+    parts = [
+        f"{k} {round(meta[k], 1) if isinstance(meta[k], float) else meta[k]}"
+        for k in keys
+        if k in meta and not isinstance(meta[k], dict)
+    ]
+    return "Run settings: " + ", ".join(parts) + "." if parts else ""
+
+
+# ---------------------------------------------------------------- per benchmark
+
+
+def section_router(d: dict[str, Any]) -> tuple[list[str], str]:
+    v = d.get("variants", {})
+    head = []
+    for key in ("router_memory", "router_measured", "router_redis"):
+        row = v.get(key)
+        if row is None:
+            head.append(f"`{key}`: not run (skipped)")
+            continue
+        head.append(
+            f"`{key}`: median {num(row['median_us'])} µs/call, "
+            f"**{num(row['vs_chain'], 2)}× chain**, **{num(row['vs_branch'], 2)}× branch**"
+        )
+    if "chain" in v and "branch" in v:
+        head.append(
+            f"baselines: `chain` {num(v['chain']['median_us'])} µs, "
+            f"`branch` {num(v['branch']['median_us'])} µs"
+        )
+    rows = [
+        [
+            f"`{k}`",
+            r.get("description", ""),
+            num(r.get("median_us")),
+            num(r.get("iqr_us")),
+            num(r.get("vs_chain"), 2),
+            num(r.get("vs_branch"), 2),
+            f"{r.get('over_chain_us', 0):+,.1f}",
+        ]
+        for k, r in v.items()
+    ]
+    tab = table(
+        ["variant", "what", "median µs/call", "IQR µs", "× chain", "× branch", "+ µs over chain"],
+        rows,
+        "llrrrrr",
+    )
+    meta = d.get("meta", {})
+    tab += "\n\n" + meta_line(meta, ["rounds", "calls_per_round", "users", "redis", "seconds"])
+    return head, tab
+
+
+def _iqr(x: Any) -> str:
+    if isinstance(x, list) and len(x) == 2:
+        return f" [{num(x[0], 3)}, {num(x[1], 3)}]"
+    return ""
+
+
+def section_callback(d: dict[str, Any]) -> tuple[list[str], str]:
+    v = d.get("variants", {})
+    head = []
+    for key in ("agent_handler", "router_metrics"):
+        row = v.get(key)
+        if row is None:
+            head.append(f"`{key}`: missing")
+            continue
+        head.append(
+            f"`{key}`: median {num(row['median_us'], 0)} µs/run, "
+            f"**{num(row['vs_agent'], 3)}× agent**{_iqr(row.get('vs_agent_iqr'))}, "
+            f"{num(row['vs_router_plain'], 3)}× router_plain"
+        )
+    if "agent" in v:
+        head.append(f"baseline: `agent` {num(v['agent']['median_us'], 0)} µs/run")
+    alone = d.get("handler_alone")
+    if alone:
+        head.append(
+            f"the handler alone ({alone.get('events_per_run')} events replayed): median "
+            f"{num(alone.get('median_us'), 0)} µs/run, IQR [{num(alone.get('q1_us'), 0)}, "
+            f"{num(alone.get('q3_us'), 0)}]"
+        )
+    rows = [
+        [
+            f"`{k}`",
+            r.get("description", ""),
+            num(r.get("median_us"), 0),
+            num(r.get("iqr_us"), 0),
+            num(r.get("vs_agent"), 3) + _iqr(r.get("vs_agent_iqr")),
+            num(r.get("vs_router_plain"), 3) + _iqr(r.get("vs_router_plain_iqr")),
+            f"{r.get('over_agent_us', 0):+,.0f}",
+        ]
+        for k, r in v.items()
+    ]
+    tab = table(
+        [
+            "variant",
+            "what",
+            "median µs/run",
+            "IQR µs",
+            "× agent [IQR]",
+            "× router_plain [IQR]",
+            "+ µs over agent",
+        ],
+        rows,
+        "llrrrrr",
+    )
+    meta = d.get("meta", {})
+    tab += "\n\n" + meta_line(meta, ["rounds", "calls_per_round", "users", "clock", "seconds"])
+    return head, tab
+
+
+def section_serve(d: dict[str, Any]) -> tuple[list[str], str]:
+    apps = d.get("apps", {})
+    rvd = apps.get("router_vs_direct", {})
+    r, dr = apps.get("router", {}), apps.get("direct", {})
+    head = [
+        f"**router / direct req/s: {num(rvd.get('median_ratio'), 2)}** (median of same-round "
+        f"ratios, range {num(rvd.get('min_ratio'), 2)}–{num(rvd.get('max_ratio'), 2)}; "
+        f"ratio of medians {num(rvd.get('ratio_of_medians'), 2)})",
+        f"medians: router {num(r.get('median_rps'), 0)} req/s, "
+        f"direct {num(dr.get('median_rps'), 0)} req/s",
+        f"server CPU per request, router / direct: {num(rvd.get('cpu_ratio'), 2)}×",
+    ]
+    rows = []
+    for k in ("router", "direct"):
+        a = apps.get(k)
+        if not a:
+            continue
+        errors = a.get("errors", 0)
+        rows.append(
+            [
+                f"`{k}`",
+                num(a.get("median_rps"), 0),
+                f"{num(a.get('min_rps'), 0)}–{num(a.get('max_rps'), 0)}",
+                num(a.get("p50_ms")),
+                num(a.get("p99_ms")),
+                num(a.get("cpu_us"), 0),
+                pct(a.get("busy")),
+                num(a.get("requests"), 0),
+                f"**{errors}**" if errors else "0",
+            ]
+        )
+    tab = table(
+        [
+            "app",
+            "median req/s",
+            "range req/s",
+            "p50 ms",
+            "p99 ms",
+            "server CPU µs/req",
+            "server busy",
+            "requests",
+            "errors",
+        ],
+        rows,
+    )
+    meta = d.get("meta", {})
+    tab += "\n\n" + meta_line(
+        meta, ["loadgen", "connections", "users", "rounds", "seconds", "warmup", "workers"]
+    )
+    return head, tab
+
+
+def _judge_bad(d: dict[str, Any], scenario: str) -> bool:
+    sc = d.get("meta", {}).get("scenarios", {}).get(scenario, {})
+    base = d.get("meta", {}).get("traffic", {}).get("completion")
+    cc = sc.get("candidate_completion")
+    if cc is not None and base is not None:
+        return cc < base - 1e-9
+    return scenario != "S0"
+
+
+def section_judge(d: dict[str, Any]) -> tuple[list[str], str]:
+    head, rows = [], []
+    for s in d.get("summary", []):
+        scen, eng = s.get("scenario"), s.get("engine")
+        bad = _judge_bad(d, scen)
+        rb, full = s.get("rollback", {}), s.get("full", {})
+        silent = s.get("rollback_silent", 0)
+        note = f" ({silent} on a silent window)" if silent else ""
+        if bad:
+            head.append(
+                f"{scen} {eng}: caught {pct(rb.get('rate'))}, escape {pct(full.get('rate'))}, "
+                "exposed before rollback (median) "
+                f"{num(s['exposed_before_rollback'].get('median'), 0)}"
+            )
+        else:
+            head.append(
+                f"{scen} {eng}: false rollback {pct(rb.get('rate'))}{note}, "
+                f"hours to 100% (median) {num(s['hours_to_full'].get('median'))}"
+            )
+        rows.append(
+            [
+                scen,
+                eng,
+                "bad" if bad else "good",
+                str(s.get("runs", "")),
+                ("" if bad else "false rollback ") + rate_ci(rb) + note,
+                rate_ci(s.get("full")),
+                pct(s.get("timeout", {}).get("rate")),
+                med_p90(s.get("exposed_before_rollback"), 0),
+                med_p90(s.get("hours_to_rollback")),
+                med_p90(s.get("hours_to_full")),
+            ]
+        )
+    tab = table(
+        [
+            "scenario",
+            "engine",
+            "candidate",
+            "seeds",
+            "rollback (caught if bad) [95% CI]",
+            "reached 100% (escape if bad) [95% CI]",
+            "neither",
+            "exposed before rollback, median / p90",
+            "hours to rollback, median / p90",
+            "hours to 100%, median / p90",
+        ],
+        rows,
+        "lllrllrrrr",
+    )
+    meta = d.get("meta", {})
+    tab += "\n\n" + meta_line(meta, ["seeds", "horizon_days", "workers", "seconds"])
+    return head, tab
+
+
+def section_simulate(d: dict[str, Any]) -> tuple[list[str], str]:
+    head, good, bad = [], [], []
+    for s in d.get("summary", []):
+        scen, eng = s.get("scenario"), s.get("engine")
+        if s.get("bad"):
+            ex = s.get("exposed_at_catch", {})
+            head.append(
+                f"{scen} {eng}: caught {pct(s['caught'].get('rate'))}, "
+                f"escape {pct(s['full'].get('rate'))}, "
+                f"exposed when caught (median) {num(ex.get('median'), 0)}"
+            )
+            caught_by = ", ".join(f"{k} {v}" for k, v in (s.get("caught_by") or {}).items())
+            bad.append(
+                [
+                    scen,
+                    eng,
+                    str(s.get("seeds", "")),
+                    rate_ci(s.get("caught")),
+                    rate_ci(s.get("full")),
+                    pct(s.get("srm_alerted", {}).get("rate")),
+                    med_p90(ex, 0),
+                    med_p90(s.get("exposed_affected_at_catch"), 0),
+                    med_p90(s.get("hours_to_catch")),
+                    caught_by or "—",
+                ]
+            )
+        else:
+            head.append(
+                f"{scen} {eng}: false rollback {pct(s['rollback'].get('rate'))}, "
+                f"hours to 100% (median) {num(s['hours_to_full'].get('median'))}"
+            )
+            good.append(
+                [
+                    scen,
+                    eng,
+                    str(s.get("seeds", "")),
+                    rate_ci(s.get("rollback")),
+                    pct(s.get("srm_alerted", {}).get("rate")),
+                    rate_ci(s.get("full")),
+                    med_p90(s.get("hours_to_full")),
+                    med_p90(s.get("users_to_full"), 0),
+                ]
+            )
+    parts = []
+    if good:
+        parts.append("Good candidates (a rollback is a false rollback):\n")
+        parts.append(
+            table(
+                [
+                    "scenario",
+                    "engine",
+                    "seeds",
+                    "false rollback [95% CI]",
+                    "SRM alert",
+                    "reached 100% [95% CI]",
+                    "hours to 100%, median / p90",
+                    "users to 100%, median / p90",
+                ],
+                good,
+                "llrlrlrr",
+            )
+        )
+    if bad:
+        parts.append("\nBad candidates (caught = rolled back; escape = reached 100% everywhere):\n")
+        parts.append(
+            table(
+                [
+                    "scenario",
+                    "engine",
+                    "seeds",
+                    "caught [95% CI]",
+                    "escape [95% CI]",
+                    "SRM alert",
+                    "users exposed when caught, median / p90",
+                    "in the affected layer",
+                    "hours to catch, median / p90",
+                    "caught by",
+                ],
+                bad,
+                "llrllrrrrl",
+            )
+        )
+    targets = d.get("targets") or []
+    if targets:
+        parts.append("\nTargets (ours):\n")
+        parts += [
+            f"- {t.get('target')}: **{t.get('status')}** — {t.get('evidence')}" for t in targets
+        ]
+    meta = d.get("meta", {})
+    parts.append("\n" + meta_line(meta, ["seeds", "horizon_hours", "jobs", "seconds"]))
+    return head, "\n".join(parts)
+
+
+SECTIONS = {
+    "router_overhead": section_router,
+    "callback_overhead": section_callback,
+    "serve_throughput": section_serve,
+    "judge_quality": section_judge,
+    "simulate": section_simulate,
+}
+
+
+# ---------------------------------------------------------------- report
+
+
+def report(
+    bs: list[Bench], quick: bool, cmd: str, started: dt.datetime, total_s: float, env: list[dict]
+) -> str:
+    mach, vers = env
+    out = [
+        "# Benchmarks",
+        "",
+        f"Generated by `{cmd}` on {started:%Y-%m-%d %H:%M} UTC "
+        f"({'quick smoke runs: noisy numbers' if quick else 'full runs'}; "
+        f"{total_s:.0f} s in all). What each benchmark measures and how to read it: "
+        "[`benchmarks/README.md`](benchmarks/README.md). Compare rows within one run, "
+        "not across machines.",
+        "",
+        "## Machine",
+        "",
+        *[f"- {k}: {v}" for k, v in mach.items()],
+        "",
+        "## Software",
+        "",
+        *[f"- {k}: {v}" for k, v in vers.items()],
+        "",
+        "## Summary",
+        "",
+        table(
+            ["benchmark", "status", "seconds"],
+            [
+                [
+                    f"[`{b.key}`](#{b.key.replace('_', '-')})",
+                    "ok" if not b.error else f"**failed**: {b.error}",
+                    f"{b.seconds:.0f}",
+                ]
+                for b in bs
+            ],
+            "llr",
+        ),
+        "",
+    ]
+    for b in bs:
+        out += [f"## {b.key}", "", f"{b.title}: {b.what}.", ""]
+        if b.error or b.data is None:
+            out += [f"**Failed or skipped**: {b.error}. Last lines of its stderr:", "", "```text"]
+            out += b.stderr_tail or ["(empty)"]
+            out += ["```", ""]
+        else:
+            try:
+                head, tab = SECTIONS[b.key](b.data)
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                head, tab = [f"could not read the results: {exc!r}"], ""
+            out += ["Headline:", ""] + [f"- {h}" for h in head] + ["", tab, ""]
+            if b.stderr_tail and any("skip" in ln.lower() for ln in b.stderr_tail):
+                out += ["Notes on stderr:", "", "```text", *b.stderr_tail, "```", ""]
+        out += [
+            "Reproduce:",
+            "",
+            "```bash",
+            display(b, quick, f"{b.key}.json" if b.out_kind == "json" else b.key),
+            "```",
+            "",
+        ]
+    out += [
+        "## How to reproduce",
+        "",
+        "From the repository root, with the package and its extras installed "
+        '(`pip install -e ".[all,dev]"`; `redis-server` and `wrk` on `PATH` for the Redis rows '
+        "and the wrk load generator):",
+        "",
+        "```bash",
+        "python benchmarks/report.py            # full runs, writes BENCHMARKS.md",
+        "python benchmarks/report.py --quick    # smoke runs",
+        "```",
+        "",
+        "Or one benchmark at a time:",
+        "",
+        "```bash",
+        *[display(b, quick, f"{b.key}.json" if b.out_kind == "json" else b.key) for b in bs],
+        "```",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="pass --quick to every benchmark")
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "BENCHMARKS.md", help="report path (BENCHMARKS.md)"
+    )
+    parser.add_argument("--only", help="comma-separated benchmark names to run (default: all five)")
+    parser.add_argument(
+        "--timeout", type=float, help="seconds per benchmark before it is killed (600; full 3600)"
+    )
+    args = parser.parse_args()
+    timeout = args.timeout or (600.0 if args.quick else 3600.0)
+    started = dt.datetime.now(dt.timezone.utc)
+    cmd = shlex.join(["python", "benchmarks/report.py", *sys.argv[1:]])
+    bs = benches()
+    if args.only:
+        wanted = {x.strip() for x in args.only.split(",")}
+        bs = [b for b in bs if b.key in wanted]
+    env = [machine(), versions()]
+    t0 = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="graylayer-bench-") as tmp:
+        for i, b in enumerate(bs, 1):
+            run(b, i, len(bs), args.quick, Path(tmp), timeout)
+            log(f"    total elapsed {time.monotonic() - t0:.0f} s")
+    total = time.monotonic() - t0
+    text = report(bs, args.quick, cmd, started, total, env)
+    args.out.write_text(text, encoding="utf-8")
+    failed = [b.key for b in bs if b.error]
+    log(f"wrote {args.out} in {total:.0f} s" + (f"; failed: {', '.join(failed)}" if failed else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
