@@ -206,7 +206,7 @@ class RolloutController(RunnableSerializable[Any, list[dict[str, Any]]]):
         # A verdict of the same kind as the last one is remembered, not audited again: a hold or
         # an alert that persists for hours is one entry, not one per tick.
         repeated = previous == (verdict.decision.value, _kind(verdict.reason))
-        ratio = self._ratio_of(active, layer_state)
+        ratio = self._ratio_of(active)
         if verdict.decision is Decision.ROLLBACK:
             if layer_state["manual"]:
                 if repeated:
@@ -231,7 +231,7 @@ class RolloutController(RunnableSerializable[Any, list[dict[str, Any]]]):
 
     def _judge(self, layer: str, layer_state: dict[str, Any], elapsed: float) -> Verdict:
         snapshot = self.source.snapshot(self.plan.id, max(elapsed, 1.0))
-        ratio = self._ratio_of(layer, layer_state)
+        ratio = self._ratio_of(layer)
         data = JudgeInput(
             layer=layer,
             gates=self.plan.gates_for(layer),
@@ -281,7 +281,7 @@ class RolloutController(RunnableSerializable[Any, list[dict[str, Any]]]):
         reason: str | None = None,
     ) -> list[AuditEntry]:
         spec, layer_state = self.plan.layer(layer), state["layers"][layer]
-        old = self._ratio_of(layer, layer_state)
+        old = self._ratio_of(layer)
         step = layer_state["step"] + 1
         reason = reason or (verdict.reason if verdict else "promoted")
         if step >= len(spec.steps):
@@ -372,7 +372,7 @@ class RolloutController(RunnableSerializable[Any, list[dict[str, Any]]]):
 
         def act(state: dict[str, Any]) -> list[AuditEntry]:
             layer_state = state["layers"][layer]
-            old = self._ratio_of(layer, layer_state)
+            old = self._ratio_of(layer)
             steps = self.plan.layer(layer).steps
             layer_state.update(
                 manual=True,
@@ -488,7 +488,7 @@ class RolloutController(RunnableSerializable[Any, list[dict[str, Any]]]):
             state["layers"].setdefault(name, fresh)
         return state
 
-    def _ratio_of(self, layer: str, layer_state: dict[str, Any]) -> float:
+    def _ratio_of(self, layer: str) -> float:
         return self.store.get_ratio(self.plan.id, layer)
 
     def _active_layer(self, state: dict[str, Any]) -> str | None:
