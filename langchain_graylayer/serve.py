@@ -28,8 +28,10 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+from prometheus_client import REGISTRY
+
 from langchain_graylayer.errors import ConfigurationError, GraylayerError
-from langchain_graylayer.metrics import RunLabels
+from langchain_graylayer.metrics import RunLabels, default_metrics
 
 if TYPE_CHECKING:
     from fastapi import FastAPI, Request
@@ -257,7 +259,7 @@ def add_gray_routes(
     )
     serve_admin.mount_admin(app, router, controller, admin_prefix, admin_token)
     if metrics_path:
-        _mount_metrics(app, metrics_path, (router.metrics or _default_registry_metrics()).registry)
+        _mount_metrics(app, metrics_path, (router.metrics or default_metrics()).registry)
 
 
 def _mount_metrics(app: FastAPI, path: str, registry: Any) -> None:
@@ -265,20 +267,8 @@ def _mount_metrics(app: FastAPI, path: str, registry: Any) -> None:
     from fastapi import Response
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-    registry = registry or _global_registry()
+    registry = registry or REGISTRY
 
     @app.get(path, include_in_schema=False)
     def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
-
-
-def _default_registry_metrics() -> Any:
-    from langchain_graylayer.metrics import default_metrics
-
-    return default_metrics()
-
-
-def _global_registry() -> Any:
-    from prometheus_client import REGISTRY
-
-    return REGISTRY
