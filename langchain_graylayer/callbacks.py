@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 from uuid import UUID
 
 from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
@@ -38,6 +38,9 @@ from langchain_graylayer.keys import (
     VERSION_KEY,
 )
 from langchain_graylayer.metrics import GraylayerMetrics, Outcome, RunLabels, default_metrics
+
+if TYPE_CHECKING:
+    from langchain_graylayer.cleanup import ToolCallJournal
 
 __all__ = [
     "AsyncGraylayerCallbackHandler",
@@ -182,10 +185,15 @@ class _Measurer:
             with self._lock:
                 self._requests.set(run_id, _Request(labels), self.run_ttl)
         elif metadata.get(FALLBACK_KEY):
-            with self._lock:
-                request = self._requests.get(UUID(request_id))
-            if request is not None:
-                request.fallback = True
+            self.mark_fallback(UUID(request_id))
+
+    @_guarded
+    def mark_fallback(self, request_id: UUID) -> None:
+        """The request's candidate failed and stable answers: not a completion, not an error."""
+        with self._lock:
+            request = self._requests.get(request_id)
+        if request is not None:
+            request.fallback = True
 
     @_guarded
     def chain_end(self, run_id: UUID, outputs: Any, error: BaseException | None) -> None:
@@ -264,10 +272,13 @@ class GraylayerCallbackHandler(BaseCallbackHandler):
         judge: CompletionJudge = default_completion_judge,
         max_runs: int = 100_000,
         run_ttl: float = 3600.0,
+        journal: ToolCallJournal | None = None,
     ) -> None:
         """``judge`` decides task completion from the final output; ``max_runs`` and ``run_ttl``
-        bound the state kept for runs that never end (cancelled streams, detached runs)."""
+        bound the state kept for runs that never end (cancelled streams, detached runs);
+        ``journal`` also records the candidate's tool calls (one handler instead of two)."""
         self.measurer = _Measurer(metrics, judge, max_runs, run_ttl)
+        self.journal = journal
 
     @property
     def metrics(self) -> GraylayerMetrics:
@@ -308,6 +319,10 @@ class GraylayerCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         self.measurer.child_start(run_id, metadata, tool_name(serialized, kwargs))
+        if self.journal is not None:  # it logs its own failures, never raises
+            self.journal.on_tool_start(
+                serialized, input_str, run_id=run_id, metadata=metadata, **kwargs
+            )
 
     def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
         self.measurer.tool_end(run_id, output, None)
@@ -357,8 +372,10 @@ class AsyncGraylayerCallbackHandler(AsyncCallbackHandler):
         judge: CompletionJudge = default_completion_judge,
         max_runs: int = 100_000,
         run_ttl: float = 3600.0,
+        journal: ToolCallJournal | None = None,
     ) -> None:
         self.measurer = _Measurer(metrics, judge, max_runs, run_ttl)
+        self.journal = journal
 
     @property
     def metrics(self) -> GraylayerMetrics:
@@ -395,6 +412,10 @@ class AsyncGraylayerCallbackHandler(AsyncCallbackHandler):
         **kwargs: Any,
     ) -> None:
         self.measurer.child_start(run_id, metadata, tool_name(serialized, kwargs))
+        if self.journal is not None:  # it logs its own failures, never raises
+            self.journal.on_tool_start(
+                serialized, input_str, run_id=run_id, metadata=metadata, **kwargs
+            )
 
     async def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
         self.measurer.tool_end(run_id, output, None)

@@ -162,6 +162,9 @@ class ToolCallJournal(BaseCallbackHandler):
 
     run_inline = True
     raise_error = False
+    # Tool starts are all it reads: LangChain then skips it for every other event.
+    ignore_llm = ignore_chat_model = ignore_chain = True  # (tool events obey ignore_agent)
+    ignore_retriever = ignore_retry = ignore_custom_event = True
 
     def __init__(
         self, store: Store, tools: Sequence[str] = (), clock: Callable[[], float] = time.time

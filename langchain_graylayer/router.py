@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar, Token
 from typing import Any, Generic, TypeVar, cast
 from uuid import UUID, uuid4
 
@@ -28,15 +29,10 @@ from langchain_core.runnables.config import (
     ensure_config,
     get_async_callback_manager_for_config,
     get_callback_manager_for_config,
-    merge_configs,
     patch_config,
     set_config_context,
 )
-from langchain_core.runnables.utils import (
-    ConfigurableFieldSpec,
-    coro_with_context,
-    get_unique_config_specs,
-)
+from langchain_core.runnables.utils import ConfigurableFieldSpec, get_unique_config_specs
 from langchain_core.utils.pydantic import TypeBaseModel
 from pydantic import ConfigDict, Field, PrivateAttr
 
@@ -45,6 +41,7 @@ from langchain_graylayer.callbacks import (
     AsyncGraylayerCallbackHandler,
     CompletionJudge,
     GraylayerCallbackHandler,
+    _Measurer,
     default_completion_judge,
 )
 from langchain_graylayer.cleanup import ToolCallJournal
@@ -91,6 +88,60 @@ __all__ = [
 ]
 
 logger = logging.getLogger("langchain_graylayer.router")
+
+Identity = tuple[str | None, str | None]
+
+_AHEAD: ContextVar[tuple[Assigner, Identity, RoutingDecision] | None] = ContextVar(
+    "graylayer_decided_ahead", default=None
+)
+"""A decision the serving layer already made for this request (see ``GrayRouter.decide_ahead``)."""
+
+
+class _Runtime:
+    """The router's per-process state. One plain object, because each read of a pydantic private
+    attribute goes through ``BaseModel.__getattr__`` (about 3 µs): too slow for the request path."""
+
+    __slots__ = ("assigner", "handler", "journal", "runs", "runs_lock", "tracing")
+
+    def __init__(self, assigner: Assigner) -> None:
+        self.assigner = assigner
+        self.handler: _RouterHandler | None = None
+        self.journal: ToolCallJournal | None = None
+        self.tracing: GraylayerTracingHandler | None = None
+        # run id → (plan, version, layer): tuples of strings, which the garbage collector stops
+        # tracking, so a full index (100 000 runs) does not slow every full collection down.
+        self.runs: ExpiringLRU[str, tuple[str, str, str]] = ExpiringLRU(100_000, assigner.clock)
+        self.runs_lock = threading.Lock()
+
+
+class _RouterHandler(GraylayerCallbackHandler):
+    """The router's own handler. The router reports each request's start and end itself, so
+    LangChain skips this handler for every chain event (a LangGraph agent run has dozens)."""
+
+    ignore_chain = True
+
+
+class _Call:
+    """One routed request: its labelled config, its run id, and what measures it (``None`` when
+    a handler attached by the caller measures requests from chain events)."""
+
+    __slots__ = ("config", "measurer", "run_id")
+
+    def __init__(self, config: RunnableConfig, run_id: UUID, measurer: _Measurer | None) -> None:
+        self.config, self.run_id, self.measurer = config, run_id, measurer
+
+    def started(self) -> None:
+        if self.measurer is not None:
+            self.measurer.chain_start(self.run_id, self.config.get("metadata"))
+
+    def fell_back(self) -> None:
+        if self.measurer is not None:
+            self.measurer.mark_fallback(self.run_id)
+
+    def ended(self, output: Any, error: BaseException | None = None) -> None:
+        if self.measurer is not None:
+            self.measurer.chain_end(self.run_id, output, error)
+
 
 Input = TypeVar("Input")
 Output = TypeVar("Output")
@@ -154,33 +205,31 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    _assigner: Assigner = PrivateAttr()
-    _handler: GraylayerCallbackHandler | None = PrivateAttr(default=None)
-    _journal: ToolCallJournal | None = PrivateAttr(default=None)
-    _tracing: GraylayerTracingHandler | None = PrivateAttr(default=None)
-    _runs: ExpiringLRU[str, RunLabels] = PrivateAttr()
-    _runs_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+    _rt: _Runtime = PrivateAttr()
 
     def model_post_init(self, context: Any, /) -> None:
-        self._assigner = Assigner(
-            self.plan,
-            self.store,
-            profile_loader=self.profile_loader,
-            clock=self.clock,
-            ratio_refresh_interval=self.ratio_refresh_interval,
+        self._rt = rt = _Runtime(
+            Assigner(
+                self.plan,
+                self.store,
+                profile_loader=self.profile_loader,
+                clock=self.clock,
+                ratio_refresh_interval=self.ratio_refresh_interval,
+            )
         )
-        self._runs = ExpiringLRU(100_000, self.clock)
         if self.tracer is not None:
-            self._tracing = GraylayerTracingHandler(self.tracer, agent_name=self.plan.id)
+            rt.tracing = GraylayerTracingHandler(self.tracer, agent_name=self.plan.id)
         if self.journal_tool_calls:
             tools = self.plan.judging.side_effect_tools
-            self._journal = ToolCallJournal(self.store, tools, clock=self.clock)
+            rt.journal = ToolCallJournal(self.store, tools, clock=self.clock)
         if self.instrument:
             metrics = self.metrics if self.metrics is not None else default_metrics()
             judge = self.completion_judge
             if judge is None or isinstance(judge, Runnable):
                 judge = default_completion_judge  # a Runnable judge runs in the background
-            self._handler = GraylayerCallbackHandler(metrics, judge=judge)
+            # One handler measures and journals: each handler on a run costs every event a
+            # dispatch through LangChain's callback manager.
+            rt.handler = _RouterHandler(metrics, judge=judge, journal=rt.journal)
             metrics.init_arms(self.plan.id, self.plan.layer_names)
             metrics.watch_ratios(self.plan, self.store)
 
@@ -245,18 +294,36 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
             >>> r.route("u1").explain()
             'stable: layer vip (no profile), bucket 5035 >= 0 of 10000 (ratio 0.00%)'
         """
-        return self._assigner.route(user_id, session_id)
+        return self._rt.assigner.route(user_id, session_id)
+
+    def decide_ahead(self, user_id: str | None, session_id: str | None = None) -> RoutingDecision:
+        """Route a request before its run starts, pinning its session like a run would.
+
+        For serving layers that must know the version before the agent runs (e.g. to colour
+        response headers): pass the result to :meth:`hold_decision` in the request's context
+        and the run for the same user and session uses it instead of routing again. Blocks on a
+        networked store. Never raises (a failure gives a ``DEGRADED`` stable decision).
+        """
+        return self._rt.assigner.decide(user_id, session_id)
+
+    def hold_decision(
+        self, user_id: str | None, session_id: str | None, decision: RoutingDecision
+    ) -> Token[Any]:
+        """Make ``decision`` the one this router's runs use in the current context, for this
+        user and session only; returns the token to reset it with."""
+        return _AHEAD.set((self._rt.assigner, (user_id, session_id), decision))
 
     def health(self) -> dict[str, int]:
         """Counts since start: ``degraded`` (routing failed), ``fallback`` (candidate raised,
         stable answered), ``unrouted`` (no user id or opt-out)."""
-        counts = self._assigner.counts
+        counts = self._rt.assigner.counts
         return {key: counts[key] for key in ("degraded", "fallback", "unrouted")}
 
     def trace_id_of(self, run_id: UUID | str) -> str | None:
         """The request's OpenTelemetry trace id (hex), e.g. for an ``X-Trace-ID`` header;
         ``None`` without a tracer or once forgotten (10 minutes after the request)."""
-        return None if self._tracing is None else self._tracing.trace_id_of(run_id)
+        tracing = self._rt.tracing
+        return None if tracing is None else tracing.trace_id_of(run_id)
 
     def feedback(
         self, run_id: UUID | str, kind: FeedbackKind | str | None, score: float | None = None
@@ -280,13 +347,15 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
             ConfigurationError: an unknown kind or a score outside 0-10.
         """
         checked = _check_feedback(kind, score)
-        with self._runs_lock:
-            labels = self._runs.get(str(run_id))
-        if labels is None:
+        rt = self._rt
+        with rt.runs_lock:
+            served = rt.runs.get(str(run_id))
+        if served is None:
             raise UnknownRunError(
                 f"run {run_id} is not a request this router routed, or its feedback window "
                 f"({self.feedback_ttl:g} s) has passed; the feedback was not counted"
             )
+        labels = RunLabels(*served)
         self.record_feedback(labels, checked, score)
         return labels
 
@@ -295,30 +364,36 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
     ) -> None:
         """Count feedback under labels already verified elsewhere (e.g. a signed token)."""
         checked = _check_feedback(kind, score)
-        if self._handler is not None:
-            self._handler.metrics.record_feedback(labels, checked, score)
+        handler = self._rt.handler
+        if handler is not None:
+            handler.metrics.record_feedback(labels, checked, score)
+
+    def _ahead(self, who: Identity) -> RoutingDecision | None:
+        held = _AHEAD.get()
+        if held is None or held[0] is not self._rt.assigner or held[1] != who:
+            return None
+        return held[2]
 
     def _decide(self, config: RunnableConfig) -> RoutingDecision:
-        configurable = config.get("configurable") or {}
-        user_id = configurable.get("user_id") or None
-        session_id = configurable.get("session_id") or configurable.get("thread_id") or None
-        return self._assigner.decide(
-            None if user_id is None else str(user_id),
-            None if session_id is None else str(session_id),
-        )
+        who = _identity(config)
+        return self._ahead(who) or self._rt.assigner.decide(*who)
 
     async def _adecide(self, config: RunnableConfig) -> RoutingDecision:
+        who = _identity(config)
+        ahead = self._ahead(who)
+        if ahead is not None:
+            return ahead
         if not self.store.blocking:
-            return self._decide(config)
-        return await asyncio.get_running_loop().run_in_executor(None, self._decide, config)
+            return self._rt.assigner.decide(*who)
+        return await asyncio.get_running_loop().run_in_executor(
+            None, self._rt.assigner.decide, *who
+        )
 
     # ------------------------------------------------------------------ run bookkeeping
     def _runnable(self, version: Version) -> Runnable[Input, Output]:
         return self.candidate if version is Version.CANDIDATE else self.stable
 
-    def _labelled(
-        self, config: RunnableConfig, decision: RoutingDecision
-    ) -> tuple[RunnableConfig, UUID]:
+    def _labelled(self, config: RunnableConfig, decision: RoutingDecision) -> _Call:
         run_id = config.pop("run_id", None) or _new_run_id()
         metadata: dict[str, Any] = {
             PLAN_KEY: decision.plan_id,
@@ -329,27 +404,44 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
         tags = [plan_tag(decision.plan_id), version_tag(decision.version.value)]
         if decision.session_id is not None:
             metadata[SESSION_KEY] = decision.session_id
+        rt = self._rt
         if decision.layer is not None:
             metadata[LAYER_KEY] = decision.layer
             tags.append(layer_tag(decision.layer))
-            labels = RunLabels(decision.plan_id, decision.version.value, decision.layer)
-            with self._runs_lock:
-                self._runs.set(str(run_id), labels, self.feedback_ttl)
-        extra: RunnableConfig = {"metadata": metadata, "tags": tags}
+            served = (decision.plan_id, decision.version.value, decision.layer)
+            with rt.runs_lock:
+                rt.runs.set(metadata[REQUEST_ID_KEY], served, self.feedback_ttl)
         handlers: list[BaseCallbackHandler] = []
         callbacks = config.get("callbacks")
-        if self._handler is not None and not _has_handler(callbacks, _MEASURING):
-            handlers.append(self._handler)
-        if self._tracing is not None and not _has_handler(callbacks, (GraylayerTracingHandler,)):
-            handlers.append(self._tracing)
-        if self._journal is not None and decision.version is Version.CANDIDATE:
-            handlers.append(self._journal)
+        present = _handlers_in(callbacks)
+        measurer = None
+        if rt.handler is not None:
+            if not any(isinstance(h, _MEASURING) for h in present):
+                handlers.append(rt.handler)  # it journals the candidate's tool calls too
+            if not any(isinstance(h, _MEASURING) and not isinstance(h, _RouterHandler)
+                       for h in present):  # fmt: skip
+                measurer = rt.handler.measurer
+        if not handlers and rt.journal is not None and decision.version is Version.CANDIDATE:
+            handlers.append(rt.journal)
+        if rt.tracing is not None and not any(
+            isinstance(h, GraylayerTracingHandler) for h in present
+        ):
+            handlers.append(rt.tracing)
+        # What ``merge_configs(config, {"metadata", "tags", "callbacks"})`` gives, without its
+        # generic merging of every key (it runs on every request).
+        labelled: RunnableConfig = {
+            **config,
+            "metadata": {**config.get("metadata", {}), **metadata},
+            "tags": sorted({*config.get("tags", []), *tags}),
+        }
         if handlers:
-            extra["callbacks"] = handlers
-        return merge_configs(config, extra), run_id
+            labelled["callbacks"] = _with_handlers(callbacks, handlers)
+        return _Call(labelled, run_id, measurer)
 
-    def _fallback_config(self, config: RunnableConfig, run_manager: Any) -> RunnableConfig:
+    def _fallback_config(self, call: _Call, run_manager: Any) -> RunnableConfig:
         """The stable retry's config: relabelled stable, tagged fallback, candidate tag removed."""
+        call.fell_back()
+        config = call.config
         stale = version_tag(Version.CANDIDATE.value)
         relabelled: RunnableConfig = {
             **config,
@@ -370,10 +462,9 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
 
     def _judge_in_background(self, run_id: UUID, decision: RoutingDecision, output: Any) -> None:
         """Run a Runnable completion judge after the answer, off the user's latency."""
-        judge = self.completion_judge
-        if self._handler is None or not isinstance(judge, Runnable) or decision.layer is None:
+        judge, handler = self.completion_judge, self._rt.handler
+        if handler is None or not isinstance(judge, Runnable) or decision.layer is None:
             return
-        handler = self._handler
         handler.mark_completed(run_id, False)  # counted when (and if) the judge accepts
         labels = RunLabels(decision.plan_id, decision.version.value, decision.layer)
         _JUDGES.submit(_run_judge, judge, output, labels, handler.metrics)
@@ -383,7 +474,7 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
             return False
         if not isinstance(exc, Exception):  # never swallow cancellation or KeyboardInterrupt
             return False
-        self._assigner.counts["fallback"] += 1
+        self._rt.assigner.counts["fallback"] += 1
         logger.warning(
             "candidate of plan %s failed (%s: %s); answering with stable",
             decision.plan_id,
@@ -396,7 +487,9 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
     def invoke(self, input: Input, config: RunnableConfig | None = None, **kwargs: Any) -> Output:
         config = ensure_config(config)
         decision = self._decide(config)
-        config, run_id = self._labelled(config, decision)
+        call = self._labelled(config, decision)
+        config, run_id = call.config, call.run_id
+        call.started()
         run_manager = get_callback_manager_for_config(config).on_chain_start(
             None, input, name=config.get("run_name") or self.get_name(), run_id=run_id
         )
@@ -404,16 +497,18 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
             output = self._invoke_version(decision.version, input, config, run_manager, kwargs)
         except BaseException as exc:
             if not self._should_fall_back(decision, exc):
+                call.ended(None, exc)
                 run_manager.on_chain_error(exc)
                 raise
             try:
-                output = self._call(
-                    self.stable, input, self._fallback_config(config, run_manager), kwargs
-                )
+                fallback = self._fallback_config(call, run_manager)
+                output = self._call(self.stable, input, fallback, kwargs)
             except BaseException as fallback_exc:
+                call.ended(None, fallback_exc)
                 run_manager.on_chain_error(fallback_exc)
                 raise
         self._judge_in_background(run_id, decision, output)
+        call.ended(output)
         run_manager.on_chain_end(output)
         return output
 
@@ -443,7 +538,9 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
     ) -> Output:
         config = ensure_config(config)
         decision = await self._adecide(config)
-        config, run_id = self._labelled(config, decision)
+        call = self._labelled(config, decision)
+        config, run_id = call.config, call.run_id
+        call.started()
         run_manager = await get_async_callback_manager_for_config(config).on_chain_start(
             None, input, name=config.get("run_name") or self.get_name(), run_id=run_id
         )
@@ -452,15 +549,18 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
             output = await self._acall(self._runnable(decision.version), input, child, kwargs)
         except BaseException as exc:
             if not self._should_fall_back(decision, exc):
+                call.ended(None, exc)
                 await run_manager.on_chain_error(exc)
                 raise
             try:
-                fallback = self._fallback_config(config, run_manager)
+                fallback = self._fallback_config(call, run_manager)
                 output = await self._acall(self.stable, input, fallback, kwargs)
             except BaseException as fallback_exc:
+                call.ended(None, fallback_exc)
                 await run_manager.on_chain_error(fallback_exc)
                 raise
         self._judge_in_background(run_id, decision, output)
+        call.ended(output)
         await run_manager.on_chain_end(output)
         return output
 
@@ -471,8 +571,9 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
         child: RunnableConfig,
         kwargs: dict[str, Any],
     ) -> Output:
-        with set_config_context(child) as context:
-            return await coro_with_context(runnable.ainvoke(input, child, **kwargs), context)
+        # Awaited in place, as RunnableBranch does: the child sets its own config context, and
+        # a task per request (coro_with_context) would cost more than the rest of the routing.
+        return await runnable.ainvoke(input, child, **kwargs)
 
     # ------------------------------------------------------------------ streaming
     def stream(
@@ -480,7 +581,9 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
     ) -> Iterator[Output]:
         config = ensure_config(config)
         decision = self._decide(config)
-        config, run_id = self._labelled(config, decision)
+        call = self._labelled(config, decision)
+        config, run_id = call.config, call.run_id
+        call.started()
         run_manager = get_callback_manager_for_config(config).on_chain_start(
             None, input, name=config.get("run_name") or self.get_name(), run_id=run_id
         )
@@ -496,14 +599,16 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
                 # answers together; fall back only when nothing was sent yet.
                 if final.started or not self._should_fall_back(decision, exc):
                     raise
-                fallback = self._fallback_config(config, run_manager)
+                fallback = self._fallback_config(call, run_manager)
                 for chunk in self.stable.stream(input, fallback, **kwargs):
                     final.add(chunk)
                     yield chunk
         except BaseException as exc:
+            call.ended(None, exc)
             run_manager.on_chain_error(exc)
             raise
         self._judge_in_background(run_id, decision, final.value)
+        call.ended(final.value)
         run_manager.on_chain_end(final.value)
 
     async def astream(
@@ -511,7 +616,9 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
     ) -> AsyncIterator[Output]:
         config = ensure_config(config)
         decision = await self._adecide(config)
-        config, run_id = self._labelled(config, decision)
+        call = self._labelled(config, decision)
+        config, run_id = call.config, call.run_id
+        call.started()
         run_manager: AsyncCallbackManagerForChainRun = await get_async_callback_manager_for_config(
             config
         ).on_chain_start(None, input, name=config.get("run_name") or self.get_name(), run_id=run_id)
@@ -525,14 +632,16 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
             except Exception as exc:
                 if final.started or not self._should_fall_back(decision, exc):
                     raise
-                fallback = self._fallback_config(config, run_manager)
+                fallback = self._fallback_config(call, run_manager)
                 async for chunk in self.stable.astream(input, fallback, **kwargs):
                     final.add(chunk)
                     yield chunk
         except BaseException as exc:
+            call.ended(None, exc)
             await run_manager.on_chain_error(exc)
             raise
         self._judge_in_background(run_id, decision, final.value)
+        call.ended(final.value)
         await run_manager.on_chain_end(final.value)
 
 
@@ -551,13 +660,38 @@ def _check_feedback(kind: FeedbackKind | str | None, score: float | None) -> Fee
     return checked
 
 
+def _identity(config: RunnableConfig) -> Identity:
+    """The user id and session id in ``config["configurable"]`` (session: LangGraph's
+    ``thread_id`` when there is no ``session_id``)."""
+    configurable = config.get("configurable") or {}
+    user_id = configurable.get("user_id") or None
+    session_id = configurable.get("session_id") or configurable.get("thread_id") or None
+    return (
+        None if user_id is None else str(user_id),
+        None if session_id is None else str(session_id),
+    )
+
+
+def _with_handlers(callbacks: Any, handlers: list[BaseCallbackHandler]) -> Any:
+    """``callbacks`` (a list, a manager or ``None``) plus inheritable ``handlers``, as
+    ``merge_configs`` combines them; a manager is copied, never changed."""
+    if callbacks is None:
+        return handlers
+    if isinstance(callbacks, list):
+        return [*callbacks, *handlers]
+    merged = callbacks.copy()
+    for handler in handlers:
+        merged.add_handler(handler, inherit=True)
+    return merged
+
+
 _MEASURING = (GraylayerCallbackHandler, AsyncGraylayerCallbackHandler)
 
 
-def _has_handler(callbacks: Any, kind: tuple[type[Any], ...]) -> bool:
-    """True when the caller already attached such a handler (so runs are not counted twice)."""
+def _handlers_in(callbacks: Any) -> list[Any]:
+    """The handlers the caller attached (a list, or a callback manager's)."""
     handlers = getattr(callbacks, "handlers", callbacks)
-    return isinstance(handlers, list) and any(isinstance(h, kind) for h in handlers)
+    return handlers if isinstance(handlers, list) else []
 
 
 _JUDGES = ThreadPoolExecutor(max_workers=2, thread_name_prefix="graylayer-judge")

@@ -244,7 +244,8 @@ def test_status_and_runnable_interface() -> None:
     assert status["layers"][0]["ratio"] == 0.1
 
 
-def test_rollback_lists_the_candidates_side_effecting_tool_calls() -> None:
+@pytest.mark.parametrize("instrument", [True, False], ids=["with-metrics", "journal-alone"])
+def test_rollback_lists_the_candidates_side_effecting_tool_calls(instrument: bool) -> None:
     @tool
     def issue_refund(order_id: str, amount: float) -> str:
         """Refund an order."""
@@ -255,7 +256,7 @@ def test_rollback_lists_the_candidates_side_effecting_tool_calls() -> None:
     candidate = RunnableLambda(lambda q: issue_refund.invoke({"order_id": "A-17", "amount": 42.0}))
     router: GrayRouter[str, str] = GrayRouter(
         stable=RunnableLambda(str), candidate=candidate, plan=plan, store=world.store,
-        metrics=world.metrics, clock=world.clock,
+        metrics=world.metrics, clock=world.clock, instrument=instrument,
     )  # fmt: skip
     controller = world.controller()
     controller.step()

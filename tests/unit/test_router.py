@@ -488,3 +488,62 @@ class TestRatioCache:
         store = CountingStore()
         store.set_ratio(PLAN_ID, "vip", 1.0)
         assert await make_router(store).ainvoke("q", cfg("u1")) == "candidate:q"
+
+
+class TestDecidedAhead:
+    """A serving layer routes first (to colour headers); the run reuses that decision."""
+
+    async def test_the_run_uses_the_held_decision_for_the_same_user_and_session(self) -> None:
+        store = MemoryStore()
+        router = make_router(store)  # every ratio 0: routing again would give stable
+        store.set_ratio(PLAN_ID, "vip", 1.0)
+        decision = router.decide_ahead("u1", "s1")
+        store.set_ratio(PLAN_ID, "vip", 0.0)
+        token = router.hold_decision("u1", "s1", decision)
+        try:
+            assert decision.version is Version.CANDIDATE
+            assert await router.ainvoke("q", cfg("u1", "s1")) == "candidate:q"
+            assert router.invoke("q", cfg("u1", "s1")) == "candidate:q"
+            # Another user, or the same user in another session, is routed on its own.
+            assert await router.ainvoke("q", cfg("u2", "s1")) == "stable:q"
+            assert await router.ainvoke("q", cfg("u1", "s2")) == "stable:q"
+        finally:
+            token.var.reset(token)
+
+    async def test_a_held_decision_belongs_to_the_router_that_made_it(self) -> None:
+        store = MemoryStore()
+        store.set_ratio(PLAN_ID, "vip", 1.0)
+        first, second = make_router(store), make_router(MemoryStore())
+        token = first.hold_decision("u1", None, first.decide_ahead("u1"))
+        try:
+            assert await second.ainvoke("q", cfg("u1")) == "stable:q"
+        finally:
+            token.var.reset(token)
+
+    def test_deciding_ahead_pins_the_session_like_a_run(self) -> None:
+        store = MemoryStore()
+        store.set_ratio(PLAN_ID, "vip", 1.0)
+        router = make_router(store)
+        router.decide_ahead("u1", "s1")
+        pin = store.get_pin(PLAN_ID, "s1")
+        assert pin is not None
+        assert pin.version is Version.CANDIDATE
+
+
+def test_the_feedback_index_leaves_nothing_for_the_garbage_collector_to_track() -> None:
+    """Each routed run stays in the feedback index for days; its entry must not make every full
+    collection slower (a long-running server keeps up to 100 000 of them)."""
+    import gc
+
+    store = MemoryStore()
+    store.set_ratio(PLAN_ID, "vip", 0.5)
+    router = make_router(store, instrument=False)
+    for i in range(200):
+        router.invoke("q", cfg(f"user-{i}"))
+    gc.collect()
+    before = len(gc.get_objects())
+    for i in range(2000):  # the same 200 users: per-user caches do not grow, the index does
+        router.invoke("q", cfg(f"user-{i % 200}"))
+    gc.collect()
+    assert len(router._rt.runs) == 2200
+    assert len(gc.get_objects()) - before < 200  # a tracked object per run would be 2 000+
