@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from fastapi import FastAPI, Request
 
     from langchain_graylayer.controller import RolloutController
+    from langchain_graylayer.decision import RoutingDecision
     from langchain_graylayer.router import GrayRouter
 
 __all__ = ["FeedbackSigner", "InvalidFeedbackTokenError", "add_gray_routes"]
@@ -79,12 +80,14 @@ class FeedbackSigner:
     ) -> None:
         if len(secret) < 16:
             raise ConfigurationError("feedback_secret", "<hidden>", "at least 16 bytes")
-        self._secret = secret
+        self._keyed = hmac.new(secret, digestmod=hashlib.sha256)  # copied per token: no re-keying
         self.ttl = ttl
         self.clock = clock
 
     def _mac(self, payload: bytes) -> bytes:
-        return hmac.new(self._secret, payload, hashlib.sha256).digest()
+        mac = self._keyed.copy()
+        mac.update(payload)
+        return mac.digest()
 
     def sign(self, run_id: str, labels: RunLabels) -> str:
         body = {"r": run_id, "p": labels.plan, "v": labels.version, "l": labels.layer,
@@ -119,37 +122,62 @@ class FeedbackSigner:
         return hashlib.sha256(token.encode()).hexdigest()[:32]
 
 
-def _header_identity(user_header: str, session_header: str) -> Identify:
-    def identify(request: Request) -> Identity:
-        return request.headers.get(user_header) or None, request.headers.get(session_header) or None
-
-    return identify
-
-
 _UNCOLOURED = ("/feedback", "/input_schema", "/output_schema", "/config_schema")
 
 
 class _Colouring:
-    """Pure ASGI middleware: identify, pre-generate the run id, colour the response headers."""
+    """Pure ASGI middleware: identify, route, pre-generate the run id, colour the response headers.
 
-    def __init__(self, app: Any, *, router: GrayRouter[Any, Any], path: str, identify: Identify,
+    The request is routed here, before the agent runs, and the router's run reuses that decision
+    (``GrayRouter.hold_decision``): one routing per request, and the headers announce exactly the
+    version that runs, even for a stream whose headers go out before its first token.
+    """
+
+    def __init__(self, app: Any, *, router: GrayRouter[Any, Any], path: str,
+                 identify: Identify | None, headers: tuple[str, str],
                  signer: FeedbackSigner | None) -> None:  # fmt: skip
         self.app, self.router, self.path = app, router, path.rstrip("/")
         self.identify, self.signer = identify, signer
+        self.header_names = tuple(name.lower().encode("latin-1") for name in headers)
+
+    def _from_headers(self, scope: dict[str, Any]) -> Identity:
+        """The identity headers, read straight from the ASGI scope (no Request object)."""
+        found: list[str | None] = [None, None]
+        for name, value in scope.get("headers", ()):
+            if name in self.header_names and value:
+                found[self.header_names.index(name)] = value.decode("latin-1")
+        return found[0], found[1]
+
+    async def _identify(self, scope: dict[str, Any], receive: Any) -> Identity:
+        if self.identify is None:
+            return self._from_headers(scope)
+        from fastapi import Request
+
+        result = self.identify(Request(scope, receive))
+        return await result if asyncio.iscoroutine(result) else result  # type: ignore[return-value]
+
+    async def _off_loop(self, method: Callable[..., RoutingDecision], who: Identity) -> Any:
+        if self.router.store.blocking:  # a networked store: keep the event loop free
+            return await asyncio.to_thread(method, *who)
+        return method(*who)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         path = scope.get("path", "")
-        agent_call = scope["type"] == "http" and path.startswith(self.path + "/")
+        agent_call = (
+            scope["type"] == "http"
+            and scope.get("method") == "POST"
+            and path.startswith(self.path + "/")
+        )
         if not agent_call or path.endswith(_UNCOLOURED) or "/playground" in path:
             await self.app(scope, receive, send)
             return
-        from fastapi import Request
-
         from langchain_graylayer.router import _new_run_id
 
-        request = Request(scope, receive)
-        result = self.identify(request)
-        user_id, session_id = await result if asyncio.iscoroutine(result) else result  # type: ignore[misc]
+        user_id, session_id = await self._identify(scope, receive)
+        # Without a user id the run routes itself: with trusted client ids, the body may name one.
+        decision = None
+        if user_id is not None:
+            decision = await self._off_loop(self.router.decide_ahead, (user_id, session_id))
         batch = path.endswith("/batch")
         run_id = str(_new_run_id())
         state = scope.setdefault("state", {})
@@ -162,27 +190,35 @@ class _Colouring:
                 # The config modifier has run by now: it records the identity it really used
                 # (which differs from the headers' only when client-sent ids are trusted).
                 who = state.get("graylayer_resolved", (user_id, session_id))
-                headers = await self._headers(who, run_id, batch, server_trace)
-                message["headers"] = [*message.get("headers", []), *headers]
+                shown = decision
+                if shown is None or who != (user_id, session_id):
+                    shown = await self._off_loop(self.router.route, who)
+                message["headers"] = [
+                    *message.get("headers", []),
+                    *self._headers(shown, run_id, batch, server_trace),
+                ]
             await send(message)
 
-        tracer = getattr(self.router, "tracer", None)
-        if tracer is None:
-            await self.app(scope, receive, coloured)
-            return
-        # A server span makes the request's trace id known before a stream's first byte: the
-        # router's request span, started later inside the stream, becomes its child.
-        with tracer.start_as_current_span(f"{scope.get('method', 'POST')} {path}") as span:
-            server_trace.append(format(span.get_span_context().trace_id, "032x"))
-            await self.app(scope, receive, coloured)
+        held = None
+        if decision is not None:
+            held = self.router.hold_decision(user_id, session_id, decision)
+        try:
+            tracer = getattr(self.router, "tracer", None)
+            if tracer is None:
+                await self.app(scope, receive, coloured)
+                return
+            # A server span makes the request's trace id known before a stream's first byte:
+            # the router's request span, started later inside the stream, becomes its child.
+            with tracer.start_as_current_span(f"{scope.get('method', 'POST')} {path}") as span:
+                server_trace.append(format(span.get_span_context().trace_id, "032x"))
+                await self.app(scope, receive, coloured)
+        finally:
+            if held is not None:
+                held.var.reset(held)
 
-    async def _headers(
-        self, who: Identity, run_id: str, batch: bool, server_trace: list[str]
+    def _headers(
+        self, decision: RoutingDecision, run_id: str, batch: bool, server_trace: list[str]
     ) -> list[tuple[bytes, bytes]]:
-        if self.router.store.blocking:
-            decision = await asyncio.to_thread(self.router.route, *who)
-        else:
-            decision = self.router.route(*who)
         headers = [
             (b"x-agent-version", decision.version.value.encode()),
             (b"x-user-layer", (decision.layer or "").encode()),
@@ -251,9 +287,9 @@ def add_gray_routes(
     admin_token = admin_token or os.environ.get("GRAYLAYER_ADMIN_TOKEN")
     secret = feedback_secret or os.environ.get("GRAYLAYER_FEEDBACK_SECRET", "").encode() or None
     signer = FeedbackSigner(secret or os.urandom(32))
-    identify = identify or _header_identity(user_header, session_header)
     path = "/" + path.strip("/")
-    app.add_middleware(_Colouring, router=router, path=path, identify=identify, signer=signer)
+    app.add_middleware(_Colouring, router=router, path=path, identify=identify,
+                       headers=(user_header, session_header), signer=signer)  # fmt: skip
     serve_agent.mount_agent(
         app, router, path, config_modifier(trust_client_user_id), signer, use_langserve
     )

@@ -252,6 +252,50 @@ def test_invoke_answers_from_the_predicted_version_and_colours_the_response(
     assert app.sample("graylayer_requests_total", **dataclasses.asdict(labels), outcome="ok") == 1
 
 
+class RatioReadCounter(MemoryStore):
+    """A memory store that counts ratio reads and can move the ratio after the next read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ratio_reads = 0
+        self.after_read: Callable[[], None] | None = None
+
+    def get_ratio(self, plan_id: str, layer: str) -> float:
+        self.ratio_reads += 1
+        ratio = super().get_ratio(plan_id, layer)
+        if self.after_read is not None:
+            self.after_read, moved = None, self.after_read
+            moved()
+        return ratio
+
+
+@pytest.mark.parametrize("langserve", MODES)
+@pytest.mark.parametrize("endpoint", ["invoke", "stream"])
+def test_a_request_is_routed_once_and_its_headers_name_the_version_that_ran(
+    serve: Callable[..., Served], langserve: bool, endpoint: str
+) -> None:
+    store = RatioReadCounter()
+    app = serve(langserve=langserve, store=store)
+    app.set_vip_ratio(1.0)
+    user = app.user_on(Version.CANDIDATE)
+    # The ratio drops to 0 right after this request is routed: routing it a second time (for
+    # the headers, or in the run) would disagree with the first.
+    store.after_read = lambda: app.set_vip_ratio(0.0)
+    store.ratio_reads = 0
+
+    response = app.post(endpoint, user)
+
+    assert response.status_code == 200, response.text
+    answer = (
+        answer_of(response) if endpoint == "invoke" else streamed_answer(sse_events(response.text))
+    )
+    assert answer.startswith(PREFIX[Version.CANDIDATE])
+    assert_coloured(response, Version.CANDIDATE, "vip")
+    assert store.ratio_reads == 1
+    labels = RunLabels(PLAN.id, Version.CANDIDATE.value, "vip")
+    assert app.sample("graylayer_requests_total", **dataclasses.asdict(labels), outcome="ok") == 1
+
+
 @pytest.mark.parametrize("langserve", MODES)
 def test_a_client_sent_user_id_does_not_win_over_the_header(
     serve: Callable[..., Served], langserve: bool
