@@ -86,7 +86,8 @@ def benches() -> list[Bench]:
         Bench(
             "serve_throughput",
             "HTTP throughput, router vs direct",
-            "requests per second of a LangServe app through `GrayRouter` vs `add_routes`",
+            "requests per second of a LangServe app through `GrayRouter` vs `add_routes`, "
+            "over a cheap chain and over a `create_agent` agent",
             [py, "benchmarks/serve_throughput.py"],
             "json",
         ),
@@ -390,18 +391,14 @@ def section_callback(d: dict[str, Any]) -> tuple[list[str], str]:
     return head, tab
 
 
-def section_serve(d: dict[str, Any]) -> tuple[list[str], str]:
-    apps = d.get("apps", {})
-    rvd = apps.get("router_vs_direct", {})
-    r, dr = apps.get("router", {}), apps.get("direct", {})
-    head = [
-        f"**router / direct req/s: {num(rvd.get('median_ratio'), 2)}** (median of same-round "
-        f"ratios, range {num(rvd.get('min_ratio'), 2)}–{num(rvd.get('max_ratio'), 2)}; "
-        f"ratio of medians {num(rvd.get('ratio_of_medians'), 2)})",
-        f"medians: router {num(r.get('median_rps'), 0)} req/s, "
-        f"direct {num(dr.get('median_rps'), 0)} req/s",
-        f"server CPU per request, router / direct: {num(rvd.get('cpu_ratio'), 2)}×",
-    ]
+SERVE_WORKLOADS = {
+    "chain": "Chain workload (`ChatPromptTemplate | GenericFakeChatModel | StrOutputParser`)",
+    "agent": "Agent workload (the customer-service `create_agent` agent; `build_stable()` as "
+    "both versions, so stable and candidate do the same work)",
+}
+
+
+def _serve_rows(apps: dict[str, Any]) -> str:
     rows = []
     for k in ("router", "direct"):
         a = apps.get(k)
@@ -421,7 +418,7 @@ def section_serve(d: dict[str, Any]) -> tuple[list[str], str]:
                 f"**{errors}**" if errors else "0",
             ]
         )
-    tab = table(
+    return table(
         [
             "app",
             "median req/s",
@@ -435,11 +432,44 @@ def section_serve(d: dict[str, Any]) -> tuple[list[str], str]:
         ],
         rows,
     )
+
+
+def section_serve(d: dict[str, Any]) -> tuple[list[str], str]:
     meta = d.get("meta", {})
-    tab += "\n\n" + meta_line(
+    settings = meta_line(
         meta, ["loadgen", "connections", "users", "rounds", "seconds", "warmup", "workers"]
     )
-    return head, tab
+    workloads = d.get("workloads")
+    if isinstance(workloads, dict):
+        # one headline line and one table per workload, in the order they ran
+        names = [w for w in meta.get("workloads") or [] if w in workloads]
+        names += [w for w in workloads if w not in names]
+        head, parts = [], []
+        for w in names:
+            apps = workloads[w].get("apps", {})
+            rvd = apps.get("router_vs_direct", {})
+            r, dr = apps.get("router", {}), apps.get("direct", {})
+            head.append(
+                f"**router / direct req/s, {w}: {num(rvd.get('median_ratio'), 2)}** (median of "
+                f"same-round ratios, range {num(rvd.get('min_ratio'), 2)}–"
+                f"{num(rvd.get('max_ratio'), 2)}; medians: router {num(r.get('median_rps'), 0)}, "
+                f"direct {num(dr.get('median_rps'), 0)} req/s); server CPU per request, "
+                f"router / direct: {num(rvd.get('cpu_ratio'), 2)}×"
+            )
+            parts += [f"{SERVE_WORKLOADS.get(w, f'Workload `{w}`')}:", "", _serve_rows(apps), ""]
+        return head, "\n".join(parts) + "\n" + settings
+    apps = d.get("apps", {})
+    rvd = apps.get("router_vs_direct", {})
+    r, dr = apps.get("router", {}), apps.get("direct", {})
+    head = [
+        f"**router / direct req/s: {num(rvd.get('median_ratio'), 2)}** (median of same-round "
+        f"ratios, range {num(rvd.get('min_ratio'), 2)}–{num(rvd.get('max_ratio'), 2)}; "
+        f"ratio of medians {num(rvd.get('ratio_of_medians'), 2)})",
+        f"medians: router {num(r.get('median_rps'), 0)} req/s, "
+        f"direct {num(dr.get('median_rps'), 0)} req/s",
+        f"server CPU per request, router / direct: {num(rvd.get('cpu_ratio'), 2)}×",
+    ]
+    return head, _serve_rows(apps) + "\n\n" + settings
 
 
 def _judge_bad(d: dict[str, Any], scenario: str) -> bool:

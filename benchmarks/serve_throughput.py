@@ -1,35 +1,56 @@
 """Requests per second of a LangServe app serving ``GrayRouter``, next to the same app serving the
-stable chain directly, measured in the same run.
+stable version directly, measured in the same run, over two workloads: a cheap chain and an agent.
 
 Run from the repository root::
 
-    python benchmarks/serve_throughput.py            # about 70 s
-    python benchmarks/serve_throughput.py --quick    # about 20 s, for a smoke check
+    python benchmarks/serve_throughput.py                   # both workloads, about 2 min
+    python benchmarks/serve_throughput.py --workload chain  # one workload, about 60 s
+    python benchmarks/serve_throughput.py --quick           # about 30 s, for a smoke check
     python benchmarks/serve_throughput.py --json results.json
 
-Two apps, each in its own ``uvicorn`` process (one worker, access log off) on a loopback port:
+Two workloads (``--workload chain``, ``agent`` or ``both``, the default: the chain first):
+
+* ``chain``: ``ChatPromptTemplate | GenericFakeChatModel | StrOutputParser``, the model answering
+  from an ``itertools.cycle`` of messages tagged with the version (``[v1]`` stable, ``[v2]``
+  candidate); the body is ``{"input": {"question": ...}}``. The server's work is LangChain's and
+  LangServe's, but cheap: what graylayer adds weighs the most here.
+* ``agent``: the customer-service agent of ``examples/customer_service/agents.py``
+  (``langchain.agents.create_agent`` over its offline, deterministic chat model); the body is one
+  human message, ``Where is order A-1002?``, so every request runs the LangGraph agent loop with
+  two model calls and one ``lookup_order`` tool call before it answers ``[v1] Order A-1002 is
+  shipped.``: closer to the work a served agent does. Both versions of the router are
+  ``build_stable()`` (two calls, so two separate but identical agents), not the example's real
+  candidate: ``build_candidate()`` has a second tool and a longer prompt, about 10% more work,
+  which would be charged to graylayer. With the same agent on both sides, stable and candidate do
+  identical work and the comparison isolates what graylayer costs.
+
+Per workload, two apps, each in its own ``uvicorn`` process (one worker, access log off) on a
+loopback port:
 
 * ``router``: ``add_gray_routes`` over a ``GrayRouter`` (``MemoryStore``, its own
   ``GraylayerMetrics``, ``/metrics`` mounted), every layer at ratio 0.5, so both versions serve;
   the full serving path: identity from ``X-User-ID``, routing, coloured response headers with a
   signed feedback token, the metrics callback handler on every run;
-* ``direct``: langserve's plain ``add_routes`` over the stable chain.
+* ``direct``: langserve's plain ``add_routes`` over the stable version (the chain, or one
+  ``build_stable()`` agent).
 
-Both chains are ``ChatPromptTemplate | GenericFakeChatModel | StrOutputParser``, the model
-answering from an ``itertools.cycle`` of messages: the server's work is LangChain's and
-LangServe's, but cheap. Load comes from a separate process: ``wrk`` with a Lua script (POST JSON,
-``X-User-ID`` cycling over ``--users`` ids) when it is on ``PATH``, else an ``httpx.AsyncClient``
-load generator with the same shape. Either keeps ``--connections`` requests in flight for
-``--seconds`` and stops by itself. Each app gets a warm-up first; then every round loads both, in
-an order that alternates between rounds, so drifting load on the machine lands on both alike.
+A sanity check comes first: both apps answer, and the router serves both versions to 40 users (for
+the chain, each version answers with its own tag; for the agent, both answer ``[v1]``, so only the
+``X-Agent-Version`` header tells them apart). Load comes from a separate process: ``wrk`` with a
+Lua script (POST JSON, ``X-User-ID`` cycling over ``--users`` ids) when it is on ``PATH``, else an
+``httpx.AsyncClient`` load generator with the same shape. Either keeps ``--connections`` requests
+in flight for ``--seconds`` and stops by itself. Each app gets a warm-up first; then every round
+loads both, in an order that alternates between rounds, so drifting load on the machine lands on
+both alike. One workload's two servers are stopped before the next workload's start: never more
+than two servers at a time.
 
-The table gives, per app, the median requests per second over the rounds, its range, and the
-median of the rounds' p50 and p99 latencies (closed loop: queueing in the server included);
-``router / direct`` is the median of the same-round ratios. It also gives the server process's
-CPU time per request (user + system, all threads, from ``/proc``) and how busy the server was
-(CPU seconds per second): on a shared machine req/s moves with other jobs, CPU per request much
-less; a server under 80% busy was not the bottleneck and its req/s says little. Any non-2xx answer
-or socket error is reported; a round with errors is not a valid measurement.
+The table, one per workload, gives per app the median requests per second over the rounds, its
+range, and the median of the rounds' p50 and p99 latencies (closed loop: queueing in the server
+included); ``router / direct`` is the median of the same-round ratios. It also gives the server
+process's CPU time per request (user + system, all threads, from ``/proc``) and how busy the
+server was (CPU seconds per second): on a shared machine req/s moves with other jobs, CPU per
+request much less; a server under 80% busy was not the bottleneck and its req/s says little. Any
+non-2xx answer or socket error is reported; a round with errors is not a valid measurement.
 
 By default the servers are pinned to CPU 0 and the load generator to CPU 1 (``taskset``, with two
 CPUs or more; ``--no-pin`` to let the scheduler place them).
@@ -58,11 +79,23 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+ROOT = Path(__file__).resolve().parents[1]
 PLAN_ID = "bench-serve"
 RATIO = 0.5
 QUESTION = "Where is my refund?"
-BODY = json.dumps({"input": {"question": QUESTION}})
+AGENT_QUESTION = "Where is order A-1002?"
+WORKLOADS = ("chain", "agent")
+BODIES = {
+    "chain": json.dumps({"input": {"question": QUESTION}}),
+    "agent": json.dumps({"input": {"messages": [{"type": "human", "content": AGENT_QUESTION}]}}),
+}
+"""The request body of each workload."""
 APPS = ("router", "direct")
+WHAT = {
+    "chain": ("the chain", "stable chain"),
+    "agent": ("the create_agent agent", "one build_stable() agent"),
+}
+"""Per workload, what the router serves and what the direct app serves (the table's labels)."""
 
 WRK_SCRIPT = """
 -- POST the same JSON body; X-User-ID cycles over USERS ids.
@@ -108,14 +141,28 @@ def support_chain(version: str) -> Any:
     return prompt | model | StrOutputParser()
 
 
-def build_app(kind: str) -> Any:
+def support_agent() -> Any:
+    """The customer-service ``create_agent`` agent, v1: a new, separate one on every call."""
+    if str(ROOT) not in sys.path:  # run as a script, sys.path[0] is benchmarks/
+        sys.path.insert(0, str(ROOT))
+    from examples.customer_service.agents import build_stable
+
+    return build_stable()
+
+
+def runnable(workload: str, version: str) -> Any:
+    """What an app serves as ``version`` (``v1`` or ``v2``): the agent is ``v1`` for both."""
+    return support_chain(version) if workload == "chain" else support_agent()
+
+
+def build_app(kind: str, workload: str) -> Any:
     from fastapi import FastAPI
 
     app = FastAPI()
     if kind == "direct":
         from langserve import add_routes
 
-        add_routes(app, support_chain("v1"), path="/agent")
+        add_routes(app, runnable(workload, "v1"), path="/agent")
         return app
     from prometheus_client import CollectorRegistry
 
@@ -127,8 +174,8 @@ def build_app(kind: str) -> Any:
     for layer in plan.layer_names:
         store.set_ratio(plan.id, layer, RATIO)
     router: GrayRouter[Any, Any] = GrayRouter(
-        stable=support_chain("v1"),
-        candidate=support_chain("v2"),
+        stable=runnable(workload, "v1"),
+        candidate=runnable(workload, "v2"),
         plan=plan,
         store=store,
         metrics=GraylayerMetrics(registry=CollectorRegistry()),
@@ -137,15 +184,18 @@ def build_app(kind: str) -> Any:
     return app
 
 
-def serve(kind: str, port: int) -> None:
+def serve(kind: str, workload: str, port: int) -> None:
     """The server process: one app, one uvicorn worker."""
     import uvicorn
 
-    uvicorn.run(build_app(kind), host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    app = build_app(kind, workload)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
 # --------------------------------------------------------------------------- load generators
-def httpx_load(url: str, connections: int, seconds: float, users: int, max_requests: int) -> None:
+def httpx_load(
+    url: str, body: str, connections: int, seconds: float, users: int, max_requests: int
+) -> None:
     """The fallback load generator process: prints one ``RESULT {...}`` line like the wrk script."""
     import httpx
 
@@ -159,7 +209,7 @@ def httpx_load(url: str, connections: int, seconds: float, users: int, max_reque
             headers = {"Content-Type": "application/json", "X-User-ID": f"user-{i % users}"}
             began = time.perf_counter()
             try:
-                response = await client.post(url, content=BODY, headers=headers)
+                response = await client.post(url, content=body, headers=headers)
             except httpx.HTTPError:
                 counts["socket_errors"] += 1
                 continue
@@ -194,14 +244,16 @@ def free_port() -> int:
         return port
 
 
-def post(url: str, user: str) -> tuple[int, str, str]:
-    """One request: status, the X-Agent-Version header (or ''), the output."""
-    request = urllib.request.Request(url, data=BODY.encode(), method="POST")
+def post(url: str, user: str, workload: str) -> tuple[int, str, str]:
+    """One request: status, the X-Agent-Version header (or ''), the answer text."""
+    request = urllib.request.Request(url, data=BODIES[workload].encode(), method="POST")
     request.add_header("Content-Type", "application/json")
     request.add_header("X-User-ID", user)
     with urllib.request.urlopen(request, timeout=5) as response:
         output = json.loads(response.read())["output"]
-        return response.status, response.headers.get("X-Agent-Version", ""), output
+        # the chain answers a string; the agent its state, the answer being the last message
+        answer = output if workload == "chain" else output["messages"][-1]["content"]
+        return response.status, response.headers.get("X-Agent-Version", ""), str(answer)
 
 
 def pinned(cpu: int | None) -> list[str]:
@@ -224,23 +276,28 @@ class Server:
 
 
 @contextmanager
-def server(kind: str, cpu: int | None, log: Any) -> Iterator[Server]:
-    """A server process for ``kind``, once it answers."""
+def server(kind: str, workload: str, cpu: int | None, log: Any) -> Iterator[Server]:
+    """A server process for ``kind`` serving ``workload``, once it answers."""
     port = free_port()
-    args = [*pinned(cpu), sys.executable, __file__, "--serve-app", kind, "--port", str(port)]
+    args = [*pinned(cpu), sys.executable, __file__, "--serve-app", kind, "--workload", workload,
+            "--port", str(port)]  # fmt: skip
     process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/agent/invoke"
     try:
         deadline = time.monotonic() + 60
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"the {kind} server exited with code {process.returncode}")
+                raise RuntimeError(
+                    f"the {workload} {kind} server exited with code {process.returncode}"
+                )
             try:
-                post(url, "user-0")
+                post(url, "user-0", workload)
                 break
             except OSError:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"the {kind} server did not answer in 60 s") from None
+                    raise RuntimeError(
+                        f"the {workload} {kind} server did not answer in 60 s"
+                    ) from None
                 time.sleep(0.2)
         yield Server(url, process.pid)  # taskset execs python: the same pid
     finally:
@@ -252,37 +309,45 @@ def server(kind: str, cpu: int | None, log: Any) -> Iterator[Server]:
             process.wait()
 
 
-def check(servers: dict[str, Server], users: int) -> str:
-    """Both apps answer; the router serves both versions, each with its own chain."""
+def check(servers: dict[str, Server], users: int, workload: str) -> str:
+    """Both apps answer; the router serves both versions.
+
+    For the chain, each version answers with its own tag (``[v1]``, ``[v2]``); both versions of
+    the agent are the same v1 agent, so there only the ``X-Agent-Version`` header tells them apart.
+    """
     seen = set()
     for n in range(min(users, 40)):
-        status, version, output = post(servers["router"].url, f"user-{n}")
-        expected = "[v2]" if version == "candidate" else "[v1]"
-        if status != 200 or not output.startswith(expected):
-            raise RuntimeError(f"router answered {status} {version!r} {output!r}")
+        status, version, output = post(servers["router"].url, f"user-{n}", workload)
+        expected = "[v2]" if version == "candidate" and workload == "chain" else "[v1]"
+        if (
+            status != 200
+            or version not in ("stable", "candidate")
+            or not output.startswith(expected)
+        ):
+            raise RuntimeError(f"{workload} router answered {status} {version!r} {output!r}")
         seen.add(version)
-    status, version, output = post(servers["direct"].url, "user-0")
+    status, version, output = post(servers["direct"].url, "user-0", workload)
     if status != 200 or version or not output.startswith("[v1]"):
-        raise RuntimeError(f"direct answered {status} {version!r} {output!r}")
+        raise RuntimeError(f"{workload} direct answered {status} {version!r} {output!r}")
     if seen != {"stable", "candidate"}:
-        raise RuntimeError(f"the router served only {seen} to 40 users at ratio {RATIO}")
-    return f"sanity: both apps answer 200; the router served {sorted(seen)} to 40 users"
+        raise RuntimeError(f"the {workload} router served only {seen} to 40 users at ratio {RATIO}")
+    return f"{workload} sanity: both apps answer 200; the router served {sorted(seen)} to 40 users"
 
 
 def load(
-    target: Server, args: argparse.Namespace, seconds: float, cpu: int | None
+    target: Server, args: argparse.Namespace, seconds: float, cpu: int | None, workload: str
 ) -> dict[str, Any]:
     """Run the load generator process once; its RESULT, with the server's CPU time."""
     url = target.url
     if args.loadgen == "wrk":
         with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-            script.write(f"wrk.body = {json.dumps(BODY)}\n{WRK_SCRIPT}")
+            script.write(f"wrk.body = {json.dumps(BODIES[workload])}\n{WRK_SCRIPT}")
         command = [*pinned(cpu), "wrk", "-t1", f"-c{args.connections}", f"-d{seconds:g}s",
                    "--timeout", "10s", "-s", script.name, url, "--", str(args.users)]  # fmt: skip
     else:
         command = [*pinned(cpu), sys.executable, __file__, "--load-url", url,
-                   "--connections", str(args.connections), "--seconds", str(seconds),
-                   "--users", str(args.users)]  # fmt: skip
+                   "--workload", workload, "--connections", str(args.connections),
+                   "--seconds", str(seconds), "--users", str(args.users)]  # fmt: skip
     cpu_before = cpu_seconds(target.pid)
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60)
@@ -337,14 +402,15 @@ def _median_or_none(values: list[float | None]) -> float | None:
     return statistics.median(known) if known else None
 
 
-def table(rows: dict[str, Any]) -> str:
+def table(rows: dict[str, Any], workload: str = "chain") -> str:
     lines = [
         "| app | what | median req/s | range req/s | p50 ms | p99 ms | server CPU µs/req "
         "| server busy | requests | errors |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    what = {"router": "add_gray_routes(GrayRouter, MemoryStore, metrics)",
-            "direct": "langserve add_routes(stable chain)"}  # fmt: skip
+    over, direct = WHAT[workload]
+    what = {"router": f"add_gray_routes(GrayRouter, MemoryStore, metrics) over {over}",
+            "direct": f"langserve add_routes({direct})"}  # fmt: skip
     for app in APPS:
         r = rows[app]
         lines.append(
@@ -356,14 +422,15 @@ def table(rows: dict[str, Any]) -> str:
         )
     ratio = rows["router_vs_direct"]
     lines.append(
-        f"\nrouter / direct: {ratio['median_ratio']:.2f} (median of same-round ratios; range "
-        f"{ratio['min_ratio']:.2f}–{ratio['max_ratio']:.2f}; ratio of medians "
+        f"\nrouter / direct, {workload}: {ratio['median_ratio']:.2f} (median of same-round "
+        f"ratios; range {ratio['min_ratio']:.2f}–{ratio['max_ratio']:.2f}; ratio of medians "
         f"{ratio['ratio_of_medians']:.2f})"
     )
     if ratio["cpu_ratio"] is not None:
         lines.append(
-            f"server CPU per request, router / direct: {ratio['cpu_ratio']:.2f}× (median of "
-            f"same-round ratios; the req/s ratio on an idle core: {1 / ratio['cpu_ratio']:.2f})"
+            f"server CPU per request, router / direct, {workload}: {ratio['cpu_ratio']:.2f}× "
+            f"(median of same-round ratios; the req/s ratio on an idle core: "
+            f"{1 / ratio['cpu_ratio']:.2f})"
         )
     idle = [app for app in APPS if rows[app]["busy"] is not None and rows[app]["busy"] < 0.8]
     if idle:
@@ -381,12 +448,62 @@ def versions() -> dict[str, str]:
     return {name: version(name) for name in names}
 
 
+def run_workload(
+    workload: str,
+    args: argparse.Namespace,
+    rounds_n: int,
+    seconds: float,
+    warmup: float,
+    cpus: tuple[int | None, int | None],
+) -> dict[str, Any]:
+    """Start the workload's two servers, check, warm up, run the rounds; the summary rows.
+
+    The servers are stopped on the way out, before the next workload's start.
+    """
+    server_cpu, load_cpu = cpus
+    with ExitStack() as stack:
+        log = stack.enter_context(tempfile.TemporaryFile("w+"))
+        try:
+            servers = {
+                app: stack.enter_context(server(app, workload, server_cpu, log)) for app in APPS
+            }
+        except RuntimeError:
+            log.seek(0)
+            print(log.read(), file=sys.stderr)
+            raise
+        print(check(servers, args.users, workload), flush=True)
+        if warmup > 0:
+            for app in APPS:
+                load(servers[app], args, warmup, load_cpu, workload)
+        rounds: list[dict[str, dict[str, Any]]] = []
+        for n in range(rounds_n):
+            order = APPS if n % 2 == 0 else APPS[::-1]
+            results = {app: load(servers[app], args, seconds, load_cpu, workload) for app in order}
+            rounds.append(results)
+            print(f"{workload} round {n + 1}/{rounds_n}: " + ", ".join(
+                f"{app} {results[app]['rps']:.0f} req/s "
+                f"({results[app].get('server_cpu_us', math.nan):.0f} CPU µs/req)" for app in APPS
+            ), flush=True)  # fmt: skip
+    return summarise(rounds)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="2 rounds × 2 s: a smoke check")
-    parser.add_argument("--rounds", type=int, help="rounds (default 5; quick 2)")
+    parser.add_argument(
+        "--workload",
+        choices=[*WORKLOADS, "both"],
+        default="both",
+        help="chain: prompt | fake chat model | parser; agent: the customer-service create_agent "
+        "agent, build_stable() as both versions; both (default): the chain, then the agent",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="2 rounds × 2 s per workload: a smoke check"
+    )
+    parser.add_argument("--rounds", type=int, help="rounds per workload (default 5; quick 2)")
     parser.add_argument("--seconds", type=float, help="seconds of load per app and round (5; 2)")
-    parser.add_argument("--warmup", type=float, help="seconds of load per app first (3; 1)")
+    parser.add_argument(
+        "--warmup", type=float, help="seconds of warm-up load per app and workload (3; 1)"
+    )
     parser.add_argument("--connections", type=int, default=16, help="in flight (default 16)")
     parser.add_argument("--users", type=int, default=1000, help="distinct X-User-ID values")
     parser.add_argument("--loadgen", choices=["auto", "wrk", "httpx"], default="auto")
@@ -396,13 +513,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--load-url", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if (args.serve_app or args.load_url) and args.workload not in WORKLOADS:
+        parser.error(f"--serve-app and --load-url need --workload {' or '.join(WORKLOADS)}")
     if args.serve_app:
-        serve(args.serve_app, args.port)
+        serve(args.serve_app, args.workload, args.port)
         return 0
     if args.load_url:
-        httpx_load(args.load_url, args.connections, args.seconds, args.users, 1_000_000)
+        body = BODIES[args.workload]
+        httpx_load(args.load_url, body, args.connections, args.seconds, args.users, 1_000_000)
         return 0
 
+    selected = WORKLOADS if args.workload == "both" else (args.workload,)
     rounds_n = args.rounds or (2 if args.quick else 5)
     seconds = args.seconds or (2.0 if args.quick else 5.0)
     warmup = args.warmup if args.warmup is not None else (1.0 if args.quick else 3.0)
@@ -413,28 +534,13 @@ def main(argv: list[str] | None = None) -> int:
     server_cpu, load_cpu = (0, 1) if pin else (None, None)
     began = time.monotonic()
 
-    with ExitStack() as stack:
-        log = stack.enter_context(tempfile.TemporaryFile("w+"))
-        try:
-            servers = {app: stack.enter_context(server(app, server_cpu, log)) for app in APPS}
-        except RuntimeError:
-            log.seek(0)
-            print(log.read(), file=sys.stderr)
-            raise
-        print(check(servers, args.users))
-        if warmup > 0:
-            for app in APPS:
-                load(servers[app], args, warmup, load_cpu)
-        rounds: list[dict[str, dict[str, Any]]] = []
-        for n in range(rounds_n):
-            order = APPS if n % 2 == 0 else APPS[::-1]
-            results = {app: load(servers[app], args, seconds, load_cpu) for app in order}
-            rounds.append(results)
-            print(f"round {n + 1}/{rounds_n}: " + ", ".join(
-                f"{app} {results[app]['rps']:.0f} req/s "
-                f"({results[app].get('server_cpu_us', math.nan):.0f} CPU µs/req)" for app in APPS
-            ), flush=True)  # fmt: skip
-    rows = summarise(rounds)
+    results: dict[str, dict[str, Any]] = {}
+    for workload in selected:
+        rows = run_workload(workload, args, rounds_n, seconds, warmup, (server_cpu, load_cpu))
+        results[workload] = rows
+        print()
+        print(table(rows, workload))
+        print(flush=True)
     took = time.monotonic() - began
     meta = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -442,22 +548,31 @@ def main(argv: list[str] | None = None) -> int:
         "cpus": cpus, "pinned": {"server_cpu": server_cpu, "load_cpu": load_cpu},
         "loadgen": args.loadgen, "connections": args.connections, "users": args.users,
         "rounds": rounds_n, "seconds": seconds, "warmup": warmup, "ratio": RATIO,
-        "workers": 1, "took_s": round(took, 1),
+        "workers": 1, "took_s": round(took, 1), "workloads": list(selected),
     }  # fmt: skip
-    print()
-    print(table(rows))
     print(
-        f"\n{rounds_n} rounds × {seconds:g} s per app, load by {args.loadgen} with "
-        f"{args.connections} connections over {args.users} users, 1 uvicorn worker per app, "
+        f"{rounds_n} rounds × {seconds:g} s per app and workload ({', '.join(selected)}), load by "
+        f"{args.loadgen} with {args.connections} connections over {args.users} users, 1 uvicorn "
+        "worker per app, "
         + (f"server on CPU {server_cpu} and load on CPU {load_cpu}" if pin else "not pinned")
         + f"; Python {meta['python']}, langchain-core {meta['langchain-core']}, langserve "
         f"{meta['langserve']}, {cpus} CPUs, {took:.0f} s"
     )
-    errors = rows["router"]["errors"] + rows["direct"]["errors"]
-    if errors:
-        print(f"WARNING: {errors} failed requests: these numbers are not valid", file=sys.stderr)
+    for workload, rows in results.items():
+        errors = rows["router"]["errors"] + rows["direct"]["errors"]
+        if errors:
+            print(
+                f"WARNING: {errors} failed requests in the {workload} workload: its numbers are "
+                "not valid",
+                file=sys.stderr,
+            )
     if args.json is not None:
-        args.json.write_text(json.dumps({"meta": meta, "apps": rows}, indent=2) + "\n")
+        out = {
+            "meta": meta,
+            "workloads": {workload: {"apps": rows} for workload, rows in results.items()},
+            "apps": results[selected[0]],  # the first workload's, as before there were two
+        }
+        args.json.write_text(json.dumps(out, indent=2) + "\n")
         print(f"\nwrote {args.json}")
     return 0
 
