@@ -141,12 +141,15 @@ class _Colouring:
         self.header_names = tuple(name.lower().encode("latin-1") for name in headers)
 
     def _from_headers(self, scope: dict[str, Any]) -> Identity:
-        """The identity headers, read straight from the ASGI scope (no Request object)."""
-        found: list[str | None] = [None, None]
+        """The identity headers, read straight from the ASGI scope (no Request object); like
+        Starlette's ``headers.get``, the first of repeated headers counts, and empty is none."""
+        found: list[bytes | None] = [None, None]
         for name, value in scope.get("headers", ()):
-            if name in self.header_names and value:
-                found[self.header_names.index(name)] = value.decode("latin-1")
-        return found[0], found[1]
+            if name in self.header_names and found[self.header_names.index(name)] is None:
+                found[self.header_names.index(name)] = value
+        user, session = found
+        return (user.decode("latin-1") if user else None,
+                session.decode("latin-1") if session else None)  # fmt: skip
 
     async def _identify(self, scope: dict[str, Any], receive: Any) -> Identity:
         if self.identify is None:

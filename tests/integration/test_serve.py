@@ -296,6 +296,25 @@ def test_a_request_is_routed_once_and_its_headers_name_the_version_that_ran(
     assert app.sample("graylayer_requests_total", **dataclasses.asdict(labels), outcome="ok") == 1
 
 
+def test_of_repeated_identity_headers_the_first_counts_and_an_empty_one_is_none(
+    serve: Callable[..., Served],
+) -> None:
+    """As Starlette's ``request.headers.get`` reads them (the middleware reads the raw scope)."""
+    app = serve()
+    app.set_vip_ratio(0.5)
+    first, second = app.user_on(Version.CANDIDATE), app.user_on(Version.STABLE)
+    repeated = [("X-User-ID", first), ("X-User-ID", second)]
+    response = app.client.post("/agent/invoke", json={"input": QUESTION}, headers=repeated)
+    assert answer_of(response).startswith(PREFIX[Version.CANDIDATE])
+    assert_coloured(response, Version.CANDIDATE, "vip")
+
+    empty_first = [("X-User-ID", ""), ("X-User-ID", first)]
+    response = app.client.post("/agent/invoke", json={"input": QUESTION}, headers=empty_first)
+    assert answer_of(response).startswith(PREFIX[Version.STABLE])
+    assert response.headers["X-User-Layer"] == ""  # unrouted
+    assert app.router.health()["unrouted"] == 1
+
+
 @pytest.mark.parametrize("langserve", MODES)
 def test_a_client_sent_user_id_does_not_win_over_the_header(
     serve: Callable[..., Served], langserve: bool
