@@ -35,9 +35,10 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
 
 from langchain_graylayer._compat import StrEnum
 from langchain_graylayer.decision import Version
@@ -238,9 +239,12 @@ class _Accumulators:
             for name, value in counts.items():
                 slot.counts[name] += value
 
-    def add_latency(self, labels: RunLabels, seconds: float) -> None:
+    def add_request(self, labels: RunLabels, seconds: float, **counts: int) -> None:
+        """A request's counts and its latency, under one lock."""
         with self._lock:
             slot = self._slot(labels)
+            for name, value in counts.items():
+                slot.counts[name] += value
             slot.latency_count += 1
             slot.latency_sum += seconds
             position = bisect.bisect_left(DURATION_BUCKETS, seconds)
@@ -321,6 +325,9 @@ class GraylayerMetrics:
         self.registry = registry
         self.clock = clock
         self._acc = _Accumulators(clock, resolution, retention)
+        # (metric, label values) → child: ``labels()`` validates and locks on every call, and a
+        # request writes several series. Bounded: plans × versions × layers × a few values.
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         arm = ("plan", "version", "layer")
         self.requests = Counter(
             "graylayer_requests_total",
@@ -406,23 +413,33 @@ class GraylayerMetrics:
                     self.feedback.labels(*values, kind.value)
                 self.feedback_score.labels(*values)
 
+    def _child(self, metric: MetricWrapperBase, *values: str) -> Any:
+        """``metric.labels(*values)``, looked up once."""
+        key = (id(metric), values)
+        child = self._children.get(key)
+        if child is None:
+            child = metric.labels(*values)
+            if len(self._children) < 10_000:  # tool names come from the agent: a guard, not a limit
+                self._children[key] = child
+        return child
+
     def record_request(
         self, labels: RunLabels, outcome: Outcome, seconds: float, *, completed: bool
     ) -> None:
         """One routed request ended."""
-        values = (labels.plan, labels.version, labels.layer)
-        self.requests.labels(*values, outcome.value).inc()
-        self.duration.labels(*values).observe(seconds)
+        plan, version, layer = labels.plan, labels.version, labels.layer
+        self._child(self.requests, plan, version, layer, outcome.value).inc()
+        self._child(self.duration, plan, version, layer).observe(seconds)
         if completed:
-            self.completions.labels(*values).inc()
-        self._acc.add(
+            self._child(self.completions, plan, version, layer).inc()
+        self._acc.add_request(
             labels,
+            seconds,
             requests=1,
             errors=int(outcome is Outcome.ERROR),
             fallbacks=int(outcome is Outcome.FALLBACK),
             completions=int(completed),
         )
-        self._acc.add_latency(labels, seconds)
 
     def record_completion(self, labels: RunLabels) -> None:
         """A completion decided after the request was counted (a background judge)."""
@@ -432,17 +449,18 @@ class GraylayerMetrics:
     def record_tool(self, labels: RunLabels, tool: str, *, ok: bool) -> None:
         """One tool call ended (``ok=False``: raised, or returned a ToolMessage with error)."""
         status = "ok" if ok else "error"
-        self.tool_calls.labels(labels.plan, labels.version, labels.layer, tool, status).inc()
-        self.tool_results.labels(labels.plan, labels.version, labels.layer, status).inc()
+        plan, version, layer = labels.plan, labels.version, labels.layer
+        self._child(self.tool_calls, plan, version, layer, tool, status).inc()
+        self._child(self.tool_results, plan, version, layer, status).inc()
         self._acc.add(labels, tool_calls=1, tool_errors=int(not ok))
 
     def record_tokens(self, labels: RunLabels, *, input: int, output: int) -> None:
         """Tokens of one LLM call."""
-        values = (labels.plan, labels.version, labels.layer)
+        plan, version, layer = labels.plan, labels.version, labels.layer
         if input:
-            self.tokens.labels(*values, "input").inc(input)
+            self._child(self.tokens, plan, version, layer, "input").inc(input)
         if output:
-            self.tokens.labels(*values, "output").inc(output)
+            self._child(self.tokens, plan, version, layer, "output").inc(output)
         self._acc.add(labels, input_tokens=input, output_tokens=output)
 
     def record_feedback(

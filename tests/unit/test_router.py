@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import datetime, timezone
 from typing import Any
 from uuid import UUID
 
 import pytest
-from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
 from langchain_core.runnables import RunnableLambda, RunnableSequence
 from pydantic import BaseModel
 
@@ -314,6 +315,52 @@ class TestRunBookkeeping:
         assert recorder.starts[1]["metadata"][VERSION_KEY] == "candidate"
         assert [c async for c in router.astream("q", cfg("u1"))] == ["candidate:q"]
         assert await router.abatch(["a", "b"], [cfg("u1"), cfg()]) == ["candidate:a", "stable:b"]
+
+    @pytest.mark.parametrize("streamed", [False, True])
+    async def test_own_events_await_a_non_inline_async_handler_in_place(
+        self, streamed: bool
+    ) -> None:
+        """LangChain gathers a non-inline async handler (LangServe's event aggregator is one):
+        a task per event. The router's own two events await it in place; its children do not
+        change. Counted as tasks made per request, against the same handler run inline."""
+
+        class Recording(AsyncCallbackHandler):
+            def __init__(self, inline: bool) -> None:
+                self.run_inline = inline
+                self.names: list[str] = []
+
+            async def on_chain_start(self, serialized: Any, inputs: Any, **kw: Any) -> None:
+                self.names.append(kw.get("name") or "")
+
+            async def on_chain_end(self, outputs: Any, **kw: Any) -> None:
+                self.names.append("end")
+
+        loop = asyncio.get_running_loop()
+        made = 0
+
+        def counting(loop: asyncio.AbstractEventLoop, coro: Any, **kw: Any) -> asyncio.Task[Any]:
+            nonlocal made
+            made += 1
+            return asyncio.Task(coro, loop=loop, **kw)
+
+        async def tasks_for(handler: Recording) -> int:
+            nonlocal made
+            made, config = 0, cfg("u1", callbacks=[handler])
+            if streamed:
+                assert [c async for c in router.astream("q", config)] == ["stable:q"]
+            else:
+                assert await router.ainvoke("q", config) == "stable:q"
+            return made
+
+        router = make_router()
+        loop.set_task_factory(counting)
+        try:
+            inline, gathered = Recording(inline=True), Recording(inline=False)
+            extra = await tasks_for(gathered) - await tasks_for(inline)
+        finally:
+            loop.set_task_factory(None)
+        assert gathered.names == inline.names == ["GrayRouter", "stable_agent", "end", "end"]
+        assert extra == 2  # the version's start and end, gathered as before; none for the router
 
     def test_batch_routes_each_input_by_its_own_config(self) -> None:
         store = MemoryStore()
