@@ -437,7 +437,7 @@ def _serve_rows(apps: dict[str, Any]) -> str:
 def section_serve(d: dict[str, Any]) -> tuple[list[str], str]:
     meta = d.get("meta", {})
     settings = meta_line(
-        meta, ["loadgen", "connections", "users", "rounds", "seconds", "warmup", "workers"]
+        meta, ["mode", "loadgen", "connections", "users", "rounds", "seconds", "warmup", "workers"]
     )
     workloads = d.get("workloads")
     if isinstance(workloads, dict):

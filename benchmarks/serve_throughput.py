@@ -36,23 +36,34 @@ loopback port:
 
 A sanity check comes first: both apps answer, and the router serves both versions to 40 users (for
 the chain, each version answers with its own tag; for the agent, both answer ``[v1]``, so only the
-``X-Agent-Version`` header tells them apart). Load comes from a separate process: ``wrk`` with a
+``X-Agent-Version`` header tells them apart). Load comes from separate processes: ``wrk`` with a
 Lua script (POST JSON, ``X-User-ID`` cycling over ``--users`` ids) when it is on ``PATH``, else an
 ``httpx.AsyncClient`` load generator with the same shape. Either keeps ``--connections`` requests
-in flight for ``--seconds`` and stops by itself. Each app gets a warm-up first; then every round
-loads both, in an order that alternates between rounds, so drifting load on the machine lands on
-both alike. One workload's two servers are stopped before the next workload's start: never more
-than two servers at a time.
+in flight for ``--seconds`` and stops by itself. One workload's two servers are stopped before the
+next workload's start: never more than two servers at a time.
+
+Two ways to run the rounds (``--mode``):
+
+* ``paired`` (the default): every round loads both apps at the same time, one load generator
+  each, and both servers share one core. Whatever the machine does during the round (other jobs,
+  a slower clock), it does to both, so the same-round ratio is steady: on the development VM,
+  single rounds of the agent workload fall within ±0.05 of their median, where one app at a time
+  gave ±0.2. The scheduler splits the core evenly between the two busy servers (the table's
+  "server busy" is about 50% each), so each app's req/s is about half of what it would get alone
+  and ``router / direct`` is the throughput ratio on a saturated core.
+* ``alternate``: one app at a time, in an order that alternates between rounds; each app gets the
+  whole core, and drifting load on the machine lands on both alike only on average.
+
+Each workload starts with a warm-up (both apps, the same way as the rounds).
 
 The table, one per workload, gives per app the median requests per second over the rounds, its
 range, and the median of the rounds' p50 and p99 latencies (closed loop: queueing in the server
 included); ``router / direct`` is the median of the same-round ratios. It also gives the server
 process's CPU time per request (user + system, all threads, from ``/proc``) and how busy the
-server was (CPU seconds per second): on a shared machine req/s moves with other jobs, CPU per
-request much less; a server under 80% busy was not the bottleneck and its req/s says little. Any
-non-2xx answer or socket error is reported; a round with errors is not a valid measurement.
+server was (CPU seconds per second). Any non-2xx answer or socket error is reported; a round with
+errors is not a valid measurement.
 
-By default the servers are pinned to CPU 0 and the load generator to CPU 1 (``taskset``, with two
+By default the servers are pinned to CPU 0 and the load generators to CPU 1 (``taskset``, with two
 CPUs or more; ``--no-pin`` to let the scheduler place them).
 """
 
@@ -73,6 +84,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -402,7 +414,7 @@ def _median_or_none(values: list[float | None]) -> float | None:
     return statistics.median(known) if known else None
 
 
-def table(rows: dict[str, Any], workload: str = "chain") -> str:
+def table(rows: dict[str, Any], workload: str = "chain", mode: str = "paired") -> str:
     lines = [
         "| app | what | median req/s | range req/s | p50 ms | p99 ms | server CPU µs/req "
         "| server busy | requests | errors |",
@@ -432,8 +444,14 @@ def table(rows: dict[str, Any], workload: str = "chain") -> str:
             f"(median of same-round ratios; the req/s ratio on an idle core: "
             f"{1 / ratio['cpu_ratio']:.2f})"
         )
+    busy = [rows[app]["busy"] for app in APPS]
+    if mode == "paired" and None not in busy and sum(busy) < 0.8:
+        lines.append(
+            "NOTE: the two servers together used under 80% of their core: the load generators "
+            "or the machine limited the rate, not the servers"
+        )
     idle = [app for app in APPS if rows[app]["busy"] is not None and rows[app]["busy"] < 0.8]
-    if idle:
+    if idle and mode != "paired":
         lines.append(
             f"NOTE: {' and '.join(idle)} used under 80% of a core: the load generator or the "
             "machine limited the rate, not the server; compare CPU µs/req, not req/s"
@@ -472,13 +490,29 @@ def run_workload(
             print(log.read(), file=sys.stderr)
             raise
         print(check(servers, args.users, workload), flush=True)
+        pool = stack.enter_context(ThreadPoolExecutor(len(APPS)))
+
+        def together(seconds: float) -> dict[str, dict[str, Any]]:
+            """Both apps loaded at once, on the same core: they share whatever it gives."""
+            running = {app: pool.submit(load, servers[app], args, seconds, load_cpu, workload)
+                       for app in APPS}  # fmt: skip
+            return {app: running[app].result() for app in APPS}
+
         if warmup > 0:
-            for app in APPS:
-                load(servers[app], args, warmup, load_cpu, workload)
+            if args.mode == "paired":
+                together(warmup)
+            else:
+                for app in APPS:
+                    load(servers[app], args, warmup, load_cpu, workload)
         rounds: list[dict[str, dict[str, Any]]] = []
         for n in range(rounds_n):
-            order = APPS if n % 2 == 0 else APPS[::-1]
-            results = {app: load(servers[app], args, seconds, load_cpu, workload) for app in order}
+            if args.mode == "paired":
+                results = together(seconds)
+            else:
+                order = APPS if n % 2 == 0 else APPS[::-1]
+                results = {
+                    app: load(servers[app], args, seconds, load_cpu, workload) for app in order
+                }
             rounds.append(results)
             print(f"{workload} round {n + 1}/{rounds_n}: " + ", ".join(
                 f"{app} {results[app]['rps']:.0f} req/s "
@@ -504,7 +538,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--warmup", type=float, help="seconds of warm-up load per app and workload (3; 1)"
     )
-    parser.add_argument("--connections", type=int, default=16, help="in flight (default 16)")
+    parser.add_argument(
+        "--mode",
+        choices=["paired", "alternate"],
+        default="paired",
+        help="paired (default): each round loads both apps at once, both servers on one core; "
+        "alternate: one app at a time, the order alternating between rounds",
+    )
+    parser.add_argument(
+        "--connections", type=int, default=16, help="in flight, per app (default 16)"
+    )
     parser.add_argument("--users", type=int, default=1000, help="distinct X-User-ID values")
     parser.add_argument("--loadgen", choices=["auto", "wrk", "httpx"], default="auto")
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
@@ -539,7 +582,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = run_workload(workload, args, rounds_n, seconds, warmup, (server_cpu, load_cpu))
         results[workload] = rows
         print()
-        print(table(rows, workload))
+        print(table(rows, workload, args.mode))
         print(flush=True)
     took = time.monotonic() - began
     meta = {
@@ -548,10 +591,12 @@ def main(argv: list[str] | None = None) -> int:
         "cpus": cpus, "pinned": {"server_cpu": server_cpu, "load_cpu": load_cpu},
         "loadgen": args.loadgen, "connections": args.connections, "users": args.users,
         "rounds": rounds_n, "seconds": seconds, "warmup": warmup, "ratio": RATIO,
-        "workers": 1, "took_s": round(took, 1), "workloads": list(selected),
+        "workers": 1, "took_s": round(took, 1), "workloads": list(selected), "mode": args.mode,
     }  # fmt: skip
+    together = "both apps at once" if args.mode == "paired" else "one app at a time"
     print(
-        f"{rounds_n} rounds × {seconds:g} s per app and workload ({', '.join(selected)}), load by "
+        f"{rounds_n} rounds × {seconds:g} s per workload ({', '.join(selected)}), {together}, "
+        "load by "
         f"{args.loadgen} with {args.connections} connections over {args.users} users, 1 uvicorn "
         "worker per app, "
         + (f"server on CPU {server_cpu} and load on CPU {load_cpu}" if pin else "not pinned")
