@@ -658,8 +658,9 @@ class _InPlace:
 
     LangChain runs such handlers (LangServe's per-request event aggregator is one) through
     ``asyncio.gather``: a task and a few event-loop turns per event, about 35 µs. The router's own
-    run has two events and nothing to overlap them with, so it awaits the handler directly. Only
-    the router's own run manager sees the wrapper: its children inherit the handler itself.
+    run has two events and does nothing while they are handled, so it awaits the handler directly
+    (several such handlers: one after the other). Only the router's own run manager sees the
+    wrapper: its children inherit the handler itself.
     """
 
     __slots__ = ("handler",)
