@@ -19,17 +19,13 @@ from typing import Any, Generic, TypeVar, cast
 from uuid import UUID, uuid4
 
 from langchain_core.callbacks import (
-    AsyncCallbackHandler,
-    AsyncCallbackManager,
     AsyncCallbackManagerForChainRun,
     BaseCallbackHandler,
     CallbackManagerForChainRun,
 )
-from langchain_core.messages import BaseMessageChunk
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableSerializable
 from langchain_core.runnables.config import (
     ensure_config,
-    get_async_callback_manager_for_config,
     get_callback_manager_for_config,
     patch_config,
     set_config_context,
@@ -39,11 +35,17 @@ from langchain_core.utils.pydantic import TypeBaseModel
 from pydantic import ConfigDict, Field, PrivateAttr
 
 from langchain_graylayer._cache import ExpiringLRU
+from langchain_graylayer._runs import (
+    MEASURING,
+    Accumulator,
+    Call,
+    RouterHandler,
+    handlers_in,
+    own_run_manager,
+    with_handlers,
+)
 from langchain_graylayer.callbacks import (
-    AsyncGraylayerCallbackHandler,
     CompletionJudge,
-    GraylayerCallbackHandler,
-    _Measurer,
     default_completion_judge,
 )
 from langchain_graylayer.cleanup import ToolCallJournal
@@ -107,42 +109,13 @@ class _Runtime:
 
     def __init__(self, assigner: Assigner) -> None:
         self.assigner = assigner
-        self.handler: _RouterHandler | None = None
+        self.handler: RouterHandler | None = None
         self.journal: ToolCallJournal | None = None
         self.tracing: GraylayerTracingHandler | None = None
         # run id → (plan, version, layer): tuples of strings, which the garbage collector stops
         # tracking, so a full index (100 000 runs) does not slow every full collection down.
         self.runs: ExpiringLRU[str, tuple[str, str, str]] = ExpiringLRU(100_000, assigner.clock)
         self.runs_lock = threading.Lock()
-
-
-class _RouterHandler(GraylayerCallbackHandler):
-    """The router's own handler. The router reports each request's start and end itself, so
-    LangChain skips this handler for every chain event (a LangGraph agent run has dozens)."""
-
-    ignore_chain = True
-
-
-class _Call:
-    """One routed request: its labelled config, its run id, and what measures it (``None`` when
-    a handler attached by the caller measures requests from chain events)."""
-
-    __slots__ = ("config", "measurer", "run_id")
-
-    def __init__(self, config: RunnableConfig, run_id: UUID, measurer: _Measurer | None) -> None:
-        self.config, self.run_id, self.measurer = config, run_id, measurer
-
-    def started(self) -> None:
-        if self.measurer is not None:
-            self.measurer.chain_start(self.run_id, self.config.get("metadata"))
-
-    def fell_back(self) -> None:
-        if self.measurer is not None:
-            self.measurer.mark_fallback(self.run_id)
-
-    def ended(self, output: Any, error: BaseException | None = None) -> None:
-        if self.measurer is not None:
-            self.measurer.chain_end(self.run_id, output, error)
 
 
 Input = TypeVar("Input")
@@ -237,7 +210,7 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
                 judge = default_completion_judge  # a Runnable judge runs in the background
             # One handler measures and journals: each handler on a run costs every event a
             # dispatch through LangChain's callback manager.
-            rt.handler = _RouterHandler(metrics, judge=judge, journal=rt.journal)
+            rt.handler = RouterHandler(metrics, judge=judge, journal=rt.journal)
             metrics.init_arms(self.plan.id, self.plan.layer_names)
             metrics.watch_ratios(self.plan, self.store)
 
@@ -401,7 +374,7 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
     def _runnable(self, version: Version) -> Runnable[Input, Output]:
         return self.candidate if version is Version.CANDIDATE else self.stable
 
-    def _labelled(self, config: RunnableConfig, decision: RoutingDecision) -> _Call:
+    def _labelled(self, config: RunnableConfig, decision: RoutingDecision) -> Call:
         run_id = config.pop("run_id", None) or _new_run_id()
         metadata: dict[str, Any] = {
             PLAN_KEY: decision.plan_id,
@@ -421,12 +394,12 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
                 rt.runs.set(metadata[REQUEST_ID_KEY], served, self.feedback_ttl)
         handlers: list[BaseCallbackHandler] = []
         callbacks = config.get("callbacks")
-        present = _handlers_in(callbacks)
+        present = handlers_in(callbacks)
         measurer = None
         if rt.handler is not None:
-            if not any(isinstance(h, _MEASURING) for h in present):
+            if not any(isinstance(h, MEASURING) for h in present):
                 handlers.append(rt.handler)  # it journals the candidate's tool calls too
-            if not any(isinstance(h, _MEASURING) and not isinstance(h, _RouterHandler)
+            if not any(isinstance(h, MEASURING) and not isinstance(h, RouterHandler)
                        for h in present):  # fmt: skip
                 measurer = rt.handler.measurer
         if not handlers and rt.journal is not None and decision.version is Version.CANDIDATE:
@@ -443,10 +416,10 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
             "tags": sorted({*config.get("tags", []), *tags}),
         }
         if handlers:
-            labelled["callbacks"] = _with_handlers(callbacks, handlers)
-        return _Call(labelled, run_id, measurer)
+            labelled["callbacks"] = with_handlers(callbacks, handlers)
+        return Call(labelled, run_id, measurer)
 
-    def _fallback_config(self, call: _Call, run_manager: Any) -> RunnableConfig:
+    def _fallback_config(self, call: Call, run_manager: Any) -> RunnableConfig:
         """The stable retry's config: relabelled stable, tagged fallback, candidate tag removed."""
         call.fell_back()
         config = call.config
@@ -549,7 +522,7 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
         call = self._labelled(config, decision)
         config, run_id = call.config, call.run_id
         call.started()
-        run_manager = await _own_run_manager(config).on_chain_start(
+        run_manager = await own_run_manager(config).on_chain_start(
             None, input, name=config.get("run_name") or self.get_name(), run_id=run_id
         )
         try:
@@ -595,7 +568,7 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
         run_manager = get_callback_manager_for_config(config).on_chain_start(
             None, input, name=config.get("run_name") or self.get_name(), run_id=run_id
         )
-        final = _Accumulator[Output]()
+        final = Accumulator[Output]()
         try:
             child = patch_config(config, callbacks=run_manager.get_child())
             try:
@@ -627,10 +600,10 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
         call = self._labelled(config, decision)
         config, run_id = call.config, call.run_id
         call.started()
-        run_manager: AsyncCallbackManagerForChainRun = await _own_run_manager(
-            config
-        ).on_chain_start(None, input, name=config.get("run_name") or self.get_name(), run_id=run_id)
-        final = _Accumulator[Output]()
+        run_manager: AsyncCallbackManagerForChainRun = await own_run_manager(config).on_chain_start(
+            None, input, name=config.get("run_name") or self.get_name(), run_id=run_id
+        )
+        final = Accumulator[Output]()
         try:
             child = patch_config(config, callbacks=run_manager.get_child())
             try:
@@ -651,40 +624,6 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
         self._judge_in_background(run_id, decision, final.value)
         call.ended(final.value)
         await run_manager.on_chain_end(final.value)
-
-
-class _InPlace:
-    """An async handler that is not ``run_inline``, awaited in place for the router's own events.
-
-    LangChain runs such handlers (LangServe's per-request event aggregator is one) through
-    ``asyncio.gather``: a task and a few event-loop turns per event, about 35 µs. The router's own
-    run has two events and does nothing while they are handled, so it awaits the handler directly
-    (several such handlers: one after the other). Only the router's own run manager sees the
-    wrapper: its children inherit the handler itself.
-    """
-
-    __slots__ = ("handler",)
-    run_inline = True
-
-    def __init__(self, handler: AsyncCallbackHandler) -> None:
-        self.handler = handler
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.handler, name)
-
-
-def _own_run_manager(config: RunnableConfig) -> AsyncCallbackManager:
-    """The callback manager of the router's own run (async)."""
-    manager = get_async_callback_manager_for_config(config)
-    handlers = manager.handlers
-    if not all(h.run_inline for h in handlers):
-        manager.handlers = [
-            cast(BaseCallbackHandler, _InPlace(h))
-            if isinstance(h, AsyncCallbackHandler) and not h.run_inline
-            else h
-            for h in handlers
-        ]  # ``inheritable_handlers``, what children get, is a separate list: left as it is
-    return manager
 
 
 def _check_feedback(kind: FeedbackKind | str | None, score: float | None) -> FeedbackKind | None:
@@ -714,28 +653,6 @@ def _identity(config: RunnableConfig) -> Identity:
     )
 
 
-def _with_handlers(callbacks: Any, handlers: list[BaseCallbackHandler]) -> Any:
-    """``callbacks`` (a list, a manager or ``None``) plus inheritable ``handlers``, as
-    ``merge_configs`` combines them; a manager is copied, never changed."""
-    if callbacks is None:
-        return handlers
-    if isinstance(callbacks, list):
-        return [*callbacks, *handlers]
-    merged = callbacks.copy()
-    for handler in handlers:
-        merged.add_handler(handler, inherit=True)
-    return merged
-
-
-_MEASURING = (GraylayerCallbackHandler, AsyncGraylayerCallbackHandler)
-
-
-def _handlers_in(callbacks: Any) -> list[Any]:
-    """The handlers the caller attached (a list, or a callback manager's)."""
-    handlers = getattr(callbacks, "handlers", callbacks)
-    return handlers if isinstance(handlers, list) else []
-
-
 _JUDGES = ThreadPoolExecutor(max_workers=2, thread_name_prefix="graylayer-judge")
 
 
@@ -750,44 +667,3 @@ def _run_judge(
         return
     if accepted:
         metrics.record_completion(labels)
-
-
-def _merge_message_pair(previous: Any, chunk: Any) -> Any:
-    """``stream_mode="messages"`` yields ``(message chunk, metadata)``: keep the latest message,
-    merged with the previous chunks of the same message; other sequences: the last one."""
-    if len(chunk) != 2 or not isinstance(chunk[0], BaseMessageChunk):
-        return chunk
-    message = chunk[0]
-    if (
-        isinstance(previous, tuple)
-        and previous
-        and isinstance(previous[0], BaseMessageChunk)
-        and previous[0].id == message.id
-        and type(previous[0]) is type(message)
-    ):
-        message = previous[0] + message
-    return (message, chunk[1])
-
-
-class _Accumulator(Generic[Output]):
-    """The streamed run's output: the sum of its chunks, or the last chunk when they do not add
-    up (e.g. LangGraph's per-node update dicts), so the completion judge still sees the answer."""
-
-    def __init__(self) -> None:
-        self.value: Output | None = None
-        self.started = False
-        self._addable = True
-
-    def add(self, chunk: Output) -> None:
-        if isinstance(chunk, (tuple, list)):
-            self.value, self.started = _merge_message_pair(self.value, chunk), True
-            self._addable = False  # never concatenate tuples or lists of chunks
-        elif not self.started:
-            self.value, self.started = chunk, True
-        elif self._addable:
-            try:
-                self.value = cast(Any, self.value) + chunk
-            except TypeError:
-                self.value, self._addable = chunk, False
-        else:
-            self.value = chunk
