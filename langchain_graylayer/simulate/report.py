@@ -1,0 +1,338 @@
+"""Statistics over the simulator's runs (Wilson and order-statistic intervals,
+:func:`summarise`) and the report: Markdown tables, the targets, the CSV and the plot."""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from langchain_graylayer.simulate.engines import ENGINES
+from langchain_graylayer.simulate.traffic import SCENARIOS
+
+
+# ----------------------------------------------------------------------------- statistics
+def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score 95 % interval of a proportion."""
+    if n == 0:
+        return math.nan, math.nan
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(centre - half, 0.0), min(centre + half, 1.0)
+
+
+def _binomial_half_ppf(q: float, n: int) -> int:
+    """The smallest k with P(Binomial(n, ½) ≤ k) ≥ q."""
+    cdf, log_half_n = 0.0, -n * math.log(2)
+    for k in range(n + 1):
+        cdf += math.exp(
+            math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) + log_half_n
+        )
+        if cdf >= q:
+            return k
+    return n
+
+
+def median_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+    """Distribution-free (order-statistic) interval of the median: ranks from Binomial(n, ½)."""
+    n = len(values)
+    if n == 0:
+        return math.nan, math.nan
+    ordered = sorted(values)
+    low = _binomial_half_ppf((1 - level) / 2, n)  # ranks low+1 .. n−low (1-based)
+    if low < 1:
+        return ordered[0], ordered[-1]  # too few values: the range (coverage < level)
+    return ordered[low - 1], ordered[n - low]
+
+
+def _rate(k: int, n: int) -> dict[str, Any]:
+    low, high = wilson(k, n)
+    return {"k": k, "n": n, "rate": k / n if n else math.nan, "ci95": [low, high]}
+
+
+def _dist(values: Sequence[float]) -> dict[str, Any]:
+    if not values:
+        return {"n": 0, "median": None, "median_ci95": [None, None], "p90": None}
+    low, high = median_ci(values)
+    return {
+        "n": len(values),
+        "median": float(np.median(values)),
+        "median_ci95": [float(low), float(high)],
+        "p90": float(np.quantile(values, 0.9)),
+    }
+
+
+def _catch(run: dict[str, Any], srm_catches: bool) -> tuple[float, int, int, str] | None:
+    """(hours, users exposed, in the affected layers, by what) of the first catch, if any."""
+    srm = srm_catches and run.get("srm_hours") is not None
+    if srm and (not run["flagged"] or run["srm_hours"] <= run["flag_hours"]):
+        return run["srm_hours"], run["srm_exposed"], run["srm_exposed_affected"], "srm"
+    if run["flagged"]:
+        return (run["flag_hours"], run["flag_exposed"], run["flag_exposed_affected"],
+                run["flag_reason"])  # fmt: skip
+    return None
+
+
+def summarise(runs: Sequence[dict[str, Any]], scenario: str, engine: str) -> dict[str, Any]:
+    """Rates (Wilson 95 % CIs) and distributions (median with an order-statistic CI, p90).
+
+    A bad candidate is *caught* when it is rolled back — or, for a sample-ratio bug (S6), when
+    a sample-ratio alert holds it; *escaped* when it reached 100 % of every layer.
+    """
+    rows = [r for r in runs if r["scenario"] == scenario and r["engine"] == engine]
+    n = len(rows)
+    sc = SCENARIOS.get(scenario)
+    outcomes = Counter(r["outcome"] for r in rows)
+    catches = [c for r in rows if (c := _catch(r, bool(sc and sc.lost_share)))]
+    full = [r for r in rows if r["outcome"] == "full"]
+    where = Counter(
+        f"{r['layer']}@{r['ratio']:g}" for r in rows if r["outcome"] == "rollback" and r["layer"]
+    )
+    promotions: Counter[str] = Counter()
+    for r in rows:
+        promotions.update(r.get("promotions", {}))
+    return {
+        "scenario": scenario,
+        "engine": engine,
+        "bad": bool(sc.bad) if sc else None,
+        "description": sc.description if sc else "",
+        "seeds": n,
+        "rollback": _rate(outcomes["rollback"], n),
+        "full": _rate(outcomes["full"], n),
+        "timeout": _rate(outcomes["timeout"], n),
+        "caught": _rate(len(catches), n),
+        "srm_alerted": _rate(sum(r["srm_alerts"] > 0 for r in rows), n),
+        "silent_rollbacks": sum(bool(r.get("silent")) for r in rows),
+        "caught_by": dict(Counter(c[3] for c in catches).most_common()),
+        "rollback_where": dict(where.most_common()),
+        "exposed_at_catch": _dist([c[1] for c in catches]),
+        "exposed_affected_at_catch": _dist([c[2] for c in catches]),
+        "hours_to_catch": _dist([c[0] for c in catches]),
+        "hours_to_full": _dist([r["hours"] for r in full]),
+        "users_to_full": _dist([r["exposed"] for r in full]),
+        "promotions": dict(promotions),
+        "seconds_per_run": float(np.mean([r["seconds"] for r in rows])) if rows else None,
+    }
+
+
+# ----------------------------------------------------------------------------- reporting
+def _pct(rate: dict[str, Any]) -> str:
+    low, high = rate["ci95"]
+    if rate["n"] == 0:
+        return "—"
+    return f"{rate['rate']:.1%} [{low:.1%}, {high:.1%}] ({rate['k']}/{rate['n']})"
+
+
+def _q(d: dict[str, Any], digits: int = 0) -> str:
+    if d["median"] is None:
+        return "—"
+    low, high = d["median_ci95"]
+    f = f",.{digits}f"
+    return f"{d['median']:{f}} [{low:{f}}, {high:{f}}] / {d['p90']:{f}}"
+
+
+def _top(counter: Mapping[str, int], k: int = 3) -> str:
+    return ", ".join(f"{key} {value}" for key, value in list(counter.items())[:k]) or "—"
+
+
+def tables(summaries: Sequence[dict[str, Any]]) -> str:
+    """Markdown tables: good candidates, then bad ones."""
+    good = [s for s in summaries if not s["bad"]]
+    bad = [s for s in summaries if s["bad"]]
+    out = []
+    if good:
+        out += [
+            "Good candidates (a rollback is a false rollback):",
+            "",
+            "| scenario | engine | seeds | false rollback [95% CI] | SRM alert | reached 100% "
+            "[95% CI] | hours to 100%: median [CI] / p90 | users to 100%: median [CI] / p90 | "
+            "rolled back by |",
+            "|---|---|---:|---|---:|---|---:|---:|---|",
+        ]
+        for s in good:
+            out.append(
+                f"| {s['scenario']} | {s['engine']} | {s['seeds']} | {_pct(s['rollback'])} | "
+                f"{s['srm_alerted']['rate']:.1%} | {_pct(s['full'])} | "
+                f"{_q(s['hours_to_full'], 1)} | {_q(s['users_to_full'])} | "
+                f"{_top(s['caught_by'])} |"
+            )
+        out.append("")
+    if bad:
+        out += [
+            "Bad candidates (caught = rolled back, for S6 also held on a sample-ratio alert; "
+            "escape = reached 100% of every layer):",
+            "",
+            "| scenario | engine | seeds | caught [95% CI] | escape [95% CI] | SRM alert | users "
+            "exposed when caught: median [CI] / p90 | in the affected layer | hours to catch: "
+            "median / p90 | caught by |",
+            "|---|---|---:|---|---|---:|---:|---:|---:|---|",
+        ]
+        for s in bad:
+            affected = (
+                _q(s["exposed_affected_at_catch"]) if s["scenario"] == "S3" else "(all layers)"
+            )
+            hours = s["hours_to_catch"]
+            h = "—" if hours["median"] is None else f"{hours['median']:.1f} / {hours['p90']:.1f}"
+            out.append(
+                f"| {s['scenario']} | {s['engine']} | {s['seeds']} | {_pct(s['caught'])} | "
+                f"{_pct(s['full'])} | {s['srm_alerted']['rate']:.1%} | "
+                f"{_q(s['exposed_at_catch'])} | {affected} | {h} | "
+                f"{_top(s['caught_by'])} |"
+            )
+    return "\n".join(out)
+
+
+def check_targets(summaries: Sequence[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    """(target, status, evidence) for ``ours``; status is met / missed / not run."""
+    by = {(s["scenario"], s["engine"]): s for s in summaries}
+    ours = {k[0]: v for k, v in by.items() if k[1] == "ours"}
+    checks: list[tuple[str, str, str]] = []
+
+    s0 = ours.get("S0")
+    if s0 is None:
+        checks.append(("A/A false rollbacks ≤ 2% over ≥ 1 000 seeds", "not run", "no S0"))
+    else:
+        r = s0["rollback"]
+        ok = r["rate"] <= 0.02
+        status = ("met" if ok else "missed") + ("" if r["n"] >= 1000 else " (< 1 000 seeds)")
+        checks.append(("A/A false rollbacks ≤ 2% over ≥ 1 000 seeds", status, _pct(r)))
+
+    drops = [s for s in ("S2-5", "S2-10", "S2-25", "S3") if s in ours]
+    if drops:
+        escapes = {s: ours[s]["full"]["k"] for s in drops}
+        ok = not any(escapes.values())
+        evidence = ", ".join(f"{s} {k}/{ours[s]['seeds']}" for s, k in escapes.items())
+        checks.append(("no escape for drops ≥ 5 points", "met" if ok else "missed", evidence))
+    else:
+        checks.append(("no escape for drops ≥ 5 points", "not run", "no S2-5/10/25, S3"))
+
+    for sid, target, limit in (
+        ("S2-5", "−5 points: median users exposed well below 656", 656.0),
+        ("S2-25", "−25 points: caught within 60 users exposed (median)", 60.0),
+    ):
+        if sid not in ours:
+            checks.append((target, "not run", f"no {sid}"))
+            continue
+        d = ours[sid]["exposed_at_catch"]
+        if d["median"] is None:
+            checks.append((target, "missed", "never caught"))
+            continue
+        high = d["median_ci95"][1]
+        ok = d["median"] <= limit if limit == 60.0 else high < limit
+        checks.append(
+            (
+                target,
+                "met" if ok else "missed",
+                f"median {_q(d)} (caught {_pct(ours[sid]['caught'])})",
+            )
+        )
+
+    for sid in ("S0", "S1"):
+        if sid not in ours:
+            continue
+        d = ours[sid]["hours_to_full"]
+        share = ours[sid]["full"]
+        ok = d["median"] is not None and d["median"] < 12 and share["rate"] > 0.5
+        checks.append(
+            (f"{sid}: good candidate at 100% of every layer in a median < 12 h",
+             "met" if ok else "missed", f"hours {_q(d, 1)}; reached {_pct(share)}")
+        )  # fmt: skip
+    return checks
+
+
+def write_csv(path: Path, summaries: Sequence[dict[str, Any]]) -> None:
+    columns = [
+        "scenario", "engine", "bad", "seeds", "rollback_rate", "rollback_lo", "rollback_hi",
+        "full_rate", "full_lo", "full_hi", "caught_rate", "caught_lo", "caught_hi",
+        "timeout_rate", "srm_alerted_rate", "exposed_median", "exposed_median_lo",
+        "exposed_median_hi", "exposed_p90", "exposed_affected_median", "exposed_affected_p90",
+        "hours_to_catch_median", "hours_to_full_median", "hours_to_full_lo", "hours_to_full_hi",
+        "hours_to_full_p90", "users_to_full_median", "users_to_full_p90", "caught_by",
+        "description",
+    ]  # fmt: skip
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        for s in summaries:
+            e, a = s["exposed_at_catch"], s["exposed_affected_at_catch"]
+            h, u = s["hours_to_full"], s["users_to_full"]
+            writer.writerow([
+                s["scenario"], s["engine"], s["bad"], s["seeds"],
+                s["rollback"]["rate"], *s["rollback"]["ci95"],
+                s["full"]["rate"], *s["full"]["ci95"],
+                s["caught"]["rate"], *s["caught"]["ci95"],
+                s["timeout"]["rate"], s["srm_alerted"]["rate"],
+                e["median"], *e["median_ci95"], e["p90"], a["median"], a["p90"],
+                s["hours_to_catch"]["median"], h["median"], *h["median_ci95"], h["p90"],
+                u["median"], u["p90"],
+                "; ".join(f"{k} {v}" for k, v in s["caught_by"].items()), s["description"],
+            ])  # fmt: skip
+
+
+def plot(path: Path, summaries: Sequence[dict[str, Any]]) -> bool:
+    """Write ``simulate.png``: false rollback, escape and exposure per scenario and engine.
+    Returns False (and writes nothing) without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    engines = sorted({s["engine"] for s in summaries}, key=lambda e: ENGINES.index(e))
+    colours = {"ours": "tab:blue", "article": "tab:red"}
+    panels: list[tuple[str, list[dict[str, Any]], str]] = [
+        ("false rollback rate (good candidates)", [s for s in summaries if not s["bad"]],
+         "rollback"),
+        ("escape rate: reached 100% (bad candidates)", [s for s in summaries if s["bad"]],
+         "full"),
+        ("users exposed when caught (median, 95% CI)", [s for s in summaries if s["bad"]],
+         "exposed_at_catch"),
+    ]  # fmt: skip
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
+    for ax, (title, rows, key) in zip(axes, panels, strict=True):
+        scenarios = list(dict.fromkeys(s["scenario"] for s in rows))
+        for i, engine in enumerate(engines):
+            offset = (i - (len(engines) - 1) / 2) * 0.25
+            for j, sid in enumerate(scenarios):
+                s = next((r for r in rows if r["scenario"] == sid and r["engine"] == engine), None)
+                if s is None:
+                    continue
+                if key == "exposed_at_catch":
+                    d = s[key]
+                    if not d["median"]:  # none caught (or at 0 users: not on a log scale)
+                        continue
+                    y, (lo, hi) = d["median"], d["median_ci95"]
+                else:
+                    y, (lo, hi) = s[key]["rate"], s[key]["ci95"]
+                ax.bar(j + offset, y, width=0.25, color=colours.get(engine, "grey"), alpha=0.75,
+                       label=engine if j == 0 else None)  # fmt: skip
+                ax.errorbar(
+                    j + offset,
+                    y,
+                    yerr=[[max(y - lo, 0.0)], [max(hi - y, 0.0)]],
+                    color="black",
+                    capsize=3,
+                )
+        ax.set_xticks(range(len(scenarios)), scenarios, rotation=45)
+        ax.set_title(title, fontsize=10)
+        if key == "exposed_at_catch":
+            ax.set_yscale("log")
+            ax.axhline(
+                656, color="grey", linestyle=":", linewidth=1, label="656 (prototype, −5 pts)"
+            )
+        else:
+            ax.set_ylim(0, 1.05)
+            ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+        ax.legend(fontsize=8)
+    fig.suptitle("graylayer simulate: the product's controller vs the article's QoS rule")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
