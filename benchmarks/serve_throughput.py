@@ -492,27 +492,21 @@ def run_workload(
         print(check(servers, args.users, workload), flush=True)
         pool = stack.enter_context(ThreadPoolExecutor(len(APPS)))
 
-        def together(seconds: float) -> dict[str, dict[str, Any]]:
-            """Both apps loaded at once, on the same core: they share whatever it gives."""
-            running = {app: pool.submit(load, servers[app], args, seconds, load_cpu, workload)
-                       for app in APPS}  # fmt: skip
-            return {app: running[app].result() for app in APPS}
+        def one_round(seconds: float, n: int) -> dict[str, dict[str, Any]]:
+            """Paired: both apps loaded at once, on the same core, sharing whatever it gives.
+            Alternate: one app after the other, the first one changing from round to round."""
+            if args.mode == "paired":
+                running = {app: pool.submit(load, servers[app], args, seconds, load_cpu, workload)
+                           for app in APPS}  # fmt: skip
+                return {app: running[app].result() for app in APPS}
+            order = APPS if n % 2 == 0 else APPS[::-1]
+            return {app: load(servers[app], args, seconds, load_cpu, workload) for app in order}
 
         if warmup > 0:
-            if args.mode == "paired":
-                together(warmup)
-            else:
-                for app in APPS:
-                    load(servers[app], args, warmup, load_cpu, workload)
+            one_round(warmup, 0)
         rounds: list[dict[str, dict[str, Any]]] = []
         for n in range(rounds_n):
-            if args.mode == "paired":
-                results = together(seconds)
-            else:
-                order = APPS if n % 2 == 0 else APPS[::-1]
-                results = {
-                    app: load(servers[app], args, seconds, load_cpu, workload) for app in order
-                }
+            results = one_round(seconds, n)
             rounds.append(results)
             print(f"{workload} round {n + 1}/{rounds_n}: " + ", ".join(
                 f"{app} {results[app]['rps']:.0f} req/s "
