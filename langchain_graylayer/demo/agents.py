@@ -13,6 +13,7 @@ from typing import Any
 from langchain.agents import create_agent
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.runnables import Runnable
 
@@ -51,12 +52,14 @@ class SupportModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         reply = self._reply(messages)
-        tokens = sum(len(m.text) for m in messages) // 4
-        reply.usage_metadata = {
-            "input_tokens": tokens,
-            "output_tokens": len(reply.text) // 4 + 8,
-            "total_tokens": tokens + len(reply.text) // 4 + 8,
+        tokens_in = sum(len(m.text) for m in messages) // 4
+        tokens_out = len(reply.text) // 4 + 8
+        usage: UsageMetadata = {
+            "input_tokens": tokens_in,
+            "output_tokens": tokens_out,
+            "total_tokens": tokens_in + tokens_out,
         }
+        reply.usage_metadata = usage
         return ChatResult(generations=[ChatGeneration(message=reply)])
 
     def _reply(self, messages: list[BaseMessage]) -> AIMessage:

@@ -31,3 +31,12 @@ def test_quickstart_output_in_readme_is_current() -> None:
     with contextlib.redirect_stdout(out):
         assert main(["quickstart", "--users", "5000", "--seed", "7"]) == 0
     assert out.getvalue().strip() == block.group(1).strip()
+
+
+def test_ci_runs_the_test_command_the_readme_gives() -> None:
+    quickstart = re.search(r"## Quickstart\n.*?```bash\n(.*?)```", README, re.S)
+    assert quickstart is not None
+    lines = [line.split("#")[0].strip() for line in quickstart.group(1).splitlines()]
+    test_command = next(line for line in lines if "pytest" in line)
+    ci = (Path(__file__).parents[2] / ".ci" / "run").read_text(encoding="utf-8")
+    assert test_command in [line.strip() for line in ci.splitlines()]
