@@ -61,9 +61,9 @@ from langchain_core.utils.uuid import uuid7
 from prometheus_client import CollectorRegistry
 
 from langchain_graylayer import GrayRouter, MemoryStore, RolloutPlan
-from langchain_graylayer.callbacks import GraylayerCallbackHandler
-from langchain_graylayer.keys import LAYER_KEY, PLAN_KEY, REQUEST_ID_KEY, VERSION_KEY
-from langchain_graylayer.metrics import GraylayerMetrics
+from langchain_graylayer.measuring.handler import GraylayerCallbackHandler
+from langchain_graylayer.measuring.labels import LAYER_KEY, PLAN_KEY, REQUEST_ID_KEY, VERSION_KEY
+from langchain_graylayer.measuring.prometheus import GraylayerMetrics
 
 PLAN_ID = "bench"
 RATIO = 0.5

@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 
 from langchain_graylayer import RolloutPlan, simulate
-from langchain_graylayer.gates import Gates, Judging
+from langchain_graylayer.plan.gates import Gates, Judging
 from langchain_graylayer.simulate import TICK, PlanKnobs, Population, Scenario, Traffic, wilson
 
 PLAN_ID = "judge-quality"

@@ -102,7 +102,7 @@ def benches() -> list[Bench]:
             "simulate",
             "`graylayer simulate`: full rollout simulator",
             "Monte-Carlo rollouts over scenarios S0–S8 with traffic-sized steps",
-            [py, "-m", "langchain_graylayer.cli", "simulate"],
+            [py, "-m", "langchain_graylayer.cli.main", "simulate"],
             "dir",
         ),
     ]

@@ -55,8 +55,8 @@ from langchain_graylayer import (
     Store,
     UserProfile,
 )
-from langchain_graylayer.bucketing import bucket, in_candidate
-from langchain_graylayer.metrics import GraylayerMetrics
+from langchain_graylayer.measuring.prometheus import GraylayerMetrics
+from langchain_graylayer.plan.bucketing import bucket, in_candidate
 
 PLAN_ID = "bench"
 RATIO = 0.5

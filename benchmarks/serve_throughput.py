@@ -179,8 +179,8 @@ def build_app(kind: str, workload: str) -> Any:
     from prometheus_client import CollectorRegistry
 
     from langchain_graylayer import GrayRouter, MemoryStore, RolloutPlan
-    from langchain_graylayer.metrics import GraylayerMetrics
-    from langchain_graylayer.serve import add_gray_routes
+    from langchain_graylayer.measuring.prometheus import GraylayerMetrics
+    from langchain_graylayer.serve.app import add_gray_routes
 
     plan, store = RolloutPlan.default(PLAN_ID), MemoryStore()
     for layer in plan.layer_names:

@@ -11,46 +11,51 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from langchain_graylayer.bucketing import BUCKETS, bucket, in_candidate, ratio_threshold
-from langchain_graylayer.callbacks import (
-    AsyncGraylayerCallbackHandler,
-    GraylayerCallbackHandler,
-    default_completion_judge,
-)
-from langchain_graylayer.cleanup import ChatHistoryCleanup, CheckpointerCleanup, RollbackReport
-from langchain_graylayer.controller import AuditEntry, RolloutController
-from langchain_graylayer.decision import RouteReason, RoutingDecision, SessionPin, Version
 from langchain_graylayer.errors import (
     ConfigurationError,
     GraylayerError,
     StoreError,
     UnknownRunError,
 )
-from langchain_graylayer.gates import Gates, Guardrail, GuardrailMetric, Judging
-from langchain_graylayer.judge import Decision, Verdict, judge
-from langchain_graylayer.layering import (
-    LayerAssignment,
-    LayerReason,
+from langchain_graylayer.judging.judge import Decision, Verdict, judge
+from langchain_graylayer.judging.readmodel import ArmStats, MetricSource, Snapshot
+from langchain_graylayer.measuring.completion import default_completion_judge
+from langchain_graylayer.measuring.handler import (
+    AsyncGraylayerCallbackHandler,
+    GraylayerCallbackHandler,
+)
+from langchain_graylayer.measuring.prometheus import GraylayerMetrics, default_metrics
+from langchain_graylayer.measuring.prometheus_source import PrometheusSource
+from langchain_graylayer.measuring.sources import InProcessSource
+from langchain_graylayer.plan.assignment import LayerAssignment, LayerReason
+from langchain_graylayer.plan.bucketing import BUCKETS, bucket, in_candidate, ratio_threshold
+from langchain_graylayer.plan.gates import Gates, Guardrail, GuardrailMetric, Judging
+from langchain_graylayer.plan.plan import (
+    DEFAULT_STEPS,
+    LayerSpec,
+    RolloutPlan,
+    Version,
+    VersionInfo,
+)
+from langchain_graylayer.plan.profile import (
     LayerScorer,
     ScoreTerms,
     ScoreWeights,
     ScoringConfig,
-    TagRule,
     UserProfile,
 )
-from langchain_graylayer.metrics import (
-    ArmStats,
-    GraylayerMetrics,
-    InProcessSource,
-    MetricSource,
-    Snapshot,
-    default_metrics,
+from langchain_graylayer.plan.rules import TagRule
+from langchain_graylayer.rollout.cleanup import (
+    ChatHistoryCleanup,
+    CheckpointerCleanup,
+    RollbackReport,
 )
-from langchain_graylayer.plan import DEFAULT_STEPS, LayerSpec, RolloutPlan, VersionInfo
-from langchain_graylayer.prometheus_source import PrometheusSource
-from langchain_graylayer.router import GrayRouter
-from langchain_graylayer.routing import Assigner
+from langchain_graylayer.rollout.controller import AuditEntry, RolloutController
+from langchain_graylayer.routing.assigner import Assigner
+from langchain_graylayer.routing.decision import RouteReason, RoutingDecision
+from langchain_graylayer.routing.router import GrayRouter
 from langchain_graylayer.store import MemoryStore, Store
+from langchain_graylayer.store.protocols import SessionPin
 
 if TYPE_CHECKING:
     from langchain_graylayer.store.redis import RedisStore as RedisStore

@@ -5,7 +5,11 @@ Every exception derives from :class:`GraylayerError`::
     GraylayerError
     ├── ConfigurationError (also a ValueError)   an invalid plan, rule or argument
     ├── StoreError                               the state store could not be read or written
-    └── UnknownRunError (also a LookupError)     feedback for a run id unknown or expired
+    ├── UnknownRunError (also a LookupError)     feedback for a run id unknown or expired
+    ├── InvalidFeedbackTokenError                a feedback token forged, expired, for another
+    │                                            run, or already used
+    ├── ControllerBusyError                      another writer holds the plan's write lock
+    └── AdminAPIError                            the admin API could not be reached, or refused
 
 A user request never fails because of graylayer: the router catches ``StoreError`` (and anything
 else that goes wrong while routing), logs it, counts it and serves the stable version.
@@ -15,7 +19,16 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["ConfigurationError", "GraylayerError", "StoreError", "UnknownRunError", "add_note"]
+__all__ = [
+    "AdminAPIError",
+    "ConfigurationError",
+    "ControllerBusyError",
+    "GraylayerError",
+    "InvalidFeedbackTokenError",
+    "StoreError",
+    "UnknownRunError",
+    "add_note",
+]
 
 
 def add_note(exc: BaseException, note: str) -> None:
@@ -54,3 +67,15 @@ class UnknownRunError(GraylayerError, LookupError):
 
     Such feedback is rejected, never counted against a guessed version.
     """
+
+
+class InvalidFeedbackTokenError(GraylayerError):
+    """A feedback token that is forged, expired, for another run, or already used."""
+
+
+class ControllerBusyError(GraylayerError):
+    """Another writer holds the plan's write lock; nothing was changed. Retry shortly."""
+
+
+class AdminAPIError(GraylayerError):
+    """The admin API could not be reached, or refused the request."""

@@ -44,7 +44,7 @@ from langchain_graylayer import (
     UserProfile,
     default_metrics,
 )
-from langchain_graylayer.serve import add_gray_routes
+from langchain_graylayer.serve.app import add_gray_routes
 
 __all__ = ["DEMO_PROFILES", "PLAN", "app", "create_app"]
 

@@ -2,8 +2,9 @@
 
 Two versions of a customer-service agent built with ``langchain.agents.create_agent`` (offline,
 rule-following fake chat models; real ``lookup_order`` and ``issue_refund`` tools) are served
-through a real :class:`~.router.GrayRouter`, measured by its real handlers, and judged and moved by
-a real :class:`~.controller.RolloutController` ticking on a simulated clock:
+through a real :class:`~langchain_graylayer.routing.router.GrayRouter`, measured by its real
+handlers, and judged and moved by a real
+:class:`~langchain_graylayer.rollout.controller.RolloutController` ticking on a simulated clock:
 
 * **act one** — candidate v2.0 (the new LLM agent, ~87% of tasks) against v1.8 (the old rule
   engine, ~60%). v2.0 refunds only half the shipping fee on late deliveries, a question only the

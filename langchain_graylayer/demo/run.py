@@ -13,9 +13,6 @@ import numpy as np
 from langchain_core.chat_history import InMemoryChatMessageHistory
 from langchain_core.messages import AIMessage, HumanMessage
 
-from langchain_graylayer.cleanup import ChatHistoryCleanup
-from langchain_graylayer.controller import AuditEntry, RolloutController
-from langchain_graylayer.decision import Version
 from langchain_graylayer.demo.agents import grade, support_agent
 from langchain_graylayer.demo.world import (
     DAY,
@@ -30,10 +27,14 @@ from langchain_graylayer.demo.world import (
     make_population,
     owed_refund,
 )
-from langchain_graylayer.layering import LayerScorer
-from langchain_graylayer.metrics import ArmStats, GraylayerMetrics, InProcessSource
-from langchain_graylayer.plan import RolloutPlan
-from langchain_graylayer.router import GrayRouter
+from langchain_graylayer.judging.readmodel import ArmStats
+from langchain_graylayer.measuring.prometheus import GraylayerMetrics
+from langchain_graylayer.measuring.sources import InProcessSource
+from langchain_graylayer.plan.plan import RolloutPlan, Version
+from langchain_graylayer.plan.profile import LayerScorer
+from langchain_graylayer.rollout.cleanup import ChatHistoryCleanup
+from langchain_graylayer.rollout.controller import AuditEntry, RolloutController
+from langchain_graylayer.routing.router import GrayRouter
 from langchain_graylayer.store.memory import MemoryStore
 
 

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 from langchain_core.tools import BaseTool, StructuredTool
 
-from langchain_graylayer.layering import LayerScorer, UserProfile
-from langchain_graylayer.plan import RolloutPlan
+from langchain_graylayer.plan.plan import RolloutPlan
+from langchain_graylayer.plan.profile import LayerScorer, UserProfile
 
 LAYER_SHARES: dict[str, float] = {
     "internal": 0.005,

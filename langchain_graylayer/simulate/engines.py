@@ -14,16 +14,16 @@ from typing import Any
 
 import numpy as np
 
-from langchain_graylayer.controller import RolloutController
-from langchain_graylayer.gates import Gates, Judging
-from langchain_graylayer.metrics import MetricSource
-from langchain_graylayer.plan import LayerSpec, RolloutPlan
-from langchain_graylayer.qos import (
+from langchain_graylayer.judging.qos import (
     HIGH_RISK_QOS_WEIGHTS,
     QosInputs,
     article_qos_verdict,
     qos_score,
 )
+from langchain_graylayer.judging.readmodel import MetricSource
+from langchain_graylayer.plan.gates import Gates, Judging
+from langchain_graylayer.plan.plan import LayerSpec, RolloutPlan
+from langchain_graylayer.rollout.controller import RolloutController
 from langchain_graylayer.simulate.traffic import (
     CANDIDATE,
     COMPLAINT,

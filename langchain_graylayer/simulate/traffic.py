@@ -12,13 +12,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from langchain_graylayer.decision import Version
-from langchain_graylayer.metrics import (
-    DURATION_BUCKETS,
-    ArmStats,
-    LatencySummary,
-    Snapshot,
-)
+from langchain_graylayer.judging.readmodel import ArmStats, LatencySummary, Snapshot
+from langchain_graylayer.measuring.windows import DURATION_BUCKETS
+from langchain_graylayer.plan.plan import Version
 
 Array = npt.NDArray[Any]
 

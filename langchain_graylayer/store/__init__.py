@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from langchain_graylayer.store.base import Store, check_ratio
 from langchain_graylayer.store.memory import MemoryStore
+from langchain_graylayer.store.protocols import Store, check_ratio
 
 if TYPE_CHECKING:
     from langchain_graylayer.store.redis import RedisStore as RedisStore

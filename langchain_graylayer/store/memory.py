@@ -8,10 +8,11 @@ from collections import deque
 from collections.abc import Callable, Mapping
 
 from langchain_graylayer._cache import ExpiringLRU
-from langchain_graylayer.decision import SessionPin, Version
 from langchain_graylayer.errors import ConfigurationError
-from langchain_graylayer.layering import LayerAssignment, UserProfile
-from langchain_graylayer.store.base import check_ratio
+from langchain_graylayer.plan.assignment import LayerAssignment
+from langchain_graylayer.plan.plan import Version
+from langchain_graylayer.plan.profile import UserProfile
+from langchain_graylayer.store.protocols import SessionPin, check_ratio
 
 __all__ = ["MemoryStore"]
 

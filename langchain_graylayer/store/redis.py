@@ -28,10 +28,11 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from langchain_graylayer.decision import SessionPin, Version
 from langchain_graylayer.errors import ConfigurationError, StoreError
-from langchain_graylayer.layering import LayerAssignment, UserProfile
-from langchain_graylayer.store.base import check_ratio
+from langchain_graylayer.plan.assignment import LayerAssignment
+from langchain_graylayer.plan.plan import Version
+from langchain_graylayer.plan.profile import UserProfile
+from langchain_graylayer.store.protocols import SessionPin, check_ratio
 
 try:
     import redis

@@ -31,8 +31,8 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, StateGraph
 
 from langchain_graylayer import GrayRouter, MemoryStore, RolloutPlan, UserProfile, Version
-from langchain_graylayer.decision import RouteReason
-from langchain_graylayer.router import (
+from langchain_graylayer.routing.decision import RouteReason
+from langchain_graylayer.routing.router import (
     FALLBACK_KEY,
     LAYER_KEY,
     PLAN_KEY,

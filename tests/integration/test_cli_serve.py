@@ -26,8 +26,8 @@ import httpx
 import pytest
 from _servers import ManagedProcess, free_port
 
-from langchain_graylayer.cli import main
-from langchain_graylayer.plan import RolloutPlan
+from langchain_graylayer.cli.main import main
+from langchain_graylayer.plan.plan import RolloutPlan
 
 HERE = Path(__file__).parent
 PLAN = HERE.parent.parent / "examples" / "plan.yaml"

@@ -12,9 +12,10 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import START, MessagesState, StateGraph
 
 from langchain_graylayer import RolloutPlan
-from langchain_graylayer.cleanup import CheckpointerCleanup
-from langchain_graylayer.controller import RolloutController
-from langchain_graylayer.metrics import GraylayerMetrics, InProcessSource
+from langchain_graylayer.measuring.prometheus import GraylayerMetrics
+from langchain_graylayer.measuring.sources import InProcessSource
+from langchain_graylayer.rollout.cleanup import CheckpointerCleanup
+from langchain_graylayer.rollout.controller import RolloutController
 from langchain_graylayer.store.redis import RedisStore
 
 PLAN = RolloutPlan.default("refund-v2")

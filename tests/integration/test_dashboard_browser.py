@@ -35,7 +35,7 @@ from langchain_graylayer import (
     RolloutPlan,
     UserProfile,
 )
-from langchain_graylayer.serve import add_gray_routes
+from langchain_graylayer.serve.app import add_gray_routes
 
 try:
     from playwright.sync_api import expect, sync_playwright

@@ -16,9 +16,9 @@ import pytest
 
 pytest.importorskip("langchain.agents", reason="the demo's agents need langchain (the [dev] extra)")
 
-from langchain_graylayer.cli import main
+from langchain_graylayer.cli.main import main
 from langchain_graylayer.demo import LAYER_SHARES, DemoResult, run_demo
-from langchain_graylayer.gates import GuardrailMetric
+from langchain_graylayer.plan.gates import GuardrailMetric
 
 SEED = 11
 ACT_ONE, ACT_TWO = "refund-v2-0", "refund-v2-1"

@@ -47,20 +47,22 @@ from test_agents import (
 )
 
 from langchain_graylayer import GrayRouter, MemoryStore, RolloutPlan, UserProfile, Version
-from langchain_graylayer.callbacks import (
+from langchain_graylayer.errors import ConfigurationError, UnknownRunError
+from langchain_graylayer.judging.readmodel import ArmStats, LatencySummary
+from langchain_graylayer.measuring.completion import final_answer
+from langchain_graylayer.measuring.handler import (
     AsyncGraylayerCallbackHandler,
     GraylayerCallbackHandler,
-    final_answer,
 )
-from langchain_graylayer.errors import ConfigurationError, UnknownRunError
-from langchain_graylayer.keys import LAYER_KEY, PLAN_KEY, REQUEST_ID_KEY, VERSION_KEY
-from langchain_graylayer.metrics import (
-    ArmStats,
-    GraylayerMetrics,
-    InProcessSource,
-    LatencySummary,
+from langchain_graylayer.measuring.labels import (
+    LAYER_KEY,
+    PLAN_KEY,
+    REQUEST_ID_KEY,
+    VERSION_KEY,
     RunLabels,
 )
+from langchain_graylayer.measuring.prometheus import GraylayerMetrics
+from langchain_graylayer.measuring.sources import InProcessSource
 
 PLAN_ID = "support-v2"
 ALICE, ERIN = "alice", "erin"
@@ -715,7 +717,7 @@ async def test_a_failing_handler_never_breaks_the_request(
     registry = CollectorRegistry()
     router = make_router(metrics=BrokenMetrics(registry=registry))
 
-    with caplog.at_level(logging.ERROR, logger="langchain_graylayer.callbacks"):
+    with caplog.at_level(logging.ERROR, logger="langchain_graylayer.measuring.handler"):
         assert await serve(router, mode, [ALICE]) == [CANDIDATE_ANSWER]
 
     assert registry.get_sample_value("graylayer_handler_errors_total") == 1

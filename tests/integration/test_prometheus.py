@@ -35,17 +35,12 @@ from langchain_core.tools import tool
 from prometheus_client import CollectorRegistry, start_http_server
 
 from langchain_graylayer import GrayRouter, MemoryStore, RolloutPlan, Version
-from langchain_graylayer.metrics import (
-    DURATION_BUCKETS,
-    ArmStats,
-    GraylayerMetrics,
-    InProcessSource,
-    LatencySummary,
-    Outcome,
-    RunLabels,
-    Snapshot,
-)
-from langchain_graylayer.prometheus_source import PrometheusSource
+from langchain_graylayer.judging.readmodel import ArmStats, LatencySummary, Snapshot
+from langchain_graylayer.measuring.labels import Outcome, RunLabels
+from langchain_graylayer.measuring.prometheus import GraylayerMetrics
+from langchain_graylayer.measuring.prometheus_source import PrometheusSource
+from langchain_graylayer.measuring.sources import InProcessSource
+from langchain_graylayer.measuring.windows import DURATION_BUCKETS
 
 JOB = "graylayer-app"
 WINDOW = 120

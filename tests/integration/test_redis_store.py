@@ -14,9 +14,11 @@ import pytest
 import redis
 from _servers import free_port, wait_until
 
-from langchain_graylayer.decision import SessionPin, Version
 from langchain_graylayer.errors import ConfigurationError, StoreError
-from langchain_graylayer.layering import LayerAssignment, LayerReason, UserProfile
+from langchain_graylayer.plan.assignment import LayerAssignment, LayerReason
+from langchain_graylayer.plan.plan import Version
+from langchain_graylayer.plan.profile import UserProfile
+from langchain_graylayer.store.protocols import SessionPin
 from langchain_graylayer.store.redis import RedisStore
 
 MakeRedisStore = Callable[..., RedisStore]

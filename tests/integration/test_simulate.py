@@ -21,9 +21,9 @@ import pytest
 
 from langchain_graylayer import cli
 from langchain_graylayer import simulate as sim
-from langchain_graylayer.decision import Version
-from langchain_graylayer.metrics import ArmStats, MetricSource, Snapshot
-from langchain_graylayer.qos import article_qos_verdict
+from langchain_graylayer.judging.qos import article_qos_verdict
+from langchain_graylayer.judging.readmodel import ArmStats, MetricSource, Snapshot
+from langchain_graylayer.plan.plan import Version
 
 
 class RecordingTraffic(sim.Traffic):

@@ -8,10 +8,12 @@ from datetime import datetime, timezone
 
 import pytest
 
-from langchain_graylayer.decision import SessionPin, Version
 from langchain_graylayer.errors import ConfigurationError
-from langchain_graylayer.layering import LayerAssignment, LayerReason, UserProfile
+from langchain_graylayer.plan.assignment import LayerAssignment, LayerReason
+from langchain_graylayer.plan.plan import Version
+from langchain_graylayer.plan.profile import UserProfile
 from langchain_graylayer.store import MemoryStore, Store
+from langchain_graylayer.store.protocols import SessionPin
 
 SHORT_TTL = 0.15
 """Seconds: long enough to read an entry back, short enough to sleep past it."""

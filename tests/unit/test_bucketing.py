@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from langchain_graylayer.bucketing import BUCKETS, bucket, in_candidate, ratio_threshold
+from langchain_graylayer.plan.bucketing import BUCKETS, bucket, in_candidate, ratio_threshold
 
 CASES = json.loads((Path(__file__).parent.parent / "data" / "bucketing_cases.json").read_text())
 

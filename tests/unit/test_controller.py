@@ -12,9 +12,10 @@ from langchain_core.runnables import RunnableLambda
 from langchain_core.tools import tool
 
 from langchain_graylayer import GrayRouter, MemoryStore, RolloutPlan, StoreError, Version
-from langchain_graylayer.cleanup import ChatHistoryCleanup
-from langchain_graylayer.controller import LayerPhase, PlanStatus, RolloutController
-from langchain_graylayer.metrics import GraylayerMetrics, InProcessSource
+from langchain_graylayer.measuring.prometheus import GraylayerMetrics
+from langchain_graylayer.measuring.sources import InProcessSource
+from langchain_graylayer.rollout.cleanup import ChatHistoryCleanup
+from langchain_graylayer.rollout.controller import LayerPhase, PlanStatus, RolloutController
 
 GATES = {"min_samples": 40, "bake_time": 60, "max_step_time": 300}
 

@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from langchain_graylayer.metrics import FeedbackKind, GraylayerMetrics, Outcome, RunLabels
+from langchain_graylayer.measuring.feedback import FeedbackKind
+from langchain_graylayer.measuring.labels import Outcome, RunLabels
+from langchain_graylayer.measuring.prometheus import GraylayerMetrics
 
 DASHBOARD = Path(__file__).parents[2] / "examples" / "grafana_dashboard.json"
 METRIC = re.compile(r"\bgraylayer_[a-zA-Z0-9_]+")

@@ -10,10 +10,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from langchain_graylayer.gates import Gates, Judging
-from langchain_graylayer.judge import Decision, JudgeInput, judge
-from langchain_graylayer.metrics import ArmStats, LatencySummary
-from langchain_graylayer.qos import article_qos_verdict
+from langchain_graylayer.judging.judge import Decision, JudgeInput, judge
+from langchain_graylayer.judging.qos import article_qos_verdict
+from langchain_graylayer.judging.readmodel import ArmStats, LatencySummary
+from langchain_graylayer.plan.gates import Gates, Judging
 
 CASES = json.loads((Path(__file__).parents[1] / "data" / "judge_cases.json").read_text())["cases"]
 

@@ -15,7 +15,8 @@ from langchain_graylayer import (
     TagRule,
     UserProfile,
 )
-from langchain_graylayer.layering import LayerAssignment, sensitive_word
+from langchain_graylayer.plan.assignment import LayerAssignment
+from langchain_graylayer.plan.rules import sensitive_word
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
 SCORER = LayerScorer(clock=NOW.timestamp)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from langchain_graylayer.decision import SessionPin, Version
 from langchain_graylayer.errors import ConfigurationError
-from langchain_graylayer.layering import LayerAssignment, LayerReason
+from langchain_graylayer.plan.assignment import LayerAssignment, LayerReason
+from langchain_graylayer.plan.plan import Version
 from langchain_graylayer.store import MemoryStore
+from langchain_graylayer.store.protocols import SessionPin
 
 VIP = LayerAssignment("vip", LayerReason.SCORE, 0.1)
 

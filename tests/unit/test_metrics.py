@@ -1,4 +1,4 @@
-"""Tests for langchain_graylayer.metrics (and the output readers of callbacks), without agents.
+"""Tests for langchain_graylayer.measuring (and the output readers of callbacks), without agents.
 
 The windowed in-process accumulators run on an injected clock; Prometheus is read back from a
 ``CollectorRegistry`` of the test's own.
@@ -15,19 +15,14 @@ from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, Too
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from langchain_graylayer import MemoryStore, RolloutPlan, Version
-from langchain_graylayer.callbacks import default_completion_judge, final_answer
 from langchain_graylayer.errors import StoreError
-from langchain_graylayer.metrics import (
-    DURATION_BUCKETS,
-    ArmStats,
-    FeedbackKind,
-    GraylayerMetrics,
-    InProcessSource,
-    LatencySummary,
-    Outcome,
-    RunLabels,
-    default_metrics,
-)
+from langchain_graylayer.judging.readmodel import ArmStats, LatencySummary
+from langchain_graylayer.measuring.completion import default_completion_judge, final_answer
+from langchain_graylayer.measuring.feedback import FeedbackKind
+from langchain_graylayer.measuring.labels import Outcome, RunLabels
+from langchain_graylayer.measuring.prometheus import GraylayerMetrics, default_metrics
+from langchain_graylayer.measuring.sources import InProcessSource
+from langchain_graylayer.measuring.windows import DURATION_BUCKETS
 
 PLAN = "refund-v2"
 LABELS = RunLabels(PLAN, "candidate", "normal")

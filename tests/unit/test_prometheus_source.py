@@ -23,20 +23,15 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from prometheus_client import CollectorRegistry
 
-import langchain_graylayer.prometheus_source as prometheus_source
-from langchain_graylayer.decision import Version
+import langchain_graylayer.measuring.prometheus_source as prometheus_source
 from langchain_graylayer.errors import ConfigurationError
-from langchain_graylayer.metrics import (
-    DURATION_BUCKETS,
-    ArmStats,
-    FeedbackKind,
-    GraylayerMetrics,
-    LatencySummary,
-    MetricSource,
-    Outcome,
-    RunLabels,
-)
-from langchain_graylayer.prometheus_source import PrometheusSource, escape_label_value
+from langchain_graylayer.judging.readmodel import ArmStats, LatencySummary, MetricSource
+from langchain_graylayer.measuring.feedback import FeedbackKind
+from langchain_graylayer.measuring.labels import Outcome, RunLabels
+from langchain_graylayer.measuring.prometheus import GraylayerMetrics
+from langchain_graylayer.measuring.prometheus_source import PrometheusSource, escape_label_value
+from langchain_graylayer.measuring.windows import DURATION_BUCKETS
+from langchain_graylayer.plan.plan import Version
 
 NOW = 1_700_000_000.25
 # One complete double-quoted PromQL string literal: no raw newline, every quote escaped.

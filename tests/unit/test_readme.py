@@ -7,7 +7,7 @@ import io
 import re
 from pathlib import Path
 
-from langchain_graylayer.cli import main
+from langchain_graylayer.cli.main import main
 
 README = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
 

@@ -25,7 +25,7 @@ from langchain_graylayer import (
     bucket,
     in_candidate,
 )
-from langchain_graylayer.router import LAYER_KEY, PLAN_KEY, REQUEST_ID_KEY, VERSION_KEY
+from langchain_graylayer.routing.router import LAYER_KEY, PLAN_KEY, REQUEST_ID_KEY, VERSION_KEY
 
 PLAN_ID = "refund-v2"
 
@@ -391,7 +391,7 @@ class TestFallback:
         store.set_ratio(PLAN_ID, "vip", 1.0)
         router = failing_candidate(store)
         recorder = Recorder()
-        with caplog.at_level(logging.WARNING, "langchain_graylayer.router"):
+        with caplog.at_level(logging.WARNING, "langchain_graylayer.routing.router"):
             assert router.invoke("q", cfg("u1", callbacks=[recorder])) == "stable:q"
         assert "candidate bug" in caplog.text
         assert router.health()["fallback"] == 1

@@ -8,7 +8,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from langchain_graylayer import GrayRouter, MemoryStore, RolloutPlan
-from langchain_graylayer.metrics import GraylayerMetrics
+from langchain_graylayer.measuring.prometheus import GraylayerMetrics
 
 
 def test_router_with_a_tracer_spans_each_request_and_knows_its_trace_id() -> None:

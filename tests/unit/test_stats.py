@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from langchain_graylayer import qos, stats
 from langchain_graylayer.errors import ConfigurationError
-from langchain_graylayer.qos import (
+from langchain_graylayer.judging import qos, stats
+from langchain_graylayer.judging.qos import (
     HIGH_RISK_QOS_WEIGHTS,
     LOW_RISK_QOS_WEIGHTS,
     QosInputs,
@@ -26,7 +26,7 @@ from langchain_graylayer.qos import (
     article_qos_verdict,
     qos_score,
 )
-from langchain_graylayer.stats import (
+from langchain_graylayer.judging.stats import (
     MIN_TRIALS,
     ArmCounts,
     compare_means,

@@ -32,9 +32,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 
 from langchain_graylayer import GrayRouter, MemoryStore, RolloutPlan, Version
-from langchain_graylayer.keys import REQUEST_ID_KEY
-from langchain_graylayer.metrics import GraylayerMetrics
-from langchain_graylayer.tracing import GraylayerTracingHandler
+from langchain_graylayer.measuring.labels import REQUEST_ID_KEY
+from langchain_graylayer.measuring.prometheus import GraylayerMetrics
+from langchain_graylayer.measuring.tracing import GraylayerTracingHandler
 
 PLAN_ID = "support-v2"
 MODEL = "fake-gpt"
@@ -307,7 +307,7 @@ class TestFailures:
         provider = TracerProvider()
         provider.add_span_processor(Exploding())
         broken = GraylayerTracingHandler(provider.get_tracer("t"))
-        with caplog.at_level(logging.ERROR, logger="langchain_graylayer.tracing"):
+        with caplog.at_level(logging.ERROR, logger="langchain_graylayer.measuring.tracing"):
             out = router.invoke(
                 ask("lookup_order A-1"), cfg(broken, users_on(router, Version.CANDIDATE)[0])
             )
@@ -404,8 +404,8 @@ def test_without_opentelemetry_the_handler_does_nothing() -> None:
         sys.modules["opentelemetry"] = None  # as if the [otel] extra were not installed
         from langchain_core.runnables import RunnableLambda
         from langchain_graylayer import GrayRouter, RolloutPlan
-        from langchain_graylayer.metrics import GraylayerMetrics
-        from langchain_graylayer.tracing import GraylayerTracingHandler
+        from langchain_graylayer.measuring.prometheus import GraylayerMetrics
+        from langchain_graylayer.measuring.tracing import GraylayerTracingHandler
 
         handler = GraylayerTracingHandler()
         assert not handler.enabled

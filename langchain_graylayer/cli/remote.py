@@ -1,0 +1,429 @@
+"""The server and client commands of ``graylayer``, registered by :mod:`.cli`.
+
+* ``serve``: one process that serves an agent behind a
+  :class:`~langchain_graylayer.routing.router.GrayRouter` with LangServe, the admin API, the
+  dashboard and ``/metrics``, and runs the rollout controller in a background thread;
+* ``status``, ``audit``, ``pause``, ``resume``, ``rollback``, ``promote`` (and ``route --url``):
+  talk to a running server's admin API. They use the standard library only (``urllib``), so the
+  client needs no extra.
+
+Client errors are one line and exit code 2 (through :func:`.cli.main`): the server cannot be
+reached, the admin token is wrong or missing (401), or the server refused the action (its detail,
+for 409 and 422).
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import importlib
+import json
+import os
+import sys
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import quote, urlencode, urlsplit, urlunsplit
+
+from langchain_graylayer.cli.tables import table
+from langchain_graylayer.errors import AdminAPIError, ConfigurationError, GraylayerError
+from langchain_graylayer.plan.plan import RolloutPlan
+from langchain_graylayer.store.protocols import Store
+
+__all__ = ["AdminClient", "import_runnable", "register", "remote_route"]
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+# --------------------------------------------------------------------------- the client
+class AdminClient:
+    """A small client of the admin API (:mod:`~langchain_graylayer.serve.admin`), stdlib only.
+
+    Example:
+        >>> client = AdminClient("http://127.0.0.1:8000", token="s3cret")
+        >>> client.get("/status")["status"]  # doctest: +SKIP
+        'running'
+    """
+
+    def __init__(
+        self, url: str, token: str | None, *, prefix: str = "/graylayer", timeout: float = 10.0
+    ) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigurationError("--url", url, "the server's base URL, e.g. " + DEFAULT_URL)
+        self.url = url.rstrip("/")
+        prefix = prefix.strip("/")
+        self.api = f"{self.url}/{prefix}/api" if prefix else f"{self.url}/api"
+        self.token = token
+        self.timeout = timeout
+
+    def get(self, path: str, **query: str | int | None) -> Any:
+        """``GET {api}{path}?query`` (``None`` values left out); the decoded JSON reply."""
+        params = urlencode({k: v for k, v in query.items() if v is not None})
+        return self._request("GET", path + (f"?{params}" if params else ""), None)
+
+    def post(self, path: str, body: dict[str, Any]) -> Any:
+        """``POST {api}{path}`` with a JSON body; the decoded JSON reply."""
+        return self._request("POST", path, body)
+
+    def _request(self, method: str, path: str, body: dict[str, Any] | None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.api + path, data=data, method=method)
+        request.add_header("Accept", "application/json")
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        if self.token:
+            request.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with (
+                _waiting(f"waiting for server at {self.url}…"),
+                urllib.request.urlopen(request, timeout=self.timeout) as response,
+            ):
+                raw = response.read()
+        except urllib.error.HTTPError as exc:
+            raise self._refused(exc) from None
+        except urllib.error.URLError as exc:
+            reason = exc.reason
+            if isinstance(reason, ConnectionRefusedError):
+                message = f"cannot connect to {self.url}: connection refused"
+                message += " (is `graylayer serve` running there?)"
+            elif isinstance(reason, TimeoutError):
+                message = f"no answer from {self.url} after {self.timeout:g} s"
+            else:
+                message = f"cannot reach {self.url}: {reason}"
+            raise AdminAPIError(message) from None
+        except TimeoutError:
+            raise AdminAPIError(f"no answer from {self.url} after {self.timeout:g} s") from None
+        except OSError as exc:
+            raise AdminAPIError(f"cannot reach {self.url}: {exc}") from None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise AdminAPIError(f"{self.api + path} did not answer JSON") from None
+
+    def _refused(self, exc: urllib.error.HTTPError) -> AdminAPIError:
+        try:
+            detail = _detail(json.loads(exc.read()).get("detail"))
+        except (ValueError, AttributeError, OSError):
+            detail = exc.reason
+        if exc.code == 401:
+            return AdminAPIError("wrong or missing admin token (--token or GRAYLAYER_ADMIN_TOKEN)")
+        if exc.code == 404 and detail == "Not Found":
+            return AdminAPIError(f"{exc.url}: not found (is --admin-prefix right?)")
+        if exc.code in (409, 422, 503):
+            return AdminAPIError(str(detail))
+        return AdminAPIError(f"{exc.url}: HTTP {exc.code}: {detail}")
+
+
+def _detail(detail: Any) -> str:
+    """FastAPI's ``detail``: a string, or a list of validation errors."""
+    if isinstance(detail, list):
+        return "; ".join(
+            f"{'.'.join(str(p) for p in item.get('loc', [])[1:])}: {item.get('msg')}"
+            for item in detail
+        )
+    return str(detail)
+
+
+@contextmanager
+def _waiting(message: str, after: float = 1.0) -> Iterator[None]:
+    """Print ``message`` on stderr only if the block is still running after ``after`` seconds."""
+    timer = threading.Timer(after, lambda: print(message, file=sys.stderr, flush=True))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
+def _client(args: argparse.Namespace) -> AdminClient:
+    return AdminClient(args.url, args.token, prefix=args.admin_prefix, timeout=args.timeout)
+
+
+def _operator(args: argparse.Namespace) -> str:
+    if args.operator:
+        return str(args.operator)
+    try:
+        return getpass.getuser()  # $USER when set, else the login name of the process
+    except (OSError, KeyError):
+        raise ConfigurationError("--operator", None, "your name (or set USER)") from None
+
+
+def _percent(ratio: float | None) -> str:
+    return "-" if ratio is None else f"{ratio * 100:g}%"
+
+
+def _clip(text: str | None, width: int = 60) -> str:
+    text = text or "-"
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True))
+
+
+# --------------------------------------------------------------------------- client commands
+def _status(args: argparse.Namespace) -> int:
+    data = _client(args).get("/status")
+    if args.json:
+        _print_json(data)
+        return 0
+    leader = f" (controller leader: {data['leader']})" if data.get("leader") else ""
+    print(f"plan {data.get('plan')}: {data.get('status')}{leader}")
+    rows = []
+    for layer in data.get("layers", []):
+        steps = layer.get("steps")
+        step = "-" if steps is None else f"{layer.get('step', -1) + 1}/{len(steps)}"
+        manual = " (manual)" if layer.get("manual") else ""
+        rows.append((
+            layer["layer"], _percent(layer.get("ratio")), step, layer.get("phase", "-") + manual,
+            layer.get("last_decision") or "-", _clip(layer.get("last_reason")),
+        ))  # fmt: skip
+    print(table(rows, ["layer", "ratio", "step", "phase", "decision", "reason"]))
+    health = data.get("health")
+    if health:
+        print("router: " + ", ".join(f"{k} {v}" for k, v in health.items()))
+    return 0
+
+
+def _ratios(entry: dict[str, Any]) -> str:
+    old, new = entry.get("old_ratio"), entry.get("new_ratio")
+    return "-" if old is None and new is None else f"{_percent(old)} → {_percent(new)}"
+
+
+def _audit(args: argparse.Namespace) -> int:
+    entries = _client(args).get("/audit", limit=args.limit)
+    if args.json:
+        _print_json(entries)
+        return 0
+    rows = [
+        (
+            datetime.fromtimestamp(e["time"], timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
+            e.get("operator"), e.get("action"), e.get("layer") or "-", _ratios(e),
+            _clip(e.get("reason"), 70),
+        )
+        for e in entries
+    ]  # fmt: skip
+    print(table(rows, ["time (UTC)", "operator", "action", "layer", "old → new", "reason"]))
+    return 0
+
+
+def _act(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"operator": _operator(args), "reason": args.reason or ""}
+    if args.command == "promote":
+        body["layer"] = args.layer
+    entry = _client(args).post(f"/{args.command}", body)
+    if args.json:
+        _print_json(entry)
+        return 0
+    where = f"layer {entry['layer']}" if entry.get("layer") else f"plan {entry.get('plan')}"
+    ratios = _ratios(entry)
+    change = "" if ratios == "-" else f" {ratios}"
+    print(f"{entry.get('action')}: {where}{change} by {entry.get('operator')}: {entry['reason']}")
+    return 0
+
+
+def remote_route(args: argparse.Namespace) -> int:
+    """``graylayer route USER_ID --url ...``: ask the server instead of computing locally."""
+    data = _client(args).get(f"/route/{quote(args.user_id, safe='')}", session_id=args.session)
+    if args.json:
+        _print_json(data)
+    else:
+        print(data.get("explanation"))
+    return 0
+
+
+# --------------------------------------------------------------------------- serve
+def import_runnable(spec: str, option: str = "--stable") -> Any:
+    """The Runnable named by ``module:attr`` (``attr`` may be dotted); the current directory is
+    on ``sys.path``.
+
+    Raises:
+        ConfigurationError: a malformed spec, a module that is missing or fails to import, a
+            missing attribute, or an object that is not a Runnable; naming ``option``.
+    """
+    from langchain_core.runnables import Runnable
+
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ConfigurationError(option, spec, "module:attribute, e.g. myapp.agents:support_chain")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (module_name + ".").startswith(exc.name + "."):
+            where = f"no module named {exc.name!r}; {os.getcwd()} is on sys.path"
+            raise ConfigurationError(option, spec, f"an importable module ({where})") from None
+        raise ConfigurationError(option, spec, f"a module that imports ({exc})") from None
+    except Exception as exc:  # the user's module is broken: say how, without our traceback
+        raised = f"importing {module_name} raised {type(exc).__name__}: {exc}"
+        raise ConfigurationError(option, spec, f"a module that imports ({raised})") from None
+    target: Any = module
+    for part in attr.split("."):
+        if not hasattr(target, part):
+            found = sorted(k for k, v in vars(module).items() if isinstance(v, Runnable))
+            hint = f"Runnables in it: {', '.join(found)}" if found else "it has no Runnables"
+            raise ConfigurationError(option, spec, f"an attribute of {module_name} ({hint})")
+        target = getattr(target, part)
+    if not isinstance(target, Runnable):
+        expected = f"a Runnable (a chain, an agent, a compiled graph), not {type(target).__name__}"
+        raise ConfigurationError(option, spec, expected)
+    return target
+
+
+def _redacted(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from langchain_graylayer.judging.readmodel import MetricSource
+    from langchain_graylayer.measuring.prometheus import default_metrics
+    from langchain_graylayer.measuring.sources import InProcessSource
+    from langchain_graylayer.rollout.controller import RolloutController
+    from langchain_graylayer.routing.router import GrayRouter
+    from langchain_graylayer.serve.app import add_gray_routes
+
+    if args.interval <= 0:
+        raise ConfigurationError("--interval", args.interval, "seconds between ticks, > 0")
+    stable = import_runnable(args.stable, "--stable")
+    candidate = import_runnable(args.candidate, "--candidate")
+    plan = RolloutPlan.from_yaml(args.plan)
+    try:
+        import uvicorn
+        from fastapi import FastAPI
+    except ImportError as exc:
+        raise GraylayerError(
+            f'graylayer serve needs {exc.name}: pip install "langchain-graylayer[serve]"'
+        ) from None
+    store: Store
+    if args.redis_url:
+        from langchain_graylayer.store.redis import RedisStore
+
+        store = redis_store = RedisStore(args.redis_url)
+        redis_store.ping()  # fail now, not at the first request
+    else:
+        from langchain_graylayer.store.memory import MemoryStore
+
+        store = MemoryStore()
+    metrics = default_metrics()
+    router: GrayRouter[Any, Any] = GrayRouter(
+        stable=stable, candidate=candidate, plan=plan, store=store, metrics=metrics
+    )
+    source: MetricSource
+    if args.prometheus_url:
+        from langchain_graylayer.measuring.prometheus_source import PrometheusSource
+
+        source = PrometheusSource(args.prometheus_url)
+    else:
+        source = InProcessSource(metrics)
+    controller = RolloutController(plan=plan, store=store, source=source)
+    token = args.admin_token or os.environ.get("GRAYLAYER_ADMIN_TOKEN") or None
+    app = FastAPI(title=f"graylayer: {plan.id}")
+    add_gray_routes(
+        app, router, path=args.path, controller=controller, admin_prefix=args.admin_prefix,
+        admin_token=token,
+    )  # fmt: skip
+
+    base = f"http://{args.host}:{args.port}"
+    path, admin = "/" + args.path.strip("/"), "/" + args.admin_prefix.strip("/")
+    where = _redacted(args.redis_url) if args.redis_url else "memory (lost on exit)"
+    judged = f"Prometheus at {args.prometheus_url}" if args.prometheus_url else "this process"
+    print(f"graylayer: plan {plan.id}: stable {args.stable}, candidate {args.candidate}")
+    print(f"  agent       {base}{path}/invoke  (stream, batch, playground under {path}/)")
+    print(f"  admin API   {base}{admin}/api/status  (Authorization: Bearer <token>)")
+    print(f"  dashboard   {base}{admin}/")
+    print(f"  metrics     {base}/metrics")
+    print(f"  store       {where}; controller every {args.interval:g} s on metrics of {judged}")
+    if token is None:
+        print(
+            "graylayer: warning: no admin token (--admin-token or GRAYLAYER_ADMIN_TOKEN): "
+            "the admin API and the dashboard are disabled (they answer 503)",
+            file=sys.stderr,
+        )
+    sys.stdout.flush()
+
+    thread = threading.Thread(
+        target=controller.run, args=(args.interval,), name="graylayer-controller", daemon=True
+    )
+    thread.start()
+    try:
+        uvicorn.run(app, host=args.host, port=args.port)
+    finally:
+        controller.stop()
+        thread.join(timeout=5.0)
+    return 0
+
+
+# --------------------------------------------------------------------------- registration
+def add_client_options(
+    parser: argparse.ArgumentParser, *, url: str | None = None, json_flag: bool = True
+) -> None:
+    """The options every client command takes (``url=None``: ``--url`` has no default)."""
+    help_url = "the server, e.g. " + DEFAULT_URL
+    if url is not None:
+        help_url += " (default: $GRAYLAYER_URL or %(default)s)"
+    parser.add_argument("--url", default=url, help=help_url)
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("GRAYLAYER_ADMIN_TOKEN"),
+        help="admin token (default: $GRAYLAYER_ADMIN_TOKEN)",
+    )
+    parser.add_argument(
+        "--operator", default=os.environ.get("USER"), help="your name in the audit log ($USER)"
+    )
+    parser.add_argument("--admin-prefix", default="/graylayer", help="default: %(default)s")
+    parser.add_argument("--timeout", type=float, default=10.0, help="seconds (default: 10)")
+    if json_flag:
+        parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def register(sub: Any) -> None:
+    """Add ``serve`` and the client commands to the ``graylayer`` subparsers ``sub``."""
+    serve = sub.add_parser("serve", help="serve an agent behind a GrayRouter, with the controller")
+    serve.add_argument("--plan", required=True, help="plan YAML")
+    serve.add_argument("--stable", required=True, metavar="MODULE:ATTR", help="today's Runnable")
+    serve.add_argument("--candidate", required=True, metavar="MODULE:ATTR", help="the new one")
+    serve.add_argument("--redis-url", help="shared state in Redis (default: in memory)")
+    serve.add_argument("--prometheus-url", help="judge on Prometheus (default: this process)")
+    serve.add_argument("--host", default="127.0.0.1", help="default: %(default)s")
+    serve.add_argument("--port", type=int, default=8000, help="default: %(default)s")
+    serve.add_argument("--path", default="/agent", help="the agent's routes (default: /agent)")
+    serve.add_argument("--admin-prefix", default="/graylayer", help="default: %(default)s")
+    serve.add_argument("--interval", type=float, default=30.0, help="controller tick, seconds")
+    serve.add_argument(
+        "--admin-token",
+        default=os.environ.get("GRAYLAYER_ADMIN_TOKEN"),
+        help="bearer token of the admin API (default: $GRAYLAYER_ADMIN_TOKEN)",
+    )
+    serve.set_defaults(func=_serve)
+
+    url = os.environ.get("GRAYLAYER_URL") or DEFAULT_URL
+    status = sub.add_parser("status", help="a running server's layers: ratio, step, verdict")
+    status.set_defaults(func=_status)
+    audit = sub.add_parser("audit", help="a running server's audit log, oldest first")
+    audit.add_argument("--limit", type=int, default=50, help="newest N entries (default: 50)")
+    audit.set_defaults(func=_audit)
+    actions = {
+        "pause": "stop automatic actions (ratios stay)",
+        "resume": "resume a paused plan",
+        "rollback": "send every user of the plan back to stable",
+        "promote": "move LAYER to its next step now",
+    }
+    for name, help_text in actions.items():
+        cmd = sub.add_parser(name, help=help_text)
+        if name == "promote":
+            cmd.add_argument("layer")
+        cmd.add_argument("--reason", required=name == "rollback", help="why, for the audit log")
+        cmd.set_defaults(func=_act)
+    for cmd in (status, audit, *(sub.choices[name] for name in actions)):
+        add_client_options(cmd, url=url)

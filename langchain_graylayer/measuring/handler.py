@@ -1,0 +1,398 @@
+"""Callback handlers that measure every routed run into
+:class:`~langchain_graylayer.measuring.prometheus.GraylayerMetrics`.
+
+GrayRouter attaches :class:`GraylayerCallbackHandler` to every run it makes; you can also attach
+it (or :class:`AsyncGraylayerCallbackHandler`) yourself. Both read the labels the router writes
+into run metadata. End and error hooks carry no metadata (langchain#14041), so the handler keeps
+``run_id → labels`` from the start hooks, bounded and expiring, and finds a request by the
+``graylayer.request_id`` metadata rather than by walking parents: that survives runs detached from
+the tree (langchain#36072), streaming, ``batch`` and concurrent async requests.
+
+A failure inside a handler is logged and counted in ``graylayer_handler_errors_total``; it never
+reaches the user's request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+from uuid import UUID
+
+from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
+from langchain_core.messages import BaseMessage
+from langchain_core.outputs import LLMResult
+
+from langchain_graylayer._cache import ExpiringLRU
+from langchain_graylayer.measuring.completion import CompletionJudge, default_completion_judge
+from langchain_graylayer.measuring.events import token_usage, tool_failed, tool_name
+from langchain_graylayer.measuring.labels import (
+    FALLBACK_KEY,
+    LAYER_KEY,
+    PLAN_KEY,
+    REASON_KEY,
+    REQUEST_ID_KEY,
+    VERSION_KEY,
+    Outcome,
+    RunLabels,
+)
+from langchain_graylayer.measuring.prometheus import GraylayerMetrics, default_metrics
+from langchain_graylayer.routing.decision import RouteReason
+
+if TYPE_CHECKING:
+    from langchain_graylayer.measuring.journal import ToolCallJournal
+
+__all__ = ["AsyncGraylayerCallbackHandler", "GraylayerCallbackHandler"]
+
+logger = logging.getLogger(__name__)
+
+
+_UNROUTED = {RouteReason.NO_USER_ID.value, RouteReason.OPT_OUT.value, RouteReason.DEGRADED.value}
+
+
+F = TypeVar("F", bound=Callable[..., None])
+
+
+def _guarded(method: F) -> F:
+    """Log and count any failure of a handler method instead of raising it."""
+
+    @functools.wraps(method)
+    def wrapper(self: _Measurer, *args: Any, **kwargs: Any) -> None:
+        try:
+            method(self, *args, **kwargs)
+        except Exception:
+            logger.exception("graylayer callback %s failed; the request goes on", method.__name__)
+            with contextlib.suppress(Exception):  # the counter failing must not raise either
+                self.metrics.handler_errors.inc()
+
+    return cast(F, wrapper)
+
+
+class _Request:
+    __slots__ = ("fallback", "labels", "started")
+
+    def __init__(self, labels: RunLabels) -> None:
+        self.labels = labels
+        self.started = time.perf_counter()
+        self.fallback = False
+
+
+def _labels(metadata: Mapping[str, Any] | None) -> RunLabels | None:
+    """The run's labels, when the router routed it (``None`` for unrouted or foreign runs)."""
+    if not metadata or LAYER_KEY not in metadata or PLAN_KEY not in metadata:
+        return None
+    return RunLabels(str(metadata[PLAN_KEY]), str(metadata[VERSION_KEY]), str(metadata[LAYER_KEY]))
+
+
+class _Measurer:
+    """The state and logic shared by the sync and async handlers."""
+
+    def __init__(
+        self,
+        metrics: GraylayerMetrics | None,
+        judge: CompletionJudge,
+        max_runs: int,
+        run_ttl: float,
+    ) -> None:
+        self.metrics = metrics if metrics is not None else default_metrics()
+        self.judge = judge
+        self.run_ttl = run_ttl
+        self._lock = threading.Lock()
+        self._requests: ExpiringLRU[UUID, _Request] = ExpiringLRU(max_runs, time.monotonic)
+        self._runs: ExpiringLRU[UUID, tuple[RunLabels, str]] = ExpiringLRU(max_runs, time.monotonic)
+        self._verdicts: ExpiringLRU[UUID, bool] = ExpiringLRU(max_runs, time.monotonic)
+
+    def mark_completed(self, run_id: UUID, completed: bool) -> None:
+        """Record a judge's verdict for a request before its run ends (overrides ``judge``)."""
+        with self._lock:
+            self._verdicts.set(run_id, completed, self.run_ttl)
+
+    def pending(self) -> int:
+        """Runs started and not yet ended (for tests and leak checks)."""
+        with self._lock:
+            return len(self._requests) + len(self._runs)
+
+    @_guarded
+    def chain_start(self, run_id: UUID, metadata: Mapping[str, Any] | None) -> None:
+        if not metadata or REQUEST_ID_KEY not in metadata:
+            return
+        request_id = str(metadata[REQUEST_ID_KEY])
+        if request_id == str(run_id):
+            reason = metadata.get(REASON_KEY)
+            labels = _labels(metadata)
+            if labels is None:
+                if reason in _UNROUTED:
+                    self.metrics.record_unrouted(str(metadata.get(PLAN_KEY, "")), str(reason))
+                return
+            with self._lock:
+                self._requests.set(run_id, _Request(labels), self.run_ttl)
+        elif metadata.get(FALLBACK_KEY):
+            self.mark_fallback(UUID(request_id))
+
+    @_guarded
+    def mark_fallback(self, request_id: UUID) -> None:
+        """The request's candidate failed and stable answers: not a completion, not an error."""
+        with self._lock:
+            request = self._requests.get(request_id)
+        if request is not None:
+            request.fallback = True
+
+    @_guarded
+    def chain_end(self, run_id: UUID, outputs: Any, error: BaseException | None) -> None:
+        with self._lock:
+            request = self._requests.pop(run_id)
+            verdict = self._verdicts.pop(run_id)
+        if request is None:
+            return
+        seconds = time.perf_counter() - request.started
+        if error is not None:
+            outcome, completed = Outcome.ERROR, False
+        elif request.fallback:  # stable answered: the candidate did not complete the task
+            outcome, completed = Outcome.FALLBACK, False
+        else:
+            outcome = Outcome.OK
+            completed = verdict if verdict is not None else self._judge(outputs)
+        self.metrics.record_request(request.labels, outcome, seconds, completed=completed)
+
+    def _judge(self, outputs: Any) -> bool:
+        try:
+            return bool(self.judge(outputs))
+        except Exception:
+            logger.exception("completion judge failed; counting the task as not completed")
+            self.metrics.handler_errors.inc()
+            return False
+
+    @_guarded
+    def child_start(
+        self, run_id: UUID, metadata: Mapping[str, Any] | None, name: str | None
+    ) -> None:
+        labels = _labels(metadata)
+        if labels is not None:
+            with self._lock:
+                self._runs.set(run_id, (labels, name or "unknown"), self.run_ttl)
+
+    def _pop_child(self, run_id: UUID) -> tuple[RunLabels, str] | None:
+        with self._lock:
+            return self._runs.pop(run_id)
+
+    @_guarded
+    def tool_end(self, run_id: UUID, output: Any, error: BaseException | None) -> None:
+        child = self._pop_child(run_id)
+        if child is not None:
+            failed = error is not None or tool_failed(output)
+            self.metrics.record_tool(child[0], child[1], ok=not failed)
+
+    @_guarded
+    def llm_end(self, run_id: UUID, response: LLMResult | None) -> None:
+        child = self._pop_child(run_id)
+        if child is not None and response is not None:
+            inputs, outputs = token_usage(response)
+            if inputs or outputs:
+                self.metrics.record_tokens(child[0], input=inputs, output=outputs)
+
+
+class GraylayerCallbackHandler(BaseCallbackHandler):
+    """Measures routed runs: requests, latency, completion, tool calls, tokens.
+
+    Runs inline (no thread hop, also under async), does O(1) work per event, and never raises.
+
+    Example:
+        >>> from prometheus_client import CollectorRegistry
+        >>> from langchain_graylayer.measuring.prometheus import GraylayerMetrics
+        >>> handler = GraylayerCallbackHandler(GraylayerMetrics(registry=CollectorRegistry()))
+        >>> handler.pending()
+        0
+    """
+
+    run_inline = True
+    raise_error = False
+
+    def __init__(
+        self,
+        metrics: GraylayerMetrics | None = None,
+        *,
+        judge: CompletionJudge = default_completion_judge,
+        max_runs: int = 100_000,
+        run_ttl: float = 3600.0,
+        journal: ToolCallJournal | None = None,
+    ) -> None:
+        """``judge`` decides task completion from the final output; ``max_runs`` and ``run_ttl``
+        bound the state kept for runs that never end (cancelled streams, detached runs);
+        ``journal`` also records the candidate's tool calls (one handler instead of two)."""
+        self.measurer = _Measurer(metrics, judge, max_runs, run_ttl)
+        self.journal = journal
+
+    @property
+    def metrics(self) -> GraylayerMetrics:
+        return self.measurer.metrics
+
+    def pending(self) -> int:
+        """Runs started and not yet ended."""
+        return self.measurer.pending()
+
+    def mark_completed(self, run_id: UUID, completed: bool) -> None:
+        """Record a judge's verdict for request ``run_id`` before its run ends."""
+        self.measurer.mark_completed(run_id, completed)
+
+    def on_chain_start(
+        self,
+        serialized: dict[str, Any] | None,
+        inputs: Any,
+        *,
+        run_id: UUID,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.measurer.chain_start(run_id, metadata)
+
+    def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        self.measurer.chain_end(run_id, outputs, None)
+
+    def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        self.measurer.chain_end(run_id, None, error)
+
+    def on_tool_start(
+        self,
+        serialized: dict[str, Any] | None,
+        input_str: str,
+        *,
+        run_id: UUID,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.measurer.child_start(run_id, metadata, tool_name(serialized, kwargs))
+        if self.journal is not None:  # it logs its own failures, never raises
+            self.journal.on_tool_start(
+                serialized, input_str, run_id=run_id, metadata=metadata, **kwargs
+            )
+
+    def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        self.measurer.tool_end(run_id, output, None)
+
+    def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        self.measurer.tool_end(run_id, None, error)
+
+    def on_chat_model_start(
+        self,
+        serialized: dict[str, Any] | None,
+        messages: list[list[BaseMessage]],
+        *,
+        run_id: UUID,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.measurer.child_start(run_id, metadata, "llm")
+
+    def on_llm_start(
+        self,
+        serialized: dict[str, Any] | None,
+        prompts: list[str],
+        *,
+        run_id: UUID,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.measurer.child_start(run_id, metadata, "llm")
+
+    def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
+        self.measurer.llm_end(run_id, response)
+
+    def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        self.measurer.llm_end(run_id, None)
+
+
+class AsyncGraylayerCallbackHandler(AsyncCallbackHandler):
+    """The async twin of :class:`GraylayerCallbackHandler`; its work never awaits anything."""
+
+    run_inline = True
+    raise_error = False
+
+    def __init__(
+        self,
+        metrics: GraylayerMetrics | None = None,
+        *,
+        judge: CompletionJudge = default_completion_judge,
+        max_runs: int = 100_000,
+        run_ttl: float = 3600.0,
+        journal: ToolCallJournal | None = None,
+    ) -> None:
+        self.measurer = _Measurer(metrics, judge, max_runs, run_ttl)
+        self.journal = journal
+
+    @property
+    def metrics(self) -> GraylayerMetrics:
+        return self.measurer.metrics
+
+    def pending(self) -> int:
+        """Runs started and not yet ended."""
+        return self.measurer.pending()
+
+    async def on_chain_start(
+        self,
+        serialized: dict[str, Any] | None,
+        inputs: Any,
+        *,
+        run_id: UUID,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.measurer.chain_start(run_id, metadata)
+
+    async def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        self.measurer.chain_end(run_id, outputs, None)
+
+    async def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        self.measurer.chain_end(run_id, None, error)
+
+    async def on_tool_start(
+        self,
+        serialized: dict[str, Any] | None,
+        input_str: str,
+        *,
+        run_id: UUID,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.measurer.child_start(run_id, metadata, tool_name(serialized, kwargs))
+        if self.journal is not None:  # it logs its own failures, never raises
+            self.journal.on_tool_start(
+                serialized, input_str, run_id=run_id, metadata=metadata, **kwargs
+            )
+
+    async def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        self.measurer.tool_end(run_id, output, None)
+
+    async def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        self.measurer.tool_end(run_id, None, error)
+
+    async def on_chat_model_start(
+        self,
+        serialized: dict[str, Any] | None,
+        messages: list[list[BaseMessage]],
+        *,
+        run_id: UUID,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.measurer.child_start(run_id, metadata, "llm")
+
+    async def on_llm_start(
+        self,
+        serialized: dict[str, Any] | None,
+        prompts: list[str],
+        *,
+        run_id: UUID,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.measurer.child_start(run_id, metadata, "llm")
+
+    async def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
+        self.measurer.llm_end(run_id, response)
+
+    async def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        self.measurer.llm_end(run_id, None)

@@ -1,0 +1,64 @@
+"""What a run is measured under: the metadata keys and tags the router writes into every run (and
+the handlers read back), the labels, and how a request ended."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from langchain_graylayer._compat import StrEnum
+
+__all__ = [
+    "FALLBACK_KEY",
+    "FALLBACK_TAG",
+    "LAYER_KEY",
+    "PLAN_KEY",
+    "REASON_KEY",
+    "REQUEST_ID_KEY",
+    "SESSION_KEY",
+    "VERSION_KEY",
+    "layer_tag",
+    "plan_tag",
+    "version_tag",
+]
+
+PLAN_KEY = "graylayer.plan"
+VERSION_KEY = "graylayer.version"
+LAYER_KEY = "graylayer.layer"
+REQUEST_ID_KEY = "graylayer.request_id"
+"""The router's run id; every descendant carries it, even runs detached from the tree."""
+REASON_KEY = "graylayer.reason"
+SESSION_KEY = "graylayer.session_id"
+"""The conversation (trace metadata only, never a metric label)."""
+FALLBACK_KEY = "graylayer.fallback"
+"""True on the runs of the stable retry after the candidate failed."""
+FALLBACK_TAG = "graylayer:fallback"
+
+
+def plan_tag(plan_id: str) -> str:
+    return f"graylayer:plan:{plan_id}"
+
+
+def version_tag(version: str) -> str:
+    return f"graylayer:version:{version}"
+
+
+def layer_tag(layer: str) -> str:
+    return f"graylayer:layer:{layer}"
+
+
+class Outcome(StrEnum):
+    """How a routed request ended."""
+
+    OK = "ok"
+    ERROR = "error"
+    FALLBACK = "fallback"
+    """The candidate failed and stable answered (counted against the candidate)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunLabels:
+    """The labels a run is measured under."""
+
+    plan: str
+    version: str
+    layer: str

@@ -1,0 +1,1 @@
+"""Plans: bucketing, user profiles and A-RFM scoring, tag rules, layers, gates."""

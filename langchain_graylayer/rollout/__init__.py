@@ -1,0 +1,1 @@
+"""Rollout: plan state, the controller that judges and moves ratios, rollback cleanup."""

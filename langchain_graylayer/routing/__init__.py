@@ -1,0 +1,1 @@
+"""Routing: the decision vocabulary, the assigner, the GrayRouter Runnable and its run plumbing."""

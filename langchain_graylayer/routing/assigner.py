@@ -1,0 +1,192 @@
+"""``Assigner``: the routing decision, apart from any Runnable.
+
+It answers "which version does this user get, and why" from the plan, the store and a clock:
+session pin first, then the user's layer (cached), then the sticky bucket against the layer's
+ratio. ``GrayRouter`` uses it per request; the command line and admin tools use it to explain.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+
+from langchain_graylayer.plan.assignment import LayerAssignment
+from langchain_graylayer.plan.bucketing import bucket, in_candidate
+from langchain_graylayer.plan.plan import RolloutPlan, Version
+from langchain_graylayer.plan.profile import LayerScorer, UserProfile
+from langchain_graylayer.routing.decision import RouteReason, RoutingDecision
+from langchain_graylayer.store.protocols import SessionPin, Store
+
+__all__ = ["Assigner", "ProfileLoader"]
+
+logger = logging.getLogger(__name__)
+
+ProfileLoader = Callable[[str], UserProfile | None]
+"""Reads a user's profile from your own database (``None`` when unknown)."""
+
+
+class _RatioCache:
+    """Ratios of one plan, refreshed from a networked store at most every ``interval`` seconds.
+
+    On a failed refresh the last known ratios stay in force (logged); only when nothing was ever
+    loaded does the failure propagate, and the request is then served by stable.
+    """
+
+    def __init__(self, interval: float, clock: Callable[[], float]) -> None:
+        self.interval = interval
+        self.clock = clock
+        self._ratios: dict[str, float] | None = None
+        self._loaded_at = float("-inf")
+        self._lock = threading.Lock()
+
+    def get(self, store: Store, plan_id: str) -> dict[str, float]:
+        now = self.clock()
+        ratios = self._ratios
+        if ratios is not None and now - self._loaded_at < self.interval:
+            return ratios
+        with self._lock:
+            if self._ratios is not None and now - self._loaded_at < self.interval:
+                return self._ratios
+            try:
+                self._ratios = store.get_ratios(plan_id)
+            except Exception:
+                if self._ratios is None:
+                    raise
+                logger.warning("ratio refresh failed; keeping the last known ratios", exc_info=True)
+            self._loaded_at = now
+            return self._ratios
+
+
+class Assigner:
+    """Decides the version of each request; never raises (failures give stable, counted).
+
+    Example:
+        >>> from langchain_graylayer import MemoryStore, RolloutPlan
+        >>> store = MemoryStore()
+        >>> store.set_ratio("p", "vip", 1.0)
+        >>> Assigner(RolloutPlan.default("p"), store).route("u1").explain()
+        'candidate: layer vip (no profile), bucket 5035 < 10000 of 10000 (ratio 100.00%)'
+    """
+
+    def __init__(
+        self,
+        plan: RolloutPlan,
+        store: Store,
+        *,
+        profile_loader: ProfileLoader | None = None,
+        clock: Callable[[], float] = time.time,
+        ratio_refresh_interval: float = 0.5,
+    ) -> None:
+        self.plan = plan
+        self.store = store
+        self.profile_loader = profile_loader
+        self.clock = clock
+        self.counts: Counter[str] = Counter()
+        """``degraded``, ``unrouted`` and (counted by the router) ``fallback`` since start."""
+        self._scorer = LayerScorer(plan.scoring, clock=clock)
+        self._ratios = _RatioCache(ratio_refresh_interval, clock)
+        self._layer_names = frozenset(plan.layer_names)
+        self._last_warning = float("-inf")
+
+    def route(self, user_id: str | None, session_id: str | None = None) -> RoutingDecision:
+        """The decision for ``user_id`` now, without pinning the session."""
+        try:
+            return self._route(user_id, session_id)
+        except Exception as exc:
+            return self._degraded(exc, session_id)
+
+    def decide(self, user_id: str | None, session_id: str | None) -> RoutingDecision:
+        """Route one request and pin its session (the first writer wins across replicas)."""
+        try:
+            decision = self._route(user_id, session_id)
+            if session_id and decision.routed and decision.reason is not RouteReason.PINNED:
+                pin = SessionPin(decision.version, decision.layer, self.clock(), user_id)
+                held = self.store.pin_session(self.plan.id, session_id, pin, self.plan.session_ttl)
+                # Another replica pinned this user's session first: follow it. A session id
+                # pinned by another user is neither followed nor re-pinned.
+                if held.belongs_to(user_id) and held.version is not decision.version:
+                    decision = RoutingDecision(
+                        self.plan.id, held.version, held.layer, RouteReason.PINNED,
+                        session_id=session_id,
+                    )  # fmt: skip
+        except Exception as exc:
+            decision = self._degraded(exc, session_id)
+        if not decision.routed:
+            self.counts["unrouted"] += 1
+        return decision
+
+    def _route(self, user_id: str | None, session_id: str | None) -> RoutingDecision:
+        plan = self.plan
+        if not user_id:
+            return RoutingDecision(plan.id, Version.STABLE, None, RouteReason.NO_USER_ID)
+        pin = self.store.get_pin(plan.id, session_id) if session_id else None
+        # Consent withdrawn mid-conversation wins over the pin: opt-out is always stable.
+        if (
+            pin is not None
+            and pin.belongs_to(user_id)
+            and (pin.version is Version.STABLE or self._layer_of(user_id).layer is not None)
+        ):
+            return RoutingDecision(
+                plan.id, pin.version, pin.layer, RouteReason.PINNED, session_id=session_id
+            )
+        assignment = self._layer_of(user_id)
+        if assignment.layer is None:
+            return RoutingDecision(
+                plan.id,
+                Version.STABLE,
+                None,
+                RouteReason.OPT_OUT,
+                layer_reason=assignment.reason,
+                session_id=session_id,
+            )
+        ratio = self._ratio(assignment.layer)
+        user_bucket = bucket(plan.effective_salt, user_id)
+        chosen = in_candidate(user_bucket, ratio)
+        return RoutingDecision(
+            plan.id,
+            Version.CANDIDATE if chosen else Version.STABLE,
+            assignment.layer,
+            RouteReason.IN_RATIO if chosen else RouteReason.OUT_OF_RATIO,
+            bucket=user_bucket,
+            ratio=ratio,
+            layer_reason=assignment.reason,
+            score=assignment.score,
+            session_id=session_id,
+        )
+
+    def _layer_of(self, user_id: str) -> LayerAssignment:
+        plan, store = self.plan, self.store
+        cached = store.get_cached_layer(plan.id, user_id)
+        if cached is not None and (cached.layer is None or cached.layer in self._layer_names):
+            return cached
+        loader = self.profile_loader or store.get_profile
+        assignment = plan.assign_layer(user_id, loader(user_id), self._scorer)
+        store.cache_layer(plan.id, user_id, assignment, plan.layer_cache_ttl)
+        return assignment
+
+    def _ratio(self, layer: str) -> float:
+        if not self.store.blocking:
+            return self.store.get_ratio(self.plan.id, layer)
+        return self._ratios.get(self.store, self.plan.id).get(layer, 0.0)
+
+    def _degraded(self, exc: BaseException, session_id: str | None) -> RoutingDecision:
+        self.counts["degraded"] += 1
+        now = time.monotonic()
+        if now - self._last_warning > 10.0:  # an outage must not flood the log
+            self._last_warning = now
+            logger.warning(
+                "graylayer routing failed; serving the stable version (%d so far)",
+                self.counts["degraded"],
+                exc_info=exc,
+            )
+        return RoutingDecision(
+            self.plan.id,
+            Version.STABLE,
+            None,
+            RouteReason.DEGRADED,
+            session_id=session_id,
+            detail=f"{type(exc).__name__}: {exc}",
+        )

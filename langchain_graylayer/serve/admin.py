@@ -1,0 +1,161 @@
+"""The admin API and dashboard page, mounted by :func:`~langchain_graylayer.serve.add_gray_routes`.
+
+Every JSON endpoint needs ``Authorization: Bearer <admin token>`` (compared in constant time);
+without a configured token the API answers 503 and is never open. The dashboard page itself holds
+no data: it asks for the token and calls the API from the browser.
+
+=======  ==================================  =============================================
+method   path (under the admin prefix)       what
+=======  ==================================  =============================================
+GET      ``/``                               the dashboard page (no build step, no assets)
+GET      ``/api/status``                     layers: ratio, step, phase, latest verdict
+GET      ``/api/audit?limit=N``              the audit log, oldest first
+POST     ``/api/pause``, ``/api/resume``     ``{"operator", "reason"}``
+POST     ``/api/promote``                    ``{"operator", "layer", "reason"}``
+POST     ``/api/rollback``                   ``{"operator", "reason"}``
+POST     ``/api/ratio``                      ``{"operator", "layer", "ratio", "reason"}``
+PUT      ``/api/profiles/{user_id}``         a ``UserProfile``
+POST     ``/api/consent/{user_id}``          ``{"allow_gray": bool}``
+GET      ``/api/route/{user_id}``            which version and why (``?session_id=``)
+=======  ==================================  =============================================
+"""
+
+# No "from __future__ import annotations": FastAPI must resolve the route signatures,
+# whose models are defined inside the mount functions.
+
+import asyncio
+import hmac
+from dataclasses import asdict
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+from langchain_graylayer.errors import ConfigurationError, GraylayerError
+from langchain_graylayer.plan.profile import UserProfile
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from langchain_graylayer.rollout.controller import RolloutController
+    from langchain_graylayer.routing.router import GrayRouter
+
+__all__ = ["mount_admin"]
+
+
+def mount_admin(
+    app: "FastAPI",
+    router: "GrayRouter[Any, Any]",
+    controller: "RolloutController | None",
+    prefix: str,
+    token: str | None,
+) -> None:
+    """Mount the admin API and the dashboard under ``prefix``."""
+    from fastapi import APIRouter, Depends, Header, HTTPException
+    from fastapi.responses import HTMLResponse, JSONResponse
+    from pydantic import BaseModel, Field
+
+    prefix = "/" + prefix.strip("/")
+
+    def authorised(authorization: str | None = Header(default=None)) -> None:
+        if not token:
+            raise HTTPException(503, "the admin API is disabled: set GRAYLAYER_ADMIN_TOKEN")
+        scheme, _, given = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.encode()):
+            raise HTTPException(401, "admin token required", {"WWW-Authenticate": "Bearer"})
+
+    def need_controller() -> "RolloutController":
+        if controller is None:
+            raise HTTPException(409, "no controller is configured for this app")
+        return controller
+
+    api = APIRouter(prefix=f"{prefix}/api", dependencies=[Depends(authorised)])
+
+    class Action(BaseModel):
+        operator: str = Field(min_length=1, max_length=100)
+        reason: str = Field(default="", max_length=1000)
+
+    class LayerAction(Action):
+        layer: str = Field(min_length=1, max_length=63)
+
+    class RatioAction(LayerAction):
+        ratio: float = Field(ge=0, le=1)
+
+    class Consent(BaseModel):
+        allow_gray: bool
+
+    async def act(call: Any, *args: Any) -> dict[str, Any]:
+        try:
+            entry = await asyncio.to_thread(call, *args)
+        except ConfigurationError as exc:
+            raise HTTPException(422, str(exc)) from None
+        except GraylayerError as exc:
+            raise HTTPException(409, str(exc)) from None
+        return asdict(entry)
+
+    @api.get("/status")
+    async def status() -> dict[str, Any]:
+        if controller is None:
+            ratios = await asyncio.to_thread(router.store.get_ratios, router.plan.id)
+            return {"plan": router.plan.id, "status": "no controller", "layers": [
+                {"layer": name, "ratio": ratios.get(name, 0.0)} for name in router.plan.layer_names
+            ], "health": router.health()}  # fmt: skip
+        return {**await asyncio.to_thread(controller.status), "health": router.health()}
+
+    @api.get("/audit")
+    async def audit(limit: int = 200) -> list[dict[str, Any]]:
+        if not 1 <= limit <= 10_000:
+            raise HTTPException(422, "limit: expected 1..10000")
+        entries = await asyncio.to_thread(need_controller().audit, limit)
+        return [asdict(e) for e in entries]
+
+    @api.post("/pause")
+    async def pause(body: Action) -> dict[str, Any]:
+        return await act(need_controller().pause, body.operator, body.reason or "paused")
+
+    @api.post("/resume")
+    async def resume(body: Action) -> dict[str, Any]:
+        return await act(need_controller().resume, body.operator, body.reason or "resumed")
+
+    @api.post("/promote")
+    async def promote(body: LayerAction) -> dict[str, Any]:
+        return await act(need_controller().promote, body.layer, body.operator,
+                         body.reason or "promoted by a human")  # fmt: skip
+
+    @api.post("/rollback")
+    async def rollback(body: Action) -> dict[str, Any]:
+        return await act(need_controller().rollback, body.reason or "rolled back by a human",
+                         body.operator)  # fmt: skip
+
+    @api.post("/ratio")
+    async def ratio(body: RatioAction) -> dict[str, Any]:
+        return await act(need_controller().set_ratio, body.layer, body.ratio, body.operator,
+                         body.reason)  # fmt: skip
+
+    @api.put("/profiles/{user_id}")
+    async def put_profile(user_id: str, profile: UserProfile) -> dict[str, Any]:
+        await asyncio.to_thread(router.store.put_profile, user_id, profile)
+        return {"user_id": user_id, "stored": True}
+
+    @api.post("/consent/{user_id}")
+    async def consent(user_id: str, body: Consent) -> dict[str, Any]:
+        current = await asyncio.to_thread(router.store.get_profile, user_id)
+        updated = (current or UserProfile()).model_copy(update={"allow_gray": body.allow_gray})
+        await asyncio.to_thread(router.store.put_profile, user_id, updated)
+        return {"user_id": user_id, "allow_gray": body.allow_gray}
+
+    @api.get("/route/{user_id}")
+    async def route(user_id: str, session_id: str | None = None) -> dict[str, Any]:
+        decision = await asyncio.to_thread(router.route, user_id, session_id)
+        data = {k: getattr(v, "value", v) for k, v in asdict(decision).items()}
+        return {**data, "explanation": decision.explain()}
+
+    app.include_router(api)
+
+    @app.get(prefix, include_in_schema=False)
+    @app.get(f"{prefix}/", include_in_schema=False)
+    async def dashboard() -> HTMLResponse:
+        page = resources.files("langchain_graylayer.serve").joinpath("dashboard.html").read_text("utf-8")
+        return HTMLResponse(page.replace("__API__", f"{prefix}/api"))
+
+    @app.exception_handler(ConfigurationError)
+    async def bad_input(_: Any, exc: ConfigurationError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)

@@ -1,0 +1,164 @@
+"""The agent's HTTP routes: LangServe's when installed, else a plain FastAPI invoke and stream;
+and ``POST {path}/feedback`` with signed, single-use tokens. Used by
+:func:`~langchain_graylayer.serve.add_gray_routes`.
+"""
+
+# No "from __future__ import annotations": FastAPI must resolve the route signatures,
+# whose models are defined inside the mount functions.
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any, Literal
+
+from langchain_graylayer.errors import ConfigurationError, GraylayerError
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from langchain_graylayer.measuring.feedback import FeedbackSigner
+    from langchain_graylayer.routing.router import GrayRouter
+
+__all__ = ["jsonable", "mount_agent"]
+
+
+def jsonable(value: Any) -> Any:
+    """A JSON-ready form of an agent's output (messages, pydantic models, LangGraph states)."""
+    from langchain_core.load import dumpd
+    from langchain_core.load.serializable import Serializable
+
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, Serializable):
+        return dumpd(value)
+    if hasattr(value, "model_dump"):
+        return jsonable(value.model_dump())
+    return str(value)
+
+
+def mount_agent(
+    app: "FastAPI",
+    router: "GrayRouter[Any, Any]",
+    path: str,
+    modifier: Callable[[dict[str, Any], Any], dict[str, Any]],
+    signer: "FeedbackSigner",
+    use_langserve: bool | None,
+) -> None:
+    """Mount the agent routes and the feedback route under ``path``."""
+    if use_langserve is None:
+        try:
+            import langserve  # noqa: F401
+        except ImportError:
+            use_langserve = False
+        else:
+            use_langserve = True
+    if use_langserve:
+        from langserve import add_routes
+
+        add_routes(
+            app,
+            router,
+            path=path,
+            per_req_config_modifier=modifier,
+            enabled_endpoints=[
+                "invoke", "batch", "stream", "stream_events", "playground",
+                "input_schema", "output_schema", "config_schema",
+            ],
+        )  # fmt: skip
+    else:
+        _mount_plain(app, router, path, modifier)
+    _mount_feedback(app, router, path, signer)
+
+
+def _mount_plain(
+    app: "FastAPI",
+    router: "GrayRouter[Any, Any]",
+    path: str,
+    modifier: Callable[[dict[str, Any], Any], dict[str, Any]],
+) -> None:
+    from fastapi import Request
+    from fastapi.responses import StreamingResponse
+    from pydantic import BaseModel
+
+    class Call(BaseModel):
+        input: Any
+        config: dict[str, Any] = {}
+
+    def config_of(call: Call, request: Request) -> dict[str, Any]:
+        config = {"configurable": dict(call.config.get("configurable") or {})}
+        return modifier(config, request)
+
+    @app.post(f"{path}/invoke")
+    async def invoke(call: Call, request: Request) -> dict[str, Any]:
+        config = config_of(call, request)
+        output = await router.ainvoke(call.input, config)  # type: ignore[arg-type]
+        return {"output": jsonable(output), "metadata": {"run_id": str(config.get("run_id"))}}
+
+    @app.post(f"{path}/stream")
+    async def stream(call: Call, request: Request) -> StreamingResponse:
+        config = config_of(call, request)
+
+        async def events() -> AsyncIterator[str]:
+            yield f"event: metadata\ndata: {json.dumps({'run_id': str(config.get('run_id'))})}\n\n"
+            try:
+                async for chunk in router.astream(call.input, config):  # type: ignore[arg-type]
+                    yield f"event: data\ndata: {json.dumps(jsonable(chunk))}\n\n"
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the agent failed: tell the client, in-band
+                error = {"status_code": 500, "message": f"{type(exc).__name__}: {exc}"}
+                yield f"event: error\ndata: {json.dumps(error)}\n\n"
+            yield "event: end\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+
+def _mount_feedback(
+    app: "FastAPI", router: "GrayRouter[Any, Any]", path: str, signer: "FeedbackSigner"
+) -> None:
+    from fastapi import Header, HTTPException
+    from pydantic import BaseModel, Field
+
+    from langchain_graylayer.errors import InvalidFeedbackTokenError
+
+    class Feedback(BaseModel):
+        run_id: str = Field(min_length=1, max_length=100)
+        kind: Literal["bad", "complaint", "good"] | None = None
+        score: float | None = Field(default=None, ge=0, le=10)
+        token: str | None = Field(default=None, max_length=2000)
+
+    @app.post(f"{path}/feedback", status_code=202)
+    async def feedback(
+        body: Feedback, x_feedback_token: str | None = Header(default=None)
+    ) -> dict[str, Any]:
+        token = body.token or x_feedback_token
+        if not token:
+            raise HTTPException(401, "a feedback token is required (the X-Feedback-Token header "
+                                     "of the response that served the run)")  # fmt: skip
+        if body.kind is None and body.score is None:
+            raise HTTPException(422, "give a kind, a score, or both")
+        try:
+            labels = signer.verify(token, body.run_id)
+        except InvalidFeedbackTokenError as exc:
+            raise HTTPException(401, f"feedback refused: {exc}") from None
+        try:  # a lease with a fresh holder is taken once; a second try finds it held
+            fresh = await asyncio.to_thread(
+                router.store.try_lease,
+                f"feedback:{signer.fingerprint(token)}",
+                uuid.uuid4().hex,
+                signer.ttl,
+            )
+        except GraylayerError as exc:
+            raise HTTPException(503, f"feedback not recorded, try again later: {exc}") from None
+        if not fresh:
+            raise HTTPException(409, "feedback refused: this token was already used")
+        try:
+            router.record_feedback(labels, body.kind, body.score)
+        except ConfigurationError as exc:
+            raise HTTPException(422, str(exc)) from None
+        return {"accepted": True, "version": labels.version, "layer": labels.layer}

@@ -1,0 +1,113 @@
+"""Serving: LangServe / FastAPI routes, traffic colouring, signed feedback, admin API, /metrics.
+
+``add_gray_routes(app, router, path="/agent", ...)`` is the one call:
+
+* the agent routes — LangServe's ``add_routes`` (invoke, batch, stream, stream_events,
+  playground) when the ``serve`` extra has LangServe, else plain FastAPI ``invoke`` and ``stream``;
+* the user and session come from request headers (``X-User-ID``, ``X-Session-ID``) or your
+  ``identify(request)`` function, and **overwrite** whatever the client put in ``configurable``;
+* every response carries ``X-Agent-Version``, ``X-User-Layer``, ``X-Run-ID``, ``X-Trace-ID`` and
+  ``X-Feedback-Token`` (an HMAC-signed token over the run id, its labels and an expiry);
+* ``POST {path}/feedback`` takes ``{run_id, kind, score, token}``: forged, expired or reused tokens
+  are refused and counted nowhere;
+* an admin API under ``admin_prefix`` (bearer token, compared in constant time) with a dashboard
+  page, and ``GET /metrics`` for Prometheus.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from prometheus_client import REGISTRY
+
+from langchain_graylayer.measuring.feedback import FeedbackSigner
+from langchain_graylayer.measuring.prometheus import default_metrics
+from langchain_graylayer.serve.middleware import Identify, VersionHeaders
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI, Request
+
+    from langchain_graylayer.rollout.controller import RolloutController
+    from langchain_graylayer.routing.router import GrayRouter
+
+__all__ = ["add_gray_routes", "config_modifier"]
+
+
+def config_modifier(trust_client_user_id: bool = False) -> Callable[[dict[str, Any], Any], Any]:
+    """LangServe ``per_req_config_modifier``: the identity from the request wins, always."""
+
+    def modify(config: dict[str, Any], request: Request) -> dict[str, Any]:
+        state = request.scope.get("state", {})
+        user_id, session_id = state.get("graylayer_identity", (None, None))
+        configurable = dict(config.get("configurable") or {})
+        if not trust_client_user_id:
+            for key in ("user_id", "session_id", "thread_id"):
+                configurable.pop(key, None)  # never trust what the client sent
+        if user_id:
+            configurable["user_id"] = user_id
+        if session_id:
+            configurable["session_id"] = session_id
+            configurable["thread_id"] = session_id  # LangGraph checkpointers key on thread_id
+        config["configurable"] = configurable
+        resolved_session = configurable.get("session_id") or configurable.get("thread_id")
+        state["graylayer_resolved"] = (configurable.get("user_id"), resolved_session)
+        if state.get("graylayer_run_id"):
+            config["run_id"] = UUID(state["graylayer_run_id"])
+        return config
+
+    return modify
+
+
+def add_gray_routes(
+    app: FastAPI,
+    router: GrayRouter[Any, Any],
+    *,
+    path: str = "/agent",
+    controller: RolloutController | None = None,
+    identify: Identify | None = None,
+    user_header: str = "X-User-ID",
+    session_header: str = "X-Session-ID",
+    admin_prefix: str = "/graylayer",
+    admin_token: str | None = None,
+    feedback_secret: bytes | None = None,
+    metrics_path: str | None = "/metrics",
+    use_langserve: bool | None = None,
+    trust_client_user_id: bool = False,
+) -> None:
+    """Serve ``router`` on ``app`` with gray-release glue (see the module docstring).
+
+    ``admin_token`` defaults to the ``GRAYLAYER_ADMIN_TOKEN`` environment variable; without one
+    the admin API answers 503 (it is never open). ``feedback_secret`` defaults to
+    ``GRAYLAYER_FEEDBACK_SECRET``, else a random per-process secret (tokens then only verify on
+    the replica that issued them).
+    """
+    from langchain_graylayer.serve import admin as serve_admin
+    from langchain_graylayer.serve import agent as serve_agent
+
+    admin_token = admin_token or os.environ.get("GRAYLAYER_ADMIN_TOKEN")
+    secret = feedback_secret or os.environ.get("GRAYLAYER_FEEDBACK_SECRET", "").encode() or None
+    signer = FeedbackSigner(secret or os.urandom(32))
+    path = "/" + path.strip("/")
+    app.add_middleware(VersionHeaders, router=router, path=path, identify=identify,
+                       headers=(user_header, session_header), signer=signer)  # fmt: skip
+    serve_agent.mount_agent(
+        app, router, path, config_modifier(trust_client_user_id), signer, use_langserve
+    )
+    serve_admin.mount_admin(app, router, controller, admin_prefix, admin_token)
+    if metrics_path:
+        _mount_metrics(app, metrics_path, (router.metrics or default_metrics()).registry)
+
+
+def _mount_metrics(app: FastAPI, path: str, registry: Any) -> None:
+    """``GET {path}`` in Prometheus' text format (a route, so no redirect to ``{path}/``)."""
+    from fastapi import Response
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    registry = registry or REGISTRY
+
+    @app.get(path, include_in_schema=False)
+    def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

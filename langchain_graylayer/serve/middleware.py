@@ -1,0 +1,138 @@
+"""The serving middleware: who is asking, which version serves them, and the response headers
+that say so (version, layer, run id, trace id, feedback token)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from langchain_graylayer._types import Identity
+from langchain_graylayer.measuring.feedback import FeedbackSigner
+from langchain_graylayer.measuring.labels import RunLabels
+
+if TYPE_CHECKING:
+    from fastapi import Request
+
+    from langchain_graylayer.routing.decision import RoutingDecision
+    from langchain_graylayer.routing.router import GrayRouter
+
+__all__ = ["Identify", "VersionHeaders"]
+
+Identify = Callable[["Request"], Identity | Awaitable[Identity]]
+"""Returns ``(user_id, session_id)`` for a request (e.g. from a verified JWT)."""
+
+
+_UNCOLOURED = ("/feedback", "/input_schema", "/output_schema", "/config_schema")
+
+
+class VersionHeaders:
+    """Pure ASGI middleware: identify, route, pre-generate the run id, colour the response headers.
+
+    The request is routed here, before the agent runs, and the router's run reuses that decision
+    (``GrayRouter.hold_decision``): one routing per request, and the headers announce exactly the
+    version that runs, even for a stream whose headers go out before its first token.
+    """
+
+    def __init__(self, app: Any, *, router: GrayRouter[Any, Any], path: str,
+                 identify: Identify | None, headers: tuple[str, str],
+                 signer: FeedbackSigner | None) -> None:  # fmt: skip
+        self.app, self.router, self.path = app, router, path.rstrip("/")
+        self.identify, self.signer = identify, signer
+        self.header_names = tuple(name.lower().encode("latin-1") for name in headers)
+
+    def _from_headers(self, scope: dict[str, Any]) -> Identity:
+        """The identity headers, read straight from the ASGI scope (no Request object); like
+        Starlette's ``headers.get``, the first of repeated headers counts, and empty is none."""
+        found: list[bytes | None] = [None, None]
+        for name, value in scope.get("headers", ()):
+            if name in self.header_names and found[self.header_names.index(name)] is None:
+                found[self.header_names.index(name)] = value
+        user, session = found
+        return (user.decode("latin-1") if user else None,
+                session.decode("latin-1") if session else None)  # fmt: skip
+
+    async def _identify(self, scope: dict[str, Any], receive: Any) -> Identity:
+        if self.identify is None:
+            return self._from_headers(scope)
+        from fastapi import Request
+
+        result = self.identify(Request(scope, receive))
+        return await result if asyncio.iscoroutine(result) else result  # type: ignore[return-value]
+
+    async def _off_loop(self, method: Callable[..., RoutingDecision], who: Identity) -> Any:
+        if self.router.store.blocking:  # a networked store: keep the event loop free
+            return await asyncio.to_thread(method, *who)
+        return method(*who)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        path = scope.get("path", "")
+        agent_call = (
+            scope["type"] == "http"
+            and scope.get("method") == "POST"
+            and path.startswith(self.path + "/")
+        )
+        if not agent_call or path.endswith(_UNCOLOURED) or "/playground" in path:
+            await self.app(scope, receive, send)
+            return
+        from langchain_graylayer.routing.router import _new_run_id
+
+        user_id, session_id = await self._identify(scope, receive)
+        # Without a user id the run routes itself: with trusted client ids, the body may name one.
+        decision = None
+        if user_id is not None:
+            decision = await self._off_loop(self.router.decide_ahead, (user_id, session_id))
+        batch = path.endswith("/batch")
+        run_id = str(_new_run_id())
+        state = scope.setdefault("state", {})
+        state["graylayer_identity"] = (user_id, session_id)
+        state["graylayer_run_id"] = None if batch else run_id
+        server_trace: list[str] = []
+
+        async def coloured(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                # The config modifier has run by now: it records the identity it really used
+                # (which differs from the headers' only when client-sent ids are trusted).
+                who = state.get("graylayer_resolved", (user_id, session_id))
+                shown = decision
+                if shown is None or who != (user_id, session_id):
+                    shown = await self._off_loop(self.router.route, who)
+                message["headers"] = [
+                    *message.get("headers", []),
+                    *self._headers(shown, run_id, batch, server_trace),
+                ]
+            await send(message)
+
+        held = None
+        if decision is not None:
+            held = self.router.hold_decision(user_id, session_id, decision)
+        try:
+            tracer = getattr(self.router, "tracer", None)
+            if tracer is None:
+                await self.app(scope, receive, coloured)
+                return
+            # A server span makes the request's trace id known before a stream's first byte:
+            # the router's request span, started later inside the stream, becomes its child.
+            with tracer.start_as_current_span(f"{scope.get('method', 'POST')} {path}") as span:
+                server_trace.append(format(span.get_span_context().trace_id, "032x"))
+                await self.app(scope, receive, coloured)
+        finally:
+            if held is not None:
+                held.var.reset(held)
+
+    def _headers(
+        self, decision: RoutingDecision, run_id: str, batch: bool, server_trace: list[str]
+    ) -> list[tuple[bytes, bytes]]:
+        headers = [
+            (b"x-agent-version", decision.version.value.encode()),
+            (b"x-user-layer", (decision.layer or "").encode()),
+        ]
+        if batch:  # several runs: no single run id, trace id or feedback token to announce
+            return headers
+        headers.append((b"x-run-id", run_id.encode()))
+        trace = self.router.trace_id_of(run_id) or (server_trace[0] if server_trace else run_id)
+        headers.append((b"x-trace-id", trace.encode()))
+        if self.signer is not None and decision.layer is not None:
+            labels = RunLabels(decision.plan_id, decision.version.value, decision.layer)
+            headers.append((b"x-feedback-token", self.signer.sign(run_id, labels).encode()))
+        return headers

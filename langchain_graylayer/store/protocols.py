@@ -1,0 +1,163 @@
+"""The ``Store`` protocol: where ratios, profiles, the layer cache and session pins live."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from langchain_graylayer.errors import ConfigurationError
+from langchain_graylayer.plan.assignment import LayerAssignment
+from langchain_graylayer.plan.plan import Version
+from langchain_graylayer.plan.profile import UserProfile
+
+__all__ = ["SessionPin", "Store", "check_ratio"]
+
+
+def check_ratio(ratio: float) -> float:
+    """Validate a ratio in ``[0, 1]``.
+
+    Raises:
+        ConfigurationError: when the ratio is outside ``[0, 1]`` or not a number.
+    """
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 <= ratio <= 1.0:
+        raise ConfigurationError("ratio", ratio, "a number in [0, 1]")
+    return float(ratio)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionPin:
+    """The version (and layer) a conversation started on, and whose conversation it is."""
+
+    version: Version
+    layer: str | None
+    created_at: float
+    user_id: str | None = None
+    """The user who started the session; another user sending the same id is not pinned."""
+
+    def encode(self) -> str:
+        """Compact form for stores: ``version|layer|created_at|user_id`` (user id last, as is)."""
+        return f"{self.version.value}|{self.layer or ''}|{self.created_at!r}|{self.user_id or ''}"
+
+    @classmethod
+    def decode(cls, text: str) -> SessionPin:
+        """Inverse of :meth:`encode`."""
+        version, layer, created, *user = text.split("|", 3)
+        return cls(Version(version), layer or None, float(created), (user or [""])[0] or None)
+
+    def belongs_to(self, user_id: str | None) -> bool:
+        """True when the pin applies to ``user_id`` (pins without a user apply to anyone)."""
+        return self.user_id is None or self.user_id == user_id
+
+
+@runtime_checkable
+class Store(Protocol):
+    """State shared by routers and controllers.
+
+    Implementations raise :class:`~langchain_graylayer.errors.StoreError` when the backend fails;
+    the router turns that into a stable answer, never a failed request.
+    """
+
+    blocking: bool
+    """True when calls do network I/O: the router then caches ratios (refreshing at most every
+    ``ratio_refresh_interval``) and calls the store off the event loop in async code."""
+
+    def get_ratios(self, plan_id: str) -> dict[str, float]:
+        """Every layer's candidate ratio for ``plan_id``; unset layers are absent (ratio 0)."""
+        ...
+
+    def get_ratio(self, plan_id: str, layer: str) -> float:
+        """One layer's ratio, 0.0 when unset."""
+        ...
+
+    def set_ratio(self, plan_id: str, layer: str, ratio: float) -> None:
+        """Atomically set one layer's ratio."""
+        ...
+
+    def get_profile(self, user_id: str) -> UserProfile | None:
+        """The user's profile, or ``None``."""
+        ...
+
+    def put_profile(self, user_id: str, profile: UserProfile) -> None:
+        """Store a profile and forget the user's cached layers (so consent applies at once)."""
+        ...
+
+    def get_cached_layer(self, plan_id: str, user_id: str) -> LayerAssignment | None:
+        """The cached layer assignment, or ``None`` when absent or expired."""
+        ...
+
+    def cache_layer(
+        self, plan_id: str, user_id: str, assignment: LayerAssignment, ttl: float
+    ) -> None:
+        """Cache a layer assignment for ``ttl`` seconds."""
+        ...
+
+    def forget_layer(self, user_id: str) -> None:
+        """Drop the user's cached layers in every plan."""
+        ...
+
+    def get_pin(self, plan_id: str, session_id: str) -> SessionPin | None:
+        """The version the session is pinned to, or ``None``."""
+        ...
+
+    def pin_session(self, plan_id: str, session_id: str, pin: SessionPin, ttl: float) -> SessionPin:
+        """Pin the session unless it is already pinned; return the pin in force (first wins)."""
+        ...
+
+    def unpin_session(self, plan_id: str, session_id: str) -> None:
+        """Remove a session's pin."""
+        ...
+
+    def pinned_sessions(
+        self, plan_id: str, version: Version | None = None
+    ) -> dict[str, SessionPin]:
+        """Live pins of a plan (optionally of one version), by session id."""
+        ...
+
+    def repin_session(self, plan_id: str, session_id: str, pin: SessionPin, ttl: float) -> None:
+        """Overwrite a session's pin (a rollback moves candidate sessions back to stable)."""
+        ...
+
+    # -- controller state ----------------------------------------------------------------
+    def get_plan_state(self, plan_id: str) -> str | None:
+        """The controller's state of a plan (an opaque JSON document), or ``None``."""
+        ...
+
+    def commit(
+        self, plan_id: str, *, ratios: Mapping[str, float], state: str, audit: str | None
+    ) -> None:
+        """Atomically set these ratios, replace the plan state and append one audit entry
+        (``audit=None``: no entry, e.g. when only the latest verdict is remembered).
+
+        All or nothing: when the backend fails, none of the three is applied (``StoreError``).
+        Ratios are validated first (``ConfigurationError``) and nothing is written then either.
+        """
+        ...
+
+    def read_audit(self, plan_id: str, limit: int | None = None) -> list[str]:
+        """Audit entries (JSON documents), oldest first; the newest ``limit`` when given."""
+        ...
+
+    def try_lease(self, name: str, holder: str, ttl: float) -> bool:
+        """Take the lease ``name`` for ``ttl`` seconds, or renew it if ``holder`` has it.
+
+        Returns False while another holder's lease is live; a lapsed lease can be taken.
+        """
+        ...
+
+    def release_lease(self, name: str, holder: str) -> None:
+        """Give the lease up, only if ``holder`` has it."""
+        ...
+
+    def lease_holder(self, name: str) -> str | None:
+        """Who holds the lease now, or ``None``."""
+        ...
+
+    # -- candidate tool-call journal (for compensation after a rollback) ------------------------
+    def record_tool_call(self, plan_id: str, entry: str) -> None:
+        """Append a candidate tool call (a JSON document) to a bounded journal."""
+        ...
+
+    def tool_calls(self, plan_id: str) -> list[str]:
+        """The journal's entries (JSON documents), oldest first."""
+        ...
