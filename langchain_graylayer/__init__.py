@@ -21,7 +21,6 @@ from langchain_graylayer.judging.judge import Decision, Verdict, judge
 from langchain_graylayer.judging.readmodel import ArmStats, MetricSource, Snapshot
 from langchain_graylayer.measuring.completion import default_completion_judge
 from langchain_graylayer.measuring.handler import (
-    AsyncGraylayerCallbackHandler,
     GraylayerCallbackHandler,
 )
 from langchain_graylayer.measuring.prometheus import GraylayerMetrics, default_metrics
@@ -67,7 +66,6 @@ __all__ = [
     "DEFAULT_STEPS",
     "ArmStats",
     "Assigner",
-    "AsyncGraylayerCallbackHandler",
     "AuditEntry",
     "ChatHistoryCleanup",
     "CheckpointerCleanup",

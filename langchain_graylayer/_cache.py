@@ -36,8 +36,16 @@ class ExpiringLRU(Generic[K, V]):
         return item[0]
 
     def set(self, key: K, value: V, ttl: float) -> None:
-        self._data[key] = (value, self.clock() + ttl)
+        now = self.clock()
+        self._data[key] = (value, now + ttl)
         self._data.move_to_end(key)
+        # Expired entries at the cold end go first (amortised O(1)): with one TTL per map, the
+        # map holds what is live, not ``max_entries`` of what has long expired.
+        while self._data:
+            oldest = next(iter(self._data.values()))
+            if oldest[1] > now:
+                break
+            self._data.popitem(last=False)
         while len(self._data) > self.max_entries:
             self._data.popitem(last=False)
             self.evictions += 1

@@ -6,8 +6,9 @@ Every exception derives from :class:`GraylayerError`::
     ├── ConfigurationError (also a ValueError)   an invalid plan, rule or argument
     ├── StoreError                               the state store could not be read or written
     ├── UnknownRunError (also a LookupError)     feedback for a run id unknown or expired
-    ├── InvalidFeedbackTokenError                a feedback token forged, expired, for another
-    │                                            run, or already used
+    ├── InvalidFeedbackTokenError                a feedback token forged, expired or for another
+    │   │                                        run
+    │   └── FeedbackTokenReusedError             a feedback token already used
     ├── ControllerBusyError                      another writer holds the plan's write lock
     └── AdminAPIError                            the admin API could not be reached, or refused
 
@@ -23,6 +24,7 @@ __all__ = [
     "AdminAPIError",
     "ConfigurationError",
     "ControllerBusyError",
+    "FeedbackTokenReusedError",
     "GraylayerError",
     "InvalidFeedbackTokenError",
     "StoreError",
@@ -71,6 +73,10 @@ class UnknownRunError(GraylayerError, LookupError):
 
 class InvalidFeedbackTokenError(GraylayerError):
     """A feedback token that is forged, expired, for another run, or already used."""
+
+
+class FeedbackTokenReusedError(InvalidFeedbackTokenError):
+    """A valid feedback token that was already used: feedback counts once."""
 
 
 class ControllerBusyError(GraylayerError):

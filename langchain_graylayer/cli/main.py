@@ -159,7 +159,7 @@ def _quickstart(args: argparse.Namespace) -> int:
     victim = next(u for u, _ in users if broken.route(u).version.value == "candidate")
     answer = broken.invoke(question, {"configurable": {"user_id": victim}})
     print(f"\ncandidate raising for {victim}: the user still got {answer!r}")
-    print(f"router health: {broken.health()}")
+    print(f"router counts: {broken.counts()}")
     return 0
 
 

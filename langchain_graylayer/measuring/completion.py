@@ -1,19 +1,36 @@
-"""Task completion: the final answer in a run's output, and the judges that accept it."""
+"""Task completion: the final answer in a run's output, and the judges that accept it.
+
+A completion judge is a function (run inline, at the end of the run) or a Runnable such as an
+LLM-as-judge chain, which :class:`BackgroundJudge` runs after the answer, off the user's latency.
+"""
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 
-__all__ = ["CompletionJudge", "default_completion_judge", "final_answer"]
+from langchain_graylayer.measuring.labels import RunLabels
+
+if TYPE_CHECKING:
+    from langchain_core.runnables import Runnable
+
+    from langchain_graylayer.measuring.prometheus import GraylayerMetrics
+
+__all__ = ["BackgroundJudge", "CompletionJudge", "default_completion_judge", "final_answer"]
+
+logger = logging.getLogger(__name__)
 
 CompletionJudge = Callable[[Any], bool]
 """Decides from a routed run's final output whether the user's task was completed."""
 
 
-def _text(content: Any) -> str:
+def message_text(content: Any) -> str:
+    """The text of a message's content: a string, or text content blocks joined."""
     if isinstance(content, str):
         return content
     if isinstance(content, list):  # content blocks
@@ -35,10 +52,10 @@ def final_answer(output: Any) -> str | None:
         return output
     if isinstance(output, BaseMessage):
         if isinstance(output, ToolMessage):  # a return-direct tool answered
-            return _text(output.content)
+            return message_text(output.content)
         if not isinstance(output, AIMessage) or output.tool_calls:
             return None  # the user's own question, or a step that still calls tools
-        return _text(output.content)
+        return message_text(output.content)
     if isinstance(output, tuple) and output and isinstance(output[0], BaseMessage):
         return final_answer(output[0])  # stream_mode="messages": (message, metadata)
     if isinstance(output, Sequence) and output:
@@ -54,10 +71,45 @@ def final_answer(output: Any) -> str | None:
                     return found
         return None
     content = getattr(output, "content", None)
-    return None if content is None else _text(content)
+    return None if content is None else message_text(content)
 
 
 def default_completion_judge(output: Any) -> bool:
     """The default judge: the run produced a non-empty final answer."""
     answer = final_answer(output)
     return bool(answer and answer.strip())
+
+
+class BackgroundJudge:
+    """Runs a Runnable completion judge after the answer, on a small shared pool started on first
+    use; a truthy answer counts the request as completed. A judge that fails counts as "not
+    completed" and is logged and counted in ``graylayer_handler_errors_total``."""
+
+    _pool: ThreadPoolExecutor | None = None
+    _pool_lock = threading.Lock()
+
+    def __init__(self, judge: Runnable[Any, Any], metrics: GraylayerMetrics) -> None:
+        self.judge = judge
+        self.metrics = metrics
+
+    def submit(self, output: Any, labels: RunLabels) -> None:
+        """Judge ``output`` in the background; count a completion under ``labels`` if accepted."""
+        self._executor().submit(self._run, output, labels)
+
+    @classmethod
+    def _executor(cls) -> ThreadPoolExecutor:
+        with cls._pool_lock:
+            if cls._pool is None:
+                cls._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="graylayer-judge")
+            return cls._pool
+
+    def _run(self, output: Any, labels: RunLabels) -> None:
+        try:
+            config: Any = {"callbacks": [], "run_name": "graylayer_judge"}
+            accepted = bool(self.judge.invoke(output, config))
+        except Exception:
+            logger.exception("completion judge failed; the task is counted as not completed")
+            self.metrics.handler_errors.inc()
+            return
+        if accepted:
+            self.metrics.record_completion(labels)

@@ -1,10 +1,12 @@
 """Callback handlers that measure every routed run into
 :class:`~langchain_graylayer.measuring.prometheus.GraylayerMetrics`.
 
-GrayRouter attaches :class:`GraylayerCallbackHandler` to every run it makes; you can also attach
-it (or :class:`AsyncGraylayerCallbackHandler`) yourself. Both read the labels the router writes
-into run metadata. End and error hooks carry no metadata (langchain#14041), so the handler keeps
-``run_id → labels`` from the start hooks, bounded and expiring, and finds a request by the
+GrayRouter attaches a handler to every run it makes; you can also attach
+:class:`GraylayerCallbackHandler` yourself (it is then the one that measures, never both). It reads
+the labels the router writes into run metadata, and runs inline under sync and async code alike
+(LangChain calls a ``run_inline`` sync handler in place from its async callback manager). End
+and error hooks carry no metadata (langchain#14041), so the handler keeps ``run_id → labels``
+from the start hooks, bounded and expiring, and finds a request by the
 ``graylayer.request_id`` metadata rather than by walking parents: that survives runs detached from
 the tree (langchain#36072), streaming, ``batch`` and concurrent async requests.
 
@@ -23,7 +25,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 from uuid import UUID
 
-from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
+from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import LLMResult
 
@@ -32,26 +34,21 @@ from langchain_graylayer.measuring.completion import CompletionJudge, default_co
 from langchain_graylayer.measuring.events import token_usage, tool_failed, tool_name
 from langchain_graylayer.measuring.labels import (
     FALLBACK_KEY,
-    LAYER_KEY,
     PLAN_KEY,
     REASON_KEY,
     REQUEST_ID_KEY,
-    VERSION_KEY,
     Outcome,
     RunLabels,
+    labels_from_metadata,
 )
 from langchain_graylayer.measuring.prometheus import GraylayerMetrics, default_metrics
-from langchain_graylayer.routing.decision import RouteReason
 
 if TYPE_CHECKING:
     from langchain_graylayer.measuring.journal import ToolCallJournal
 
-__all__ = ["AsyncGraylayerCallbackHandler", "GraylayerCallbackHandler"]
+__all__ = ["ChildRunsHandler", "GraylayerCallbackHandler"]
 
 logger = logging.getLogger(__name__)
-
-
-_UNROUTED = {RouteReason.NO_USER_ID.value, RouteReason.OPT_OUT.value, RouteReason.DEGRADED.value}
 
 
 F = TypeVar("F", bound=Callable[..., None])
@@ -61,7 +58,7 @@ def _guarded(method: F) -> F:
     """Log and count any failure of a handler method instead of raising it."""
 
     @functools.wraps(method)
-    def wrapper(self: _Measurer, *args: Any, **kwargs: Any) -> None:
+    def wrapper(self: Measurer, *args: Any, **kwargs: Any) -> None:
         try:
             method(self, *args, **kwargs)
         except Exception:
@@ -81,14 +78,7 @@ class _Request:
         self.fallback = False
 
 
-def _labels(metadata: Mapping[str, Any] | None) -> RunLabels | None:
-    """The run's labels, when the router routed it (``None`` for unrouted or foreign runs)."""
-    if not metadata or LAYER_KEY not in metadata or PLAN_KEY not in metadata:
-        return None
-    return RunLabels(str(metadata[PLAN_KEY]), str(metadata[VERSION_KEY]), str(metadata[LAYER_KEY]))
-
-
-class _Measurer:
+class Measurer:
     """The state and logic shared by the sync and async handlers."""
 
     def __init__(
@@ -123,9 +113,9 @@ class _Measurer:
         request_id = str(metadata[REQUEST_ID_KEY])
         if request_id == str(run_id):
             reason = metadata.get(REASON_KEY)
-            labels = _labels(metadata)
-            if labels is None:
-                if reason in _UNROUTED:
+            labels = labels_from_metadata(metadata)
+            if labels is None:  # a routed request always has a layer: this one was not routed
+                if reason is not None:
                     self.metrics.record_unrouted(str(metadata.get(PLAN_KEY, "")), str(reason))
                 return
             with self._lock:
@@ -170,7 +160,7 @@ class _Measurer:
     def child_start(
         self, run_id: UUID, metadata: Mapping[str, Any] | None, name: str | None
     ) -> None:
-        labels = _labels(metadata)
+        labels = labels_from_metadata(metadata)
         if labels is not None:
             with self._lock:
                 self._runs.set(run_id, (labels, name or "unknown"), self.run_ttl)
@@ -223,7 +213,7 @@ class GraylayerCallbackHandler(BaseCallbackHandler):
         """``judge`` decides task completion from the final output; ``max_runs`` and ``run_ttl``
         bound the state kept for runs that never end (cancelled streams, detached runs);
         ``journal`` also records the candidate's tool calls (one handler instead of two)."""
-        self.measurer = _Measurer(metrics, judge, max_runs, run_ttl)
+        self.measurer = Measurer(metrics, judge, max_runs, run_ttl)
         self.journal = journal
 
     @property
@@ -305,94 +295,9 @@ class GraylayerCallbackHandler(BaseCallbackHandler):
         self.measurer.llm_end(run_id, None)
 
 
-class AsyncGraylayerCallbackHandler(AsyncCallbackHandler):
-    """The async twin of :class:`GraylayerCallbackHandler`; its work never awaits anything."""
+class ChildRunsHandler(GraylayerCallbackHandler):
+    """The router's own handler. The router reports each request's start and end itself, so
+    LangChain skips this handler for every chain event (a LangGraph agent run has dozens) and it
+    measures the descendants: tool calls and tokens."""
 
-    run_inline = True
-    raise_error = False
-
-    def __init__(
-        self,
-        metrics: GraylayerMetrics | None = None,
-        *,
-        judge: CompletionJudge = default_completion_judge,
-        max_runs: int = 100_000,
-        run_ttl: float = 3600.0,
-        journal: ToolCallJournal | None = None,
-    ) -> None:
-        self.measurer = _Measurer(metrics, judge, max_runs, run_ttl)
-        self.journal = journal
-
-    @property
-    def metrics(self) -> GraylayerMetrics:
-        return self.measurer.metrics
-
-    def pending(self) -> int:
-        """Runs started and not yet ended."""
-        return self.measurer.pending()
-
-    async def on_chain_start(
-        self,
-        serialized: dict[str, Any] | None,
-        inputs: Any,
-        *,
-        run_id: UUID,
-        metadata: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        self.measurer.chain_start(run_id, metadata)
-
-    async def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        self.measurer.chain_end(run_id, outputs, None)
-
-    async def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        self.measurer.chain_end(run_id, None, error)
-
-    async def on_tool_start(
-        self,
-        serialized: dict[str, Any] | None,
-        input_str: str,
-        *,
-        run_id: UUID,
-        metadata: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        self.measurer.child_start(run_id, metadata, tool_name(serialized, kwargs))
-        if self.journal is not None:  # it logs its own failures, never raises
-            self.journal.on_tool_start(
-                serialized, input_str, run_id=run_id, metadata=metadata, **kwargs
-            )
-
-    async def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        self.measurer.tool_end(run_id, output, None)
-
-    async def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        self.measurer.tool_end(run_id, None, error)
-
-    async def on_chat_model_start(
-        self,
-        serialized: dict[str, Any] | None,
-        messages: list[list[BaseMessage]],
-        *,
-        run_id: UUID,
-        metadata: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        self.measurer.child_start(run_id, metadata, "llm")
-
-    async def on_llm_start(
-        self,
-        serialized: dict[str, Any] | None,
-        prompts: list[str],
-        *,
-        run_id: UUID,
-        metadata: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        self.measurer.child_start(run_id, metadata, "llm")
-
-    async def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
-        self.measurer.llm_end(run_id, response)
-
-    async def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        self.measurer.llm_end(run_id, None)
+    ignore_chain = True

@@ -7,7 +7,6 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from uuid import UUID
 
@@ -22,7 +21,7 @@ from langchain_graylayer.measuring.labels import (
     VERSION_KEY,
 )
 from langchain_graylayer.plan.plan import Version
-from langchain_graylayer.store.protocols import Store
+from langchain_graylayer.store.protocols import JournalStore
 
 __all__ = ["ToolCallJournal"]
 
@@ -32,7 +31,9 @@ logger = logging.getLogger(__name__)
 class ToolCallJournal(BaseCallbackHandler):
     """Journals the candidate's tool calls into the store, for compensation after a rollback.
 
-    Store writes to a networked store happen on a background thread, off the request.
+    Give it the store as the request path sees it
+    (:func:`~langchain_graylayer.store.cached.for_requests`): a networked store's writes then
+    happen on a background thread, off the request.
     """
 
     run_inline = True
@@ -42,13 +43,15 @@ class ToolCallJournal(BaseCallbackHandler):
     ignore_retriever = ignore_retry = ignore_custom_event = True
 
     def __init__(
-        self, store: Store, tools: Sequence[str] = (), clock: Callable[[], float] = time.time
+        self,
+        store: JournalStore,
+        tools: Sequence[str] = (),
+        clock: Callable[[], float] = time.time,
     ) -> None:
         """``tools`` limits the journal to these tool names (side effects); empty: every tool."""
         self.store = store
         self.tools = frozenset(tools)
         self.clock = clock
-        self._writer = ThreadPoolExecutor(1, "graylayer-journal") if store.blocking else None
 
     def on_tool_start(
         self,
@@ -76,15 +79,6 @@ class ToolCallJournal(BaseCallbackHandler):
                 "layer": meta.get(LAYER_KEY),
                 "time": self.clock(),
             }, default=str)  # fmt: skip
-            if self._writer is not None:
-                self._writer.submit(self._write, str(meta[PLAN_KEY]), entry)
-            else:
-                self._write(str(meta[PLAN_KEY]), entry)
-        except Exception:
-            logger.exception("could not journal a candidate tool call")
-
-    def _write(self, plan_id: str, entry: str) -> None:
-        try:
-            self.store.record_tool_call(plan_id, entry)
+            self.store.record_tool_call(str(meta[PLAN_KEY]), entry)
         except Exception:
             logger.exception("could not journal a candidate tool call")

@@ -3,7 +3,9 @@ the handlers read back), the labels, and how a request ended."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from langchain_graylayer._compat import StrEnum
 
@@ -16,6 +18,7 @@ __all__ = [
     "REQUEST_ID_KEY",
     "SESSION_KEY",
     "VERSION_KEY",
+    "labels_from_metadata",
     "layer_tag",
     "plan_tag",
     "version_tag",
@@ -62,3 +65,10 @@ class RunLabels:
     plan: str
     version: str
     layer: str
+
+
+def labels_from_metadata(metadata: Mapping[str, Any] | None) -> RunLabels | None:
+    """The labels the router wrote into a run's metadata (``None`` for unrouted or foreign runs)."""
+    if not metadata or LAYER_KEY not in metadata or PLAN_KEY not in metadata:
+        return None
+    return RunLabels(str(metadata[PLAN_KEY]), str(metadata[VERSION_KEY]), str(metadata[LAYER_KEY]))

@@ -43,7 +43,7 @@ from langchain_graylayer.measuring.feedback import FeedbackKind
 from langchain_graylayer.measuring.labels import Outcome, RunLabels
 from langchain_graylayer.measuring.windows import DURATION_BUCKETS, WindowStore
 from langchain_graylayer.plan.plan import Version
-from langchain_graylayer.store.protocols import Store
+from langchain_graylayer.store.protocols import RatioStore
 
 if TYPE_CHECKING:
     from langchain_graylayer.plan.plan import RolloutPlan
@@ -244,7 +244,7 @@ class GraylayerMetrics:
         """A request graylayer did not route."""
         self.unrouted.labels(plan_id, reason).inc()
 
-    def watch_ratios(self, plan: RolloutPlan, store: Store) -> None:
+    def watch_ratios(self, plan: RolloutPlan, store: RatioStore) -> None:
         """Export each layer's ratio as read from ``store`` at scrape time (NaN if unreadable).
 
         Not available in prometheus_client's multiprocess mode (no ``set_function`` there).
@@ -258,7 +258,7 @@ class GraylayerMetrics:
         return self._acc.window(plan_id, window)
 
 
-def _ratio_reader(store: Store, plan_id: str, layer: str) -> Callable[[], float]:
+def _ratio_reader(store: RatioStore, plan_id: str, layer: str) -> Callable[[], float]:
     def read() -> float:
         try:
             return store.get_ratio(plan_id, layer)

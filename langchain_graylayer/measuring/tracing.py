@@ -81,7 +81,7 @@ def _traced(method: F) -> F:
     return cast(F, wrapper)
 
 
-def _labels(metadata: Mapping[str, Any]) -> dict[str, Any]:
+def _span_attributes(metadata: Mapping[str, Any]) -> dict[str, Any]:
     attributes: dict[str, Any] = {key: str(metadata[key]) for key in _LABELS if key in metadata}
     if metadata.get(FALLBACK_KEY):
         attributes[FALLBACK_KEY] = True
@@ -183,7 +183,11 @@ class GraylayerTracingHandler(BaseCallbackHandler):
             if self._runs.get(request_id) is not None:  # the same handler attached twice
                 return
         agent = self.agent_name or str(metadata.get(PLAN_KEY, "agent"))
-        attributes = {OPERATION_NAME: "invoke_agent", AGENT_NAME: agent, **_labels(metadata)}
+        attributes = {
+            OPERATION_NAME: "invoke_agent",
+            AGENT_NAME: agent,
+            **_span_attributes(metadata),
+        }
         if VERSION_KEY in metadata:
             attributes[AGENT_VERSION] = str(metadata[VERSION_KEY])
         conversation = next((metadata[k] for k in _CONVERSATION if metadata.get(k)), None)
@@ -219,7 +223,7 @@ class GraylayerTracingHandler(BaseCallbackHandler):
             request = self._runs.get(request_id)
         if request is None:  # a request this handler did not see start
             return
-        attributes = {OPERATION_NAME: operation, **_labels(metadata)}
+        attributes = {OPERATION_NAME: operation, **_span_attributes(metadata)}
         attributes.update({key: value for key, value in extra.items() if value is not None})
         span = self._tracer.start_span(
             f"{operation} {target}" if target else operation,

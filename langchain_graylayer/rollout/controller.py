@@ -515,4 +515,6 @@ class RolloutController(RunnableSerializable[Any, list[dict[str, Any]]]):
     ) -> None:
         state["updated_at"] = self.clock()
         audit = entry.to_json() if entry else None
-        self.store.commit(self.plan.id, ratios=ratios, state=json.dumps(state), audit=audit)
+        self.store.commit(
+            self.plan.id, ratios=ratios, state=json.dumps(state), audit=[audit] if audit else []
+        )

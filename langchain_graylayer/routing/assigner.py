@@ -2,13 +2,14 @@
 
 It answers "which version does this user get, and why" from the plan, the store and a clock:
 session pin first, then the user's layer (cached), then the sticky bucket against the layer's
-ratio. ``GrayRouter`` uses it per request; the command line and admin tools use it to explain.
+ratio. :meth:`Assigner.route` only looks (the command line and admin tools explain with it);
+:meth:`Assigner.assign` routes a request and pins its session (``GrayRouter`` uses it per
+request, serving layers before the run starts).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from langchain_graylayer.plan.bucketing import bucket, in_candidate
 from langchain_graylayer.plan.plan import RolloutPlan, Version
 from langchain_graylayer.plan.profile import LayerScorer, UserProfile
 from langchain_graylayer.routing.decision import RouteReason, RoutingDecision
-from langchain_graylayer.store.protocols import SessionPin, Store
+from langchain_graylayer.store.protocols import RoutingStore, SessionPin
 
 __all__ = ["Assigner", "ProfileLoader"]
 
@@ -26,38 +27,6 @@ logger = logging.getLogger(__name__)
 
 ProfileLoader = Callable[[str], UserProfile | None]
 """Reads a user's profile from your own database (``None`` when unknown)."""
-
-
-class _RatioCache:
-    """Ratios of one plan, refreshed from a networked store at most every ``interval`` seconds.
-
-    On a failed refresh the last known ratios stay in force (logged); only when nothing was ever
-    loaded does the failure propagate, and the request is then served by stable.
-    """
-
-    def __init__(self, interval: float, clock: Callable[[], float]) -> None:
-        self.interval = interval
-        self.clock = clock
-        self._ratios: dict[str, float] | None = None
-        self._loaded_at = float("-inf")
-        self._lock = threading.Lock()
-
-    def get(self, store: Store, plan_id: str) -> dict[str, float]:
-        now = self.clock()
-        ratios = self._ratios
-        if ratios is not None and now - self._loaded_at < self.interval:
-            return ratios
-        with self._lock:
-            if self._ratios is not None and now - self._loaded_at < self.interval:
-                return self._ratios
-            try:
-                self._ratios = store.get_ratios(plan_id)
-            except Exception:
-                if self._ratios is None:
-                    raise
-                logger.warning("ratio refresh failed; keeping the last known ratios", exc_info=True)
-            self._loaded_at = now
-            return self._ratios
 
 
 class Assigner:
@@ -74,12 +43,13 @@ class Assigner:
     def __init__(
         self,
         plan: RolloutPlan,
-        store: Store,
+        store: RoutingStore,
         *,
         profile_loader: ProfileLoader | None = None,
         clock: Callable[[], float] = time.time,
-        ratio_refresh_interval: float = 0.5,
     ) -> None:
+        """``store`` is read as it is: wrap a networked one with
+        :func:`~langchain_graylayer.store.cached.for_requests` first (``GrayRouter`` does)."""
         self.plan = plan
         self.store = store
         self.profile_loader = profile_loader
@@ -87,7 +57,6 @@ class Assigner:
         self.counts: Counter[str] = Counter()
         """``degraded``, ``unrouted`` and (counted by the router) ``fallback`` since start."""
         self._scorer = LayerScorer(plan.scoring, clock=clock)
-        self._ratios = _RatioCache(ratio_refresh_interval, clock)
         self._layer_names = frozenset(plan.layer_names)
         self._last_warning = float("-inf")
 
@@ -98,7 +67,7 @@ class Assigner:
         except Exception as exc:
             return self._degraded(exc, session_id)
 
-    def decide(self, user_id: str | None, session_id: str | None) -> RoutingDecision:
+    def assign(self, user_id: str | None, session_id: str | None) -> RoutingDecision:
         """Route one request and pin its session (the first writer wins across replicas)."""
         try:
             decision = self._route(user_id, session_id)
@@ -142,7 +111,7 @@ class Assigner:
                 layer_reason=assignment.reason,
                 session_id=session_id,
             )
-        ratio = self._ratio(assignment.layer)
+        ratio = self.store.get_ratio(plan.id, assignment.layer)
         user_bucket = bucket(plan.effective_salt, user_id)
         chosen = in_candidate(user_bucket, ratio)
         return RoutingDecision(
@@ -166,11 +135,6 @@ class Assigner:
         assignment = plan.assign_layer(user_id, loader(user_id), self._scorer)
         store.cache_layer(plan.id, user_id, assignment, plan.layer_cache_ttl)
         return assignment
-
-    def _ratio(self, layer: str) -> float:
-        if not self.store.blocking:
-            return self.store.get_ratio(self.plan.id, layer)
-        return self._ratios.get(self.store, self.plan.id).get(layer, 0.0)
 
     def _degraded(self, exc: BaseException, session_id: str | None) -> RoutingDecision:
         self.counts["degraded"] += 1

@@ -10,17 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextvars import ContextVar, Token
 from typing import Any, Generic, TypeVar, cast
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from langchain_core.callbacks import (
     AsyncCallbackManagerForChainRun,
-    BaseCallbackHandler,
     CallbackManagerForChainRun,
 )
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableSerializable
@@ -33,88 +29,40 @@ from langchain_core.runnables.config import (
 from langchain_core.runnables.utils import ConfigurableFieldSpec, get_unique_config_specs
 from langchain_core.utils.pydantic import TypeBaseModel
 from pydantic import ConfigDict, Field, PrivateAttr
+from typing_extensions import override
 
-from langchain_graylayer._cache import ExpiringLRU
 from langchain_graylayer._types import Identity
-from langchain_graylayer.errors import UnknownRunError
-from langchain_graylayer.measuring.completion import CompletionJudge, default_completion_judge
-from langchain_graylayer.measuring.feedback import FeedbackKind, check_feedback
+from langchain_graylayer.measuring.completion import CompletionJudge
+from langchain_graylayer.measuring.feedback import FeedbackKind, FeedbackRecorder, RunIndex
 from langchain_graylayer.measuring.journal import ToolCallJournal
-from langchain_graylayer.measuring.labels import (
-    FALLBACK_KEY,
-    FALLBACK_TAG,
-    LAYER_KEY,
-    PLAN_KEY,
-    REASON_KEY,
-    REQUEST_ID_KEY,
-    SESSION_KEY,
-    VERSION_KEY,
-    RunLabels,
-    layer_tag,
-    plan_tag,
-    version_tag,
-)
+from langchain_graylayer.measuring.labels import FALLBACK_TAG, RunLabels, version_tag
 from langchain_graylayer.measuring.prometheus import GraylayerMetrics, default_metrics
 from langchain_graylayer.measuring.tracing import GraylayerTracingHandler
 from langchain_graylayer.plan.plan import RolloutPlan, Version
 from langchain_graylayer.routing.assigner import Assigner, ProfileLoader
+from langchain_graylayer.routing.context import current_request
 from langchain_graylayer.routing.decision import RoutingDecision
-from langchain_graylayer.routing.runs import (
-    MEASURING,
-    Accumulator,
-    Call,
-    RouterHandler,
-    handlers_in,
-    own_run_manager,
-    with_handlers,
-)
+from langchain_graylayer.routing.observer import Call, RunObserver
+from langchain_graylayer.routing.runs import Accumulator, new_run_id, own_run_manager
+from langchain_graylayer.store.cached import for_requests
 from langchain_graylayer.store.memory import MemoryStore
 from langchain_graylayer.store.protocols import Store
 
-try:  # langchain-core 1.x makes UUIDv7 run ids; keep ours of the same kind
-    from langchain_core.utils.uuid import uuid7 as _uuid7
-except ImportError:  # pragma: no cover - releases without it
-    _uuid7 = None  # type: ignore[assignment]
-
-
-def _new_run_id() -> UUID:
-    return _uuid7() if _uuid7 is not None else uuid4()
-
-
-__all__ = [
-    "FALLBACK_KEY",
-    "LAYER_KEY",
-    "PLAN_KEY",
-    "REASON_KEY",
-    "REQUEST_ID_KEY",
-    "VERSION_KEY",
-    "GrayRouter",
-]
+__all__ = ["GrayRouter", "identity_of"]
 
 logger = logging.getLogger(__name__)
 
 
-_AHEAD: ContextVar[tuple[Assigner, Identity, RoutingDecision] | None] = ContextVar(
-    "graylayer_decided_ahead", default=None
-)
-"""A decision the serving layer already made for this request (see ``GrayRouter.decide_ahead``)."""
-
-
-class _Runtime:
+class _State:
     """The router's per-process state. One plain object, because each read of a pydantic private
     attribute goes through ``BaseModel.__getattr__`` (about 3 µs): too slow for the request path."""
 
-    __slots__ = ("assigner", "handler", "journal", "runs", "runs_lock", "tracing")
+    __slots__ = ("assigner", "networked", "observer")
 
-    def __init__(self, assigner: Assigner) -> None:
+    def __init__(self, assigner: Assigner, observer: RunObserver, networked: bool) -> None:
         self.assigner = assigner
-        self.handler: RouterHandler | None = None
-        self.journal: ToolCallJournal | None = None
-        self.tracing: GraylayerTracingHandler | None = None
-        # run id → (plan, version, layer): tuples of strings, which the garbage collector stops
-        # tracking, so a full index (100 000 runs) does not slow every full collection down.
-        self.runs: ExpiringLRU[str, tuple[str, str, str]] = ExpiringLRU(100_000, assigner.clock)
-        self.runs_lock = threading.Lock()
+        self.observer = observer
+        self.networked = networked
 
 
 Input = TypeVar("Input")
@@ -126,7 +74,7 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
 
     The user id and session id come from ``config["configurable"]`` (``user_id``, and
     ``session_id`` or LangGraph's ``thread_id``). No user id means stable; so does an opted-out
-    user, and so does any failure inside graylayer (logged and counted in :meth:`health`).
+    user, and so does any failure inside graylayer (logged and counted in :meth:`counts`).
 
     Example:
         >>> from langchain_core.runnables import RunnableLambda
@@ -179,60 +127,67 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    _runtime: _Runtime = PrivateAttr()
+    _state_: _State = PrivateAttr()
 
     @property
-    def _rt(self) -> _Runtime:
-        # Straight from pydantic's private dict: ``self._runtime`` goes through
+    def _state(self) -> _State:
+        # Straight from pydantic's private dict: ``self._state_`` goes through
         # ``BaseModel.__getattr__`` (about 2.5 µs a read, several reads a request).
-        return cast(_Runtime, self.__pydantic_private__["_runtime"])  # type: ignore[index]
+        return cast(_State, self.__pydantic_private__["_state_"])  # type: ignore[index]
 
+    @override
     def model_post_init(self, context: Any, /) -> None:
-        self._runtime = rt = _Runtime(
-            Assigner(
-                self.plan,
-                self.store,
-                profile_loader=self.profile_loader,
-                clock=self.clock,
-                ratio_refresh_interval=self.ratio_refresh_interval,
-            )
+        store = for_requests(
+            self.store, ratio_refresh=self.ratio_refresh_interval, clock=self.clock
         )
-        if self.tracer is not None:
-            rt.tracing = GraylayerTracingHandler(self.tracer, agent_name=self.plan.id)
-        if self.journal_tool_calls:
-            tools = self.plan.judging.side_effect_tools
-            rt.journal = ToolCallJournal(self.store, tools, clock=self.clock)
+        metrics = None
         if self.instrument:
             metrics = self.metrics if self.metrics is not None else default_metrics()
-            judge = self.completion_judge
-            if judge is None or isinstance(judge, Runnable):
-                judge = default_completion_judge  # a Runnable judge runs in the background
-            # One handler measures and journals: each handler on a run costs every event a
-            # dispatch through LangChain's callback manager.
-            rt.handler = RouterHandler(metrics, judge=judge, journal=rt.journal)
             metrics.init_arms(self.plan.id, self.plan.layer_names)
-            metrics.watch_ratios(self.plan, self.store)
+            metrics.watch_ratios(self.plan, store)
+        journal = None
+        if self.journal_tool_calls:
+            journal = ToolCallJournal(store, self.plan.judging.side_effect_tools, clock=self.clock)
+        tracing = None
+        if self.tracer is not None:
+            tracing = GraylayerTracingHandler(self.tracer, agent_name=self.plan.id)
+        index = RunIndex(ttl=self.feedback_ttl, clock=self.clock)
+        observer = RunObserver(
+            metrics=metrics,
+            completion_judge=self.completion_judge,
+            journal=journal,
+            tracing=tracing,
+            feedback=FeedbackRecorder(metrics, index),
+        )
+        assigner = Assigner(self.plan, store, profile_loader=self.profile_loader, clock=self.clock)
+        self._state_ = _State(assigner, observer, store.networked)
 
     # ------------------------------------------------------------------ Runnable plumbing
     @classmethod
+    @override
     def is_lc_serializable(cls) -> bool:
         return False
 
     @property
+    @override
     def InputType(self) -> Any:
         return self.stable.InputType
 
     @property
+    @override
     def OutputType(self) -> Any:
         return self.stable.OutputType
 
+    @override
     def get_input_schema(self, config: RunnableConfig | None = None) -> TypeBaseModel:
         return self.stable.get_input_schema(config)
 
+    @override
     def get_output_schema(self, config: RunnableConfig | None = None) -> TypeBaseModel:
         return self.stable.get_output_schema(config)
 
     @property
+    @override
     def config_specs(self) -> list[ConfigurableFieldSpec]:
         own = [
             ConfigurableFieldSpec(
@@ -274,36 +229,43 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
             >>> r.route("u1").explain()
             'stable: layer vip (no profile), bucket 5035 >= 0 of 10000 (ratio 0.00%)'
         """
-        return self._rt.assigner.route(user_id, session_id)
+        return self._state.assigner.route(user_id, session_id)
 
-    def decide_ahead(self, user_id: str | None, session_id: str | None = None) -> RoutingDecision:
-        """Route a request before its run starts, pinning its session like a run would.
+    def route_request(self, user_id: str | None, session_id: str | None = None) -> RoutingDecision:
+        """Route a request before its run starts, pinning its session as a run would.
 
-        For serving layers that must know the version before the agent runs (e.g. to colour
-        response headers): pass the result to :meth:`hold_decision` in the request's context
-        and the run for the same user and session uses it instead of routing again. Blocks on a
-        networked store. Never raises (a failure gives a ``DEGRADED`` stable decision).
+        For serving layers that must know the version before the agent runs (e.g. for response
+        headers): open a :class:`~langchain_graylayer.routing.context.RequestContext` with it
+        around the run, and the run uses it instead of routing again. Blocks on a networked
+        store (see :meth:`aroute_request`). Never raises (a failure gives a ``DEGRADED`` decision).
         """
-        return self._rt.assigner.decide(user_id, session_id)
+        return self._state.assigner.assign(user_id, session_id)
 
-    def hold_decision(
-        self, user_id: str | None, session_id: str | None, decision: RoutingDecision
-    ) -> Token[Any]:
-        """Make ``decision`` the one this router's runs use in the current context, for this
-        user and session only; returns the token to reset it with."""
-        return _AHEAD.set((self._rt.assigner, (user_id, session_id), decision))
+    async def aroute_request(
+        self, user_id: str | None, session_id: str | None = None
+    ) -> RoutingDecision:
+        """:meth:`route_request` for async code: off the event loop when the store is networked."""
+        state = self._state
+        if state.networked:
+            return await asyncio.to_thread(state.assigner.assign, user_id, session_id)
+        return state.assigner.assign(user_id, session_id)
 
-    def health(self) -> dict[str, int]:
+    def counts(self) -> dict[str, int]:
         """Counts since start: ``degraded`` (routing failed), ``fallback`` (candidate raised,
         stable answered), ``unrouted`` (no user id or opt-out)."""
-        counts = self._rt.assigner.counts
+        counts = self._state.assigner.counts
         return {key: counts[key] for key in ("degraded", "fallback", "unrouted")}
 
     def trace_id_of(self, run_id: UUID | str) -> str | None:
         """The request's OpenTelemetry trace id (hex), e.g. for an ``X-Trace-ID`` header;
         ``None`` without a tracer or once forgotten (10 minutes after the request)."""
-        tracing = self._rt.tracing
+        tracing = self._state.observer.tracing
         return None if tracing is None else tracing.trace_id_of(run_id)
+
+    @property
+    def feedback_recorder(self) -> FeedbackRecorder:
+        """Counts feedback for this router's runs (by run id, or by a verified token)."""
+        return self._state.observer.feedback
 
     def feedback(
         self, run_id: UUID | str, kind: FeedbackKind | str | None, score: float | None = None
@@ -326,135 +288,38 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
                 counted.
             ConfigurationError: an unknown kind or a score outside 0-10.
         """
-        checked = check_feedback(kind, score)
-        rt = self._rt
-        with rt.runs_lock:
-            served = rt.runs.get(str(run_id))
-        if served is None:
-            raise UnknownRunError(
-                f"run {run_id} is not a request this router routed, or its feedback window "
-                f"({self.feedback_ttl:g} s) has passed; the feedback was not counted"
-            )
-        labels = RunLabels(*served)
-        self.record_feedback(labels, checked, score)
-        return labels
+        return self._state.observer.feedback.for_run(run_id, kind, score)
 
-    def record_feedback(
-        self, labels: RunLabels, kind: FeedbackKind | str | None, score: float | None = None
-    ) -> None:
-        """Count feedback under labels already verified elsewhere (e.g. a signed token)."""
-        checked = check_feedback(kind, score)
-        handler = self._rt.handler
-        if handler is not None:
-            handler.metrics.record_feedback(labels, checked, score)
+    def _decision(self, who: Identity) -> RoutingDecision | None:
+        """The decision the serving layer made for this request, if it was made for ``who``."""
+        context = current_request()
+        return None if context is None else context.decision_for(self.plan.id, who)
 
-    def _ahead(self, who: Identity) -> RoutingDecision | None:
-        held = _AHEAD.get()
-        if held is None or held[0] is not self._rt.assigner or held[1] != who:
-            return None
-        return held[2]
+    def _open(self, config: RunnableConfig | None) -> Call:
+        config = ensure_config(config)
+        who = identity_of(config)
+        decision = self._decision(who) or self._state.assigner.assign(*who)
+        run_id = config.pop("run_id", None) or new_run_id()
+        return self._state.observer.open(config, decision, run_id)
 
-    def _decide(self, config: RunnableConfig) -> RoutingDecision:
-        who = _identity(config)
-        return self._ahead(who) or self._rt.assigner.decide(*who)
-
-    async def _adecide(self, config: RunnableConfig) -> RoutingDecision:
-        who = _identity(config)
-        ahead = self._ahead(who)
-        if ahead is not None:
-            return ahead
-        if not self.store.blocking:
-            return self._rt.assigner.decide(*who)
-        return await asyncio.get_running_loop().run_in_executor(
-            None, self._rt.assigner.decide, *who
-        )
+    async def _aopen(self, config: RunnableConfig | None) -> Call:
+        config = ensure_config(config)
+        who = identity_of(config)
+        decision = self._decision(who) or await self.aroute_request(*who)
+        run_id = config.pop("run_id", None) or new_run_id()
+        return self._state.observer.open(config, decision, run_id)
 
     # ------------------------------------------------------------------ run bookkeeping
     def _runnable(self, version: Version) -> Runnable[Input, Output]:
         return self.candidate if version is Version.CANDIDATE else self.stable
 
-    def _labelled(self, config: RunnableConfig, decision: RoutingDecision) -> Call:
-        run_id = config.pop("run_id", None) or _new_run_id()
-        metadata: dict[str, Any] = {
-            PLAN_KEY: decision.plan_id,
-            VERSION_KEY: decision.version.value,
-            REQUEST_ID_KEY: str(run_id),
-            REASON_KEY: decision.reason.value,
-        }
-        tags = [plan_tag(decision.plan_id), version_tag(decision.version.value)]
-        if decision.session_id is not None:
-            metadata[SESSION_KEY] = decision.session_id
-        rt = self._rt
-        if decision.layer is not None:
-            metadata[LAYER_KEY] = decision.layer
-            tags.append(layer_tag(decision.layer))
-            served = (decision.plan_id, decision.version.value, decision.layer)
-            with rt.runs_lock:
-                rt.runs.set(metadata[REQUEST_ID_KEY], served, self.feedback_ttl)
-        handlers: list[BaseCallbackHandler] = []
-        callbacks = config.get("callbacks")
-        present = handlers_in(callbacks)
-        measurer = None
-        if rt.handler is not None:
-            if not any(isinstance(h, MEASURING) for h in present):
-                handlers.append(rt.handler)  # it journals the candidate's tool calls too
-            if not any(isinstance(h, MEASURING) and not isinstance(h, RouterHandler)
-                       for h in present):  # fmt: skip
-                measurer = rt.handler.measurer
-        if not handlers and rt.journal is not None and decision.version is Version.CANDIDATE:
-            handlers.append(rt.journal)
-        if rt.tracing is not None and not any(
-            isinstance(h, GraylayerTracingHandler) for h in present
-        ):
-            handlers.append(rt.tracing)
-        # What ``merge_configs(config, {"metadata", "tags", "callbacks"})`` gives, without its
-        # generic merging of every key (it runs on every request).
-        labelled: RunnableConfig = {
-            **config,
-            "metadata": {**config.get("metadata", {}), **metadata},
-            "tags": sorted({*config.get("tags", []), *tags}),
-        }
-        if handlers:
-            labelled["callbacks"] = with_handlers(callbacks, handlers)
-        return Call(labelled, run_id, measurer)
-
-    def _fallback_config(self, call: Call, run_manager: Any) -> RunnableConfig:
-        """The stable retry's config: relabelled stable, tagged fallback, candidate tag removed."""
-        call.fell_back()
-        config = call.config
-        stale = version_tag(Version.CANDIDATE.value)
-        relabelled: RunnableConfig = {
-            **config,
-            "metadata": {
-                **config.get("metadata", {}),
-                VERSION_KEY: Version.STABLE.value,
-                FALLBACK_KEY: True,
-            },
-            "tags": [
-                *(t for t in config.get("tags", []) if t != stale),
-                version_tag(Version.STABLE.value),
-                FALLBACK_TAG,
-            ],
-        }
-        callbacks = run_manager.get_child(FALLBACK_TAG)
-        callbacks.remove_tags([stale])  # inherited from the router's own run
-        return patch_config(relabelled, callbacks=callbacks)
-
-    def _judge_in_background(self, run_id: UUID, decision: RoutingDecision, output: Any) -> None:
-        """Run a Runnable completion judge after the answer, off the user's latency."""
-        judge, handler = self.completion_judge, self._rt.handler
-        if handler is None or not isinstance(judge, Runnable) or decision.layer is None:
-            return
-        handler.mark_completed(run_id, False)  # counted when (and if) the judge accepts
-        labels = RunLabels(decision.plan_id, decision.version.value, decision.layer)
-        _JUDGES.submit(_run_judge, judge, output, labels, handler.metrics)
-
-    def _should_fall_back(self, decision: RoutingDecision, exc: BaseException) -> bool:
+    def _falls_back(self, call: Call, exc: BaseException) -> bool:
+        decision = call.decision
         if decision.version is not Version.CANDIDATE or not self.plan.fallback_to_stable:
             return False
         if not isinstance(exc, Exception):  # never swallow cancellation or KeyboardInterrupt
             return False
-        self._rt.assigner.counts["fallback"] += 1
+        self._state.assigner.counts["fallback"] += 1
         logger.warning(
             "candidate of plan %s failed (%s: %s); answering with stable",
             decision.plan_id,
@@ -463,45 +328,42 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
         )
         return True
 
+    @staticmethod
+    def _fallback_config(call: Call, run_manager: Any) -> RunnableConfig:
+        """The stable retry's config: relabelled, and a child of the router's own run tagged
+        fallback, without the candidate tag it inherited."""
+        callbacks = run_manager.get_child(FALLBACK_TAG)
+        callbacks.remove_tags([version_tag(Version.CANDIDATE.value)])
+        return patch_config(call.fallback_config(), callbacks=callbacks)
+
+    def _answered(self, call: Call, output: Any) -> None:
+        self._state.observer.answered(call, output)
+        call.ended(output)
+
     # ------------------------------------------------------------------ invoke
+    @override
     def invoke(self, input: Input, config: RunnableConfig | None = None, **kwargs: Any) -> Output:
-        config = ensure_config(config)
-        decision = self._decide(config)
-        call = self._labelled(config, decision)
-        config, run_id = call.config, call.run_id
+        call = self._open(config)
         call.started()
-        run_manager = get_callback_manager_for_config(config).on_chain_start(
-            None, input, name=config.get("run_name") or self.get_name(), run_id=run_id
+        run_manager = get_callback_manager_for_config(call.config).on_chain_start(
+            None, input, name=call.config.get("run_name") or self.get_name(), run_id=call.run_id
         )
         try:
-            output = self._invoke_version(decision.version, input, config, run_manager, kwargs)
-        except BaseException as exc:
-            if not self._should_fall_back(decision, exc):
-                call.ended(None, exc)
-                run_manager.on_chain_error(exc)
-                raise
             try:
+                child = patch_config(call.config, callbacks=run_manager.get_child())
+                output = self._call(self._runnable(call.decision.version), input, child, kwargs)
+            except BaseException as exc:
+                if not self._falls_back(call, exc):
+                    raise
                 fallback = self._fallback_config(call, run_manager)
                 output = self._call(self.stable, input, fallback, kwargs)
-            except BaseException as fallback_exc:
-                call.ended(None, fallback_exc)
-                run_manager.on_chain_error(fallback_exc)
-                raise
-        self._judge_in_background(run_id, decision, output)
-        call.ended(output)
+        except BaseException as exc:
+            call.ended(None, exc)
+            run_manager.on_chain_error(exc)
+            raise
+        self._answered(call, output)
         run_manager.on_chain_end(output)
         return output
-
-    def _invoke_version(
-        self,
-        version: Version,
-        input: Input,
-        config: RunnableConfig,
-        run_manager: CallbackManagerForChainRun,
-        kwargs: dict[str, Any],
-    ) -> Output:
-        child = patch_config(config, callbacks=run_manager.get_child())
-        return self._call(self._runnable(version), input, child, kwargs)
 
     @staticmethod
     def _call(
@@ -513,71 +375,58 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
         with set_config_context(child) as context:
             return context.run(runnable.invoke, input, child, **kwargs)
 
+    @override
     async def ainvoke(
         self, input: Input, config: RunnableConfig | None = None, **kwargs: Any
     ) -> Output:
-        config = ensure_config(config)
-        decision = await self._adecide(config)
-        call = self._labelled(config, decision)
-        config, run_id = call.config, call.run_id
+        call = await self._aopen(config)
         call.started()
-        run_manager = await own_run_manager(config).on_chain_start(
-            None, input, name=config.get("run_name") or self.get_name(), run_id=run_id
+        run_manager = await own_run_manager(call.config).on_chain_start(
+            None, input, name=call.config.get("run_name") or self.get_name(), run_id=call.run_id
         )
         try:
-            child = patch_config(config, callbacks=run_manager.get_child())
-            output = await self._acall(self._runnable(decision.version), input, child, kwargs)
-        except BaseException as exc:
-            if not self._should_fall_back(decision, exc):
-                call.ended(None, exc)
-                await run_manager.on_chain_error(exc)
-                raise
+            # Awaited in place, as RunnableBranch does: the child sets its own config context,
+            # and a task per request would cost more than the rest of the routing.
             try:
+                child = patch_config(call.config, callbacks=run_manager.get_child())
+                runnable = self._runnable(call.decision.version)
+                output = await runnable.ainvoke(input, child, **kwargs)
+            except BaseException as exc:
+                if not self._falls_back(call, exc):
+                    raise
                 fallback = self._fallback_config(call, run_manager)
-                output = await self._acall(self.stable, input, fallback, kwargs)
-            except BaseException as fallback_exc:
-                call.ended(None, fallback_exc)
-                await run_manager.on_chain_error(fallback_exc)
-                raise
-        self._judge_in_background(run_id, decision, output)
-        call.ended(output)
+                output = await self.stable.ainvoke(input, fallback, **kwargs)
+        except BaseException as exc:
+            call.ended(None, exc)
+            await run_manager.on_chain_error(exc)
+            raise
+        self._answered(call, output)
         await run_manager.on_chain_end(output)
         return output
 
-    @staticmethod
-    async def _acall(
-        runnable: Runnable[Input, Output],
-        input: Input,
-        child: RunnableConfig,
-        kwargs: dict[str, Any],
-    ) -> Output:
-        # Awaited in place, as RunnableBranch does: the child sets its own config context, and
-        # a task per request (coro_with_context) would cost more than the rest of the routing.
-        return await runnable.ainvoke(input, child, **kwargs)
-
     # ------------------------------------------------------------------ streaming
+    @override
     def stream(
         self, input: Input, config: RunnableConfig | None = None, **kwargs: Any | None
     ) -> Iterator[Output]:
-        config = ensure_config(config)
-        decision = self._decide(config)
-        call = self._labelled(config, decision)
-        config, run_id = call.config, call.run_id
+        call = self._open(config)
         call.started()
-        run_manager = get_callback_manager_for_config(config).on_chain_start(
-            None, input, name=config.get("run_name") or self.get_name(), run_id=run_id
+        run_manager: CallbackManagerForChainRun = get_callback_manager_for_config(
+            call.config
+        ).on_chain_start(
+            None, input, name=call.config.get("run_name") or self.get_name(), run_id=call.run_id
         )
         final = Accumulator[Output]()
         try:
-            child = patch_config(config, callbacks=run_manager.get_child())
+            child = patch_config(call.config, callbacks=run_manager.get_child())
             try:
-                for chunk in self._runnable(decision.version).stream(input, child, **kwargs):
+                for chunk in self._runnable(call.decision.version).stream(input, child, **kwargs):
                     final.add(chunk)
                     yield chunk
             except Exception as exc:
                 # Once a chunk has reached the caller, a switch of version would splice two
                 # answers together; fall back only when nothing was sent yet.
-                if final.started or not self._should_fall_back(decision, exc):
+                if final.started or not self._falls_back(call, exc):
                     raise
                 fallback = self._fallback_config(call, run_manager)
                 for chunk in self.stable.stream(input, fallback, **kwargs):
@@ -587,30 +436,30 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
             call.ended(None, exc)
             run_manager.on_chain_error(exc)
             raise
-        self._judge_in_background(run_id, decision, final.value)
-        call.ended(final.value)
+        self._answered(call, final.value)
         run_manager.on_chain_end(final.value)
 
+    @override
     async def astream(
         self, input: Input, config: RunnableConfig | None = None, **kwargs: Any | None
     ) -> AsyncIterator[Output]:
-        config = ensure_config(config)
-        decision = await self._adecide(config)
-        call = self._labelled(config, decision)
-        config, run_id = call.config, call.run_id
+        call = await self._aopen(config)
         call.started()
-        run_manager: AsyncCallbackManagerForChainRun = await own_run_manager(config).on_chain_start(
-            None, input, name=config.get("run_name") or self.get_name(), run_id=run_id
+        run_manager: AsyncCallbackManagerForChainRun = await own_run_manager(
+            call.config
+        ).on_chain_start(
+            None, input, name=call.config.get("run_name") or self.get_name(), run_id=call.run_id
         )
         final = Accumulator[Output]()
         try:
-            child = patch_config(config, callbacks=run_manager.get_child())
+            child = patch_config(call.config, callbacks=run_manager.get_child())
             try:
-                async for chunk in self._runnable(decision.version).astream(input, child, **kwargs):
+                runnable = self._runnable(call.decision.version)
+                async for chunk in runnable.astream(input, child, **kwargs):
                     final.add(chunk)
                     yield chunk
             except Exception as exc:
-                if final.started or not self._should_fall_back(decision, exc):
+                if final.started or not self._falls_back(call, exc):
                     raise
                 fallback = self._fallback_config(call, run_manager)
                 async for chunk in self.stable.astream(input, fallback, **kwargs):
@@ -620,12 +469,11 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
             call.ended(None, exc)
             await run_manager.on_chain_error(exc)
             raise
-        self._judge_in_background(run_id, decision, final.value)
-        call.ended(final.value)
+        self._answered(call, final.value)
         await run_manager.on_chain_end(final.value)
 
 
-def _identity(config: RunnableConfig) -> Identity:
+def identity_of(config: RunnableConfig) -> Identity:
     """The user id and session id in ``config["configurable"]`` (session: LangGraph's
     ``thread_id`` when there is no ``session_id``)."""
     configurable = config.get("configurable") or {}
@@ -635,19 +483,3 @@ def _identity(config: RunnableConfig) -> Identity:
         None if user_id is None else str(user_id),
         None if session_id is None else str(session_id),
     )
-
-
-_JUDGES = ThreadPoolExecutor(max_workers=2, thread_name_prefix="graylayer-judge")
-
-
-def _run_judge(
-    judge: Runnable[Any, Any], output: Any, labels: RunLabels, metrics: GraylayerMetrics
-) -> None:
-    try:
-        accepted = bool(judge.invoke(output, {"callbacks": [], "run_name": "graylayer_judge"}))
-    except Exception:
-        logger.exception("completion judge failed; the task is counted as not completed")
-        metrics.handler_errors.inc()
-        return
-    if accepted:
-        metrics.record_completion(labels)

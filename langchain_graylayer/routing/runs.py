@@ -1,13 +1,13 @@
-"""Run plumbing for the router: what measures a request, its own run's callback manager, the
-handlers it adds to a config, and the output of a streamed run.
+"""Run plumbing for the router: its own run's callback manager, the handlers it adds to a
+config, the output of a streamed run, and its run ids.
 
-Nothing here knows about plans or versions; ``router.py`` uses it for each request.
+Nothing here knows about plans or versions.
 """
 
 from __future__ import annotations
 
 from typing import Any, Generic, TypeVar, cast
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from langchain_core.callbacks import (
     AsyncCallbackHandler,
@@ -18,46 +18,26 @@ from langchain_core.messages import BaseMessageChunk
 from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import get_async_callback_manager_for_config
 
-from langchain_graylayer.measuring.handler import (
-    AsyncGraylayerCallbackHandler,
-    GraylayerCallbackHandler,
-)
-from langchain_graylayer.measuring.handler import _Measurer as Measurer
+try:  # langchain-core 1.x makes UUIDv7 run ids; keep ours of the same kind
+    from langchain_core.utils.uuid import uuid7 as _uuid7
+except ImportError:  # pragma: no cover - releases without it
+    _uuid7 = None  # type: ignore[assignment]
+
+__all__ = [
+    "Accumulator",
+    "handlers_in",
+    "merge_message_pair",
+    "new_run_id",
+    "own_run_manager",
+    "with_handlers",
+]
 
 Output = TypeVar("Output")
 
-MEASURING = (GraylayerCallbackHandler, AsyncGraylayerCallbackHandler)
-"""Handlers that measure requests: with one of them in the caller's callbacks, the router adds
-none of its own."""
 
-
-class RouterHandler(GraylayerCallbackHandler):
-    """The router's own handler. The router reports each request's start and end itself, so
-    LangChain skips this handler for every chain event (a LangGraph agent run has dozens)."""
-
-    ignore_chain = True
-
-
-class Call:
-    """One routed request: its labelled config, its run id, and what measures it (``None`` when
-    a handler attached by the caller measures requests from chain events)."""
-
-    __slots__ = ("config", "measurer", "run_id")
-
-    def __init__(self, config: RunnableConfig, run_id: UUID, measurer: Measurer | None) -> None:
-        self.config, self.run_id, self.measurer = config, run_id, measurer
-
-    def started(self) -> None:
-        if self.measurer is not None:
-            self.measurer.chain_start(self.run_id, self.config.get("metadata"))
-
-    def fell_back(self) -> None:
-        if self.measurer is not None:
-            self.measurer.mark_fallback(self.run_id)
-
-    def ended(self, output: Any, error: BaseException | None = None) -> None:
-        if self.measurer is not None:
-            self.measurer.chain_end(self.run_id, output, error)
+def new_run_id() -> UUID:
+    """A new run id, of the kind langchain-core makes (UUIDv7 where it can)."""
+    return _uuid7() if _uuid7 is not None else uuid4()
 
 
 class _InPlace:

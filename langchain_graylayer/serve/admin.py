@@ -97,8 +97,8 @@ def mount_admin(
             ratios = await asyncio.to_thread(router.store.get_ratios, router.plan.id)
             return {"plan": router.plan.id, "status": "no controller", "layers": [
                 {"layer": name, "ratio": ratios.get(name, 0.0)} for name in router.plan.layer_names
-            ], "health": router.health()}  # fmt: skip
-        return {**await asyncio.to_thread(controller.status), "health": router.health()}
+            ], "health": router.counts()}  # fmt: skip
+        return {**await asyncio.to_thread(controller.status), "health": router.counts()}
 
     @api.get("/audit")
     async def audit(limit: int = 200) -> list[dict[str, Any]]:
@@ -153,7 +153,11 @@ def mount_admin(
     @app.get(prefix, include_in_schema=False)
     @app.get(f"{prefix}/", include_in_schema=False)
     async def dashboard() -> HTMLResponse:
-        page = resources.files("langchain_graylayer.serve").joinpath("dashboard.html").read_text("utf-8")
+        page = (
+            resources.files("langchain_graylayer.serve")
+            .joinpath("dashboard.html")
+            .read_text("utf-8")
+        )
         return HTMLResponse(page.replace("__API__", f"{prefix}/api"))
 
     @app.exception_handler(ConfigurationError)

@@ -8,11 +8,16 @@ and ``POST {path}/feedback`` with signed, single-use tokens. Used by
 
 import asyncio
 import json
-import uuid
-from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
-from langchain_graylayer.errors import ConfigurationError, GraylayerError
+from langchain_graylayer.errors import (
+    ConfigurationError,
+    FeedbackTokenReusedError,
+    InvalidFeedbackTokenError,
+    StoreError,
+)
+from langchain_graylayer.measuring.feedback import FeedbackKind
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -45,7 +50,7 @@ def mount_agent(
     app: "FastAPI",
     router: "GrayRouter[Any, Any]",
     path: str,
-    modifier: Callable[[dict[str, Any], Any], dict[str, Any]],
+    modifier: Callable[[dict[str, Any], Any], Awaitable[dict[str, Any]]],
     signer: "FeedbackSigner",
     use_langserve: bool | None,
 ) -> None:
@@ -79,7 +84,7 @@ def _mount_plain(
     app: "FastAPI",
     router: "GrayRouter[Any, Any]",
     path: str,
-    modifier: Callable[[dict[str, Any], Any], dict[str, Any]],
+    modifier: Callable[[dict[str, Any], Any], Awaitable[dict[str, Any]]],
 ) -> None:
     from fastapi import Request
     from fastapi.responses import StreamingResponse
@@ -89,19 +94,19 @@ def _mount_plain(
         input: Any
         config: dict[str, Any] = {}
 
-    def config_of(call: Call, request: Request) -> dict[str, Any]:
+    async def config_of(call: Call, request: Request) -> dict[str, Any]:
         config = {"configurable": dict(call.config.get("configurable") or {})}
-        return modifier(config, request)
+        return await modifier(config, request)
 
     @app.post(f"{path}/invoke")
     async def invoke(call: Call, request: Request) -> dict[str, Any]:
-        config = config_of(call, request)
+        config = await config_of(call, request)
         output = await router.ainvoke(call.input, config)  # type: ignore[arg-type]
         return {"output": jsonable(output), "metadata": {"run_id": str(config.get("run_id"))}}
 
     @app.post(f"{path}/stream")
     async def stream(call: Call, request: Request) -> StreamingResponse:
-        config = config_of(call, request)
+        config = await config_of(call, request)
 
         async def events() -> AsyncIterator[str]:
             yield f"event: metadata\ndata: {json.dumps({'run_id': str(config.get('run_id'))})}\n\n"
@@ -124,11 +129,9 @@ def _mount_feedback(
     from fastapi import Header, HTTPException
     from pydantic import BaseModel, Field
 
-    from langchain_graylayer.errors import InvalidFeedbackTokenError
-
     class Feedback(BaseModel):
         run_id: str = Field(min_length=1, max_length=100)
-        kind: Literal["bad", "complaint", "good"] | None = None
+        kind: FeedbackKind | None = None
         score: float | None = Field(default=None, ge=0, le=10)
         token: str | None = Field(default=None, max_length=2000)
 
@@ -143,22 +146,16 @@ def _mount_feedback(
         if body.kind is None and body.score is None:
             raise HTTPException(422, "give a kind, a score, or both")
         try:
-            labels = signer.verify(token, body.run_id)
+            labels = await asyncio.to_thread(
+                router.feedback_recorder.for_token,
+                signer, router.store, token, body.run_id, body.kind, body.score,
+            )  # fmt: skip
+        except FeedbackTokenReusedError as exc:
+            raise HTTPException(409, f"feedback refused: {exc}") from None
         except InvalidFeedbackTokenError as exc:
             raise HTTPException(401, f"feedback refused: {exc}") from None
-        try:  # a lease with a fresh holder is taken once; a second try finds it held
-            fresh = await asyncio.to_thread(
-                router.store.try_lease,
-                f"feedback:{signer.fingerprint(token)}",
-                uuid.uuid4().hex,
-                signer.ttl,
-            )
-        except GraylayerError as exc:
-            raise HTTPException(503, f"feedback not recorded, try again later: {exc}") from None
-        if not fresh:
-            raise HTTPException(409, "feedback refused: this token was already used")
-        try:
-            router.record_feedback(labels, body.kind, body.score)
         except ConfigurationError as exc:
             raise HTTPException(422, str(exc)) from None
+        except StoreError as exc:
+            raise HTTPException(503, f"feedback not recorded, try again later: {exc}") from None
         return {"accepted": True, "version": labels.version, "layer": labels.layer}

@@ -17,14 +17,16 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
-from uuid import UUID
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, cast
 
+from langchain_core.runnables import RunnableConfig
 from prometheus_client import REGISTRY
 
 from langchain_graylayer.measuring.feedback import FeedbackSigner
 from langchain_graylayer.measuring.prometheus import default_metrics
+from langchain_graylayer.routing.context import current_request, update_request
+from langchain_graylayer.routing.router import identity_of
 from langchain_graylayer.serve.middleware import Identify, VersionHeaders
 
 if TYPE_CHECKING:
@@ -36,12 +38,19 @@ if TYPE_CHECKING:
 __all__ = ["add_gray_routes", "config_modifier"]
 
 
-def config_modifier(trust_client_user_id: bool = False) -> Callable[[dict[str, Any], Any], Any]:
-    """LangServe ``per_req_config_modifier``: the identity from the request wins, always."""
+def config_modifier(
+    router: GrayRouter[Any, Any], trust_client_user_id: bool = False
+) -> Callable[[dict[str, Any], Any], Awaitable[dict[str, Any]]]:
+    """LangServe ``per_req_config_modifier``: the identity from the request wins, always.
 
-    def modify(config: dict[str, Any], request: Request) -> dict[str, Any]:
-        state = request.scope.get("state", {})
-        user_id, session_id = state.get("graylayer_identity", (None, None))
+    It reads the identity and run id from the request context the middleware opened. With
+    ``trust_client_user_id`` a client-sent identity the headers lack is taken from the body,
+    and routed here (the run and the response headers then use that decision).
+    """
+
+    async def modify(config: dict[str, Any], request: Request) -> dict[str, Any]:
+        context = current_request()
+        user_id, session_id = context.identity if context is not None else (None, None)
         configurable = dict(config.get("configurable") or {})
         if not trust_client_user_id:
             for key in ("user_id", "session_id", "thread_id"):
@@ -52,10 +61,12 @@ def config_modifier(trust_client_user_id: bool = False) -> Callable[[dict[str, A
             configurable["session_id"] = session_id
             configurable["thread_id"] = session_id  # LangGraph checkpointers key on thread_id
         config["configurable"] = configurable
-        resolved_session = configurable.get("session_id") or configurable.get("thread_id")
-        state["graylayer_resolved"] = (configurable.get("user_id"), resolved_session)
-        if state.get("graylayer_run_id"):
-            config["run_id"] = UUID(state["graylayer_run_id"])
+        if context is not None:
+            resolved = identity_of(cast(RunnableConfig, config))
+            if resolved != context.identity:  # only client-sent ids differ from the headers'
+                update_request(identity=resolved, decision=await router.aroute_request(*resolved))
+            if context.run_id is not None:
+                config["run_id"] = context.run_id
         return config
 
     return modify
@@ -94,7 +105,7 @@ def add_gray_routes(
     app.add_middleware(VersionHeaders, router=router, path=path, identify=identify,
                        headers=(user_header, session_header), signer=signer)  # fmt: skip
     serve_agent.mount_agent(
-        app, router, path, config_modifier(trust_client_user_id), signer, use_langserve
+        app, router, path, config_modifier(router, trust_client_user_id), signer, use_langserve
     )
     serve_admin.mount_admin(app, router, controller, admin_prefix, admin_token)
     if metrics_path:

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 from langchain_graylayer._types import Identity
 from langchain_graylayer.measuring.feedback import FeedbackSigner
 from langchain_graylayer.measuring.labels import RunLabels
+from langchain_graylayer.routing.context import RequestContext, current_request, request_context
+from langchain_graylayer.routing.runs import new_run_id
 
 if TYPE_CHECKING:
     from fastapi import Request
@@ -27,11 +29,13 @@ _UNCOLOURED = ("/feedback", "/input_schema", "/output_schema", "/config_schema")
 
 
 class VersionHeaders:
-    """Pure ASGI middleware: identify, route, pre-generate the run id, colour the response headers.
+    """Pure ASGI middleware: identify, route, pick the run id, and name the version in headers.
 
-    The request is routed here, before the agent runs, and the router's run reuses that decision
-    (``GrayRouter.hold_decision``): one routing per request, and the headers announce exactly the
-    version that runs, even for a stream whose headers go out before its first token.
+    The request is routed here, before the agent runs, and opened as a
+    :class:`~langchain_graylayer.routing.context.RequestContext`: the config modifier takes the
+    identity and run id from it and the router's run reuses its decision. One routing per
+    request, and the headers announce exactly the version that runs, even for a stream whose
+    headers go out before its first token.
     """
 
     def __init__(self, app: Any, *, router: GrayRouter[Any, Any], path: str,
@@ -60,11 +64,6 @@ class VersionHeaders:
         result = self.identify(Request(scope, receive))
         return await result if asyncio.iscoroutine(result) else result  # type: ignore[return-value]
 
-    async def _off_loop(self, method: Callable[..., RoutingDecision], who: Identity) -> Any:
-        if self.router.store.blocking:  # a networked store: keep the event loop free
-            return await asyncio.to_thread(method, *who)
-        return method(*who)
-
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         path = scope.get("path", "")
         agent_call = (
@@ -75,50 +74,36 @@ class VersionHeaders:
         if not agent_call or path.endswith(_UNCOLOURED) or "/playground" in path:
             await self.app(scope, receive, send)
             return
-        from langchain_graylayer.routing.router import _new_run_id
-
-        user_id, session_id = await self._identify(scope, receive)
-        # Without a user id the run routes itself: with trusted client ids, the body may name one.
-        decision = None
-        if user_id is not None:
-            decision = await self._off_loop(self.router.decide_ahead, (user_id, session_id))
+        who = await self._identify(scope, receive)
+        # Without a user id the run routes itself (as unrouted, unless a trusting config
+        # modifier finds a user id in the body and routes that).
+        decision = None if who[0] is None else await self.router.aroute_request(*who)
         batch = path.endswith("/batch")
-        run_id = str(_new_run_id())
-        state = scope.setdefault("state", {})
-        state["graylayer_identity"] = (user_id, session_id)
-        state["graylayer_run_id"] = None if batch else run_id
+        run_id = new_run_id()
         server_trace: list[str] = []
 
-        async def coloured(message: dict[str, Any]) -> None:
+        async def with_headers(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
-                # The config modifier has run by now: it records the identity it really used
-                # (which differs from the headers' only when client-sent ids are trusted).
-                who = state.get("graylayer_resolved", (user_id, session_id))
-                shown = decision
-                if shown is None or who != (user_id, session_id):
-                    shown = await self._off_loop(self.router.route, who)
+                # The config modifier has run by now, and may have routed another identity.
+                served = current_request() or context
+                shown = served.decision or self.router.route(*served.identity)  # no user: no I/O
                 message["headers"] = [
                     *message.get("headers", []),
-                    *self._headers(shown, run_id, batch, server_trace),
+                    *self._headers(shown, str(run_id), batch, server_trace),
                 ]
             await send(message)
 
-        held = None
-        if decision is not None:
-            held = self.router.hold_decision(user_id, session_id, decision)
-        try:
+        context = RequestContext(who, None if batch else run_id, decision)
+        with request_context(context):
             tracer = getattr(self.router, "tracer", None)
             if tracer is None:
-                await self.app(scope, receive, coloured)
+                await self.app(scope, receive, with_headers)
                 return
             # A server span makes the request's trace id known before a stream's first byte:
             # the router's request span, started later inside the stream, becomes its child.
             with tracer.start_as_current_span(f"{scope.get('method', 'POST')} {path}") as span:
                 server_trace.append(format(span.get_span_context().trace_id, "032x"))
-                await self.app(scope, receive, coloured)
-        finally:
-            if held is not None:
-                held.var.reset(held)
+                await self.app(scope, receive, with_headers)
 
     def _headers(
         self, decision: RoutingDecision, run_id: str, batch: bool, server_trace: list[str]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from langchain_graylayer._cache import ExpiringLRU
 from langchain_graylayer.errors import ConfigurationError
@@ -34,7 +34,7 @@ class MemoryStore:
         (0.1, 0.0)
     """
 
-    blocking = False
+    networked = False
 
     def __init__(
         self,
@@ -43,6 +43,7 @@ class MemoryStore:
         max_pins: int = 1_000_000,
         max_audit: int = 100_000,
         max_tool_calls: int = 100_000,
+        max_nonces: int = 1_000_000,
         clock: Callable[[], float] = time.time,
     ) -> None:
         for field, bound in (("max_audit", max_audit), ("max_tool_calls", max_tool_calls)):
@@ -62,6 +63,8 @@ class MemoryStore:
         self._audit: dict[str, deque[str]] = {}
         self._leases: dict[str, tuple[str, float]] = {}  # name -> (holder, expires at)
         self._tool_calls: dict[str, deque[str]] = {}
+        # Claimed keys, evicted when they expire (or, past ``max_nonces``, oldest first).
+        self._nonces: ExpiringLRU[str, bool] = ExpiringLRU(max_nonces, clock)
 
     # ratios -------------------------------------------------------------------------------
     def get_ratios(self, plan_id: str) -> dict[str, float]:
@@ -100,10 +103,6 @@ class MemoryStore:
             per_plan[plan_id] = assignment
             self._layers.set(user_id, per_plan, ttl)
 
-    def forget_layer(self, user_id: str) -> None:
-        with self._lock:
-            self._layers.pop(user_id)
-
     # session pins -------------------------------------------------------------------------
     def get_pin(self, plan_id: str, session_id: str) -> SessionPin | None:
         with self._lock:
@@ -116,10 +115,6 @@ class MemoryStore:
                 return existing
             self._pins.set((plan_id, session_id), pin, ttl)
             return pin
-
-    def unpin_session(self, plan_id: str, session_id: str) -> None:
-        with self._lock:
-            self._pins.pop((plan_id, session_id))
 
     def pinned_sessions(
         self, plan_id: str, version: Version | None = None
@@ -141,14 +136,14 @@ class MemoryStore:
             return self._states.get(plan_id)
 
     def commit(
-        self, plan_id: str, *, ratios: Mapping[str, float], state: str, audit: str | None
+        self, plan_id: str, *, ratios: Mapping[str, float], state: str, audit: Sequence[str]
     ) -> None:
         checked = {layer: check_ratio(ratio) for layer, ratio in ratios.items()}  # before writes
         with self._lock:
             self._ratios.setdefault(plan_id, {}).update(checked)
             self._states[plan_id] = state
-            if audit is not None:
-                self._audit.setdefault(plan_id, deque(maxlen=self._max_audit)).append(audit)
+            if audit:
+                self._audit.setdefault(plan_id, deque(maxlen=self._max_audit)).extend(audit)
 
     def read_audit(self, plan_id: str, limit: int | None = None) -> list[str]:
         if limit is not None and limit < 0:
@@ -187,6 +182,14 @@ class MemoryStore:
     def tool_calls(self, plan_id: str) -> list[str]:
         with self._lock:
             return list(self._tool_calls.get(plan_id, ()))
+
+    # nonces -------------------------------------------------------------------------------
+    def claim_once(self, key: str, ttl: float) -> bool:
+        with self._lock:
+            if self._nonces.get(key) is not None:
+                return False
+            self._nonces.set(key, True, ttl)
+            return True
 
     # introspection ------------------------------------------------------------------------
     def sizes(self) -> dict[str, int]:

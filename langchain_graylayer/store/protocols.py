@@ -1,8 +1,30 @@
-"""The ``Store`` protocol: where ratios, profiles, the layer cache and session pins live."""
+"""The store's protocols: small seams, one per concern, and ``Store``, which has them all.
+
+==================  ========================================================  ==================
+protocol            what it keeps                                             who uses it
+==================  ========================================================  ==================
+``RatioStore``      each layer's candidate ratio                              router, controller
+``ProfileStore``    user profiles and the cached layer of each user           router, admin API
+``PinStore``        session pins: the version a conversation started on      router, cleanup
+``StateStore``      the controller's plan state and audit log, atomically     controller
+``LeaseStore``      leases: which controller replica acts                     controller
+``JournalStore``    the candidate's tool calls, for compensation              journal, cleanup
+``NonceStore``      set-once keys with expiry (a feedback token counts once)  feedback
+==================  ========================================================  ==================
+
+:class:`~langchain_graylayer.store.memory.MemoryStore` implements every one in process;
+:class:`~langchain_graylayer.store.redis.RedisStore` in Redis, shared by replicas. A networked
+store (``networked = True``) is wrapped once by
+:class:`~langchain_graylayer.store.cached.CachedStore` where requests are served, so the request
+path reads ratios from memory and never waits on a journal write.
+
+Implementations raise :class:`~langchain_graylayer.errors.StoreError` when the backend fails;
+the router turns that into a stable answer, never a failed request.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -11,7 +33,19 @@ from langchain_graylayer.plan.assignment import LayerAssignment
 from langchain_graylayer.plan.plan import Version
 from langchain_graylayer.plan.profile import UserProfile
 
-__all__ = ["SessionPin", "Store", "check_ratio"]
+__all__ = [
+    "JournalStore",
+    "LeaseStore",
+    "NonceStore",
+    "PinStore",
+    "ProfileStore",
+    "RatioStore",
+    "RoutingStore",
+    "SessionPin",
+    "StateStore",
+    "Store",
+    "check_ratio",
+]
 
 
 def check_ratio(ratio: float) -> float:
@@ -51,16 +85,8 @@ class SessionPin:
 
 
 @runtime_checkable
-class Store(Protocol):
-    """State shared by routers and controllers.
-
-    Implementations raise :class:`~langchain_graylayer.errors.StoreError` when the backend fails;
-    the router turns that into a stable answer, never a failed request.
-    """
-
-    blocking: bool
-    """True when calls do network I/O: the router then caches ratios (refreshing at most every
-    ``ratio_refresh_interval``) and calls the store off the event loop in async code."""
+class RatioStore(Protocol):
+    """Each layer's candidate ratio, per plan."""
 
     def get_ratios(self, plan_id: str) -> dict[str, float]:
         """Every layer's candidate ratio for ``plan_id``; unset layers are absent (ratio 0)."""
@@ -73,6 +99,11 @@ class Store(Protocol):
     def set_ratio(self, plan_id: str, layer: str, ratio: float) -> None:
         """Atomically set one layer's ratio."""
         ...
+
+
+@runtime_checkable
+class ProfileStore(Protocol):
+    """User profiles, and each user's cached layer assignment per plan."""
 
     def get_profile(self, user_id: str) -> UserProfile | None:
         """The user's profile, or ``None``."""
@@ -92,9 +123,10 @@ class Store(Protocol):
         """Cache a layer assignment for ``ttl`` seconds."""
         ...
 
-    def forget_layer(self, user_id: str) -> None:
-        """Drop the user's cached layers in every plan."""
-        ...
+
+@runtime_checkable
+class PinStore(Protocol):
+    """Session pins: the version each conversation started on."""
 
     def get_pin(self, plan_id: str, session_id: str) -> SessionPin | None:
         """The version the session is pinned to, or ``None``."""
@@ -102,10 +134,6 @@ class Store(Protocol):
 
     def pin_session(self, plan_id: str, session_id: str, pin: SessionPin, ttl: float) -> SessionPin:
         """Pin the session unless it is already pinned; return the pin in force (first wins)."""
-        ...
-
-    def unpin_session(self, plan_id: str, session_id: str) -> None:
-        """Remove a session's pin."""
         ...
 
     def pinned_sessions(
@@ -118,18 +146,22 @@ class Store(Protocol):
         """Overwrite a session's pin (a rollback moves candidate sessions back to stable)."""
         ...
 
-    # -- controller state ----------------------------------------------------------------
+
+@runtime_checkable
+class StateStore(Protocol):
+    """The controller's state of each plan and its audit log, changed together atomically."""
+
     def get_plan_state(self, plan_id: str) -> str | None:
         """The controller's state of a plan (an opaque JSON document), or ``None``."""
         ...
 
     def commit(
-        self, plan_id: str, *, ratios: Mapping[str, float], state: str, audit: str | None
+        self, plan_id: str, *, ratios: Mapping[str, float], state: str, audit: Sequence[str]
     ) -> None:
-        """Atomically set these ratios, replace the plan state and append one audit entry
-        (``audit=None``: no entry, e.g. when only the latest verdict is remembered).
+        """Atomically set these ratios, replace the plan state and append the audit entries
+        (JSON documents; none, e.g. when only the latest verdict is remembered).
 
-        All or nothing: when the backend fails, none of the three is applied (``StoreError``).
+        All or nothing: when the backend fails, none of it is applied (``StoreError``).
         Ratios are validated first (``ConfigurationError``) and nothing is written then either.
         """
         ...
@@ -137,6 +169,11 @@ class Store(Protocol):
     def read_audit(self, plan_id: str, limit: int | None = None) -> list[str]:
         """Audit entries (JSON documents), oldest first; the newest ``limit`` when given."""
         ...
+
+
+@runtime_checkable
+class LeaseStore(Protocol):
+    """Named leases with a holder and an expiry (which controller replica acts)."""
 
     def try_lease(self, name: str, holder: str, ttl: float) -> bool:
         """Take the lease ``name`` for ``ttl`` seconds, or renew it if ``holder`` has it.
@@ -153,7 +190,11 @@ class Store(Protocol):
         """Who holds the lease now, or ``None``."""
         ...
 
-    # -- candidate tool-call journal (for compensation after a rollback) ------------------------
+
+@runtime_checkable
+class JournalStore(Protocol):
+    """The candidate's tool calls, kept for compensation after a rollback."""
+
     def record_tool_call(self, plan_id: str, entry: str) -> None:
         """Append a candidate tool call (a JSON document) to a bounded journal."""
         ...
@@ -161,3 +202,28 @@ class Store(Protocol):
     def tool_calls(self, plan_id: str) -> list[str]:
         """The journal's entries (JSON documents), oldest first."""
         ...
+
+
+@runtime_checkable
+class NonceStore(Protocol):
+    """Keys that can be claimed once, until they expire."""
+
+    def claim_once(self, key: str, ttl: float) -> bool:
+        """Claim ``key`` for ``ttl`` seconds: True the first time, False while it is claimed."""
+        ...
+
+
+@runtime_checkable
+class RoutingStore(RatioStore, ProfileStore, PinStore, JournalStore, NonceStore, Protocol):
+    """What the request path uses: ratios, profiles and the layer cache, pins, the journal and
+    feedback nonces."""
+
+    networked: bool
+    """True when calls do network I/O: where requests are served the store is then wrapped in a
+    :class:`~langchain_graylayer.store.cached.CachedStore`, and async code calls it off the event
+    loop."""
+
+
+@runtime_checkable
+class Store(RoutingStore, StateStore, LeaseStore, Protocol):
+    """Everything routers and controllers share: every protocol above."""

@@ -10,6 +10,7 @@ Key layout (``{prefix}`` is ``"graylayer"`` unless you pass ``prefix=``)::
     {prefix}:audit:{plan_id}                stream  "entry" -> audit entry (JSON); MAXLEN ~ 100000
     {prefix}:lease:{name}                   string  the holder; SET NX PX ttl, renewed by PEXPIRE
     {prefix}:toolcalls:{plan_id}            stream  "entry" -> tool call (JSON); MAXLEN ~ 100000
+    {prefix}:nonce:{key}                    string  "1"; SET NX PX ttl (a feedback token, once)
 
 The layer cache TTL is per *user* key, not per plan: caching a user's layer in one plan restarts
 the clock of that user's cached layers in every plan (as :class:`MemoryStore` does). Plan ids
@@ -24,7 +25,7 @@ raised as :class:`~langchain_graylayer.errors.StoreError` naming the operation a
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -96,7 +97,8 @@ class RedisStore:
 
     Pass a URL (the store builds and owns a client with ``decode_responses=True``) or a
     ``redis.Redis`` client of your own (decoding or not). Calls block on the network, so
-    ``blocking`` is true: the router caches ratios and calls the store off the event loop.
+    ``networked`` is true: where requests are served it is wrapped in a ``CachedStore``, and async
+    code calls it off the event loop.
 
     Example:
         >>> store = RedisStore("redis://localhost:6379/0")  # doctest: +SKIP
@@ -105,7 +107,7 @@ class RedisStore:
         {'early_adopter': 0.1}
     """
 
-    blocking = True
+    networked = True
 
     def __init__(
         self,
@@ -215,11 +217,6 @@ class RedisStore:
             pipe.pexpire(key, _millis(ttl))
             pipe.execute()
 
-    def forget_layer(self, user_id: str) -> None:
-        key = self._key("layer", user_id)
-        with self._guard("forget_layer", key):
-            self._client.delete(key)
-
     # session pins -------------------------------------------------------------------------
     def get_pin(self, plan_id: str, session_id: str) -> SessionPin | None:
         key = self._key("pin", plan_id, session_id)
@@ -234,11 +231,6 @@ class RedisStore:
             if raw is None:  # cannot happen (see _PIN_SCRIPT); never report a pin not in force
                 raise StoreError(f"Redis pin_session of {key!r} found no pin in force")
             return SessionPin.decode(_text(raw))
-
-    def unpin_session(self, plan_id: str, session_id: str) -> None:
-        key = self._key("pin", plan_id, session_id)
-        with self._guard("unpin_session", key):
-            self._client.delete(key)
 
     def pinned_sessions(
         self, plan_id: str, version: Version | None = None
@@ -271,7 +263,7 @@ class RedisStore:
             return None if raw is None else _text(raw)
 
     def commit(
-        self, plan_id: str, *, ratios: Mapping[str, float], state: str, audit: str | None
+        self, plan_id: str, *, ratios: Mapping[str, float], state: str, audit: Sequence[str]
     ) -> None:
         checked = {layer: repr(check_ratio(ratio)) for layer, ratio in ratios.items()}  # no I/O
         key = self._key("state", plan_id)
@@ -280,8 +272,8 @@ class RedisStore:
             if checked:  # HSET needs at least one field
                 pipe.hset(self._key("ratios", plan_id), mapping=checked)
             pipe.set(key, state)
-            if audit is not None:
-                pipe.xadd(self._key("audit", plan_id), {"entry": audit}, maxlen=_STREAM_MAXLEN)
+            for entry in audit:
+                pipe.xadd(self._key("audit", plan_id), {"entry": entry}, maxlen=_STREAM_MAXLEN)
             pipe.execute()
 
     def read_audit(self, plan_id: str, limit: int | None = None) -> list[str]:
@@ -321,6 +313,12 @@ class RedisStore:
         key = self._key("toolcalls", plan_id)
         with self._guard("tool_calls", key):
             return _entries(self._client.xrange(key))
+
+    # nonces -------------------------------------------------------------------------------
+    def claim_once(self, key: str, ttl: float) -> bool:
+        full = self._key("nonce", key)
+        with self._guard("claim_once", full):
+            return bool(self._client.set(full, "1", nx=True, px=_millis(ttl)))
 
     # administration -----------------------------------------------------------------------
     def ping(self) -> None:

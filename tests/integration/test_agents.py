@@ -31,14 +31,14 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, StateGraph
 
 from langchain_graylayer import GrayRouter, MemoryStore, RolloutPlan, UserProfile, Version
-from langchain_graylayer.routing.decision import RouteReason
-from langchain_graylayer.routing.router import (
+from langchain_graylayer.measuring.labels import (
     FALLBACK_KEY,
     LAYER_KEY,
     PLAN_KEY,
     REQUEST_ID_KEY,
     VERSION_KEY,
 )
+from langchain_graylayer.routing.decision import RouteReason
 
 PLAN_ID = "support-v2"
 ROUTER_NAME = "GrayRouter"
@@ -361,7 +361,7 @@ def test_no_user_id_gets_stable_even_at_full_ratio(store: MemoryStore) -> None:
     store.set_ratio(PLAN_ID, "vip", 1.0)
 
     assert answer(router.invoke(QUESTION)) == STABLE_ANSWER
-    assert router.health()["unrouted"] == 1
+    assert router.counts()["unrouted"] == 1
 
 
 @pytest.mark.parametrize("version", [Version.CANDIDATE, Version.STABLE])
@@ -628,7 +628,7 @@ async def test_a_failing_candidate_falls_back_to_stable(
     recorder = RunRecorder()
 
     assert await _final(router, mode, config("alice", recorder)) == STABLE_ANSWER
-    assert router.health()["fallback"] == 1
+    assert router.counts()["fallback"] == 1
     router_run = recorder.router()
     assert router_run.error is None
     assert metadata(router_run)[VERSION_KEY] == "candidate"  # what was decided
@@ -663,7 +663,7 @@ async def test_stream_does_not_splice_two_versions(store: MemoryStore, mode: str
         await _collect(router, mode, config("alice", recorder), received)
 
     assert _node_names(received) == ["model", "tools", "model"]  # all from the candidate
-    assert router.health()["fallback"] == 0
+    assert router.counts()["fallback"] == 0
     assert "ToolException" in (recorder.router().error or "")
     assert not any(run.name == "support_v1" for run in recorder.runs)
 
@@ -698,7 +698,7 @@ async def test_without_fallback_the_candidates_error_reaches_the_caller(
 
     assert "ConnectionError" in (recorder.router().error or "")
     assert not any(run.name == "support_v1" for run in recorder.runs)
-    assert router.health()["fallback"] == 0
+    assert router.counts()["fallback"] == 0
 
 
 # --------------------------------------------------------------------------- concurrency

@@ -51,7 +51,6 @@ from langchain_graylayer.errors import ConfigurationError, UnknownRunError
 from langchain_graylayer.judging.readmodel import ArmStats, LatencySummary
 from langchain_graylayer.measuring.completion import final_answer
 from langchain_graylayer.measuring.handler import (
-    AsyncGraylayerCallbackHandler,
     GraylayerCallbackHandler,
 )
 from langchain_graylayer.measuring.labels import (
@@ -397,7 +396,7 @@ def test_each_arm_counts_requests_latency_completions_tools_and_tokens(
         ),
         stable=visits(STABLE),
     )
-    assert router._rt.handler.pending() == 0
+    assert router._state.observer.handler.pending() == 0
 
 
 @pytest.mark.parametrize("mode", ["invoke", "ainvoke", "stream", "astream", "batch", "abatch"])
@@ -411,7 +410,7 @@ async def test_every_way_of_calling_counts_each_request_under_its_own_labels(
     assert answers == [CANDIDATE_ANSWER, STABLE_ANSWER, CANDIDATE_ANSWER]
     # Streams are judged on what was streamed: the last LangGraph update holds the answer.
     assert_arms(metrics, candidate=visits(CANDIDATE, 2), stable=visits(STABLE))
-    assert router._rt.handler.pending() == 0
+    assert router._state.observer.handler.pending() == 0
 
 
 OUTCOME_CASES = [
@@ -458,7 +457,7 @@ def test_failing_or_empty_candidates_are_counted_but_not_completed(
         assert final_answer(router.invoke(QUESTION, config(ALICE))) == answer
 
     assert_exact(metrics, expected)
-    assert router._rt.handler.pending() == 0
+    assert router._state.observer.handler.pending() == 0
 
 
 async def test_concurrent_requests_land_on_each_users_version(
@@ -483,7 +482,7 @@ async def test_concurrent_requests_land_on_each_users_version(
             (Version.CANDIDATE, "vip"): visits(CANDIDATE, 10),
         },
     )
-    assert router._rt.handler.pending() == 0
+    assert router._state.observer.handler.pending() == 0
 
 
 # --------------------------------------------------------------------------- completion judges
@@ -521,7 +520,7 @@ def test_a_runnable_judge_runs_in_the_background(
     wait_for(lambda: len(judged) == 2 and get(registry, completions, *CANDIDATE_ARM) == 1)
     assert sorted(judged) == sorted([STABLE_ANSWER, CANDIDATE_ANSWER])
     assert_arms(metrics, candidate=visits(CANDIDATE), stable=visits(STABLE, completed=False))
-    assert router._rt.handler.pending() == 0
+    assert router._state.observer.handler.pending() == 0
 
 
 def test_stream_messages_mode_is_judged_on_the_streamed_answer(
@@ -580,7 +579,7 @@ def test_runs_outside_the_routers_tree_still_count_under_its_labels(
     assert _tools_below(recorder, primary) == ["issue_refund", "lookup_order"]
     # The router saw no error (the fallbacks caught it); both agents' tool calls are candidate's.
     assert_arms(metrics, candidate=request("ok") + BROKEN.work() + CANDIDATE.work())
-    assert router._rt.handler.pending() == 0
+    assert router._state.observer.handler.pending() == 0
 
 
 @pytest.mark.parametrize("mode", ["invoke", "ainvoke"])
@@ -636,7 +635,7 @@ def test_unrouted_requests_are_counted_apart(
     ]
     assert routed == []  # not a request, a tool call or a token was counted under an arm
     assert InProcessSource(metrics).snapshot(PLAN_ID, 3600).arms == {}
-    assert router._rt.handler.pending() == 0
+    assert router._state.observer.handler.pending() == 0
 
 
 # --------------------------------------------------------------------------- double handlers
@@ -651,15 +650,16 @@ def test_a_handler_the_caller_attached_too_does_not_double_count(
 
     assert_arms(metrics, candidate=visits(CANDIDATE), stable=visits(STABLE))
     assert handler.pending() == 0
-    assert router._rt.handler.pending() == 0
+    assert router._state.observer.handler.pending() == 0
 
 
-async def test_an_async_handler_the_caller_attached_does_not_double_count(
+async def test_a_handler_the_caller_attached_to_an_async_call_does_not_double_count(
     make_router: Any, metrics: GraylayerMetrics
 ) -> None:
+    """The one handler runs inline under async too (no async twin is needed)."""
     router = make_router()
 
-    await router.ainvoke(QUESTION, config(ALICE, AsyncGraylayerCallbackHandler(metrics)))
+    await router.ainvoke(QUESTION, config(ALICE, GraylayerCallbackHandler(metrics)))
 
     assert_arms(metrics, candidate=visits(CANDIDATE))
 
@@ -727,7 +727,7 @@ async def test_a_failing_handler_never_breaks_the_request(
     assert str(record.exc_info[1]) == "metrics backend broke"
     # the other hooks still measured the run
     assert arm_samples(registry, *CANDIDATE_ARM) == dict(CANDIDATE.work())
-    assert router._rt.handler.pending() == 0
+    assert router._state.observer.handler.pending() == 0
 
 
 @pytest.mark.parametrize("mode", ["stream", "astream"])
@@ -739,12 +739,12 @@ async def test_an_abandoned_stream_counts_as_an_error_and_leaves_no_state(
     if mode == "stream":
         stream = router.stream(QUESTION, config(ALICE))
         first = next(stream)
-        assert router._rt.handler.pending() == 1  # the request is open
+        assert router._state.observer.handler.pending() == 1  # the request is open
         stream.close()
     else:
         astream = router.astream(QUESTION, config(ALICE))
         first = await astream.__anext__()
-        assert router._rt.handler.pending() == 1
+        assert router._state.observer.handler.pending() == 1
         await astream.aclose()
 
     assert list(first) == ["model"]  # the caller left after the first model turn
@@ -752,7 +752,7 @@ async def test_an_abandoned_stream_counts_as_an_error_and_leaves_no_state(
     # it (a client disconnect is not told apart from a failure), and no tool ran yet.
     one_model_call = Counter({"tokens{direction=input}": 13, "tokens{direction=output}": 5})
     assert_arms(metrics, candidate=request("error") + one_model_call)
-    assert router._rt.handler.pending() == 0
+    assert router._state.observer.handler.pending() == 0
 
 
 def test_no_user_or_session_id_ever_becomes_a_label_value(

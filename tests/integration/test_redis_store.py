@@ -78,14 +78,13 @@ def test_store_without_server_raises_store_error_quickly() -> None:
         "put_profile": lambda: store.put_profile("u1", UserProfile()),
         "get_cached_layer": lambda: store.get_cached_layer("p", "u1"),
         "cache_layer": lambda: store.cache_layer("p", "u1", assignment, 60),
-        "forget_layer": lambda: store.forget_layer("u1"),
         "get_pin": lambda: store.get_pin("p", "s1"),
         "pin_session": lambda: store.pin_session("p", "s1", pin, 60),
-        "unpin_session": lambda: store.unpin_session("p", "s1"),
+        "claim_once": lambda: store.claim_once("n1", 60),
         "pinned_sessions": lambda: store.pinned_sessions("p"),
         "repin_session": lambda: store.repin_session("p", "s1", pin, 60),
         "get_plan_state": lambda: store.get_plan_state("p"),
-        "commit": lambda: store.commit("p", ratios={"vip": 0.5}, state="{}", audit="{}"),
+        "commit": lambda: store.commit("p", ratios={"vip": 0.5}, state="{}", audit=["{}"]),
         "read_audit": lambda: store.read_audit("p"),
         "try_lease": lambda: store.try_lease("ctl", "a", 60),
         "release_lease": lambda: store.release_lease("ctl", "a"),
@@ -251,7 +250,7 @@ def test_controller_key_layout_is_as_documented(
 ) -> None:
     store = make_redis_store(prefix="gl")
     for i in range(3):
-        store.commit("p", ratios={"vip": 0.25}, state=f'{{"v": {i}}}', audit=f"a{i}")
+        store.commit("p", ratios={"vip": 0.25}, state=f'{{"v": {i}}}', audit=[f"a{i}"])
         store.record_tool_call("p", f"t{i}")
     store.try_lease("ctl:p", "me", ttl=30)
     store.repin_session("p", "s1", SessionPin(Version.STABLE, None, 1.0), ttl=30)
@@ -278,14 +277,14 @@ def test_commit_refused_by_the_server_writes_nothing(
     # Out of memory (noeviction), Redis refuses writes when they are queued: EXEC then aborts
     # the whole transaction, so neither ratios nor state nor audit entry may be applied.
     store = make_redis_store()
-    store.commit("p", ratios={"vip": 0.1}, state="S1", audit="a1")
+    store.commit("p", ratios={"vip": 0.1}, state="S1", audit=["a1"])
     admin = redis.Redis.from_url(redis_url, decode_responses=True)
     policy = admin.config_get("maxmemory-policy")["maxmemory-policy"]
     admin.config_set("maxmemory-policy", "noeviction")
     admin.config_set("maxmemory", "1")
     try:
         with pytest.raises(StoreError, match="commit") as info:
-            store.commit("p", ratios={"vip": 0.9, "normal": 0.5}, state="S2", audit="a2")
+            store.commit("p", ratios={"vip": 0.9, "normal": 0.5}, state="S2", audit=["a2"])
         assert isinstance(info.value.__cause__, redis.RedisError)
     finally:
         admin.config_set("maxmemory", "0")
@@ -304,7 +303,7 @@ def test_audit_stream_is_trimmed_approximately(
     monkeypatch.setattr(redis_store, "_STREAM_MAXLEN", 100)
     store = make_redis_store()
     for i in range(1000):
-        store.commit("p", ratios={}, state="s", audit=f"a{i}")
+        store.commit("p", ratios={}, state="s", audit=[f"a{i}"])
         store.record_tool_call("p", f"t{i}")
     raw = redis.Redis.from_url(redis_url)
     for key in ("graylayer:audit:p", "graylayer:toolcalls:p"):
@@ -318,8 +317,8 @@ def test_controller_methods_without_decoding(
     make_redis_store: MakeRedisStore, redis_url: str
 ) -> None:
     store = make_redis_store(client=redis.Redis.from_url(redis_url))  # replies are bytes
-    store.commit("p", ratios={"vip": 0.5}, state='{"é": 1}', audit="a1")
-    store.commit("p", ratios={}, state='{"é": 2}', audit="a2")
+    store.commit("p", ratios={"vip": 0.5}, state='{"é": 1}', audit=["a1"])
+    store.commit("p", ratios={}, state='{"é": 2}', audit=["a2"])
     store.record_tool_call("p", "t1")
     assert store.get_plan_state("p") == '{"é": 2}'
     assert store.read_audit("p") == ["a1", "a2"]
@@ -357,7 +356,7 @@ def test_commit_is_one_transaction(make_redis_store: MakeRedisStore, redis_url: 
         store = make_redis_store(url=url)
         store.set_ratio("p", "vip", 0.1)
         with pytest.raises(StoreError, match="commit") as info:
-            store.commit("p", ratios={"vip": 0.9}, state="S2", audit="a2")
+            store.commit("p", ratios={"vip": 0.9}, state="S2", audit=["a2"])
         assert isinstance(info.value.__cause__, redis.RedisError)
         assert store.get_ratios("p") == {"vip": 0.1}
         assert store.get_plan_state("p") is None

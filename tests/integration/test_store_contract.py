@@ -113,15 +113,6 @@ def test_put_profile_forgets_cached_layers_in_every_plan(store: Store) -> None:
     assert store.get_cached_layer("p", "u2") is not None
 
 
-def test_forget_layer(store: Store) -> None:
-    store.cache_layer("p", "u1", LayerAssignment("vip", LayerReason.NO_MATCH), ttl=60)
-    store.cache_layer("q", "u1", LayerAssignment("vip", LayerReason.NO_MATCH), ttl=60)
-    store.forget_layer("u1")
-    store.forget_layer("never-seen")
-    assert store.get_cached_layer("p", "u1") is None
-    assert store.get_cached_layer("q", "u1") is None
-
-
 def test_cached_layers_expire(store: Store) -> None:
     assignment = LayerAssignment("vip", LayerReason.MEMBERSHIP)
     store.cache_layer("p", "u1", assignment, ttl=SHORT_TTL)
@@ -153,15 +144,6 @@ def test_pins_expire(store: Store) -> None:
     time.sleep(SHORT_TTL + 0.1)
     assert store.get_pin("p", "s1") is None
     assert store.pinned_sessions("p") == {}
-    assert store.pin_session("p", "s1", new, ttl=60) == new
-
-
-def test_unpin_session(store: Store) -> None:
-    old, new = _pin(Version.CANDIDATE), _pin(Version.STABLE, None)
-    store.pin_session("p", "s1", old, ttl=60)
-    store.unpin_session("p", "s1")
-    store.unpin_session("p", "never-pinned")
-    assert store.get_pin("p", "s1") is None
     assert store.pin_session("p", "s1", new, ttl=60) == new
 
 
@@ -232,14 +214,14 @@ def test_plan_state_is_none_until_committed(store: Store) -> None:
 
 def test_commit_applies_ratios_state_and_audit(store: Store) -> None:
     store.set_ratio("p", "normal", 0.01)
-    store.commit("p", ratios={"vip": 0.1, "early_adopter": 1}, state=STATE, audit='{"n": 1}')
+    store.commit("p", ratios={"vip": 0.1, "early_adopter": 1}, state=STATE, audit=['{"n": 1}'])
 
     assert store.get_ratios("p") == {"normal": 0.01, "vip": 0.1, "early_adopter": 1.0}
     assert all(type(r) is float for r in store.get_ratios("p").values())
     assert store.get_plan_state("p") == STATE
     assert store.read_audit("p") == ['{"n": 1}']
 
-    store.commit("p", ratios={"vip": 0.0}, state='{"phase": "rolled_back"}', audit='{"n": 2}')
+    store.commit("p", ratios={"vip": 0.0}, state='{"phase": "rolled_back"}', audit=['{"n": 2}'])
     assert store.get_ratios("p") == {"normal": 0.01, "vip": 0.0, "early_adopter": 1.0}
     assert store.get_plan_state("p") == '{"phase": "rolled_back"}'  # replaced, not merged
     assert store.read_audit("p") == ['{"n": 1}', '{"n": 2}']
@@ -247,8 +229,8 @@ def test_commit_applies_ratios_state_and_audit(store: Store) -> None:
 
 def test_commit_without_ratios_or_audit_entry(store: Store) -> None:
     store.set_ratio("p", "vip", 0.2)
-    store.commit("p", ratios={}, state='{"v": 1}', audit='{"n": 1}')
-    store.commit("p", ratios={}, state='{"v": 2}', audit=None)  # None: no audit entry
+    store.commit("p", ratios={}, state='{"v": 1}', audit=['{"n": 1}'])
+    store.commit("p", ratios={}, state='{"v": 2}', audit=[])  # []: no audit entry
     assert store.get_ratios("p") == {"vip": 0.2}
     assert store.get_plan_state("p") == '{"v": 2}'
     assert store.read_audit("p") == ['{"n": 1}']
@@ -256,7 +238,7 @@ def test_commit_without_ratios_or_audit_entry(store: Store) -> None:
 
 @pytest.mark.parametrize("bad", [-0.1, 1.5, "x", True, math.nan, math.inf, None])
 def test_commit_with_a_bad_ratio_writes_nothing(store: Store, bad: object) -> None:
-    store.commit("p", ratios={"vip": 0.1}, state='{"v": 1}', audit='{"n": 1}')
+    store.commit("p", ratios={"vip": 0.1}, state='{"v": 1}', audit=['{"n": 1}'])
     with pytest.raises(ConfigurationError, match="ratio"):
         store.commit(
             "p",
@@ -270,9 +252,9 @@ def test_commit_with_a_bad_ratio_writes_nothing(store: Store, bad: object) -> No
 
 
 def test_plan_states_and_audits_of_two_plans_are_independent(store: Store) -> None:
-    store.commit("p", ratios={"vip": 0.1}, state="P1", audit="p-1")
-    store.commit("q", ratios={"vip": 0.5}, state="Q1", audit="q-1")
-    store.commit("p", ratios={}, state="P2", audit="p-2")
+    store.commit("p", ratios={"vip": 0.1}, state="P1", audit=["p-1"])
+    store.commit("q", ratios={"vip": 0.5}, state="Q1", audit=["q-1"])
+    store.commit("p", ratios={}, state="P2", audit=["p-2"])
 
     assert (store.get_plan_state("p"), store.get_plan_state("q")) == ("P2", "Q1")
     assert store.read_audit("p") == ["p-1", "p-2"]
@@ -284,7 +266,7 @@ def test_plan_states_and_audits_of_two_plans_are_independent(store: Store) -> No
 def test_audit_is_oldest_first_and_limit_keeps_the_newest(store: Store) -> None:
     entries = [f'{{"n": {i}}}' for i in range(7)]
     for i, entry in enumerate(entries):
-        store.commit("p", ratios={"vip": i / 10}, state=str(i), audit=entry)
+        store.commit("p", ratios={"vip": i / 10}, state=str(i), audit=[entry])
 
     assert store.read_audit("p") == entries
     assert store.read_audit("p", limit=3) == entries[-3:]
@@ -353,3 +335,13 @@ def test_tool_calls_are_journaled_in_order_per_plan(store: Store) -> None:
     assert store.tool_calls("p") == calls
     assert store.tool_calls("q") == [f"q-{i}" for i in range(5)]
     assert store.tool_calls("other") == []
+
+
+# nonces -----------------------------------------------------------------------------------
+def test_a_nonce_is_claimed_once_until_it_expires(store: Store) -> None:
+    assert store.claim_once("feedback:t1", ttl=SHORT_TTL)
+    assert not store.claim_once("feedback:t1", ttl=SHORT_TTL)
+    assert store.claim_once("feedback:t2", ttl=60)
+    time.sleep(SHORT_TTL + 0.1)
+    assert store.claim_once("feedback:t1", ttl=60)
+    assert not store.claim_once("feedback:t2", ttl=60)

@@ -107,9 +107,9 @@ def test_a_hundred_thousand_users_keep_the_layer_cache_bounded() -> None:
 def test_audit_log_keeps_the_newest_max_audit_entries() -> None:
     store = MemoryStore(max_audit=5)
     for i in range(12):
-        store.commit("p", ratios={"vip": 0.1}, state=str(i), audit=f"a{i}")
+        store.commit("p", ratios={"vip": 0.1}, state=str(i), audit=[f"a{i}"])
         if i < 3:
-            store.commit("q", ratios={}, state="q", audit=f"q{i}")
+            store.commit("q", ratios={}, state="q", audit=[f"q{i}"])
     assert store.read_audit("p") == [f"a{i}" for i in range(7, 12)]  # the oldest were dropped
     assert store.read_audit("p", limit=2) == ["a10", "a11"]
     assert store.read_audit("p", limit=50) == [f"a{i}" for i in range(7, 12)]

@@ -25,7 +25,8 @@ from langchain_graylayer import (
     bucket,
     in_candidate,
 )
-from langchain_graylayer.routing.router import LAYER_KEY, PLAN_KEY, REQUEST_ID_KEY, VERSION_KEY
+from langchain_graylayer.measuring.labels import LAYER_KEY, PLAN_KEY, REQUEST_ID_KEY, VERSION_KEY
+from langchain_graylayer.routing.context import RequestContext, request_context
 
 PLAN_ID = "refund-v2"
 
@@ -78,7 +79,7 @@ class TestRouting:
         assert router.invoke("q", cfg(session="s1")) == "stable:q"
         decision = router.route(None)
         assert (decision.version, decision.reason) == (Version.STABLE, RouteReason.NO_USER_ID)
-        assert router.health()["unrouted"] == 2
+        assert router.counts()["unrouted"] == 2
 
     def test_ratio_decides_by_bucket(self) -> None:
         store = MemoryStore()
@@ -394,7 +395,7 @@ class TestFallback:
         with caplog.at_level(logging.WARNING, "langchain_graylayer.routing.router"):
             assert router.invoke("q", cfg("u1", callbacks=[recorder])) == "stable:q"
         assert "candidate bug" in caplog.text
-        assert router.health()["fallback"] == 1
+        assert router.counts()["fallback"] == 1
         retry = recorder.starts[-1]
         assert retry["metadata"][VERSION_KEY] == "stable"
         assert retry["metadata"]["graylayer.fallback"] is True
@@ -414,7 +415,7 @@ class TestFallback:
         assert await router.ainvoke("q", cfg("u1")) == "stable:q"
         assert list(router.stream("q", cfg("u1"))) == ["stable:q"]
         assert [c async for c in router.astream("q", cfg("u1"))] == ["stable:q"]
-        assert router.health()["fallback"] == 3
+        assert router.counts()["fallback"] == 3
 
     def test_stream_failure_after_first_chunk_is_not_spliced(self) -> None:
         def half(_: str) -> Any:
@@ -445,7 +446,7 @@ class TestFallback:
         )
         with pytest.raises(ValueError, match="stable bug"):
             router.invoke("q", cfg("u1"))
-        assert router.health()["fallback"] == 0
+        assert router.counts()["fallback"] == 0
 
 
 class BrokenStore(MemoryStore):
@@ -475,10 +476,10 @@ class TestDegradation:
         router = make_router(store)
         with caplog.at_level(logging.WARNING):
             assert router.invoke("q", cfg("u1", "s1")) == "stable:q"
-        decision = router._decide({"configurable": {"user_id": "u1", "session_id": "s1"}})
+        decision = router.route_request("u1", "s1")
         assert decision.reason is RouteReason.DEGRADED
         assert "connection refused" in decision.explain()
-        assert router.health()["degraded"] == 2
+        assert router.counts()["degraded"] == 2
         assert "routing failed" in caplog.text
 
     def test_profile_loader_failure_degrades(self) -> None:
@@ -491,7 +492,7 @@ class TestDegradation:
 
 
 class CountingStore(MemoryStore):
-    blocking = True  # pretend to be networked, so the router caches ratios
+    networked = True  # pretend to be networked, so the router caches ratios
 
     def __init__(self) -> None:
         super().__init__()
@@ -529,7 +530,7 @@ class TestRatioCache:
         store.get_ratios = down  # type: ignore[method-assign]
         now[0] += 10
         assert router.route("u1").version is Version.CANDIDATE
-        assert router.health()["degraded"] == 0
+        assert router.counts()["degraded"] == 0
 
     async def test_async_routing_with_a_blocking_store(self) -> None:
         store = CountingStore()
@@ -538,40 +539,37 @@ class TestRatioCache:
 
 
 class TestDecidedAhead:
-    """A serving layer routes first (to colour headers); the run reuses that decision."""
+    """A serving layer routes first (for its headers); the run reuses that decision."""
 
-    async def test_the_run_uses_the_held_decision_for_the_same_user_and_session(self) -> None:
+    async def test_the_run_uses_the_request_context_decision_for_the_same_user_and_session(
+        self,
+    ) -> None:
         store = MemoryStore()
         router = make_router(store)  # every ratio 0: routing again would give stable
         store.set_ratio(PLAN_ID, "vip", 1.0)
-        decision = router.decide_ahead("u1", "s1")
+        decision = router.route_request("u1", "s1")
         store.set_ratio(PLAN_ID, "vip", 0.0)
-        token = router.hold_decision("u1", "s1", decision)
-        try:
+        with request_context(RequestContext(("u1", "s1"), decision=decision)):
             assert decision.version is Version.CANDIDATE
             assert await router.ainvoke("q", cfg("u1", "s1")) == "candidate:q"
             assert router.invoke("q", cfg("u1", "s1")) == "candidate:q"
             # Another user, or the same user in another session, is routed on its own.
             assert await router.ainvoke("q", cfg("u2", "s1")) == "stable:q"
             assert await router.ainvoke("q", cfg("u1", "s2")) == "stable:q"
-        finally:
-            token.var.reset(token)
 
-    async def test_a_held_decision_belongs_to_the_router_that_made_it(self) -> None:
+    async def test_a_decision_for_another_plan_is_not_used(self) -> None:
         store = MemoryStore()
         store.set_ratio(PLAN_ID, "vip", 1.0)
-        first, second = make_router(store), make_router(MemoryStore())
-        token = first.hold_decision("u1", None, first.decide_ahead("u1"))
-        try:
+        first = make_router(store)
+        second = make_router(MemoryStore(), plan=RolloutPlan.default("another-plan"))
+        with request_context(RequestContext(("u1", None), decision=first.route_request("u1"))):
             assert await second.ainvoke("q", cfg("u1")) == "stable:q"
-        finally:
-            token.var.reset(token)
 
-    def test_deciding_ahead_pins_the_session_like_a_run(self) -> None:
+    def test_assigning_ahead_pins_the_session_like_a_run(self) -> None:
         store = MemoryStore()
         store.set_ratio(PLAN_ID, "vip", 1.0)
         router = make_router(store)
-        router.decide_ahead("u1", "s1")
+        router.route_request("u1", "s1")
         pin = store.get_pin(PLAN_ID, "s1")
         assert pin is not None
         assert pin.version is Version.CANDIDATE
@@ -591,6 +589,6 @@ def test_the_feedback_index_leaves_nothing_for_the_garbage_collector_to_track() 
     # first, then the entry holding it (the second pass, when they were examined out of order).
     gc.collect()
     gc.collect()
-    entries = list(router._rt.runs._data.values())
+    entries = list(router._state.observer.feedback.index._runs._data.values())
     assert len(entries) == 200
     assert not [entry for entry in entries if gc.is_tracked(entry) or gc.is_tracked(entry[0])]

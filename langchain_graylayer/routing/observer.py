@@ -1,0 +1,191 @@
+"""What watches a routed run: built once per router, asked once per request.
+
+A :class:`RunObserver` holds everything that observes the router's runs — the metrics handler
+(which also journals the candidate's tool calls), the tracing handler, the run index that
+attributes later feedback, and the background completion judge — and :meth:`RunObserver.open`
+gives each request its labelled config: the plan, version, layer and request id in the run's
+metadata and tags (so every descendant run carries them), and the observers as inheritable
+callbacks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.runnables import Runnable, RunnableConfig
+
+from langchain_graylayer.measuring.completion import (
+    BackgroundJudge,
+    CompletionJudge,
+    default_completion_judge,
+)
+from langchain_graylayer.measuring.feedback import FeedbackRecorder
+from langchain_graylayer.measuring.handler import (
+    ChildRunsHandler,
+    GraylayerCallbackHandler,
+    Measurer,
+)
+from langchain_graylayer.measuring.journal import ToolCallJournal
+from langchain_graylayer.measuring.labels import (
+    FALLBACK_KEY,
+    FALLBACK_TAG,
+    LAYER_KEY,
+    PLAN_KEY,
+    REASON_KEY,
+    REQUEST_ID_KEY,
+    SESSION_KEY,
+    VERSION_KEY,
+    RunLabels,
+    layer_tag,
+    plan_tag,
+    version_tag,
+)
+from langchain_graylayer.measuring.prometheus import GraylayerMetrics
+from langchain_graylayer.measuring.tracing import GraylayerTracingHandler
+from langchain_graylayer.plan.plan import Version
+from langchain_graylayer.routing.decision import RoutingDecision
+from langchain_graylayer.routing.runs import handlers_in, with_handlers
+
+__all__ = ["Call", "RunObserver"]
+
+
+class Call:
+    """One routed request: its labelled config, its run id, and what measures it (``None`` when
+    a handler attached by the caller measures requests from chain events)."""
+
+    __slots__ = ("config", "decision", "measurer", "run_id")
+
+    def __init__(
+        self,
+        config: RunnableConfig,
+        run_id: UUID,
+        decision: RoutingDecision,
+        measurer: Measurer | None,
+    ) -> None:
+        self.config, self.run_id, self.decision, self.measurer = config, run_id, decision, measurer
+
+    def started(self) -> None:
+        if self.measurer is not None:
+            self.measurer.chain_start(self.run_id, self.config.get("metadata"))
+
+    def ended(self, output: Any, error: BaseException | None = None) -> None:
+        if self.measurer is not None:
+            self.measurer.chain_end(self.run_id, output, error)
+
+    def fallback_config(self) -> RunnableConfig:
+        """The stable retry's config: relabelled stable and tagged fallback (the request now
+        counts as a fallback of the candidate, not an error and not a completion)."""
+        if self.measurer is not None:
+            self.measurer.mark_fallback(self.run_id)
+        config = self.config
+        stale = version_tag(Version.CANDIDATE.value)
+        return {
+            **config,
+            "metadata": {
+                **config.get("metadata", {}),
+                VERSION_KEY: Version.STABLE.value,
+                FALLBACK_KEY: True,
+            },
+            "tags": [
+                *(t for t in config.get("tags", []) if t != stale),
+                version_tag(Version.STABLE.value),
+                FALLBACK_TAG,
+            ],
+        }
+
+
+class RunObserver:
+    """The observers of one router's runs, built when the router is.
+
+    ``metrics=None`` measures nothing (an uninstrumented router); the candidate's tool calls are
+    still journaled when a ``journal`` is given, and feedback is still attributed.
+    """
+
+    def __init__(
+        self,
+        *,
+        metrics: GraylayerMetrics | None,
+        completion_judge: CompletionJudge | Runnable[Any, Any] | None,
+        journal: ToolCallJournal | None,
+        tracing: GraylayerTracingHandler | None,
+        feedback: FeedbackRecorder,
+    ) -> None:
+        self.journal = journal
+        self.tracing = tracing
+        self.feedback = feedback
+        self.handler: ChildRunsHandler | None = None
+        self.background: BackgroundJudge | None = None
+        if metrics is not None:
+            judge = completion_judge
+            if isinstance(judge, Runnable):  # a Runnable judge runs after the answer
+                self.background = BackgroundJudge(judge, metrics)
+            if judge is None or isinstance(judge, Runnable):
+                judge = default_completion_judge
+            # One handler measures and journals: each handler on a run costs every event a
+            # dispatch through LangChain's callback manager.
+            self.handler = ChildRunsHandler(metrics, judge=judge, journal=journal)
+
+    def open(self, config: RunnableConfig, decision: RoutingDecision, run_id: UUID) -> Call:
+        """The request's labelled config and what measures it; records the run for feedback."""
+        metadata: dict[str, Any] = {
+            PLAN_KEY: decision.plan_id,
+            VERSION_KEY: decision.version.value,
+            REQUEST_ID_KEY: str(run_id),
+            REASON_KEY: decision.reason.value,
+        }
+        tags = [plan_tag(decision.plan_id), version_tag(decision.version.value)]
+        if decision.session_id is not None:
+            metadata[SESSION_KEY] = decision.session_id
+        if decision.layer is not None:
+            metadata[LAYER_KEY] = decision.layer
+            tags.append(layer_tag(decision.layer))
+            labels = RunLabels(decision.plan_id, decision.version.value, decision.layer)
+            self.feedback.index.record(str(run_id), labels)
+        callbacks = config.get("callbacks")
+        handlers, measurer = self._observers(handlers_in(callbacks), decision)
+        # What ``merge_configs(config, {"metadata", "tags", "callbacks"})`` gives, without its
+        # generic merging of every key (it runs on every request).
+        labelled: RunnableConfig = {
+            **config,
+            "metadata": {**config.get("metadata", {}), **metadata},
+            "tags": sorted({*config.get("tags", []), *tags}),
+        }
+        if handlers:
+            labelled["callbacks"] = with_handlers(callbacks, handlers)
+        return Call(labelled, run_id, decision, measurer)
+
+    def _observers(
+        self, present: list[Any], decision: RoutingDecision
+    ) -> tuple[list[BaseCallbackHandler], Measurer | None]:
+        """The handlers to add, and what measures the request itself. A measuring handler the
+        caller attached measures instead of ours (never both); an outer router's handler
+        measures the descendants, and this router still reports its own request."""
+        handlers: list[BaseCallbackHandler] = []
+        measurer = None
+        handler = self.handler
+        if handler is not None:
+            if not any(isinstance(h, GraylayerCallbackHandler) for h in present):
+                handlers.append(handler)  # it journals the candidate's tool calls too
+            if not any(
+                isinstance(h, GraylayerCallbackHandler) and not isinstance(h, ChildRunsHandler)
+                for h in present
+            ):
+                measurer = handler.measurer
+        if not handlers and self.journal is not None and decision.version is Version.CANDIDATE:
+            handlers.append(self.journal)
+        if self.tracing is not None and not any(
+            isinstance(h, GraylayerTracingHandler) for h in present
+        ):
+            handlers.append(self.tracing)
+        return handlers, measurer
+
+    def answered(self, call: Call, output: Any) -> None:
+        """The request answered: hand its output to a background completion judge, if any."""
+        background, handler, decision = self.background, self.handler, call.decision
+        if background is None or handler is None or decision.layer is None:
+            return
+        handler.mark_completed(call.run_id, False)  # counted when (and if) the judge accepts
+        labels = RunLabels(decision.plan_id, decision.version.value, decision.layer)
+        background.submit(output, labels)
