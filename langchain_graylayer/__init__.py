@@ -17,7 +17,7 @@ from langchain_graylayer.errors import (
     StoreError,
     UnknownRunError,
 )
-from langchain_graylayer.judging.judge import Decision, Verdict, judge
+from langchain_graylayer.judging.judge import Verdict, judge
 from langchain_graylayer.judging.readmodel import ArmStats, MetricSource, Snapshot
 from langchain_graylayer.measuring.completion import default_completion_judge
 from langchain_graylayer.measuring.handler import (
@@ -49,7 +49,8 @@ from langchain_graylayer.rollout.cleanup import (
     CheckpointerCleanup,
     RollbackReport,
 )
-from langchain_graylayer.rollout.controller import AuditEntry, RolloutController
+from langchain_graylayer.rollout.controller import RolloutController
+from langchain_graylayer.rollout.state import AuditEntry, LayerPhase, PlanStatus
 from langchain_graylayer.routing.assigner import Assigner
 from langchain_graylayer.routing.decision import RouteReason, RoutingDecision
 from langchain_graylayer.routing.router import GrayRouter
@@ -70,7 +71,6 @@ __all__ = [
     "ChatHistoryCleanup",
     "CheckpointerCleanup",
     "ConfigurationError",
-    "Decision",
     "Gates",
     "GrayRouter",
     "GraylayerCallbackHandler",
@@ -81,11 +81,13 @@ __all__ = [
     "InProcessSource",
     "Judging",
     "LayerAssignment",
+    "LayerPhase",
     "LayerReason",
     "LayerScorer",
     "LayerSpec",
     "MemoryStore",
     "MetricSource",
+    "PlanStatus",
     "PrometheusSource",
     "RollbackReport",
     "RolloutController",

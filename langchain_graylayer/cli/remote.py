@@ -182,7 +182,7 @@ def _status(args: argparse.Namespace) -> int:
         manual = " (manual)" if layer.get("manual") else ""
         rows.append((
             layer["layer"], _percent(layer.get("ratio")), step, layer.get("phase", "-") + manual,
-            layer.get("last_decision") or "-", _clip(layer.get("last_reason")),
+            layer.get("last_action") or "-", _clip(layer.get("last_reason")),
         ))  # fmt: skip
     print(table(rows, ["layer", "ratio", "step", "phase", "decision", "reason"]))
     health = data.get("health")

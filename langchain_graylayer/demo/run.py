@@ -33,7 +33,8 @@ from langchain_graylayer.measuring.sources import InProcessSource
 from langchain_graylayer.plan.plan import RolloutPlan, Version
 from langchain_graylayer.plan.profile import LayerScorer
 from langchain_graylayer.rollout.cleanup import ChatHistoryCleanup
-from langchain_graylayer.rollout.controller import AuditEntry, RolloutController
+from langchain_graylayer.rollout.controller import RolloutController
+from langchain_graylayer.rollout.state import AuditEntry
 from langchain_graylayer.routing.router import GrayRouter
 from langchain_graylayer.store.memory import MemoryStore
 

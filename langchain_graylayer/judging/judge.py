@@ -38,15 +38,45 @@ from langchain_graylayer.judging.stats import (
 )
 from langchain_graylayer.plan.gates import Gates, Guardrail, GuardrailMetric, Judging
 
-__all__ = ["Decision", "GuardrailResult", "JudgeInput", "Verdict", "judge"]
+__all__ = ["Action", "GuardrailResult", "JudgeInput", "Rule", "Verdict", "judge"]
 
 
-class Decision(StrEnum):
+class Action(StrEnum):
     """What the judge recommends for a layer's current step."""
 
     PROMOTE = "promote"
     HOLD = "hold"
     ROLLBACK = "rollback"
+
+
+class Rule(StrEnum):
+    """Which rule decided a verdict: what the controller and the audit log key on (never the
+    reason's wording)."""
+
+    NO_CANDIDATE_TRAFFIC = "no_candidate_traffic"
+    """Hold: no candidate traffic in this step yet."""
+    HARD_FLOOR = "hard_floor"
+    """Roll back: the candidate alone broke the error-rate floor."""
+    NO_STABLE_TRAFFIC = "no_stable_traffic"
+    """Hold: no concurrent stable traffic in the layer to compare with."""
+    HARM = "harm"
+    """Roll back: a guardrail shows significant harm."""
+    SAMPLE_RATIO_MISMATCH = "sample_ratio_mismatch"
+    """Hold and alert: the split is not what the ratio says."""
+    TIMEOUT_NO_HARM = "timeout_no_harm"
+    """Promote: the step timed out and no harm was found (``promote_if_no_harm``)."""
+    WAITING_FOR_SAMPLES = "waiting_for_samples"
+    """Hold: fewer than ``min_samples`` candidate requests."""
+    BAKING = "baking"
+    """Hold: less than ``bake_time`` at the step."""
+    NON_INFERIOR = "non_inferior"
+    """Promote: no harm, and non-inferior on every guardrail."""
+    NOT_YET_NON_INFERIOR = "not_yet_non_inferior"
+    """Hold: no harm, not yet shown non-inferior on some guardrail."""
+    TIMEOUT_NOT_NON_INFERIOR = "timeout_not_non_inferior"
+    """Hold and alert: the step timed out without showing non-inferiority (``hold`` policy)."""
+    METRICS_UNAVAILABLE = "metrics_unavailable"
+    """Hold and alert: the metric source could not answer."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,8 +104,10 @@ class GuardrailResult:
 class Verdict:
     """The judge's answer for one layer at one step, with everything needed to audit it."""
 
-    decision: Decision
+    action: Action
+    rule: Rule
     reason: str
+    """The verdict in words, for people."""
     layer: str
     ratio: float
     elapsed: float
@@ -86,6 +118,15 @@ class Verdict:
     qos: dict[str, float | None] | None = None
     alert: bool = False
     """True when a human should look (sample-ratio mismatch, timeout on hold)."""
+    detail: str = ""
+    """What else tells two verdicts of the same rule apart: the harmed guardrail, or the
+    guardrails not yet shown non-inferior (comma-separated)."""
+
+    @property
+    def key(self) -> tuple[Action, Rule, str]:
+        """What makes a verdict news: a verdict with the same key as the last one is remembered,
+        not audited again (a hold that persists for hours is one audit entry)."""
+        return self.action, self.rule, self.detail
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (NaN and infinities become ``None``)."""
@@ -232,8 +273,10 @@ def judge(data: JudgeInput) -> Verdict:
         >>> bad = ArmStats(requests=300, completions=180)      # 60% completion
         >>> good = ArmStats(requests=2700, completions=2295)   # 85% completion
         >>> v = judge(JudgeInput("normal", Gates(), Judging(), bad, good, 0.1, 600.0))
-        >>> v.decision.value, v.reason
-        ('rollback', 'harm on completion_rate: candidate 60.0% vs stable 85.0% (n=300/2700)')
+        >>> v.action.value, v.rule.value
+        ('rollback', 'harm')
+        >>> v.reason
+        'harm on completion_rate: candidate 60.0% vs stable 85.0% (n=300/2700)'
     """
     gates, judging = data.gates, data.judging
     cand, stable = data.candidate, data.stable
@@ -241,13 +284,14 @@ def judge(data: JudgeInput) -> Verdict:
     n_s = stable.requests if stable else 0
     qos = {"candidate": _qos(cand, judging), "stable": _qos(stable, judging)}
 
-    def verdict(decision: Decision, reason: str, **extra: Any) -> Verdict:
-        return Verdict(
-            decision, reason, data.layer, data.ratio, data.elapsed, n_c, n_s, qos=qos, **extra
-        )
+    def verdict(action: Action, rule: Rule, reason: str, **extra: Any) -> Verdict:
+        where = (data.layer, data.ratio, data.elapsed, n_c, n_s)
+        return Verdict(action, rule, reason, *where, qos=qos, **extra)
 
     if cand is None or n_c == 0:
-        return verdict(Decision.HOLD, "no candidate traffic in this step yet")
+        return verdict(
+            Action.HOLD, Rule.NO_CANDIDATE_TRAFFIC, "no candidate traffic in this step yet"
+        )
     floor = judging.max_error_rate
     # The floor judges the candidate alone, unless stable is failing too in the same layer and
     # window: then it is an outage upstream of both versions, and the comparative tests decide.
@@ -259,11 +303,13 @@ def judge(data: JudgeInput) -> Verdict:
         and not stable_failing
     ):
         return verdict(
-            Decision.ROLLBACK,
+            Action.ROLLBACK,
+            Rule.HARD_FLOOR,
             f"hard floor: candidate error rate {cand.failures / n_c:.1%} > {floor:.0%} (n={n_c})",
         )
     if stable is None or n_s == 0:
-        return verdict(Decision.HOLD, "no concurrent stable traffic in this layer to compare with")
+        reason = "no concurrent stable traffic in this layer to compare with"
+        return verdict(Action.HOLD, Rule.NO_STABLE_TRAFFIC, reason)
 
     split = judging.alpha / (max(len(gates.guardrails), 1) * max(data.tests, 1))
     alphas = (split, judging.alpha)
@@ -276,7 +322,7 @@ def judge(data: JudgeInput) -> Verdict:
             f"harm on {first.metric}: candidate {first.candidate_rate:.1%} vs stable "
             f"{first.stable_rate:.1%} (n={first.n_candidate}/{first.n_stable})"
         )
-        return verdict(Decision.ROLLBACK, reason, guardrails=results)
+        return verdict(Action.ROLLBACK, Rule.HARM, reason, guardrails=results, detail=first.metric)
 
     srm = None
     if 0.0 < data.ratio < 1.0:
@@ -288,27 +334,34 @@ def judge(data: JudgeInput) -> Verdict:
                 f"sample-ratio mismatch: candidate got {check.observed_ratio:.2%} of requests, "
                 f"the ratio is {data.ratio:.2%}; check routing before trusting any comparison"
             )
-            return verdict(Decision.HOLD, reason, guardrails=results, srm=srm, alert=True)
+            return verdict(
+                Action.HOLD, Rule.SAMPLE_RATIO_MISMATCH, reason, guardrails=results, srm=srm,
+                alert=True,
+            )  # fmt: skip
 
     timed_out = data.elapsed >= gates.max_step_time
     if timed_out and gates.timeout_policy == "promote_if_no_harm":
         # A small step limits who is exposed, not how much evidence piles up: in a quiet layer
         # min_samples may never come, so the timeout needs only some data and no harm.
         reason = f"step timeout ({gates.max_step_time:.0f} s) with no harm found (n={n_c})"
-        return verdict(Decision.PROMOTE, reason, guardrails=results, srm=srm)
+        return verdict(Action.PROMOTE, Rule.TIMEOUT_NO_HARM, reason, guardrails=results, srm=srm)
     if n_c < gates.min_samples:
         reason = f"waiting for samples: {n_c} of {gates.min_samples} candidate requests"
-        return verdict(Decision.HOLD, reason, guardrails=results, srm=srm, alert=timed_out)
+        return verdict(
+            Action.HOLD, Rule.WAITING_FOR_SAMPLES, reason, guardrails=results, srm=srm,
+            alert=timed_out,
+        )  # fmt: skip
     if data.elapsed < gates.bake_time:
         reason = f"baking: {data.elapsed:.0f} s of {gates.bake_time:.0f} s at this step"
-        return verdict(Decision.HOLD, reason, guardrails=results, srm=srm)
+        return verdict(Action.HOLD, Rule.BAKING, reason, guardrails=results, srm=srm)
 
     blockers = [r.metric for r in results if r.applicable and not r.non_inferior]
     if judging.qos_gate and (qos["candidate"] or 0.0) < judging.qos_threshold:
         blockers.append(f"qos<{judging.qos_threshold:g}")
     if not blockers:
         return verdict(
-            Decision.PROMOTE,
+            Action.PROMOTE,
+            Rule.NON_INFERIOR,
             "no harm; non-inferior on every guardrail",
             guardrails=results,
             srm=srm,
@@ -317,6 +370,12 @@ def judge(data: JudgeInput) -> Verdict:
         reason = f"step timeout ({gates.max_step_time:.0f} s): not shown non-inferior on " + (
             ", ".join(blockers)
         )
-        return verdict(Decision.HOLD, reason, guardrails=results, srm=srm, alert=True)
+        return verdict(
+            Action.HOLD, Rule.TIMEOUT_NOT_NON_INFERIOR, reason, guardrails=results, srm=srm,
+            alert=True,
+        )  # fmt: skip
     reason = "no harm, not yet shown non-inferior on " + ", ".join(blockers)
-    return verdict(Decision.HOLD, reason, guardrails=results, srm=srm)
+    return verdict(
+        Action.HOLD, Rule.NOT_YET_NON_INFERIOR, reason, guardrails=results, srm=srm,
+        detail=",".join(blockers),
+    )  # fmt: skip

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from langchain_graylayer.rollout.controller import RolloutController
+    from langchain_graylayer.rollout.state import AuditEntry
     from langchain_graylayer.routing.router import GrayRouter
 
 __all__ = ["mount_admin"]
@@ -82,14 +83,14 @@ def mount_admin(
     class Consent(BaseModel):
         allow_gray: bool
 
-    async def act(call: Any, *args: Any) -> dict[str, Any]:
+    async def act(call: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
         try:
-            entry = await asyncio.to_thread(call, *args)
+            entry: AuditEntry = await asyncio.to_thread(call, *args, **kwargs)
         except ConfigurationError as exc:
             raise HTTPException(422, str(exc)) from None
         except GraylayerError as exc:
             raise HTTPException(409, str(exc)) from None
-        return asdict(entry)
+        return entry.to_dict()
 
     @api.get("/status")
     async def status() -> dict[str, Any]:
@@ -105,30 +106,34 @@ def mount_admin(
         if not 1 <= limit <= 10_000:
             raise HTTPException(422, "limit: expected 1..10000")
         entries = await asyncio.to_thread(need_controller().audit, limit)
-        return [asdict(e) for e in entries]
+        return [e.to_dict() for e in entries]
 
     @api.post("/pause")
     async def pause(body: Action) -> dict[str, Any]:
-        return await act(need_controller().pause, body.operator, body.reason or "paused")
+        return await act(
+            need_controller().pause, operator=body.operator, reason=body.reason or "paused"
+        )
 
     @api.post("/resume")
     async def resume(body: Action) -> dict[str, Any]:
-        return await act(need_controller().resume, body.operator, body.reason or "resumed")
+        return await act(
+            need_controller().resume, operator=body.operator, reason=body.reason or "resumed"
+        )
 
     @api.post("/promote")
     async def promote(body: LayerAction) -> dict[str, Any]:
-        return await act(need_controller().promote, body.layer, body.operator,
-                         body.reason or "promoted by a human")  # fmt: skip
+        return await act(need_controller().promote, body.layer, operator=body.operator,
+                         reason=body.reason or "promoted by a human")  # fmt: skip
 
     @api.post("/rollback")
     async def rollback(body: Action) -> dict[str, Any]:
         return await act(need_controller().rollback, body.reason or "rolled back by a human",
-                         body.operator)  # fmt: skip
+                         operator=body.operator)  # fmt: skip
 
     @api.post("/ratio")
     async def ratio(body: RatioAction) -> dict[str, Any]:
-        return await act(need_controller().set_ratio, body.layer, body.ratio, body.operator,
-                         body.reason)  # fmt: skip
+        return await act(need_controller().set_ratio, body.layer, body.ratio,
+                         operator=body.operator, reason=body.reason)  # fmt: skip
 
     @api.put("/profiles/{user_id}")
     async def put_profile(user_id: str, profile: UserProfile) -> dict[str, Any]:

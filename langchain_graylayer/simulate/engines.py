@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from langchain_graylayer.judging.judge import Rule
 from langchain_graylayer.judging.qos import (
     HIGH_RISK_QOS_WEIGHTS,
     QosInputs,
@@ -24,6 +25,7 @@ from langchain_graylayer.judging.readmodel import MetricSource
 from langchain_graylayer.plan.gates import Gates, Judging
 from langchain_graylayer.plan.plan import LayerSpec, RolloutPlan
 from langchain_graylayer.rollout.controller import RolloutController
+from langchain_graylayer.rollout.state import AuditAction
 from langchain_graylayer.simulate.traffic import (
     CANDIDATE,
     COMPLAINT,
@@ -189,12 +191,11 @@ def _flag(result: dict[str, Any], ticks: int, traffic: Traffic, reason: str) -> 
         )
 
 
-def _harm_kind(reason: str) -> str:
-    if reason.startswith("harm on "):
-        return reason[len("harm on ") :].split(":", 1)[0]
-    if reason.startswith("hard floor"):
-        return "hard_floor"
-    return reason.split(":", 1)[0]
+def _caught_by(verdict: dict[str, Any]) -> str:
+    """What rolled a candidate back: the harmed guardrail, or the rule (``hard_floor``)."""
+    if verdict.get("rule") == Rule.HARM:
+        return str(verdict.get("detail"))
+    return str(verdict.get("rule"))
 
 
 def run_ours(
@@ -221,23 +222,24 @@ def run_ours(
         traffic.tick(ratios)
         clock.now = EPOCH + (k + 1) * TICK
         for entry in controller.step():
-            if entry.action in ("promote", "complete_layer"):
-                timeout = entry.reason.startswith("step timeout")
+            rule = (entry.verdict or {}).get("rule")
+            if entry.action in (AuditAction.PROMOTE, AuditAction.COMPLETE_LAYER):
+                timeout = rule == Rule.TIMEOUT_NO_HARM
                 promotions["timeout" if timeout else "non_inferior"] += 1
                 if entry.new_ratio is not None and entry.new_ratio >= 1.0 and entry.layer:
                     result["layer_done"][entry.layer] = (k + 1) * TICK / 3600
-            elif entry.action == "alert":
+            elif entry.action is AuditAction.ALERT:
                 promotions["alert"] += 1
-                if entry.reason.startswith("sample-ratio mismatch"):
+                if rule == Rule.SAMPLE_RATIO_MISMATCH:
                     result["srm_alerts"] += 1
                     if result["srm_hours"] is None:
                         result.update(
                             srm_hours=(k + 1) * TICK / 3600, srm_exposed=traffic.exposed,
                             srm_exposed_affected=traffic.exposed_affected,
                         )  # fmt: skip
-            elif entry.action == "rollback":
+            elif entry.action is AuditAction.ROLLBACK:
                 verdict = entry.verdict or {}
-                _flag(result, k + 1, traffic, _harm_kind(entry.reason))
+                _flag(result, k + 1, traffic, _caught_by(verdict))
                 result.update(
                     layer=entry.layer, ratio=entry.old_ratio or 0.0, reason=entry.reason,
                     promotions=dict(promotions), n_candidate=verdict.get("n_candidate"),

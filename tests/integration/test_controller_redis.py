@@ -69,10 +69,10 @@ def test_manual_actions_from_any_replica_are_serialised_and_audited(
     leader = controller(make_redis_store(), "leader")
     admin = controller(make_redis_store(), "admin-api")
     leader.step()
-    admin.pause("alice", "legal review")
+    admin.pause(operator="alice", reason="legal review")
     assert leader.step() == []
     assert leader.status()["status"] == "paused"
-    admin.resume("alice")
+    admin.resume(operator="alice")
     actions = [(e.operator, e.action) for e in leader.audit()]
     assert actions == [("controller", "start_layer"), ("alice", "pause"), ("alice", "resume")]
 

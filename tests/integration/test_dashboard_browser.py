@@ -218,7 +218,7 @@ def test_latest_verdict_shows_both_arms_per_guardrail(
     tab.sign_in(served)
 
     card = tab.page.get_by_test_id("verdict-early_adopter")
-    expect(card).to_contain_text(verdict["decision"])
+    expect(card).to_contain_text(verdict["action"])
     expect(card).to_contain_text(verdict["reason"])
     expect(card).to_contain_text(f"{verdict['n_candidate']} candidate / {verdict['n_stable']}")
     expect(tab.page.get_by_test_id("qos-early_adopter")).to_contain_text("candidate 0.")
@@ -286,14 +286,14 @@ def test_refreshes_every_5_s_and_shows_api_errors(served: Served, tab: Tab) -> N
     tab.sign_in(served)
     expect(tab.page.locator("#status")).to_have_text("running")
 
-    served.controller.pause("bob", "maintenance window")
+    served.controller.pause(operator="bob", reason="maintenance window")
     tab.page.clock.run_for(4_000)
     expect(tab.page.locator("#status")).to_have_text("running")
     tab.page.clock.run_for(1_100)
     expect(tab.page.locator("#status")).to_have_text("paused")
     expect(tab.audit_rows().first).to_contain_text("maintenance window")
 
-    served.controller.resume("bob")  # the page still offers Resume: the API answers 422
+    served.controller.resume(operator="bob")  # the page still offers Resume: the API answers 422
     tab.page.click("#btn-resume")
     expect(tab.page.locator("#message")).to_contain_text("expected a paused plan")
     expect(tab.page.locator("#status")).to_have_text("running")  # refreshed after the action
@@ -325,7 +325,7 @@ def test_sign_out_forgets_the_token(served: Served, tab: Tab) -> None:
 
 
 def test_text_from_the_api_is_escaped(served: Served, tab: Tab) -> None:
-    served.controller.pause("<img src=x onerror=alert(1)>", "<b>x</b>")
+    served.controller.pause(operator="<img src=x onerror=alert(1)>", reason="<b>x</b>")
     tab.sign_in(served)
 
     newest = tab.audit_rows().first

@@ -15,7 +15,8 @@ from langchain_graylayer import GrayRouter, MemoryStore, RolloutPlan, StoreError
 from langchain_graylayer.measuring.prometheus import GraylayerMetrics
 from langchain_graylayer.measuring.sources import InProcessSource
 from langchain_graylayer.rollout.cleanup import ChatHistoryCleanup
-from langchain_graylayer.rollout.controller import LayerPhase, PlanStatus, RolloutController
+from langchain_graylayer.rollout.controller import RolloutController
+from langchain_graylayer.rollout.state import LayerPhase, PlanStatus
 
 GATES = {"min_samples": 40, "bake_time": 60, "max_step_time": 300}
 
@@ -97,7 +98,7 @@ def test_a_good_candidate_walks_every_step_layer_after_layer() -> None:
         assert entry.operator == "controller"
         if entry.action == "promote":
             assert entry.verdict is not None
-            assert entry.verdict["decision"] == "promote"
+            assert entry.verdict["action"] == "promote"
 
 
 def test_layers_open_in_order_only_when_the_one_before_is_at_100_percent() -> None:
@@ -161,11 +162,11 @@ def test_a_pause_holds_against_good_numbers_and_resume_continues() -> None:
     world = World(p_candidate=0.9)
     controller = world.controller()
     controller.step()
-    pause = controller.pause("alice", "waiting for the legal review")
+    pause = controller.pause(operator="alice", reason="waiting for the legal review")
     assert (pause.operator, pause.action) == ("alice", "pause")
     assert world.run(controller, ticks=15) == []
     assert world.store.get_ratio("refund-v2", "early") == 0.1
-    controller.resume("alice")
+    controller.resume(operator="alice")
     assert "promote" in world.run(controller, ticks=12)
 
 
@@ -173,7 +174,7 @@ def test_automation_never_undoes_a_human_ratio() -> None:
     world = World(p_candidate=0.4)
     controller = world.controller()
     controller.step()
-    controller.set_ratio("early", 0.5, "bob", "the sales team insists")
+    controller.set_ratio("early", 0.5, operator="bob", reason="the sales team insists")
     actions = world.run(controller, ticks=20)
     assert "rollback" not in actions
     assert actions.count("alert") == 1  # a persisting alert is audited once, not every tick
@@ -186,13 +187,13 @@ def test_a_human_rollback_stays_until_restart() -> None:
     world = World(p_candidate=0.9)
     controller = world.controller()
     world.run(controller, ticks=5)
-    entry = controller.rollback("customer reports", "carol")
+    entry = controller.rollback("customer reports", operator="carol")
     assert (entry.operator, entry.action) == ("carol", "rollback")
     assert world.run(controller, ticks=10) == []
     assert controller.status()["status"] == PlanStatus.ROLLED_BACK.value
     with pytest.raises(ValueError, match="restart"):
-        controller.resume("carol")
-    controller.restart("carol", "fixed the refund rule")
+        controller.resume(operator="carol")
+    controller.restart(operator="carol", reason="fixed the refund rule")
     assert world.run(controller, ticks=1) == ["start_layer"]
 
 
@@ -200,7 +201,7 @@ def test_manual_promote_moves_one_step() -> None:
     world = World(p_candidate=0.9)
     controller = world.controller()
     controller.step()
-    entry = controller.promote("early", "dave")
+    entry = controller.promote("early", operator="dave")
     assert (entry.old_ratio, entry.new_ratio, entry.operator) == (0.1, 0.5, "dave")
     assert controller.status()["layers"][0]["manual"] is True
 
@@ -263,7 +264,7 @@ def test_rollback_lists_the_candidates_side_effecting_tool_calls(instrument: boo
     controller.step()
     user = next(u for u in world.users[:400] if router.route(u).version is Version.CANDIDATE)
     router.invoke("q", {"configurable": {"user_id": user, "session_id": "chat-1"}})
-    controller.rollback("refund rule is wrong", "erin")
+    controller.rollback("refund rule is wrong", operator="erin")
     report = controller.last_rollback_report
     assert report is not None
     [call] = report.compensation

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from langchain_graylayer.judging.judge import Decision, JudgeInput, judge
+from langchain_graylayer.judging.judge import Action, JudgeInput, judge
 from langchain_graylayer.judging.qos import article_qos_verdict
 from langchain_graylayer.judging.readmodel import ArmStats, LatencySummary
 from langchain_graylayer.plan.gates import Gates, Judging
@@ -42,7 +42,7 @@ def test_judge_table(case: dict[str, Any]) -> None:
         tests=16,
     )
     verdict = judge(data)
-    assert verdict.decision.value == case["expected"], verdict.reason
+    assert verdict.action.value == case["expected"], verdict.reason
     assert case["reason"] in verdict.reason
     assert verdict.alert is case.get("alert", False)
     json.dumps(verdict.to_dict())  # audit-ready
@@ -66,27 +66,27 @@ def test_every_verdict_explains_each_guardrail() -> None:
 
 def test_missing_data_is_reported_as_none_never_scored_as_zero() -> None:
     verdict = judge(JudgeInput("vip", Gates(), Judging(), None, None, 0.01, 60.0))
-    assert verdict.decision is Decision.HOLD
+    assert verdict.action is Action.HOLD
     assert verdict.qos == {"candidate": None, "stable": None}
     # the article's rule reads missing data as zeros and would roll back on silence:
     assert article_qos_verdict(0.0) == "rollback"
 
 
-def simulate(p_candidate: float, seeds: int, rng: np.random.Generator) -> list[Decision]:
+def simulate(p_candidate: float, seeds: int, rng: np.random.Generator) -> list[Action]:
     """One 10% step: judge after every 50 candidate requests up to 3000; first action wins."""
     decisions = []
     for _ in range(seeds):
         c = rng.random(3000) < p_candidate
         s = rng.random(27000) < 0.85
-        decision = Decision.HOLD
+        decision = Action.HOLD
         for n in range(50, 3001, 50):
             cand = ArmStats(requests=n, completions=int(c[:n].sum()))
             stable = ArmStats(requests=9 * n, completions=int(s[: 9 * n].sum()))
             verdict = judge(
                 JudgeInput("normal", Gates(bake_time=60), Judging(), cand, stable, 0.1, 7200, 16)
             )
-            if verdict.decision is not Decision.HOLD:
-                decision = verdict.decision
+            if verdict.action is not Action.HOLD:
+                decision = verdict.action
                 break
         decisions.append(decision)
     return decisions
@@ -94,10 +94,10 @@ def simulate(p_candidate: float, seeds: int, rng: np.random.Generator) -> list[D
 
 def test_aa_false_rollbacks_stay_within_alpha_under_continuous_monitoring() -> None:
     decisions = simulate(0.85, 200, np.random.default_rng(7))
-    assert decisions.count(Decision.ROLLBACK) / len(decisions) <= 0.05
+    assert decisions.count(Action.ROLLBACK) / len(decisions) <= 0.05
 
 
 def test_a_ten_point_drop_is_caught() -> None:
     decisions = simulate(0.75, 60, np.random.default_rng(11))
-    assert decisions.count(Decision.ROLLBACK) / len(decisions) >= 0.95
-    assert Decision.PROMOTE not in decisions
+    assert decisions.count(Action.ROLLBACK) / len(decisions) >= 0.95
+    assert Action.PROMOTE not in decisions

@@ -1,0 +1,327 @@
+"""The rollout's next state, as pure functions: no store, no clock, no metrics.
+
+Each function takes the plan, the current :class:`~langchain_graylayer.rollout.state.PlanState`,
+the current ratios and the time, and returns a :class:`Transition`: the next state, the ratios
+that change, and the audit entries — which the controller commits in one atomic write. A rollback
+also asks for its cleanup (moving sessions, running hooks), which is I/O and the shell's to do.
+
+:func:`transition` is automation's step (the Argo Rollouts shape: the reconciler computes the next
+state from the current one and a verdict, and writes once); the others are human commands.
+Automation never undoes a human: a paused or rolled-back plan stays so, and a layer whose ratio a
+human set is not rolled back automatically (the harm is alerted instead).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from langchain_graylayer.errors import ConfigurationError
+from langchain_graylayer.judging.judge import Action, Verdict
+from langchain_graylayer.plan.plan import RolloutPlan
+from langchain_graylayer.rollout.state import (
+    AUTOMATION,
+    AuditAction,
+    AuditEntry,
+    LayerPhase,
+    PlanState,
+    PlanStatus,
+)
+
+__all__ = [
+    "Cleanup",
+    "Transition",
+    "active_layer",
+    "pause",
+    "promote",
+    "restart",
+    "resume",
+    "rollback",
+    "set_ratio",
+    "transition",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Cleanup:
+    """What a rollback asks the shell to clean: the candidate's sessions and tool calls of
+    ``layers`` (``None``: every layer) since ``since``."""
+
+    layers: tuple[str, ...] | None
+    since: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """The next state, the ratios that change, what to audit, and a cleanup to run."""
+
+    state: PlanState
+    ratios: Mapping[str, float] = field(default_factory=dict)
+    entries: tuple[AuditEntry, ...] = ()
+    cleanup: Cleanup | None = None
+
+    def then(self, other: Transition) -> Transition:
+        """This transition followed by ``other`` (computed from this one's state)."""
+        return Transition(
+            other.state,
+            {**self.ratios, **other.ratios},
+            (*self.entries, *other.entries),
+            other.cleanup or self.cleanup,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Now:
+    """What every function needs besides the state: the plan, the ratios in force, the time."""
+
+    plan: RolloutPlan
+    ratios: Mapping[str, float]
+    now: float
+
+    def ratio(self, layer: str) -> float:
+        return self.ratios.get(layer, 0.0)
+
+    def entry(
+        self,
+        action: AuditAction,
+        layer: str | None,
+        old: float | None,
+        new: float | None,
+        reason: str,
+        *,
+        verdict: Verdict | None = None,
+        operator: str = AUTOMATION,
+        details: dict[str, Any] | None = None,
+    ) -> AuditEntry:
+        return AuditEntry(
+            time=self.now, operator=operator, plan=self.plan.id, action=action, layer=layer,
+            old_ratio=old, new_ratio=new, reason=reason,
+            verdict=verdict.to_dict() if verdict else None, details=details or {},
+        )  # fmt: skip
+
+
+def active_layer(plan: RolloutPlan, state: PlanState) -> str | None:
+    """The first layer not yet completed, low risk first (``None``: every layer is done)."""
+    for name in plan.layer_names:
+        if state.layer(name).phase is not LayerPhase.COMPLETED:
+            return name
+    return None
+
+
+def _stamped(state: PlanState, now: float) -> PlanState:
+    return replace(state, updated_at=now)
+
+
+# ----------------------------------------------------------------------------- automation
+def transition(
+    plan: RolloutPlan,
+    state: PlanState,
+    ratios: Mapping[str, float],
+    verdict: Verdict | None,
+    now: float,
+) -> Transition | None:
+    """Automation's step: open the active layer, act on its verdict, or complete the plan.
+
+    ``verdict`` is the judge's verdict on the active layer (``None`` when it is not open yet).
+    Returns ``None`` when there is nothing to write (the plan is not running).
+    """
+    if state.status is not PlanStatus.RUNNING:
+        return None
+    at = _Now(plan, ratios, now)
+    active = active_layer(plan, state)
+    if active is None:
+        done = replace(state, status=PlanStatus.COMPLETED)
+        entry = at.entry(AuditAction.COMPLETE, None, None, None, "every layer is at 100%")
+        return Transition(_stamped(done, now), {}, (entry,))
+    if state.layer(active).phase is LayerPhase.PENDING or verdict is None:
+        return _open(at, state, active, AUTOMATION)
+
+    layer = state.layer(active)
+    repeated = layer.remembers(verdict)
+    state = state.with_layer_state(active, layer.remember(verdict))
+    ratio = at.ratio(active)
+    if verdict.action is Action.ROLLBACK:
+        if not layer.manual:
+            return _rollback(at, state, verdict.reason, AUTOMATION, verdict, active)
+        if repeated:
+            return Transition(_stamped(state, now))
+        reason = f"harm found but a human set this layer's ratio; not acting: {verdict.reason}"
+        entry = at.entry(AuditAction.ALERT, active, ratio, ratio, reason, verdict=verdict)
+        return Transition(_stamped(state, now), {}, (entry,))
+    if verdict.action is Action.PROMOTE:
+        return _advance(at, state, active, AUTOMATION, verdict, None)
+    # A verdict that says what the last one said is remembered, not audited again: a hold or an
+    # alert that persists for hours is one entry, not one per tick.
+    if repeated:
+        return Transition(_stamped(state, now))
+    action = AuditAction.ALERT if verdict.alert else AuditAction.HOLD
+    entry = at.entry(action, active, ratio, ratio, verdict.reason, verdict=verdict)
+    return Transition(_stamped(state, now), {}, (entry,))
+
+
+def _open(at: _Now, state: PlanState, layer: str, operator: str) -> Transition:
+    spec = at.plan.layer(layer)
+    if state.started_at is None:
+        state = replace(state, started_at=at.now)
+    # A layer whose first step is 100% has no stable arm to compare with: it is done at once.
+    phase = LayerPhase.COMPLETED if spec.steps[0] >= 1.0 else LayerPhase.ACTIVE
+    state = state.with_layer(
+        layer, phase=phase, step=0, step_started_at=at.now, last_action=None, last_rule=None,
+        last_detail="",
+    )  # fmt: skip
+    if operator != AUTOMATION:
+        reason = "opened by a human"
+    elif at.plan.layer_names.index(layer) == 0:
+        reason = "first layer"
+    else:
+        reason = "the layer before it is at 100%"
+    entry = at.entry(AuditAction.START_LAYER, layer, 0.0, spec.steps[0], reason, operator=operator)
+    return Transition(_stamped(state, at.now), {layer: spec.steps[0]}, (entry,))
+
+
+def _advance(
+    at: _Now,
+    state: PlanState,
+    layer: str,
+    operator: str,
+    verdict: Verdict | None,
+    reason: str | None,
+) -> Transition:
+    spec = at.plan.layer(layer)
+    old = at.ratio(layer)
+    step = state.layer(layer).step + 1
+    reason = reason or (verdict.reason if verdict else "promoted")
+    if step >= len(spec.steps):
+        state = state.with_layer(layer, phase=LayerPhase.COMPLETED)
+        entry = at.entry(
+            AuditAction.COMPLETE_LAYER, layer, old, old, reason, verdict=verdict, operator=operator
+        )
+        return Transition(_stamped(state, at.now), {}, (entry,))
+    new = spec.steps[step]
+    done = new >= 1.0
+    state = state.with_layer(
+        layer, step=step, step_started_at=at.now, last_action=None, last_rule=None,
+        last_detail="", last_reason=None,
+        phase=LayerPhase.COMPLETED if done else state.layer(layer).phase,
+    )  # fmt: skip
+    entry = at.entry(
+        AuditAction.PROMOTE, layer, old, new, reason, verdict=verdict, operator=operator
+    )
+    moved = Transition(_stamped(state, at.now), {layer: new}, (entry,))
+    if done and operator == AUTOMATION:
+        following = active_layer(at.plan, state)
+        if following is not None and state.layer(following).phase is LayerPhase.PENDING:
+            return moved.then(_open(at, state, following, operator))
+    return moved
+
+
+def _rollback(
+    at: _Now,
+    state: PlanState,
+    reason: str,
+    operator: str,
+    verdict: Verdict | None,
+    layer: str | None,
+) -> Transition:
+    plan_wide = at.plan.judging.rollback_scope == "plan" or layer is None
+    layers: Sequence[str] = at.plan.layer_names if plan_wide or layer is None else [layer]
+    for name in layers:
+        if state.layer(name).phase is not LayerPhase.PENDING:
+            state = state.with_layer(name, phase=LayerPhase.ROLLED_BACK)
+    state = replace(state, status=PlanStatus.ROLLED_BACK)
+    before = {name: at.ratio(name) for name in layers}
+    entry = at.entry(
+        AuditAction.ROLLBACK, layer, before.get(layer) if layer else None, 0.0, reason,
+        verdict=verdict, operator=operator,
+        details={"scope": "plan" if plan_wide else "layer", "ratios_before": before},
+    )  # fmt: skip
+    cleanup = Cleanup(None if plan_wide else tuple(layers), state.started_at)
+    return Transition(_stamped(state, at.now), dict.fromkeys(layers, 0.0), (entry,), cleanup)
+
+
+# ----------------------------------------------------------------------------- humans
+def pause(
+    plan: RolloutPlan, state: PlanState, ratios: Mapping[str, float], now: float,
+    *, operator: str, reason: str,
+) -> Transition:  # fmt: skip
+    """Stop automatic actions (the ratios stay as they are) until :func:`resume`."""
+    if state.status is PlanStatus.RUNNING:
+        state = replace(state, status=PlanStatus.PAUSED)
+    entry = _Now(plan, ratios, now).entry(
+        AuditAction.PAUSE, None, None, None, reason, operator=operator
+    )
+    return Transition(_stamped(state, now), {}, (entry,))
+
+
+def resume(
+    plan: RolloutPlan, state: PlanState, ratios: Mapping[str, float], now: float,
+    *, operator: str, reason: str,
+) -> Transition:  # fmt: skip
+    """Resume a paused plan.
+
+    Raises:
+        ConfigurationError: the plan is not paused (a rolled-back plan needs :func:`restart`).
+    """
+    if state.status is not PlanStatus.PAUSED:
+        raise ConfigurationError(
+            "status", state.status.value, "a paused plan (use restart() after a rollback)"
+        )
+    entry = _Now(plan, ratios, now).entry(
+        AuditAction.RESUME, None, None, None, reason, operator=operator
+    )
+    return Transition(_stamped(replace(state, status=PlanStatus.RUNNING), now), {}, (entry,))
+
+
+def promote(
+    plan: RolloutPlan, state: PlanState, ratios: Mapping[str, float], now: float,
+    *, layer: str, operator: str, reason: str,
+) -> Transition:  # fmt: skip
+    """Move ``layer`` to its next step now (or open it when it is pending)."""
+    plan.layer(layer)
+    at = _Now(plan, ratios, now)
+    state = state.with_layer(layer, manual=True)
+    if state.layer(layer).phase is LayerPhase.PENDING:
+        return _open(at, state, layer, operator)
+    return _advance(at, state, layer, operator, None, reason)
+
+
+def rollback(
+    plan: RolloutPlan, state: PlanState, ratios: Mapping[str, float], now: float,
+    *, operator: str, reason: str,
+) -> Transition:  # fmt: skip
+    """Roll the whole plan back now: ratios to 0, candidate sessions moved and cleaned."""
+    return _rollback(_Now(plan, ratios, now), state, reason, operator, None, None)
+
+
+def set_ratio(
+    plan: RolloutPlan, state: PlanState, ratios: Mapping[str, float], now: float,
+    *, layer: str, ratio: float, operator: str, reason: str,
+) -> Transition:  # fmt: skip
+    """Set a layer's ratio by hand; automation will not roll this layer back on its own."""
+    steps = plan.layer(layer).steps
+    if isinstance(ratio, bool) or not 0.0 <= ratio <= 1.0:
+        raise ConfigurationError("ratio", ratio, "a number in [0, 1]")
+    at = _Now(plan, ratios, now)
+    state = state.with_layer(
+        layer,
+        manual=True,
+        phase=LayerPhase.COMPLETED if ratio >= 1.0 else LayerPhase.ACTIVE,
+        step=max([i for i, s in enumerate(steps) if s <= ratio], default=0),
+        step_started_at=now,
+    )
+    why = reason or f"ratio set to {ratio:.2%} by a human"
+    entry = at.entry(AuditAction.SET_RATIO, layer, at.ratio(layer), ratio, why, operator=operator)
+    return Transition(_stamped(state, now), {layer: ratio}, (entry,))
+
+
+def restart(
+    plan: RolloutPlan, state: PlanState, ratios: Mapping[str, float], now: float,
+    *, operator: str, reason: str,
+) -> Transition:  # fmt: skip
+    """Start the plan again from its first layer (e.g. after a rollback and a fix)."""
+    entry = _Now(plan, ratios, now).entry(
+        AuditAction.RESTART, None, None, None, reason, operator=operator
+    )
+    fresh = PlanState.fresh(plan)
+    return Transition(_stamped(fresh, now), dict.fromkeys(plan.layer_names, 0.0), (entry,))
