@@ -51,10 +51,7 @@ import langchain_core
 import langgraph.version
 from langchain.agents import create_agent
 from langchain_core.callbacks import BaseCallbackHandler
-from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from langchain_core.messages.ai import UsageMetadata
-from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.runnables import Runnable
 from langchain_core.tools import tool
 from langchain_core.utils.uuid import uuid7
@@ -64,6 +61,7 @@ from langchain_graylayer import GrayRouter, MemoryStore, RolloutPlan
 from langchain_graylayer.measuring.handler import GraylayerCallbackHandler
 from langchain_graylayer.measuring.labels import LAYER_KEY, PLAN_KEY, REQUEST_ID_KEY, VERSION_KEY
 from langchain_graylayer.measuring.prometheus import GraylayerMetrics
+from langchain_graylayer.testing import ScriptedChatModel, calls_then_answers
 
 PLAN_ID = "bench"
 RATIO = 0.5
@@ -94,42 +92,12 @@ def shipping_eta(order_id: str) -> str:
 TOOLS = [lookup_order, find_warehouse, shipping_eta]
 
 
-class ThreeToolsChatModel(BaseChatModel):
-    """An offline chat model: calls each tool of ``TOOLS`` once, one per turn, then answers.
-
-    It decides from the conversation so far, so one agent serves any number of runs.
-    """
-
-    @property
-    def _llm_type(self) -> str:
-        return "three-tools-fake"
-
-    def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
-        return self
-
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: Any = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        done = 0
-        for message in reversed(messages):
-            if isinstance(message, HumanMessage):
-                break
-            done += isinstance(message, ToolMessage)
-        if done < len(TOOLS):
-            name = TOOLS[done].name
-            call = {"name": name, "args": {"order_id": "A-1"}, "id": f"call-{done}"}
-            reply = AIMessage("", tool_calls=[call], usage_metadata=USAGE)
-        else:
-            reply = AIMessage(ANSWER, usage_metadata=USAGE)
-        return ChatResult(generations=[ChatGeneration(message=reply)])
-
-
 def build_agent() -> Runnable[Any, Any]:
-    return create_agent(model=ThreeToolsChatModel(), tools=TOOLS, name="support")
+    # An offline chat model that calls each tool of TOOLS once, one per turn, then answers.
+    model = ScriptedChatModel(
+        script=calls_then_answers([t.name for t in TOOLS], ANSWER), usage=USAGE
+    )
+    return create_agent(model=model, tools=TOOLS, name="support")
 
 
 # --------------------------------------------------------------------------- variants

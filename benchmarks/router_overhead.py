@@ -47,16 +47,10 @@ from langchain_core.prompts import PromptTemplate
 from langchain_core.runnables import Runnable, RunnableBranch, RunnableLambda
 from prometheus_client import CollectorRegistry
 
-from langchain_graylayer import (
-    GrayRouter,
-    MemoryStore,
-    RolloutPlan,
-    SessionPin,
-    Store,
-    UserProfile,
-)
+from langchain_graylayer import GrayRouter, MemoryStore, RolloutPlan, UserProfile
 from langchain_graylayer.measuring.prometheus import GraylayerMetrics
 from langchain_graylayer.plan.bucketing import bucket, in_candidate
+from langchain_graylayer.store import SessionPin, Store
 
 PLAN_ID = "bench"
 RATIO = 0.5

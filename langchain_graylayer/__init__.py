@@ -2,13 +2,21 @@
 
 Wrap two versions of an agent in a :class:`GrayRouter`; each user gets the stable or the
 candidate version from their risk layer and that layer's ratio, sticky per user and pinned per
-conversation. Optional extras are loaded lazily: ``from langchain_graylayer import RedisStore``
-works once the ``[redis]`` extra is installed (it is left out of ``__all__`` so that
-``import *`` never needs an extra).
+conversation. A :class:`RolloutController` judges the candidate against the concurrent stable of
+the same layer and moves the ratios layer after layer, holds, or rolls back.
+
+These are the names most programs need. The rest is in the subpackages, one per layer of the
+design (``plan``, ``store``, ``judging``, ``measuring``, ``routing``, ``rollout``, ``serve``;
+``docs/architecture.md`` draws them), and in :mod:`langchain_graylayer.testing` (offline chat
+models for your tests). Names that need an optional extra are loaded when first used:
+``RedisStore`` (``[redis]``) and ``add_gray_routes`` (``[serve]``); they are left out of
+``__all__`` so that ``import *`` never needs an extra.
 """
 
 from __future__ import annotations
 
+from importlib import import_module
+from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 from langchain_graylayer.errors import (
@@ -17,109 +25,73 @@ from langchain_graylayer.errors import (
     StoreError,
     UnknownRunError,
 )
-from langchain_graylayer.judging.judge import Verdict, judge
-from langchain_graylayer.judging.readmodel import ArmStats, MetricSource, Snapshot
-from langchain_graylayer.measuring.completion import default_completion_judge
-from langchain_graylayer.measuring.handler import (
-    GraylayerCallbackHandler,
-)
-from langchain_graylayer.measuring.prometheus import GraylayerMetrics, default_metrics
+from langchain_graylayer.measuring.feedback import FeedbackKind
+from langchain_graylayer.measuring.labels import RunLabels
+from langchain_graylayer.measuring.prometheus import GraylayerMetrics
 from langchain_graylayer.measuring.prometheus_source import PrometheusSource
 from langchain_graylayer.measuring.sources import InProcessSource
-from langchain_graylayer.plan.assignment import LayerAssignment, LayerReason
-from langchain_graylayer.plan.bucketing import BUCKETS, bucket, in_candidate, ratio_threshold
-from langchain_graylayer.plan.gates import Gates, Guardrail, GuardrailMetric, Judging
-from langchain_graylayer.plan.plan import (
-    DEFAULT_STEPS,
-    LayerSpec,
-    RolloutPlan,
-    Version,
-    VersionInfo,
-)
-from langchain_graylayer.plan.profile import (
-    LayerScorer,
-    ScoreTerms,
-    ScoreWeights,
-    ScoringConfig,
-    UserProfile,
-)
-from langchain_graylayer.plan.rules import TagRule
-from langchain_graylayer.rollout.cleanup import (
-    ChatHistoryCleanup,
-    CheckpointerCleanup,
-    RollbackReport,
-)
+from langchain_graylayer.measuring.tracing import GraylayerTracingHandler
+from langchain_graylayer.plan.gates import Gates, Guardrail
+from langchain_graylayer.plan.plan import LayerSpec, RolloutPlan, Version
+from langchain_graylayer.plan.profile import UserProfile
+from langchain_graylayer.rollout.cleanup import ChatHistoryCleanup, CheckpointerCleanup
 from langchain_graylayer.rollout.controller import RolloutController
 from langchain_graylayer.rollout.state import AuditEntry, LayerPhase, PlanStatus
-from langchain_graylayer.routing.assigner import Assigner
-from langchain_graylayer.routing.decision import RouteReason, RoutingDecision
+from langchain_graylayer.routing.decision import RoutingDecision
 from langchain_graylayer.routing.router import GrayRouter
-from langchain_graylayer.store import MemoryStore, Store
-from langchain_graylayer.store.protocols import SessionPin
+from langchain_graylayer.store.memory import MemoryStore
 
 if TYPE_CHECKING:
+    from langchain_graylayer.serve import add_gray_routes as add_gray_routes
     from langchain_graylayer.store.redis import RedisStore as RedisStore
 
-__version__ = "0.1.0"
+try:
+    __version__ = version("langchain-graylayer")
+except PackageNotFoundError:  # pragma: no cover - running from a checkout that is not installed
+    __version__ = "0+unknown"
 
 __all__ = [
-    "BUCKETS",
-    "DEFAULT_STEPS",
-    "ArmStats",
-    "Assigner",
     "AuditEntry",
     "ChatHistoryCleanup",
     "CheckpointerCleanup",
     "ConfigurationError",
+    "FeedbackKind",
     "Gates",
     "GrayRouter",
-    "GraylayerCallbackHandler",
     "GraylayerError",
     "GraylayerMetrics",
+    "GraylayerTracingHandler",
     "Guardrail",
-    "GuardrailMetric",
     "InProcessSource",
-    "Judging",
-    "LayerAssignment",
     "LayerPhase",
-    "LayerReason",
-    "LayerScorer",
     "LayerSpec",
     "MemoryStore",
-    "MetricSource",
     "PlanStatus",
     "PrometheusSource",
-    "RollbackReport",
     "RolloutController",
     "RolloutPlan",
-    "RouteReason",
     "RoutingDecision",
-    "ScoreTerms",
-    "ScoreWeights",
-    "ScoringConfig",
-    "SessionPin",
-    "Snapshot",
-    "Store",
+    "RunLabels",
     "StoreError",
-    "TagRule",
     "UnknownRunError",
     "UserProfile",
-    "Verdict",
     "Version",
-    "VersionInfo",
     "__version__",
-    "bucket",
-    "default_completion_judge",
-    "default_metrics",
-    "in_candidate",
-    "judge",
-    "ratio_threshold",
 ]
+
+_LAZY = {
+    "RedisStore": "langchain_graylayer.store.redis",
+    "add_gray_routes": "langchain_graylayer.serve",
+}
+"""Names whose module needs an optional extra: imported at first use."""
 
 
 def __getattr__(name: str) -> Any:
-    if name == "RedisStore":  # the redis client is an optional extra
-        from langchain_graylayer.store.redis import RedisStore as RedisStore
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(module), name)
 
-        return RedisStore
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted([*__all__, *_LAZY])

@@ -15,25 +15,16 @@ run the same agents on a real model.
 
 from __future__ import annotations
 
-import json
 import re
 import threading
-from collections.abc import Iterator, Sequence
 from typing import Any
 
 from langchain.agents import create_agent
-from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import (
-    AIMessage,
-    AIMessageChunk,
-    BaseMessage,
-    HumanMessage,
-    SystemMessage,
-    ToolMessage,
-)
+from langchain_core.messages import AIMessage, BaseMessage, SystemMessage, ToolMessage
 from langchain_core.messages.ai import UsageMetadata
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.tools import StructuredTool, ToolException, tool
+
+from langchain_graylayer.testing import ScriptedChatModel, since_question
 
 __all__ = [
     "CANDIDATE_PROMPT",
@@ -47,6 +38,7 @@ __all__ = [
     "lookup_order",
     "refunds",
     "stable",
+    "support_reply",
 ]
 
 # --------------------------------------------------------------------------- the shop's data
@@ -99,14 +91,33 @@ _ORDER_ID = re.compile(r"\b[A-Z]-\d{3,}\b")
 _USAGE = UsageMetadata(input_tokens=42, output_tokens=12, total_tokens=54)
 
 
-class OfflineSupportModel(BaseChatModel):
-    """A deterministic stand-in for an LLM that can call tools, for demos and tests.
+def support_reply(messages: list[BaseMessage], tools: tuple[str, ...]) -> AIMessage:
+    """The offline support model's script: since the customer's last message it calls
+    ``lookup_order`` for the order id it finds; when the customer asks for a refund and
+    ``issue_refund`` is among the bound ``tools``, it calls that next; then it answers from the tool
+    results. Its system prompt's ``[tag]`` (e.g. ``[v2]``) starts every answer, so you can see
+    which version replied."""
+    tag = ""
+    for message in messages:
+        if isinstance(message, SystemMessage):
+            found = re.match(r"\s*(\[[^\]]+\])", message.text)
+            tag = found.group(1) if found else tag
+    question, results = since_question(messages)
+    done = {result.name for result in results}
+    order = _ORDER_ID.search(question)
+    wants_refund = "refund" in question.lower()
+    if order is not None and "lookup_order" in tools and "lookup_order" not in done:
+        return _call("lookup_order", order.group(0), len(results))
+    refund = wants_refund and "issue_refund" in tools and "issue_refund" not in done
+    if order is not None and refund:
+        return _call("issue_refund", order.group(0), len(results))
+    return AIMessage(_answer(tag, order, wants_refund, results))
 
-    Since the customer's last message it calls ``lookup_order`` for the order id it finds; when
-    the customer asks for a refund and ``issue_refund`` is among the bound tools, it calls that
-    next; then it answers from the tool results. Its system prompt's ``[tag]`` (e.g. ``[v2]``)
-    starts every answer, so you can see which version replied. Every reply reports token usage,
-    as a provider does.
+
+def OfflineSupportModel() -> ScriptedChatModel:
+    """A deterministic stand-in for an LLM that can call tools, for demos and tests: a
+    :class:`~langchain_graylayer.testing.ScriptedChatModel` playing :func:`support_reply`, which
+    reports token usage as a provider does.
 
     Example:
         >>> model = OfflineSupportModel().bind_tools([lookup_order])
@@ -114,101 +125,32 @@ class OfflineSupportModel(BaseChatModel):
         >>> reply.tool_calls[0]["name"], reply.tool_calls[0]["args"]
         ('lookup_order', {'order_id': 'A-1002'})
     """
+    return ScriptedChatModel(script=support_reply, usage=_USAGE, model_name="offline-support")
 
-    tool_names: tuple[str, ...] = ()
-    """The tools bound with :meth:`bind_tools` (the model only calls those)."""
 
-    @property
-    def _llm_type(self) -> str:
-        return "offline-support"
+def _call(name: str, order_id: str, turn: int) -> AIMessage:
+    call = {"name": name, "args": {"order_id": order_id}, "id": f"call-{turn}-{name}"}
+    return AIMessage("", tool_calls=[call])
 
-    def bind_tools(self, tools: Sequence[Any], *, tool_choice: Any = None, **kwargs: Any) -> Any:
-        names = tuple(getattr(t, "name", None) or getattr(t, "__name__", str(t)) for t in tools)
-        return self.model_copy(update={"tool_names": names})
 
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: Any = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        return ChatResult(generations=[ChatGeneration(message=self._reply(messages))])
-
-    def _stream(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: Any = None,
-        **kwargs: Any,
-    ) -> Iterator[ChatGenerationChunk]:
-        reply = self._reply(messages)
-        chunks = [
-            AIMessageChunk(content=token, id=reply.id)
-            for token in re.split(r"(\s)", reply.text)
-            if token
-        ]
-        if reply.tool_calls:
-            call_chunks = [
-                {"name": c["name"], "args": json.dumps(c["args"]), "id": c["id"], "index": i}
-                for i, c in enumerate(reply.tool_calls)
-            ]
-            chunks.append(AIMessageChunk(content="", id=reply.id, tool_call_chunks=call_chunks))
-        chunks.append(AIMessageChunk(content="", id=reply.id, usage_metadata=_USAGE))
-        for message in chunks:
-            chunk = ChatGenerationChunk(message=message)
-            if run_manager is not None:
-                run_manager.on_llm_new_token(message.text, chunk=chunk)
-            yield chunk
-
-    def _reply(self, messages: list[BaseMessage]) -> AIMessage:
-        tag, question, results = "", "", []
-        for message in messages:
-            if isinstance(message, SystemMessage):
-                found = re.match(r"\s*(\[[^\]]+\])", message.text)
-                tag = found.group(1) if found else tag
-            elif isinstance(message, HumanMessage):
-                question, results = message.text, []
-            elif isinstance(message, ToolMessage):
-                results.append(message)
-        done = {result.name for result in results}
-        order = _ORDER_ID.search(question)
-        wants_refund = "refund" in question.lower()
-        if order is not None and "lookup_order" in self.tool_names and "lookup_order" not in done:
-            return self._call("lookup_order", order.group(0), len(results))
-        if (
-            order is not None
-            and wants_refund
-            and "issue_refund" in self.tool_names
-            and "issue_refund" not in done
-        ):
-            return self._call("issue_refund", order.group(0), len(results))
-        return AIMessage(self._answer(tag, order, wants_refund, results), usage_metadata=_USAGE)
-
-    @staticmethod
-    def _call(name: str, order_id: str, turn: int) -> AIMessage:
-        call = {"name": name, "args": {"order_id": order_id}, "id": f"call-{turn}-{name}"}
-        return AIMessage("", tool_calls=[call], usage_metadata=_USAGE)
-
-    @staticmethod
-    def _answer(
-        tag: str, order: re.Match[str] | None, wants_refund: bool, results: list[ToolMessage]
-    ) -> str:
-        if order is None:
-            return f"{tag} Which order is it about? Order ids look like A-1001.".strip()
-        order_id = order.group(0)
-        status = ORDERS.get(order_id)
-        if status is None:
-            return f"{tag} I cannot find order {order_id}; please check the id.".strip()
-        text = f"{tag} Order {order_id} is {status}."
-        refund = next((r for r in results if r.name == "issue_refund"), None)
-        if refund is not None and refund.status == "error":
-            text += " I could not refund it yet: it has not been delivered."
-        elif refund is not None:
-            text += f" I have refunded it: refund R-{order_id} is on its way."
-        elif wants_refund:
-            text += " A colleague will contact you about the refund within two days."
-        return text.strip()
+def _answer(
+    tag: str, order: re.Match[str] | None, wants_refund: bool, results: list[ToolMessage]
+) -> str:
+    if order is None:
+        return f"{tag} Which order is it about? Order ids look like A-1001.".strip()
+    order_id = order.group(0)
+    status = ORDERS.get(order_id)
+    if status is None:
+        return f"{tag} I cannot find order {order_id}; please check the id.".strip()
+    text = f"{tag} Order {order_id} is {status}."
+    refund = next((r for r in results if r.name == "issue_refund"), None)
+    if refund is not None and refund.status == "error":
+        text += " I could not refund it yet: it has not been delivered."
+    elif refund is not None:
+        text += f" I have refunded it: refund R-{order_id} is on its way."
+    elif wants_refund:
+        text += " A colleague will contact you about the refund within two days."
+    return text.strip()
 
 
 # --------------------------------------------------------------------------- the two versions

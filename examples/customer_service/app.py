@@ -40,11 +40,11 @@ from langchain_graylayer import (
     MemoryStore,
     RolloutController,
     RolloutPlan,
-    Store,
     UserProfile,
-    default_metrics,
 )
+from langchain_graylayer.measuring.prometheus import default_metrics
 from langchain_graylayer.serve.app import add_gray_routes
+from langchain_graylayer.store import Store
 
 __all__ = ["DEMO_PROFILES", "PLAN", "app", "create_app"]
 

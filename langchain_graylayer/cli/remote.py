@@ -1,8 +1,5 @@
-"""The server and client commands of ``graylayer``, registered by :mod:`.cli`.
+"""The client commands of ``graylayer``, registered by :mod:`.main`.
 
-* ``serve``: one process that serves an agent behind a
-  :class:`~langchain_graylayer.routing.router.GrayRouter` with LangServe, the admin API, the
-  dashboard and ``/metrics``, and runs the rollout controller in a background thread;
 * ``status``, ``audit``, ``pause``, ``resume``, ``rollback``, ``promote`` (and ``route --url``):
   talk to a running server's admin API. They use the standard library only (``urllib``), so the
   client needs no extra.
@@ -16,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import importlib
 import json
 import os
 import sys
@@ -27,14 +23,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import quote, urlencode, urlsplit
 
-from langchain_graylayer.cli.tables import table
-from langchain_graylayer.errors import AdminAPIError, ConfigurationError, GraylayerError
-from langchain_graylayer.plan.plan import RolloutPlan
-from langchain_graylayer.store.protocols import Store
+from langchain_graylayer._tables import table
+from langchain_graylayer.errors import AdminAPIError, ConfigurationError
 
-__all__ = ["AdminClient", "import_runnable", "register", "remote_route"]
+__all__ = ["DEFAULT_URL", "AdminClient", "add_client_options", "register", "remote_route"]
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -238,132 +232,6 @@ def remote_route(args: argparse.Namespace) -> int:
     return 0
 
 
-# --------------------------------------------------------------------------- serve
-def import_runnable(spec: str, option: str = "--stable") -> Any:
-    """The Runnable named by ``module:attr`` (``attr`` may be dotted); the current directory is
-    on ``sys.path``.
-
-    Raises:
-        ConfigurationError: a malformed spec, a module that is missing or fails to import, a
-            missing attribute, or an object that is not a Runnable; naming ``option``.
-    """
-    from langchain_core.runnables import Runnable
-
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise ConfigurationError(option, spec, "module:attribute, e.g. myapp.agents:support_chain")
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and (module_name + ".").startswith(exc.name + "."):
-            where = f"no module named {exc.name!r}; {os.getcwd()} is on sys.path"
-            raise ConfigurationError(option, spec, f"an importable module ({where})") from None
-        raise ConfigurationError(option, spec, f"a module that imports ({exc})") from None
-    except Exception as exc:  # the user's module is broken: say how, without our traceback
-        raised = f"importing {module_name} raised {type(exc).__name__}: {exc}"
-        raise ConfigurationError(option, spec, f"a module that imports ({raised})") from None
-    target: Any = module
-    for part in attr.split("."):
-        if not hasattr(target, part):
-            found = sorted(k for k, v in vars(module).items() if isinstance(v, Runnable))
-            hint = f"Runnables in it: {', '.join(found)}" if found else "it has no Runnables"
-            raise ConfigurationError(option, spec, f"an attribute of {module_name} ({hint})")
-        target = getattr(target, part)
-    if not isinstance(target, Runnable):
-        expected = f"a Runnable (a chain, an agent, a compiled graph), not {type(target).__name__}"
-        raise ConfigurationError(option, spec, expected)
-    return target
-
-
-def _redacted(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-def _serve(args: argparse.Namespace) -> int:
-    from langchain_graylayer.judging.readmodel import MetricSource
-    from langchain_graylayer.measuring.prometheus import default_metrics
-    from langchain_graylayer.measuring.sources import InProcessSource
-    from langchain_graylayer.rollout.controller import RolloutController
-    from langchain_graylayer.routing.router import GrayRouter
-    from langchain_graylayer.serve.app import add_gray_routes
-
-    if args.interval <= 0:
-        raise ConfigurationError("--interval", args.interval, "seconds between ticks, > 0")
-    stable = import_runnable(args.stable, "--stable")
-    candidate = import_runnable(args.candidate, "--candidate")
-    plan = RolloutPlan.from_yaml(args.plan)
-    try:
-        import uvicorn
-        from fastapi import FastAPI
-    except ImportError as exc:
-        raise GraylayerError(
-            f'graylayer serve needs {exc.name}: pip install "langchain-graylayer[serve]"'
-        ) from None
-    store: Store
-    if args.redis_url:
-        from langchain_graylayer.store.redis import RedisStore
-
-        store = redis_store = RedisStore(args.redis_url)
-        redis_store.ping()  # fail now, not at the first request
-    else:
-        from langchain_graylayer.store.memory import MemoryStore
-
-        store = MemoryStore()
-    metrics = default_metrics()
-    router: GrayRouter[Any, Any] = GrayRouter(
-        stable=stable, candidate=candidate, plan=plan, store=store, metrics=metrics
-    )
-    source: MetricSource
-    if args.prometheus_url:
-        from langchain_graylayer.measuring.prometheus_source import PrometheusSource
-
-        source = PrometheusSource(args.prometheus_url)
-    else:
-        source = InProcessSource(metrics)
-    controller = RolloutController(plan=plan, store=store, source=source)
-    token = args.admin_token or os.environ.get("GRAYLAYER_ADMIN_TOKEN") or None
-    app = FastAPI(title=f"graylayer: {plan.id}")
-    add_gray_routes(
-        app, router, path=args.path, controller=controller, admin_prefix=args.admin_prefix,
-        admin_token=token,
-    )  # fmt: skip
-
-    base = f"http://{args.host}:{args.port}"
-    path, admin = "/" + args.path.strip("/"), "/" + args.admin_prefix.strip("/")
-    where = _redacted(args.redis_url) if args.redis_url else "memory (lost on exit)"
-    judged = f"Prometheus at {args.prometheus_url}" if args.prometheus_url else "this process"
-    print(f"graylayer: plan {plan.id}: stable {args.stable}, candidate {args.candidate}")
-    print(f"  agent       {base}{path}/invoke  (stream, batch, playground under {path}/)")
-    print(f"  admin API   {base}{admin}/api/status  (Authorization: Bearer <token>)")
-    print(f"  dashboard   {base}{admin}/")
-    print(f"  metrics     {base}/metrics")
-    print(f"  store       {where}; controller every {args.interval:g} s on metrics of {judged}")
-    if token is None:
-        print(
-            "graylayer: warning: no admin token (--admin-token or GRAYLAYER_ADMIN_TOKEN): "
-            "the admin API and the dashboard are disabled (they answer 503)",
-            file=sys.stderr,
-        )
-    sys.stdout.flush()
-
-    thread = threading.Thread(
-        target=controller.run, args=(args.interval,), name="graylayer-controller", daemon=True
-    )
-    thread.start()
-    try:
-        uvicorn.run(app, host=args.host, port=args.port)
-    finally:
-        controller.stop()
-        thread.join(timeout=5.0)
-    return 0
-
-
 # --------------------------------------------------------------------------- registration
 def add_client_options(
     parser: argparse.ArgumentParser, *, url: str | None = None, json_flag: bool = True
@@ -388,25 +256,7 @@ def add_client_options(
 
 
 def register(sub: Any) -> None:
-    """Add ``serve`` and the client commands to the ``graylayer`` subparsers ``sub``."""
-    serve = sub.add_parser("serve", help="serve an agent behind a GrayRouter, with the controller")
-    serve.add_argument("--plan", required=True, help="plan YAML")
-    serve.add_argument("--stable", required=True, metavar="MODULE:ATTR", help="today's Runnable")
-    serve.add_argument("--candidate", required=True, metavar="MODULE:ATTR", help="the new one")
-    serve.add_argument("--redis-url", help="shared state in Redis (default: in memory)")
-    serve.add_argument("--prometheus-url", help="judge on Prometheus (default: this process)")
-    serve.add_argument("--host", default="127.0.0.1", help="default: %(default)s")
-    serve.add_argument("--port", type=int, default=8000, help="default: %(default)s")
-    serve.add_argument("--path", default="/agent", help="the agent's routes (default: /agent)")
-    serve.add_argument("--admin-prefix", default="/graylayer", help="default: %(default)s")
-    serve.add_argument("--interval", type=float, default=30.0, help="controller tick, seconds")
-    serve.add_argument(
-        "--admin-token",
-        default=os.environ.get("GRAYLAYER_ADMIN_TOKEN"),
-        help="bearer token of the admin API (default: $GRAYLAYER_ADMIN_TOKEN)",
-    )
-    serve.set_defaults(func=_serve)
-
+    """Add the client commands to the ``graylayer`` subparsers ``sub``."""
     url = os.environ.get("GRAYLAYER_URL") or DEFAULT_URL
     status = sub.add_parser("status", help="a running server's layers: ratio, step, verdict")
     status.set_defaults(func=_status)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from langchain_graylayer.demo.agents import HANDOFF as HANDOFF
 from langchain_graylayer.demo.agents import Grade as Grade
-from langchain_graylayer.demo.agents import SupportModel as SupportModel
+from langchain_graylayer.demo.agents import SupportPolicy as SupportPolicy
 from langchain_graylayer.demo.agents import grade as grade
 from langchain_graylayer.demo.agents import support_agent as support_agent
 from langchain_graylayer.demo.entry import run_cli, run_demo, write_outputs

@@ -11,25 +11,25 @@ from dataclasses import dataclass
 from typing import Any
 
 from langchain.agents import create_agent
-from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.messages.ai import UsageMetadata
-from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.runnables import Runnable
 
 from langchain_graylayer.demo.world import Order, Shop, intent_of, owed_refund, shop_tools
+from langchain_graylayer.testing import ScriptedChatModel, since_question
 
 HANDOFF = "Sorry, I could not work out what you need; a colleague will get back to you."
 _ORDER_ID = re.compile(r"\bO-\d+\b")
 
 
 # --------------------------------------------------------------------------- the agents
-class SupportModel(BaseChatModel):
-    """An offline chat model that follows a version's rules: look up, maybe refund, answer.
+@dataclass(frozen=True, slots=True)
+class SupportPolicy:
+    """The script of a version's offline support model: look up, maybe refund, answer.
 
     It "understands" a question with probability ``skill`` (decided by a hash of the model family
-    and the question, so the same question always gets the same fate), and ``create_agent`` can
-    bind tools to it (the replies already name the tools).
+    and the question, so the same question always gets the same fate). Each reply reports token
+    usage from the length of the conversation, as a provider would.
     """
 
     family: str
@@ -37,20 +37,7 @@ class SupportModel(BaseChatModel):
     late_refund_share: float = 1.0
     """Share of the shipping fee refunded on a late delivery: v2.0's bug is 0.5."""
 
-    @property
-    def _llm_type(self) -> str:
-        return "graylayer-demo-support"
-
-    def bind_tools(self, tools: Any, *, tool_choice: Any = None, **kwargs: Any) -> Any:
-        return self
-
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: Any = None,
-        **kwargs: Any,
-    ) -> ChatResult:
+    def __call__(self, messages: list[BaseMessage], tools: tuple[str, ...]) -> AIMessage:
         reply = self._reply(messages)
         tokens_in = sum(len(m.text) for m in messages) // 4
         tokens_out = len(reply.text) // 4 + 8
@@ -60,17 +47,16 @@ class SupportModel(BaseChatModel):
             "total_tokens": tokens_in + tokens_out,
         }
         reply.usage_metadata = usage
-        return ChatResult(generations=[ChatGeneration(message=reply)])
+        return reply
 
     def _reply(self, messages: list[BaseMessage]) -> AIMessage:
-        last = max(i for i, m in enumerate(messages) if isinstance(m, HumanMessage))
-        question = messages[last].text
+        question, tool_results = since_question(messages)
         digest = hashlib.blake2b(f"{self.family}|{question}".encode(), digest_size=8).digest()
         found = _ORDER_ID.search(question)
         if int.from_bytes(digest, "big") / 2**64 >= self.skill or found is None:
             return AIMessage(HANDOFF)
         order_id, intent = found.group(), intent_of(question)
-        results = {m.name: m.text for m in messages[last:] if isinstance(m, ToolMessage)}
+        results = {m.name: m.text for m in tool_results}
         if "lookup_order" not in results:
             return _call("lookup_order", order_id=order_id)
         order = Order(**json.loads(results["lookup_order"]))
@@ -95,13 +81,13 @@ def _call(name: str, **args: Any) -> AIMessage:
 def support_agent(code: str, shop: Shop, clock: Callable[[], float]) -> Runnable[Any, Any]:
     """A real ``create_agent`` agent: v1.8 (rule engine), v2.0 (refund bug) or v2.1 (fixed)."""
     if code == "v1.8":
-        model = SupportModel(family="rules", skill=0.60)
+        policy = SupportPolicy(family="rules", skill=0.60)
     else:
-        model = SupportModel(
+        policy = SupportPolicy(
             family="llm", skill=0.87, late_refund_share=0.5 if code == "v2.0" else 1.0
         )
     return create_agent(
-        model=model,
+        model=ScriptedChatModel(script=policy, model_name=f"demo-{policy.family}"),
         tools=shop_tools(shop, clock),
         system_prompt="You are the shop's support agent. Look orders up before answering.",
         name=f"support_{code.replace('.', '_')}",

@@ -38,7 +38,7 @@ from langchain_graylayer.judging.stats import (
 )
 from langchain_graylayer.plan.gates import Gates, Guardrail, GuardrailMetric, Judging
 
-__all__ = ["Action", "GuardrailResult", "JudgeInput", "Rule", "Verdict", "judge"]
+__all__ = ["Action", "GuardrailResult", "JudgeInput", "Rule", "Verdict", "judge", "qos_inputs"]
 
 
 class Action(StrEnum):
@@ -243,25 +243,31 @@ def _guardrail(
     return result(harm_test, harm, ni_test.non_inferior and not harm, note)
 
 
-def _qos(arm: ArmStats | None, judging: Judging) -> float | None:
-    """The article's QoS of one arm; ``None`` without requests (never scored as zeros)."""
-    if arm is None or arm.requests == 0:
-        return None
+def qos_inputs(arm: ArmStats, *, no_tool_calls: float = 1.0) -> QosInputs:
+    """The article's QoS inputs of one arm. Without requests every rate reads as zero (the
+    article's way, which its rule then punishes); ``no_tool_calls`` is the tool success of an arm
+    that called no tool. NPS is approximated from the mean feedback score (5 when none)."""
     n = arm.requests
     mean_score = (
         arm.feedback_score_sum / arm.feedback_score_count if arm.feedback_score_count else 5
     )
-    inputs = QosInputs(
-        bad_rate=min(arm.feedback_bad / n, 1.0),
-        nps=max(-100.0, min(100.0, (mean_score - 5) * 20)),  # NPS approximated from the mean
-        availability=1 - min(arm.failures / n, 1.0),
+    return QosInputs(
+        bad_rate=min(arm.feedback_bad / n, 1.0) if n else 0.0,
+        nps=max(-100.0, min(100.0, (mean_score - 5) * 20)),
+        availability=1 - min(arm.failures / n, 1.0) if n else 0.0,
         latency_s=arm.latency.mean if arm.latency.count else 0.0,
-        tool_success=1.0 if math.isnan(arm.tool_success_rate) else arm.tool_success_rate,
-        completion=min(arm.completions / n, 1.0),
-        complaint_rate=min(arm.feedback_complaint / n, 1.0),
+        tool_success=no_tool_calls if not arm.tool_calls else arm.tool_success_rate,
+        completion=min(arm.completions / n, 1.0) if n else 0.0,
+        complaint_rate=min(arm.feedback_complaint / n, 1.0) if n else 0.0,
     )
+
+
+def _qos(arm: ArmStats | None, judging: Judging) -> float | None:
+    """The article's QoS of one arm; ``None`` without requests (never scored as zeros)."""
+    if arm is None or arm.requests == 0:
+        return None
     weights = QosWeights(*judging.qos_weights)
-    return qos_score(inputs, weights, max_latency_s=judging.max_latency).qos
+    return qos_score(qos_inputs(arm), weights, max_latency_s=judging.max_latency).qos
 
 
 def judge(data: JudgeInput) -> Verdict:

@@ -18,7 +18,6 @@ from langchain_graylayer.errors import ConfigurationError
 
 __all__ = [
     "HIGH_RISK_QOS_WEIGHTS",
-    "LOW_RISK_QOS_WEIGHTS",
     "ArticleVerdict",
     "QosBreakdown",
     "QosInputs",
@@ -51,8 +50,6 @@ class QosWeights:
 
 HIGH_RISK_QOS_WEIGHTS = QosWeights(0.3, 0.2, 0.5)
 """The article's weights for high-risk layers."""
-LOW_RISK_QOS_WEIGHTS = QosWeights(0.4, 0.3, 0.3)
-"""The article's weights for low-risk layers."""
 
 
 @dataclass(frozen=True)

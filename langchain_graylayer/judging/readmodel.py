@@ -5,8 +5,9 @@ Pure data, no I/O: measuring fills it (in-process windows, Prometheus), judging 
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -23,6 +24,16 @@ class LatencySummary:
     sum: float = 0.0
     buckets: tuple[tuple[float, int], ...] = ()
     """``(upper bound, cumulative count)`` pairs, as Prometheus exposes ``_bucket{le=...}``."""
+
+    @classmethod
+    def from_bins(
+        cls, bounds: Sequence[float], counts: Sequence[float], total: int, seconds: float
+    ) -> LatencySummary:
+        """From per-bin counts (``counts[i]``: at most ``bounds[i]``, above the previous bound)
+        and the total count: the cumulative buckets, ``+Inf`` last."""
+        cumulative = itertools.accumulate(round(c) for c in counts)
+        buckets = (*zip(bounds, cumulative, strict=True), (math.inf, total))
+        return cls(total, seconds, buckets)
 
     @property
     def mean(self) -> float:

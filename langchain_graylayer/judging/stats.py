@@ -26,16 +26,13 @@ __all__ = [
     "Comparison",
     "RareEventResult",
     "SRMResult",
-    "compare_means",
     "compare_proportions",
     "cs_halfwidth",
     "event_split_log_bf",
-    "mixture_log_evalue",
     "mixture_rho2",
     "rare_event_harm",
     "srm_check",
     "srm_log_bf",
-    "wald_sprt_bounds",
 ]
 
 MIN_TRIALS = 10
@@ -114,46 +111,6 @@ def cs_halfwidth(
     else:
         log_term = math.log(math.sqrt(x + 1) / alpha)
     return se * math.sqrt(2 * (x + 1) / x * log_term)
-
-
-def mixture_log_evalue(
-    diff: float, se: float, n: float, alpha: float, n_star: float, null: float = 0.0
-) -> float:
-    """Log of the two-sided normal-mixture e-value (the mSPRT statistic) against ``diff == null``.
-
-    ``ln Λ = x·z²/(2(x + 1)) − ½·ln(x + 1)``, ``z = (diff − null)/se``, ``x = n·ρ²`` (two-sided
-    ρ²): GrowthBook ``SequentialTwoSidedTTest.p_value`` eq. (155) with ``st2 = z²·n``, equal to
-    Johari et al.'s mixture likelihood ratio Λₙ (arXiv 1512.04922) with ``τ² = 2Vρ²``. Under the
-    null ``P(sup Λ ≥ 1/α) ≤ α`` (Ville); the always-valid p-value is the running min of ``1/Λ``.
-
-    Args:
-        diff: Estimated difference (candidate − stable).
-        se: Its standard error, > 0.
-        n: Total units in both arms; ``alpha`` and ``n_star`` tune ρ² as in :func:`cs_halfwidth`.
-        null: Difference under the null hypothesis.
-
-    Example:
-        >>> se = math.sqrt((0.85 * 0.15 + 0.81 * 0.19) / 1000)  # 850/1000 vs 810/1000
-        >>> round(math.exp(mixture_log_evalue(0.04, se, 2000, 0.05, 2000)), 4)
-        4.1776
-    """
-    _check_positive("se", se)
-    _check_positive("n", n)
-    x = n * mixture_rho2(alpha, n_star, one_sided=False)
-    z = (diff - null) / se
-    return x * z * z / (2 * (x + 1)) - 0.5 * math.log(x + 1)
-
-
-def wald_sprt_bounds(alpha: float, beta: float) -> tuple[float, float]:
-    """Wald's (1945) SPRT thresholds ``(A, B) = (ln((1 − β)/α), ln(β/(1 − α)))`` on the log-LR.
-
-    Example:
-        >>> tuple(round(v, 2) for v in wald_sprt_bounds(0.05, 0.2))
-        (2.77, -1.56)
-    """
-    _check_alpha(alpha, one_sided=False)
-    _check_alpha(beta, one_sided=False, field="beta")
-    return math.log((1 - beta) / alpha), math.log(beta / (1 - alpha))
 
 
 # --- two-arm comparisons -------------------------------------------------------------------------
@@ -293,57 +250,6 @@ def compare_proportions(
         pc, ps = (cand.successes + 1) / (nc + 2), (stable.successes + 1) / (ns + 2)
         se = math.sqrt(pc * (1 - pc) / nc + ps * (1 - ps) / ns)
     return _compare(estimate, se, (nc, ns), cfg, 1.0, reason)
-
-
-def compare_means(
-    cand_mean: float,
-    cand_var: float,
-    cand_n: int,
-    stable_mean: float,
-    stable_var: float,
-    stable_n: int,
-    *,
-    alpha: float,
-    n_star: float,
-    higher_is_better: bool,
-    margin: float,
-    min_n: int = MIN_TRIALS,
-) -> Comparison:
-    """Anytime-valid harm and non-inferiority tests for a difference of means (e.g. log latency).
-
-    Welch standard error ``sqrt(var_c/n_c + var_s/n_s)`` with the one-sided AsympCS
-    (Waudby-Smith et al. eq. 134; GrowthBook ``sequential_interval_halfwidth_one_sided``), which
-    needs only a CLT and consistent variances. Too few observations, a non-finite statistic or
-    zero variance in both arms give an inconclusive result, never harm.
-
-    Args:
-        cand_mean: Candidate sample mean (``cand_var``: sample variance ≥ 0; ``cand_n``: count).
-        stable_mean: Stable sample mean (``stable_var``, ``stable_n`` likewise).
-        alpha: Level of each one-sided bound; ``n_star`` and ``higher_is_better`` (False for
-            latency) as in :func:`compare_proportions`.
-        margin: Non-inferiority margin δ ≥ 0 in the metric's units (0.1 on log latency ≈ +10 %).
-        min_n: With fewer observations in either arm the result is inconclusive.
-
-    Example:
-        >>> c = compare_means(0.80, 0.45, 400, 0.69, 0.45, 3600, alpha=0.05, n_star=4000,
-        ...                   higher_is_better=False, margin=0.05)
-        >>> c.harm, c.non_inferior
-        (True, False)
-    """
-    cfg = (alpha, n_star, higher_is_better, margin)
-    reason = _guard(cfg, ("min_n", min_n), cand_n, stable_n)
-    for field, var in (("cand_var", cand_var), ("stable_var", stable_var)):
-        if var < 0:
-            raise ConfigurationError(field, var, "a variance >= 0")
-    estimate, se = math.nan, math.nan
-    if cand_n and stable_n:
-        estimate = cand_mean - stable_mean
-        se = math.sqrt(cand_var / cand_n + stable_var / stable_n)
-    if reason is None and not (math.isfinite(estimate) and math.isfinite(se)):
-        reason = "non-finite mean or variance"
-    if reason is None and se == 0:
-        reason = "zero variance in both arms"
-    return _compare(estimate, se, (cand_n, stable_n), cfg, math.inf, reason)
 
 
 # --- rare events and sample-ratio mismatch (Lindon & Malek) ------------------------------------

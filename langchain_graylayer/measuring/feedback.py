@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from langchain_graylayer._cache import ExpiringLRU
 from langchain_graylayer._compat import StrEnum
@@ -37,10 +37,16 @@ from langchain_graylayer.errors import (
 from langchain_graylayer.measuring.labels import RunLabels
 
 if TYPE_CHECKING:
-    from langchain_graylayer.measuring.prometheus import GraylayerMetrics
     from langchain_graylayer.store.protocols import NonceStore
 
-__all__ = ["FeedbackKind", "FeedbackRecorder", "FeedbackSigner", "RunIndex", "check_feedback"]
+__all__ = [
+    "FeedbackKind",
+    "FeedbackRecorder",
+    "FeedbackSigner",
+    "FeedbackSink",
+    "RunIndex",
+    "check_feedback",
+]
 
 
 class FeedbackKind(StrEnum):
@@ -97,13 +103,21 @@ class RunIndex:
         return None if served is None else RunLabels(*served)
 
 
+class FeedbackSink(Protocol):
+    """Where counted feedback goes (:class:`~.prometheus.GraylayerMetrics` is one)."""
+
+    def record_feedback(
+        self, labels: RunLabels, kind: FeedbackKind | None, score: float | None = None
+    ) -> None: ...
+
+
 class FeedbackRecorder:
     """Counts feedback under the labels of the run that served it; refuses what it cannot trust.
 
     ``metrics=None`` counts nothing (an uninstrumented router) but still checks and attributes.
     """
 
-    def __init__(self, metrics: GraylayerMetrics | None, index: RunIndex | None = None) -> None:
+    def __init__(self, metrics: FeedbackSink | None, index: RunIndex | None = None) -> None:
         self.metrics = metrics
         self.index = index if index is not None else RunIndex()
 

@@ -28,6 +28,7 @@ from uuid import UUID
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import LLMResult
+from typing_extensions import override
 
 from langchain_graylayer._cache import ExpiringLRU
 from langchain_graylayer.measuring.completion import CompletionJudge, default_completion_judge
@@ -228,6 +229,7 @@ class GraylayerCallbackHandler(BaseCallbackHandler):
         """Record a judge's verdict for request ``run_id`` before its run ends."""
         self.measurer.mark_completed(run_id, completed)
 
+    @override
     def on_chain_start(
         self,
         serialized: dict[str, Any] | None,
@@ -239,12 +241,15 @@ class GraylayerCallbackHandler(BaseCallbackHandler):
     ) -> None:
         self.measurer.chain_start(run_id, metadata)
 
+    @override
     def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
         self.measurer.chain_end(run_id, outputs, None)
 
+    @override
     def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         self.measurer.chain_end(run_id, None, error)
 
+    @override
     def on_tool_start(
         self,
         serialized: dict[str, Any] | None,
@@ -260,12 +265,15 @@ class GraylayerCallbackHandler(BaseCallbackHandler):
                 serialized, input_str, run_id=run_id, metadata=metadata, **kwargs
             )
 
+    @override
     def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
         self.measurer.tool_end(run_id, output, None)
 
+    @override
     def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         self.measurer.tool_end(run_id, None, error)
 
+    @override
     def on_chat_model_start(
         self,
         serialized: dict[str, Any] | None,
@@ -277,6 +285,7 @@ class GraylayerCallbackHandler(BaseCallbackHandler):
     ) -> None:
         self.measurer.child_start(run_id, metadata, "llm")
 
+    @override
     def on_llm_start(
         self,
         serialized: dict[str, Any] | None,
@@ -288,9 +297,11 @@ class GraylayerCallbackHandler(BaseCallbackHandler):
     ) -> None:
         self.measurer.child_start(run_id, metadata, "llm")
 
+    @override
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         self.measurer.llm_end(run_id, response)
 
+    @override
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         self.measurer.llm_end(run_id, None)
 

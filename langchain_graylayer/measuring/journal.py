@@ -11,6 +11,7 @@ from typing import Any
 from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
+from typing_extensions import override
 
 from langchain_graylayer.measuring.events import tool_name
 from langchain_graylayer.measuring.labels import (
@@ -53,6 +54,7 @@ class ToolCallJournal(BaseCallbackHandler):
         self.tools = frozenset(tools)
         self.clock = clock
 
+    @override
     def on_tool_start(
         self,
         serialized: dict[str, Any] | None,

@@ -217,22 +217,6 @@ class PrometheusSource:
                 return Snapshot(plan_id, window, {}, error=error)
         return Snapshot(plan_id, window, {key: arm.stats() for key, arm in arms.items()})
 
-    def ping(self) -> bool:
-        """True when the server says it is ready (``/-/ready``, else ``/api/v1/status/buildinfo``
-        for servers without the readiness endpoint). Never raises."""
-        for path in ("/-/ready", "/api/v1/status/buildinfo"):
-            try:
-                self._get(path)
-            except urllib.error.HTTPError as exc:
-                exc.close()
-                if exc.code != 404:
-                    return False
-            except (OSError, ValueError, http.client.HTTPException):
-                return False
-            else:
-                return True
-        return False
-
     # -- HTTP ------------------------------------------------------------------------------
     def _get(self, path: str, params: Mapping[str, str] | None = None) -> bytes:
         url = self.url + path + (f"?{urlencode(params)}" if params else "")

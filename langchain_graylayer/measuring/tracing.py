@@ -26,6 +26,7 @@ from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.outputs import LLMResult
+from typing_extensions import override
 
 from langchain_graylayer._cache import ExpiringLRU
 from langchain_graylayer.measuring.events import token_usage, tool_failed, tool_name
@@ -170,6 +171,7 @@ class GraylayerTracingHandler(BaseCallbackHandler):
 
     # Start hooks take run_id, metadata, name, tool_call_id... as **kwargs: compatible and short.
     @_traced
+    @override
     def on_chain_start(self, serialized: Any, inputs: Any, **kwargs: Any) -> None:
         metadata = kwargs.get("metadata")
         if not metadata or REQUEST_ID_KEY not in metadata:
@@ -259,32 +261,39 @@ class GraylayerTracingHandler(BaseCallbackHandler):
         run.span.end()
 
     @_traced
+    @override
     def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
         self._end(run_id, None, (0, 0))
 
     @_traced
+    @override
     def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         self._end(run_id, error, (0, 0))
 
     @_traced
+    @override
     def on_tool_start(self, serialized: Any, input_str: Any, **kwargs: Any) -> None:
         tool = tool_name(serialized, kwargs) or "unknown"
         extra = {TOOL_NAME: tool, TOOL_CALL_ID: kwargs.get("tool_call_id")}
         self._start_child(kwargs, "execute_tool", tool, "INTERNAL", **extra)
 
     @_traced
+    @override
     def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
         self._end(run_id, HANDLED_TOOL_ERROR if tool_failed(output) else None, (0, 0))
 
     @_traced
+    @override
     def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         self._end(run_id, error, (0, 0))
 
     @_traced
+    @override
     def on_chat_model_start(self, serialized: Any, messages: Any, **kwargs: Any) -> None:
         self._start_model(kwargs, "chat")
 
     @_traced
+    @override
     def on_llm_start(self, serialized: Any, prompts: Any, **kwargs: Any) -> None:
         self._start_model(kwargs, "text_completion")
 
@@ -295,9 +304,11 @@ class GraylayerTracingHandler(BaseCallbackHandler):
         self._start_child(event, operation, model, "CLIENT", **extra)
 
     @_traced
+    @override
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         self._end(run_id, None, token_usage(response))
 
     @_traced
+    @override
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         self._end(run_id, error, (0, 0))

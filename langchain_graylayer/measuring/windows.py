@@ -4,7 +4,6 @@ into the read model (:class:`~langchain_graylayer.judging.readmodel.ArmStats`)."
 from __future__ import annotations
 
 import bisect
-import math
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import fields
@@ -109,10 +108,5 @@ def _merge(slots: Iterable[_Slot]) -> ArmStats:
         latency_count += slot.latency_count
         latency_sum += slot.latency_sum
         buckets = [a + b for a, b in zip(buckets, slot.latency_buckets, strict=True)]
-    cumulative, running = [], 0
-    for bound, count in zip(DURATION_BUCKETS, buckets, strict=True):
-        running += count
-        cumulative.append((bound, running))
-    cumulative.append((math.inf, latency_count))
-    latency = LatencySummary(latency_count, latency_sum, tuple(cumulative))
+    latency = LatencySummary.from_bins(DURATION_BUCKETS, buckets, latency_count, latency_sum)
     return ArmStats(**counts, feedback_score_sum=score_sum, latency=latency)

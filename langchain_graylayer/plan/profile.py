@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Literal
 
@@ -28,7 +27,6 @@ from langchain_graylayer.plan._config import ConfigModel
 __all__ = [
     "WEIGHT_TOLERANCE",
     "LayerScorer",
-    "ScoreTerms",
     "ScoreWeights",
     "ScoringConfig",
     "UserProfile",
@@ -136,17 +134,6 @@ class ScoringConfig(ConfigModel):
         raise ConfigurationError("preset", name, "one of 'default', 'high_risk', 'consumer'")
 
 
-@dataclass(frozen=True, slots=True)
-class ScoreTerms:
-    """The four A-RFM terms of one user and the weighted score."""
-
-    recency: float
-    frequency: float
-    value: float
-    acceptance: float
-    score: float
-
-
 def _unit(x: float) -> float:
     return min(max(x, 0.0), 1.0)
 
@@ -168,8 +155,8 @@ class LayerScorer:
         self.config = config or ScoringConfig()
         self.clock = clock
 
-    def terms(self, profile: UserProfile) -> ScoreTerms:
-        """The four terms and the score for ``profile`` at the clock's current time."""
+    def score(self, profile: UserProfile) -> float:
+        """The A-RFM score in ``[0, 1]`` at the clock's current time; high means low risk."""
         cfg = self.config
         last = profile.last_use_timestamp()
         recency = 0.0 if last is None else 1.0 - _unit((self.clock() - last) / cfg.max_interval)
@@ -177,14 +164,9 @@ class LayerScorer:
         value = 1.0 - _unit(profile.user_value / cfg.max_user_value)
         acceptance = _unit(profile.accept_score / cfg.max_accept_score)
         w = cfg.weights
-        score = (
+        return _unit(
             w.recency * recency
             + w.frequency * frequency
             + w.value * value
             + w.acceptance * acceptance
         )
-        return ScoreTerms(recency, frequency, value, acceptance, _unit(score))
-
-    def score(self, profile: UserProfile) -> float:
-        """The A-RFM score in ``[0, 1]``; high means low risk."""
-        return self.terms(profile).score

@@ -14,10 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from langchain_graylayer.judging.judge import Rule
+from langchain_graylayer.judging.judge import Rule, qos_inputs
 from langchain_graylayer.judging.qos import (
     HIGH_RISK_QOS_WEIGHTS,
-    QosInputs,
     article_qos_verdict,
     qos_score,
 )
@@ -28,25 +27,19 @@ from langchain_graylayer.rollout.controller import RolloutController
 from langchain_graylayer.rollout.state import AuditAction
 from langchain_graylayer.simulate.traffic import (
     CANDIDATE,
-    COMPLAINT,
-    DONE,
     EPOCH,
-    ERR,
-    FB_BAD,
-    LAT_SUM,
     LAYERS,
     PLAN_ID,
     REQ,
     SCENARIOS,
     TICK,
-    TOOL_ERR,
-    TOOLS,
     WINDOW_TICKS,
     Array,
     Clock,
     Population,
     SyntheticSource,
     Traffic,
+    arm_stats,
 )
 from langchain_graylayer.store.memory import MemoryStore
 
@@ -263,16 +256,7 @@ def article_qos(counts: Array) -> float:
     As in the article, missing data reads as zeros: a window without requests scores 0.56.
     NPS is 0 (no scores are simulated); bad feedback and complaints are per request.
     """
-    n, tools = counts[REQ], counts[TOOLS]
-    inputs = QosInputs(
-        bad_rate=min(counts[FB_BAD] / n, 1.0) if n else 0.0,
-        nps=0.0,
-        availability=1 - min(counts[ERR] / n, 1.0) if n else 0.0,
-        latency_s=counts[LAT_SUM] / n if n else 0.0,
-        tool_success=1 - counts[TOOL_ERR] / tools if tools else 0.0,
-        completion=min(counts[DONE] / n, 1.0) if n else 0.0,
-        complaint_rate=min(counts[COMPLAINT] / n, 1.0) if n else 0.0,
-    )
+    inputs = qos_inputs(arm_stats(counts), no_tool_calls=0.0)
     return qos_score(inputs, HIGH_RISK_QOS_WEIGHTS, max_latency_s=5.0).qos
 
 

@@ -11,32 +11,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.stats import binom, binomtest
 
+from langchain_graylayer._tables import markdown_table
 from langchain_graylayer.simulate.engines import ENGINES
 from langchain_graylayer.simulate.traffic import SCENARIOS
 
 
-# ----------------------------------------------------------------------------- statistics
-def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """Wilson score 95 % interval of a proportion."""
+def wilson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a proportion (``nan``s without trials)."""
     if n == 0:
         return math.nan, math.nan
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(centre - half, 0.0), min(centre + half, 1.0)
-
-
-def _binomial_half_ppf(q: float, n: int) -> int:
-    """The smallest k with P(Binomial(n, ½) ≤ k) ≥ q."""
-    cdf, log_half_n = 0.0, -n * math.log(2)
-    for k in range(n + 1):
-        cdf += math.exp(
-            math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) + log_half_n
-        )
-        if cdf >= q:
-            return k
-    return n
+    interval = binomtest(k, n).proportion_ci(confidence_level=level, method="wilson")
+    return float(interval.low), float(interval.high)
 
 
 def median_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
@@ -45,7 +32,7 @@ def median_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, floa
     if n == 0:
         return math.nan, math.nan
     ordered = sorted(values)
-    low = _binomial_half_ppf((1 - level) / 2, n)  # ranks low+1 .. n−low (1-based)
+    low = int(binom.ppf((1 - level) / 2, n, 0.5))  # ranks low+1 .. n−low (1-based)
     if low < 1:
         return ordered[0], ordered[-1]  # too few values: the range (coverage < level)
     return ordered[low - 1], ordered[n - low]
@@ -147,44 +134,47 @@ def tables(summaries: Sequence[dict[str, Any]]) -> str:
     bad = [s for s in summaries if s["bad"]]
     out = []
     if good:
+        rows = [
+            (s["scenario"], s["engine"], s["seeds"], _pct(s["rollback"]),
+             f"{s['srm_alerted']['rate']:.1%}", _pct(s["full"]), _q(s["hours_to_full"], 1),
+             _q(s["users_to_full"]), _top(s["caught_by"]))
+            for s in good
+        ]  # fmt: skip
+        header = [
+            "scenario", "engine", "seeds", "false rollback [95% CI]", "SRM alert",
+            "reached 100% [95% CI]", "hours to 100%: median [CI] / p90",
+            "users to 100%: median [CI] / p90", "rolled back by",
+        ]  # fmt: skip
         out += [
             "Good candidates (a rollback is a false rollback):",
             "",
-            "| scenario | engine | seeds | false rollback [95% CI] | SRM alert | reached 100% "
-            "[95% CI] | hours to 100%: median [CI] / p90 | users to 100%: median [CI] / p90 | "
-            "rolled back by |",
-            "|---|---|---:|---|---:|---|---:|---:|---|",
-        ]
-        for s in good:
-            out.append(
-                f"| {s['scenario']} | {s['engine']} | {s['seeds']} | {_pct(s['rollback'])} | "
-                f"{s['srm_alerted']['rate']:.1%} | {_pct(s['full'])} | "
-                f"{_q(s['hours_to_full'], 1)} | {_q(s['users_to_full'])} | "
-                f"{_top(s['caught_by'])} |"
-            )
-        out.append("")
-    if bad:
-        out += [
-            "Bad candidates (caught = rolled back, for S6 also held on a sample-ratio alert; "
-            "escape = reached 100% of every layer):",
+            markdown_table(rows, header, align="llrlrlrrl"),
             "",
-            "| scenario | engine | seeds | caught [95% CI] | escape [95% CI] | SRM alert | users "
-            "exposed when caught: median [CI] / p90 | in the affected layer | hours to catch: "
-            "median / p90 | caught by |",
-            "|---|---|---:|---|---|---:|---:|---:|---:|---|",
         ]
+    if bad:
+        bad_rows: list[tuple[object, ...]] = []
         for s in bad:
             affected = (
                 _q(s["exposed_affected_at_catch"]) if s["scenario"] == "S3" else "(all layers)"
             )
             hours = s["hours_to_catch"]
             h = "—" if hours["median"] is None else f"{hours['median']:.1f} / {hours['p90']:.1f}"
-            out.append(
-                f"| {s['scenario']} | {s['engine']} | {s['seeds']} | {_pct(s['caught'])} | "
-                f"{_pct(s['full'])} | {s['srm_alerted']['rate']:.1%} | "
-                f"{_q(s['exposed_at_catch'])} | {affected} | {h} | "
-                f"{_top(s['caught_by'])} |"
-            )
+            bad_rows.append((
+                s["scenario"], s["engine"], s["seeds"], _pct(s["caught"]), _pct(s["full"]),
+                f"{s['srm_alerted']['rate']:.1%}", _q(s["exposed_at_catch"]), affected, h,
+                _top(s["caught_by"]),
+            ))  # fmt: skip
+        header = [
+            "scenario", "engine", "seeds", "caught [95% CI]", "escape [95% CI]", "SRM alert",
+            "users exposed when caught: median [CI] / p90", "in the affected layer",
+            "hours to catch: median / p90", "caught by",
+        ]  # fmt: skip
+        out += [
+            "Bad candidates (caught = rolled back, for S6 also held on a sample-ratio alert; "
+            "escape = reached 100% of every layer):",
+            "",
+            markdown_table(bad_rows, header, align="llrllrrrrl"),
+        ]
     return "\n".join(out)
 
 

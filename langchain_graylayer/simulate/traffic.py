@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from scipy.special import ndtr
 
 from langchain_graylayer.judging.readmodel import ArmStats, LatencySummary, Snapshot
 from langchain_graylayer.measuring.windows import DURATION_BUCKETS
@@ -146,13 +147,6 @@ SCENARIOS: dict[str, Scenario] = _scenarios()
 QUICK_SCENARIOS: tuple[str, ...] = ("S0", "S1", "S2-5", "S2-25", "S3")
 
 
-def _ndtr(z: Array) -> Array:
-    """The standard normal CDF, elementwise (±inf allowed)."""
-    return np.array([0.5 * math.erfc(-float(v) / math.sqrt(2)) for v in np.ravel(z)]).reshape(
-        np.shape(z)
-    )
-
-
 def _latency_bins(median_s: float, sigma: float, slow_share: float, extra: float) -> Array:
     """Probabilities and conditional means of the histogram bins for a lognormal latency,
     a share ``slow_share`` of it shifted by ``extra`` seconds. Shape (2, N_BINS)."""
@@ -163,7 +157,7 @@ def _latency_bins(median_s: float, sigma: float, slow_share: float, extra: float
         """P(X ≤ x) and E[X; X ≤ x] for X ~ LogNormal(mu, sigma)."""
         with np.errstate(divide="ignore"):
             z = (np.log(np.maximum(x, 0.0)) - mu) / sigma
-        return _ndtr(z), math.exp(mu + sigma**2 / 2) * _ndtr(z - sigma)
+        return ndtr(z), math.exp(mu + sigma**2 / 2) * ndtr(z - sigma)
 
     p0, m0 = cdf_and_partial(edges)
     p1, m1 = cdf_and_partial(edges - extra)  # X + extra ≤ x  ⇔  X ≤ x − extra
@@ -322,12 +316,8 @@ class Traffic:
 def arm_stats(counts: Array) -> ArmStats:
     """One arm's window counts as the product's ``ArmStats`` (latency as a histogram)."""
     requests = int(counts[REQ])
-    cumulative = np.rint(np.cumsum(counts[HIST : HIST + len(BOUNDS)])).astype(int).tolist()
-    latency = LatencySummary(
-        requests,
-        float(counts[LAT_SUM]),
-        tuple(zip(CUMULATIVE_BOUNDS, [*cumulative, requests], strict=True)),
-    )
+    bins = counts[HIST : HIST + len(BOUNDS)].tolist()
+    latency = LatencySummary.from_bins(DURATION_BUCKETS, bins, requests, float(counts[LAT_SUM]))
     good = int(counts[FB_GOOD])
     return ArmStats(
         requests=requests,

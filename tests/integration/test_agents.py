@@ -11,18 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
-import re
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from typing import Any, TypedDict
 
 import pytest
 from langchain.agents import create_agent
-from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, ToolMessage
-from langchain_core.outputs import ChatGenerationChunk, ChatResult
+from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import StructuredTool, ToolException, tool
 from langchain_core.tracers.base import BaseTracer
@@ -39,6 +35,7 @@ from langchain_graylayer.measuring.labels import (
     VERSION_KEY,
 )
 from langchain_graylayer.routing.decision import RouteReason
+from langchain_graylayer.testing import ScriptedChatModel, in_order
 
 PLAN_ID = "support-v2"
 ROUTER_NAME = "GrayRouter"
@@ -50,47 +47,23 @@ ANSWERS = {Version.STABLE: STABLE_ANSWER, Version.CANDIDATE: CANDIDATE_ANSWER}
 
 
 # --------------------------------------------------------------------------- chat models
-class ToolCallingFakeChatModel(GenericFakeChatModel):
-    """A ``GenericFakeChatModel`` that ``create_agent`` can bind tools to and that streams them.
+class ToolCallingFakeChatModel(ScriptedChatModel):
+    """Replies with the next message of ``messages``, in order; ``create_agent`` can bind tools to
+    it, and it streams text and tool calls as a provider does."""
 
-    The base class raises in ``bind_tools`` and drops ``tool_calls`` when it streams (it does under
-    ``astream_events`` and LangGraph's ``messages`` mode), so the agent would stop after one turn.
-    """
-
-    def bind_tools(self, tools: Any, *, tool_choice: Any = None, **kwargs: Any) -> Any:
-        return self  # the scripted replies already name the tools to call
-
-    def _stream(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: Any = None,
-        **kwargs: Any,
-    ) -> Iterator[ChatGenerationChunk]:
-        reply = self._generate(messages, stop=stop, **kwargs).generations[0].message
-        tokens = re.split(r"(\s)", reply.text) if reply.text else []
-        calls = getattr(reply, "tool_calls", [])
-        chunks = [AIMessageChunk(content=token, id=reply.id) for token in tokens]
-        if calls:
-            tool_call_chunks = [
-                {"name": c["name"], "args": json.dumps(c["args"]), "id": c["id"], "index": i}
-                for i, c in enumerate(calls)
-            ]
-            chunks.append(
-                AIMessageChunk(content="", id=reply.id, tool_call_chunks=tool_call_chunks)
-            )
-        for message in chunks:
-            chunk = ChatGenerationChunk(message=message)
-            if run_manager:
-                run_manager.on_llm_new_token(message.text, chunk=chunk)
-            yield chunk
+    def __init__(self, *, messages: Iterable[AIMessage | str], **kwargs: Any) -> None:
+        super().__init__(script=in_order(messages), usage=None, **kwargs)
 
 
-class BrokenChatModel(ToolCallingFakeChatModel):
+def _unreachable(messages: list[BaseMessage], tools: tuple[str, ...]) -> AIMessage:
+    raise ConnectionError("model endpoint unreachable")
+
+
+class BrokenChatModel(ScriptedChatModel):
     """A chat model whose endpoint is down."""
 
-    def _generate(self, *args: Any, **kwargs: Any) -> ChatResult:
-        raise ConnectionError("model endpoint unreachable")
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(script=_unreachable, **kwargs)
 
 
 class Script:

@@ -18,21 +18,12 @@ import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
 from langchain.agents import create_agent
-from langchain_core.messages import (
-    AIMessage,
-    AIMessageChunk,
-    BaseMessage,
-    HumanMessage,
-    ToolMessage,
-)
 from langchain_core.messages.ai import UsageMetadata
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from langchain_core.tools import BaseTool, ToolException
 from prometheus_client import CollectorRegistry
@@ -40,7 +31,6 @@ from test_agents import (
     EARLY_ADOPTER,
     QUESTION,
     RunRecorder,
-    ToolCallingFakeChatModel,
     issue_refund,
     issue_refund_unhandled,
     lookup_order,
@@ -62,6 +52,7 @@ from langchain_graylayer.measuring.labels import (
 )
 from langchain_graylayer.measuring.prometheus import GraylayerMetrics
 from langchain_graylayer.measuring.sources import InProcessSource
+from langchain_graylayer.testing import ScriptedChatModel, calls_then_answers
 
 PLAN_ID = "support-v2"
 ALICE, ERIN = "alice", "erin"
@@ -75,48 +66,6 @@ USAGE = UsageMetadata(input_tokens=13, output_tokens=5, total_tokens=18)
 
 
 # --------------------------------------------------------------------------- agents
-class PolicyChatModel(ToolCallingFakeChatModel):
-    """Replies from the conversation so far, so one agent serves any number of concurrent runs.
-
-    Since the last human message it calls the tools of ``calls`` one per turn, then answers
-    ``final``. Every reply carries ``USAGE``; when streaming, in a last chunk (as OpenAI's
-    ``stream_usage`` does).
-    """
-
-    calls: list[str]
-    final: str
-
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: Any = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        done = 0
-        for message in reversed(messages):
-            if isinstance(message, HumanMessage):
-                break
-            done += isinstance(message, ToolMessage)
-        if done < len(self.calls):
-            name = self.calls[done]
-            call = {"name": name, "args": {"order_id": "A-1"}, "id": f"call-{done}-{name}"}
-            reply = AIMessage("", tool_calls=[call], usage_metadata=USAGE)
-        else:
-            reply = AIMessage(self.final, usage_metadata=USAGE)
-        return ChatResult(generations=[ChatGeneration(message=reply)])
-
-    def _stream(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: Any = None,
-        **kwargs: Any,
-    ) -> Iterator[ChatGenerationChunk]:
-        yield from super()._stream(messages, stop, run_manager, **kwargs)
-        yield ChatGenerationChunk(message=AIMessageChunk(content="", usage_metadata=USAGE))
-
-
 @dataclass(frozen=True)
 class Agent:
     """One version of the support agent, and what a single run of it does."""
@@ -129,9 +78,8 @@ class Agent:
     """The last tool raises out of the agent (it was not built with ``handle_tool_error``)."""
 
     def build(self) -> Runnable[Any, Any]:
-        model = PolicyChatModel(
-            messages=iter(()), calls=[tool.name for tool, _ in self.tools], final=self.final
-        )
+        calls = [tool.name for tool, _ in self.tools]
+        model = ScriptedChatModel(script=calls_then_answers(calls, self.final), usage=USAGE)
         return create_agent(model=model, tools=[tool for tool, _ in self.tools], name=self.name)
 
     def work(self) -> Counter[str]:

@@ -10,7 +10,8 @@ from typing import Any
 from _servers import free_port
 from langchain_core.runnables import RunnableLambda
 
-from langchain_graylayer import GrayRouter, RolloutPlan, RouteReason, UserProfile, Version
+from langchain_graylayer import GrayRouter, RolloutPlan, UserProfile, Version
+from langchain_graylayer.routing.decision import RouteReason
 from langchain_graylayer.store.redis import RedisStore
 
 PLAN = RolloutPlan.default("refund-v2")

@@ -45,13 +45,13 @@ from langchain_graylayer import (
     MemoryStore,
     RolloutController,
     RolloutPlan,
-    Store,
     Version,
 )
 from langchain_graylayer.measuring.feedback import FeedbackSigner
 from langchain_graylayer.measuring.labels import LAYER_KEY, VERSION_KEY, RunLabels
 from langchain_graylayer.routing.assigner import Assigner
 from langchain_graylayer.serve.app import add_gray_routes
+from langchain_graylayer.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
 PLAN = RolloutPlan.from_yaml(ROOT / "examples" / "customer_service" / "plan.yaml")

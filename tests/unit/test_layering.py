@@ -6,20 +6,20 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from langchain_graylayer import (
-    ConfigurationError,
-    LayerReason,
-    LayerScorer,
-    RolloutPlan,
-    ScoringConfig,
-    TagRule,
-    UserProfile,
-)
+from langchain_graylayer import ConfigurationError, RolloutPlan, UserProfile
+from langchain_graylayer.plan import LayerReason, LayerScorer, ScoreWeights, ScoringConfig, TagRule
 from langchain_graylayer.plan.assignment import LayerAssignment
 from langchain_graylayer.plan.rules import sensitive_word
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
 SCORER = LayerScorer(clock=NOW.timestamp)
+
+
+def term(name: str, user: UserProfile, clock: datetime = NOW, **config: object) -> float:
+    """One A-RFM term of ``user``: the score when that term alone has weight 1."""
+    weights = dict.fromkeys(("recency", "frequency", "value", "acceptance"), 0.0) | {name: 1.0}
+    scoring = ScoringConfig(weights=ScoreWeights(**weights), **config)  # type: ignore[arg-type]
+    return LayerScorer(scoring, clock=clock.timestamp).score(user)
 
 
 def profile(ago: timedelta, uses: int, value: float, accept: float, **kw: object) -> UserProfile:
@@ -47,28 +47,27 @@ def test_spec_worked_values(
 
 def test_terms_are_clipped_to_unit_interval() -> None:
     future = profile(-timedelta(days=3), 10_000, 10**9, 50)
-    terms = SCORER.terms(future)
-    assert (terms.recency, terms.frequency, terms.value, terms.acceptance) == (1, 1, 0, 1)
+    terms = [term(name, future) for name in ("recency", "frequency", "value", "acceptance")]
+    assert terms == [1, 1, 0, 1]
     never = UserProfile()
-    assert SCORER.terms(never).recency == 0.0
+    assert term("recency", never) == 0.0
 
 
 def test_naive_datetimes_are_utc() -> None:
     naive = UserProfile(last_use_time=(NOW - timedelta(days=15)).replace(tzinfo=None))
-    assert SCORER.terms(naive).recency == pytest.approx(0.5)
+    assert term("recency", naive) == pytest.approx(0.5)
 
 
 def test_clock_is_injected() -> None:
     user = profile(timedelta(0), 0, 0, 0)
-    later = LayerScorer(clock=(NOW + timedelta(days=15)).timestamp)
-    assert SCORER.terms(user).recency == 1.0
-    assert later.terms(user).recency == pytest.approx(0.5)
+    assert term("recency", user) == 1.0
+    assert term("recency", user, clock=NOW + timedelta(days=15)) == pytest.approx(0.5)
 
 
 def test_maxima_are_configuration() -> None:
-    scorer = LayerScorer(ScoringConfig(max_use_count=10, max_interval="10d"), clock=NOW.timestamp)
-    terms = scorer.terms(profile(timedelta(days=5), 5, 0, 0))
-    assert (terms.frequency, terms.recency) == (pytest.approx(0.5), pytest.approx(0.5))
+    user, maxima = profile(timedelta(days=5), 5, 0, 0), {"max_use_count": 10, "max_interval": "10d"}
+    terms = (term("frequency", user, **maxima), term("recency", user, **maxima))
+    assert terms == (pytest.approx(0.5), pytest.approx(0.5))
 
 
 def test_presets_sum_to_one() -> None:

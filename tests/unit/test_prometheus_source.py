@@ -438,22 +438,3 @@ def test_a_bucket_without_numeric_le_is_an_error_snapshot(prom: CannedPrometheus
     series = [(arm("l", "stable", le="fast"), "1")]
     prom.vector("graylayer_request_duration_seconds_bucket", series)
     assert_outage(source(prom.url).snapshot("p", 60), prom.url, "latency_buckets query")
-
-
-# --------------------------------------------------------------------------- ping
-def test_ping(prom: CannedPrometheus) -> None:
-    prom.answers["/-/ready"] = (200, b"Prometheus Server is Ready.")
-    assert source(prom.url).ping() is True
-    prom.answers["/-/ready"] = (503, b"Service Unavailable")
-    assert source(prom.url).ping() is False
-
-
-def test_ping_falls_back_to_buildinfo(prom: CannedPrometheus) -> None:
-    assert source(prom.url).ping() is False  # both paths 404
-    prom.answers["/api/v1/status/buildinfo"] = (200, {"status": "success", "data": {}})
-    assert source(prom.url).ping() is True
-    assert [s.path for s in prom.seen][-2:] == ["/-/ready", "/api/v1/status/buildinfo"]
-
-
-def test_ping_closed_port() -> None:
-    assert source(f"http://127.0.0.1:{closed_port()}", timeout=0.5).ping() is False

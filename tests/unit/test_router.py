@@ -15,18 +15,16 @@ from pydantic import BaseModel
 
 from langchain_graylayer import (
     GrayRouter,
-    LayerReason,
     MemoryStore,
     RolloutPlan,
-    RouteReason,
     StoreError,
     UserProfile,
     Version,
-    bucket,
-    in_candidate,
 )
 from langchain_graylayer.measuring.labels import LAYER_KEY, PLAN_KEY, REQUEST_ID_KEY, VERSION_KEY
+from langchain_graylayer.plan import LayerReason, bucket, in_candidate
 from langchain_graylayer.routing.context import RequestContext, request_context
+from langchain_graylayer.routing.decision import RouteReason
 
 PLAN_ID = "refund-v2"
 

@@ -14,16 +14,14 @@ import logging
 import subprocess
 import sys
 import textwrap
-from collections.abc import Generator, Iterator
+from collections.abc import Generator
 from typing import Any, cast
 from uuid import UUID, uuid4
 
 import pytest
 from langchain.agents import create_agent
-from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 from langchain_core.messages.ai import UsageMetadata
-from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from langchain_core.tools import ToolException, tool
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, TracerProvider
@@ -35,6 +33,7 @@ from langchain_graylayer import GrayRouter, MemoryStore, RolloutPlan, Version
 from langchain_graylayer.measuring.labels import REQUEST_ID_KEY
 from langchain_graylayer.measuring.prometheus import GraylayerMetrics
 from langchain_graylayer.measuring.tracing import GraylayerTracingHandler
+from langchain_graylayer.testing import ScriptedChatModel
 
 PLAN_ID = "support-v2"
 MODEL = "fake-gpt"
@@ -45,27 +44,19 @@ def usage(tokens: tuple[int, int]) -> UsageMetadata:
     return {"input_tokens": tokens[0], "output_tokens": tokens[1], "total_tokens": sum(tokens)}
 
 
-class ScriptedChatModel(GenericFakeChatModel):
-    """Calls the tool named by the user's first word, then answers; the stable one just answers."""
+def agent_turn(messages: list[BaseMessage], tools: tuple[str, ...]) -> AIMessage:
+    """Calls the tool named by the user's first word, then answers."""
+    last = messages[-1]
+    if isinstance(last, ToolMessage):
+        return AIMessage(f"[v2] {last.content}", usage_metadata=usage(ANSWER_TURN))
+    name = str(last.content).split()[0]
+    call = {"name": name, "args": {"order": "A-1"}, "id": f"call-{name}"}
+    return AIMessage("", tool_calls=[call], usage_metadata=usage(TOOL_TURN))
 
-    model: str = MODEL
-    messages: Iterator[AIMessage | str] = iter(())
-    uses_tools: bool = True
 
-    def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
-        return self  # the replies already name the tools to call
-
-    def _generate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> ChatResult:
-        last = messages[-1]
-        if not self.uses_tools:
-            reply = AIMessage("[v1] we will look into it", usage_metadata=usage(STABLE_TURN))
-        elif isinstance(last, ToolMessage):
-            reply = AIMessage(f"[v2] {last.content}", usage_metadata=usage(ANSWER_TURN))
-        else:
-            name = str(last.content).split()[0]
-            call = {"name": name, "args": {"order": "A-1"}, "id": f"call-{name}"}
-            reply = AIMessage("", tool_calls=[call], usage_metadata=usage(TOOL_TURN))
-        return ChatResult(generations=[ChatGeneration(message=reply)])
+def stable_turn(messages: list[BaseMessage], tools: tuple[str, ...]) -> AIMessage:
+    """The stable agent just answers."""
+    return AIMessage("[v1] we will look into it", usage_metadata=usage(STABLE_TURN))
 
 
 @tool
@@ -93,8 +84,10 @@ def reindex(order: str) -> str:
 def agents() -> dict[Version, Runnable[Any, Any]]:
     tools = [lookup_order, issue_refund, reindex]
     return {
-        Version.CANDIDATE: create_agent(ScriptedChatModel(), tools=tools),
-        Version.STABLE: create_agent(ScriptedChatModel(uses_tools=False), tools=[]),
+        Version.CANDIDATE: create_agent(
+            ScriptedChatModel(script=agent_turn, model_name=MODEL), tools=tools
+        ),
+        Version.STABLE: create_agent(ScriptedChatModel(script=stable_turn, model_name=MODEL)),
     }
 
 
