@@ -188,7 +188,7 @@ class PrometheusSource:
         """
         pairs = [("plan", plan_id), *self.matchers.items()]
         selector = ",".join(f'{name}="{escape_label_value(value)}"' for name, value in pairs)
-        duration = _duration(window)
+        duration = _promql_duration(window)
         return {
             family.key: f"sum by (layer, version{f', {family.by}' if family.by else ''}) "
             f"(increase({family.metric}{{{selector}}}[{duration}]))"
@@ -239,7 +239,7 @@ class PrometheusSource:
         return _vector(answer)
 
 
-def _duration(window: float) -> str:
+def _promql_duration(window: float) -> str:
     """Whole seconds, rounded up (so at least ``1s``)."""
     number = isinstance(window, int | float) and not isinstance(window, bool)
     if not (number and math.isfinite(window) and window > 0):

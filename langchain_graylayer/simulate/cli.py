@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from langchain_graylayer.plan._config import parse_duration
 from langchain_graylayer.simulate.engines import (
     DEFAULT_MAX_STEP,
     DEFAULT_STEPS,
@@ -36,17 +37,13 @@ from langchain_graylayer.simulate.traffic import QUICK_SCENARIOS, SCENARIOS, TIC
 
 
 # ----------------------------------------------------------------------------- command line
-def _duration(text: str) -> float:
-    """Seconds from ``"45"`` (minutes), ``"45m"``, ``"1.5h"`` or ``"900s"``."""
-    units = {"s": 1.0, "m": 60.0, "h": 3600.0}
-    text = text.strip().lower()
+def _seconds(text: str) -> float:
+    """Seconds from a duration as plans write it: ``"900"`` (seconds), ``"45m"``, ``"1.5h"``."""
     try:
-        if text and text[-1] in units:
-            return float(text[:-1]) * units[text[-1]]
-        return float(text) * 60.0
+        return float(parse_duration(text.strip().lower()))
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"a duration like 45m, 1.5h or 900s, not {text!r}"
+            f"a duration like 45m, 1.5h or 900 (seconds), not {text!r}"
         ) from None
 
 
@@ -57,10 +54,10 @@ def _max_step(text: str) -> tuple[tuple[str, float], ...]:
     for part in filter(None, (p.strip() for p in text.split(","))):
         if "=" in part:
             name, value = part.split("=", 1)
-            limits[name.strip()] = _duration(value)
+            limits[name.strip()] = _seconds(value)
         else:
             named = False
-            limits["*"] = _duration(part)
+            limits["*"] = _seconds(part)
     return tuple(({**DEFAULT_MAX_STEP, **limits} if named else limits).items())
 
 
@@ -111,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     knobs = PlanKnobs()
     plan = parser.add_argument_group("plan knobs (the ours engine; steps apply to both)")
     plan.add_argument("--steps", type=_steps, help="0.1,0.5,1 or layer=…;layer=… (see --help)")
-    plan.add_argument("--bake", type=_duration, default=knobs.bake_s, help="bake time (30m)")
+    plan.add_argument("--bake", type=_seconds, default=knobs.bake_s, help="bake time (30m)")
     plan.add_argument(
         "--max-step",
         type=_max_step,

@@ -72,7 +72,7 @@ _STREAM_MAXLEN = 100_000
 _GLOB = re.compile(r"([\\*?\[\]])")
 
 
-def _text(value: Any) -> str:
+def _as_str(value: Any) -> str:
     """A reply as ``str``, whether the client decodes responses or not."""
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -87,8 +87,8 @@ def _entries(reply: Any) -> list[str]:
     for entry_id, fields in reply or ():
         value = fields.get("entry", fields.get(b"entry"))
         if value is None:
-            raise ValueError(f"stream entry {_text(entry_id)} has no 'entry' field")
-        entries.append(_text(value))
+            raise ValueError(f"stream entry {_as_str(entry_id)} has no 'entry' field")
+        entries.append(_as_str(value))
     return entries
 
 
@@ -172,13 +172,13 @@ class RedisStore:
         key = self._key("ratios", plan_id)
         with self._guard("get_ratios", key):
             raw = self._client.hgetall(key)
-            return {_text(layer): float(_text(ratio)) for layer, ratio in raw.items()}
+            return {_as_str(layer): float(_as_str(ratio)) for layer, ratio in raw.items()}
 
     def get_ratio(self, plan_id: str, layer: str) -> float:
         key = self._key("ratios", plan_id)
         with self._guard("get_ratio", key):
             raw = self._client.hget(key, layer)
-            return 0.0 if raw is None else float(_text(raw))
+            return 0.0 if raw is None else float(_as_str(raw))
 
     def set_ratio(self, plan_id: str, layer: str, ratio: float) -> None:
         ratio = check_ratio(ratio)  # before any I/O: a bad ratio never reaches Redis
@@ -205,7 +205,7 @@ class RedisStore:
         key = self._key("layer", user_id)
         with self._guard("get_cached_layer", key):
             raw = self._client.hget(key, plan_id)
-            return None if raw is None else LayerAssignment.decode(_text(raw))
+            return None if raw is None else LayerAssignment.decode(_as_str(raw))
 
     def cache_layer(
         self, plan_id: str, user_id: str, assignment: LayerAssignment, ttl: float
@@ -222,7 +222,7 @@ class RedisStore:
         key = self._key("pin", plan_id, session_id)
         with self._guard("get_pin", key):
             raw = self._client.get(key)
-            return None if raw is None else SessionPin.decode(_text(raw))
+            return None if raw is None else SessionPin.decode(_as_str(raw))
 
     def pin_session(self, plan_id: str, session_id: str, pin: SessionPin, ttl: float) -> SessionPin:
         key = self._key("pin", plan_id, session_id)
@@ -230,7 +230,7 @@ class RedisStore:
             raw = self._pin_script(keys=[key], args=[pin.encode(), _millis(ttl)])
             if raw is None:  # cannot happen (see _PIN_SCRIPT); never report a pin not in force
                 raise StoreError(f"Redis pin_session of {key!r} found no pin in force")
-            return SessionPin.decode(_text(raw))
+            return SessionPin.decode(_as_str(raw))
 
     def pinned_sessions(
         self, plan_id: str, version: Version | None = None
@@ -239,13 +239,13 @@ class RedisStore:
         match = _GLOB.sub(r"\\\1", head) + "*"
         pins: dict[str, SessionPin] = {}
         with self._guard("pinned_sessions", match):
-            keys = [_text(k) for k in self._client.scan_iter(match=match, count=1000)]
+            keys = [_as_str(k) for k in self._client.scan_iter(match=match, count=1000)]
             for start in range(0, len(keys), 1000):
                 chunk = keys[start : start + 1000]
                 for key, raw in zip(chunk, self._client.mget(chunk), strict=True):
                     if raw is None:  # expired or unpinned since the scan
                         continue
-                    pin = SessionPin.decode(_text(raw))
+                    pin = SessionPin.decode(_as_str(raw))
                     if version is None or pin.version == version:
                         pins[key[len(head) :]] = pin
         return pins
@@ -260,7 +260,7 @@ class RedisStore:
         key = self._key("state", plan_id)
         with self._guard("get_plan_state", key):
             raw = self._client.get(key)
-            return None if raw is None else _text(raw)
+            return None if raw is None else _as_str(raw)
 
     def commit(
         self, plan_id: str, *, ratios: Mapping[str, float], state: str, audit: Sequence[str]
@@ -301,7 +301,7 @@ class RedisStore:
         key = self._key("lease", name)
         with self._guard("lease_holder", key):
             raw = self._client.get(key)
-            return None if raw is None else _text(raw)
+            return None if raw is None else _as_str(raw)
 
     # candidate tool-call journal ----------------------------------------------------------
     def record_tool_call(self, plan_id: str, entry: str) -> None:
