@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
 
+from langchain_graylayer._types import posix_clock
 from langchain_graylayer.judging.readmodel import ArmStats
 from langchain_graylayer.measuring.feedback import FeedbackKind
 from langchain_graylayer.measuring.labels import Outcome, RunLabels
@@ -88,7 +89,7 @@ class GraylayerMetrics:
         ``retention`` how long slots are kept.
         """
         self.registry = registry
-        self.clock = clock
+        self.clock = clock = posix_clock(clock)
         self._acc = WindowStore(clock, resolution, retention)
         # (metric, label values) → child: ``labels()`` validates and locks on every call, and a
         # request writes several series. Bounded: plans × versions × layers × a few values.

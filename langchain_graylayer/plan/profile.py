@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from langchain_graylayer._types import Clock
+from langchain_graylayer._types import Clock, posix_clock
 from langchain_graylayer.errors import ConfigurationError
 from langchain_graylayer.plan._config import ConfigModel
 
@@ -153,7 +153,7 @@ class LayerScorer:
 
     def __init__(self, config: ScoringConfig | None = None, clock: Clock = time.time) -> None:
         self.config = config or ScoringConfig()
-        self.clock = clock
+        self.clock = posix_clock(clock)
 
     def score(self, profile: UserProfile) -> float:
         """The A-RFM score in ``[0, 1]`` at the clock's current time; high means low risk."""

@@ -27,9 +27,10 @@ from contextlib import contextmanager
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig, RunnableSerializable
-from pydantic import ConfigDict, Field, PrivateAttr
+from pydantic import ConfigDict, Field, PrivateAttr, field_validator
 from typing_extensions import override
 
+from langchain_graylayer._types import posix_clock
 from langchain_graylayer.errors import (
     ConfigurationError,
     ControllerBusyError,
@@ -87,6 +88,29 @@ class RolloutController(RunnableSerializable[Any, list[dict[str, Any]]]):
     """A crashed leader's lease lapses after this long and another replica takes over."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if args:
+            raise TypeError(
+                "RolloutController takes keyword arguments only: RolloutController(plan=..., "
+                f"store=..., source=...); got {len(args)} positional argument(s)"
+            )
+        super().__init__(**kwargs)
+
+    _clock = field_validator("clock")(classmethod(lambda cls, value: posix_clock(value)))
+
+    @override
+    def model_post_init(self, context: Any, /) -> None:
+        # Windows are cut on the source's clock and steps on the controller's: with two clocks
+        # (a simulated one here, the wall clock there), every window would be the wrong one.
+        source_clock = getattr(self.source, "clock", None)
+        if source_clock is not None and source_clock != self.clock:
+            raise ConfigurationError(
+                "clock",
+                self.clock,
+                "the metric source's clock (give both the same clock, e.g. GraylayerMetrics("
+                "clock=...) behind InProcessSource and RolloutController(clock=...))",
+            )
 
     _stop: threading.Event = PrivateAttr(default_factory=threading.Event)
     _last_report: RollbackReport | None = PrivateAttr(default=None)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable
 
 from langchain_graylayer.plan.assignment import LayerAssignment
@@ -19,6 +18,7 @@ from langchain_graylayer.plan.bucketing import bucket, in_candidate
 from langchain_graylayer.plan.plan import RolloutPlan, Version
 from langchain_graylayer.plan.profile import LayerScorer, UserProfile
 from langchain_graylayer.routing.decision import RouteReason, RoutingDecision
+from langchain_graylayer.routing.health import RouterHealth
 from langchain_graylayer.store.protocols import RoutingStore, SessionPin
 
 __all__ = ["Assigner", "ProfileLoader"]
@@ -54,8 +54,8 @@ class Assigner:
         self.store = store
         self.profile_loader = profile_loader
         self.clock = clock
-        self.counts: Counter[str] = Counter()
-        """``degraded``, ``unrouted`` and (counted by the router) ``fallback`` since start."""
+        self.health = RouterHealth()
+        """Requests, ``unrouted``, ``degraded`` and (counted by the router) ``fallback``."""
         self._scorer = LayerScorer(plan.scoring, clock=clock)
         self._layer_names = frozenset(plan.layer_names)
         self._last_warning = float("-inf")
@@ -83,8 +83,11 @@ class Assigner:
                     )  # fmt: skip
         except Exception as exc:
             decision = self._degraded(exc, session_id)
-        if not decision.routed:
-            self.counts["unrouted"] += 1
+        self.health.add("requests")
+        if decision.reason is RouteReason.DEGRADED:
+            self.health.add("degraded")
+        elif not decision.routed:
+            self.health.add("unrouted")
         return decision
 
     def _route(self, user_id: str | None, session_id: str | None) -> RoutingDecision:
@@ -137,13 +140,12 @@ class Assigner:
         return assignment
 
     def _degraded(self, exc: BaseException, session_id: str | None) -> RoutingDecision:
-        self.counts["degraded"] += 1
         now = time.monotonic()
         if now - self._last_warning > 10.0:  # an outage must not flood the log
             self._last_warning = now
             logger.warning(
                 "graylayer routing failed; serving the stable version (%d so far)",
-                self.counts["degraded"],
+                self.health.totals()["degraded"] + 1,
                 exc_info=exc,
             )
         return RoutingDecision(

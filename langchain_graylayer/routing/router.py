@@ -28,10 +28,10 @@ from langchain_core.runnables.config import (
 )
 from langchain_core.runnables.utils import ConfigurableFieldSpec, get_unique_config_specs
 from langchain_core.utils.pydantic import TypeBaseModel
-from pydantic import ConfigDict, Field, PrivateAttr
+from pydantic import ConfigDict, Field, PrivateAttr, field_validator
 from typing_extensions import override
 
-from langchain_graylayer._types import Identity
+from langchain_graylayer._types import Identity, posix_clock
 from langchain_graylayer.measuring.completion import CompletionJudge
 from langchain_graylayer.measuring.feedback import FeedbackKind, FeedbackRecorder, RunIndex
 from langchain_graylayer.measuring.journal import ToolCallJournal
@@ -57,12 +57,13 @@ class _State:
     """The router's per-process state. One plain object, because each read of a pydantic private
     attribute goes through ``BaseModel.__getattr__`` (about 3 µs): too slow for the request path."""
 
-    __slots__ = ("assigner", "networked", "observer")
+    __slots__ = ("assigner", "networked", "observer", "warned_no_user")
 
     def __init__(self, assigner: Assigner, observer: RunObserver, networked: bool) -> None:
         self.assigner = assigner
         self.observer = observer
         self.networked = networked
+        self.warned_no_user = float("-inf")
 
 
 Input = TypeVar("Input")
@@ -134,6 +135,16 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
         # Straight from pydantic's private dict: ``self._state_`` goes through
         # ``BaseModel.__getattr__`` (about 2.5 µs a read, several reads a request).
         return cast(_State, self.__pydantic_private__["_state_"])  # type: ignore[index]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if args:
+            raise TypeError(
+                "GrayRouter takes keyword arguments only: GrayRouter(stable=..., candidate=..., "
+                f"plan=..., store=...); got {len(args)} positional argument(s)"
+            )
+        super().__init__(**kwargs)
+
+    _clock = field_validator("clock")(classmethod(lambda cls, value: posix_clock(value)))
 
     @override
     def model_post_init(self, context: Any, /) -> None:
@@ -251,10 +262,13 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
         return state.assigner.assign(user_id, session_id)
 
     def counts(self) -> dict[str, int]:
-        """Counts since start: ``degraded`` (routing failed), ``fallback`` (candidate raised,
-        stable answered), ``unrouted`` (no user id or opt-out)."""
-        counts = self._state.assigner.counts
-        return {key: counts[key] for key in ("degraded", "fallback", "unrouted")}
+        """Counts since start: ``requests``, ``unrouted`` (no user id or opt-out), ``degraded``
+        (routing failed inside graylayer), ``fallback`` (candidate raised, stable answered)."""
+        return self._state.assigner.health.totals()
+
+    def recent_counts(self, window: float = 300.0) -> dict[str, int]:
+        """The same counts over the last ``window`` seconds (what an operator should read)."""
+        return self._state.assigner.health.recent(window)
 
     def trace_id_of(self, run_id: UUID | str) -> str | None:
         """The request's OpenTelemetry trace id (hex), e.g. for an ``X-Trace-ID`` header;
@@ -298,6 +312,8 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
     def _open(self, config: RunnableConfig | None) -> Call:
         config = ensure_config(config)
         who = identity_of(config)
+        if who[0] is None:
+            self._no_user_id(config)
         decision = self._decision(who) or self._state.assigner.assign(*who)
         run_id = config.pop("run_id", None) or new_run_id()
         return self._state.observer.open(config, decision, run_id)
@@ -305,9 +321,26 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
     async def _aopen(self, config: RunnableConfig | None) -> Call:
         config = ensure_config(config)
         who = identity_of(config)
+        if who[0] is None:
+            self._no_user_id(config)
         decision = self._decision(who) or await self.aroute_request(*who)
         run_id = config.pop("run_id", None) or new_run_id()
         return self._state.observer.open(config, decision, run_id)
+
+    def _no_user_id(self, config: RunnableConfig) -> None:
+        """Say so, at most once a minute: a typo in the key sends every user to stable."""
+        state = self._state
+        now = time.monotonic()
+        if now - state.warned_no_user < 60.0:
+            return
+        state.warned_no_user = now
+        keys = sorted(str(k) for k in (config.get("configurable") or {}))
+        logger.warning(
+            "plan %s: a request without config['configurable']['user_id'] is served the stable "
+            "version, unrouted (configurable keys seen: %s)",
+            self.plan.id,
+            keys or "none",
+        )
 
     # ------------------------------------------------------------------ run bookkeeping
     def _runnable(self, version: Version) -> Runnable[Input, Output]:
@@ -319,7 +352,7 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
             return False
         if not isinstance(exc, Exception):  # never swallow cancellation or KeyboardInterrupt
             return False
-        self._state.assigner.counts["fallback"] += 1
+        self._state.assigner.health.add("fallback")
         logger.warning(
             "candidate of plan %s failed (%s: %s); answering with stable",
             decision.plan_id,

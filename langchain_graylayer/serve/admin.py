@@ -92,14 +92,19 @@ def mount_admin(
             raise HTTPException(409, str(exc)) from None
         return entry.to_dict()
 
+    def health() -> dict[str, Any]:
+        """This replica's router: counts over the last five minutes, and since start."""
+        return {"window_seconds": 300, "recent": router.recent_counts(300),
+                "since_start": router.counts()}  # fmt: skip
+
     @api.get("/status")
     async def status() -> dict[str, Any]:
         if controller is None:
             ratios = await asyncio.to_thread(router.store.get_ratios, router.plan.id)
             return {"plan": router.plan.id, "status": "no controller", "layers": [
                 {"layer": name, "ratio": ratios.get(name, 0.0)} for name in router.plan.layer_names
-            ], "health": router.counts()}  # fmt: skip
-        return {**await asyncio.to_thread(controller.status), "health": router.counts()}
+            ], "health": health()}  # fmt: skip
+        return {**await asyncio.to_thread(controller.status), "health": health()}
 
     @api.get("/audit")
     async def audit(limit: int = 200) -> list[dict[str, Any]]:

@@ -110,7 +110,9 @@ class VersionHeaders:
     ) -> list[tuple[bytes, bytes]]:
         headers = [
             (b"x-agent-version", decision.version.value.encode()),
-            (b"x-user-layer", (decision.layer or "").encode()),
+            # "unrouted": graylayer did not route it (no user id, opt-out, or degraded routing)
+            (b"x-user-layer", (decision.layer or "unrouted").encode()),
+            (b"x-route-reason", decision.reason.value.encode()),
         ]
         if batch:  # several runs: no single run id, trace id or feedback token to announce
             return headers

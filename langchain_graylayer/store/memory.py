@@ -8,6 +8,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 
 from langchain_graylayer._cache import ExpiringLRU
+from langchain_graylayer._types import posix_clock
 from langchain_graylayer.errors import ConfigurationError
 from langchain_graylayer.plan.assignment import LayerAssignment
 from langchain_graylayer.plan.plan import Version
@@ -50,7 +51,7 @@ class MemoryStore:
             if isinstance(bound, bool) or not isinstance(bound, int) or bound < 1:
                 raise ConfigurationError(field, bound, "a positive number of entries")
         self._lock = threading.Lock()
-        self._clock = clock
+        self._clock = clock = posix_clock(clock)
         self._max_audit = max_audit
         self._max_tool_calls = max_tool_calls
         self._ratios: dict[str, dict[str, float]] = {}

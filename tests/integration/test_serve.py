@@ -311,7 +311,8 @@ def test_of_repeated_identity_headers_the_first_counts_and_an_empty_one_is_none(
     empty_first = [("X-User-ID", ""), ("X-User-ID", first)]
     response = app.client.post("/agent/invoke", json={"input": QUESTION}, headers=empty_first)
     assert answer_of(response).startswith(PREFIX[Version.STABLE])
-    assert response.headers["X-User-Layer"] == ""  # unrouted
+    assert response.headers["X-User-Layer"] == "unrouted"
+    assert response.headers["X-Route-Reason"] == "no_user_id"
     assert app.router.counts()["unrouted"] == 1
 
 
@@ -346,7 +347,7 @@ def test_without_a_header_a_client_sent_user_id_is_dropped(
     response = app.post("invoke", configurable={"user_id": MALLORY})
 
     assert answer_of(response).startswith(PREFIX[Version.STABLE])
-    assert_coloured(response, Version.STABLE, "")
+    assert_coloured(response, Version.STABLE, "unrouted")
     assert "X-Feedback-Token" not in response.headers  # unrouted: nothing to rate
     assert app.router.counts()["unrouted"] == 1
     unrouted = app.sample("graylayer_unrouted_requests_total", plan=PLAN.id, reason="no_user_id")
@@ -481,7 +482,7 @@ def test_an_identify_function_replaces_the_headers(
     assert app.store.get_pin(PLAN.id, "other-chat") is None
     # No valid token: nobody, whatever X-User-ID says.
     assert answer_of(forged).startswith(PREFIX[Version.STABLE])
-    assert_coloured(forged, Version.STABLE, "")
+    assert_coloured(forged, Version.STABLE, "unrouted")
 
 
 # --------------------------------------------------------------------------- LangServe endpoints
@@ -843,7 +844,8 @@ def test_the_admin_api_operates_the_rollout(serve: Callable[..., Served]) -> Non
     status = ok("GET", "/status")
     assert status["status"] == "running"
     assert [layer["layer"] for layer in status["layers"]] == PLAN.layer_names
-    assert status["health"] == {"degraded": 0, "fallback": 0, "unrouted": 0}
+    nothing = {"requests": 0, "unrouted": 0, "degraded": 0, "fallback": 0}
+    assert status["health"] == {"window_seconds": 300, "recent": nothing, "since_start": nothing}
 
     opened = ok("POST", "/promote", {"operator": "ops", "layer": "internal"})
     assert (opened["action"], opened["new_ratio"], opened["operator"]) == (
@@ -1100,7 +1102,8 @@ def test_a_store_that_is_down_serves_stable(
 
     assert response.status_code == 200, response.text
     assert response.headers["X-Agent-Version"] == "stable"
-    assert response.headers["X-User-Layer"] == ""
+    assert response.headers["X-User-Layer"] == "unrouted"
+    assert response.headers["X-Route-Reason"] == "degraded"
     if endpoint == "invoke":
         assert answer_of(response).startswith(PREFIX[Version.STABLE])
     else:
@@ -1188,7 +1191,11 @@ def test_the_example_app_runs_its_controller_for_its_lifetime() -> None:
 
     assert carol.headers["X-User-Layer"] == "internal"  # by her staff tag
     assert answer_of(carol).startswith(PREFIX[Version(carol.headers["X-Agent-Version"])])
-    assert (frank.headers["X-Agent-Version"], frank.headers["X-User-Layer"]) == ("stable", "")
+    assert (frank.headers["X-Agent-Version"], frank.headers["X-User-Layer"]) == (
+        "stable",
+        "unrouted",
+    )
+    assert frank.headers["X-Route-Reason"] == "opt_out"
     assert store.lease_holder(lease) is None  # stopped on shutdown, lease given back
     time.sleep(0.2)
     assert store.lease_holder(lease) is None  # and it stays stopped

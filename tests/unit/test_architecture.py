@@ -17,16 +17,17 @@ ROOT = "langchain_graylayer"
 
 LAYERS: dict[str, int] = {
     # the foundation: small modules every layer may use
-    "errors": 0, "_types": 0, "_compat": 0, "_cache": 0, "_tables": 0, "testing": 0,
-    "plan": 1,       # what a rollout is: bucketing, profiles and scoring, rules, layers, gates
-    "store": 2,      # where state lives: small protocols, memory, redis, the caching adapter
-    "judging": 3,    # numbers in, verdicts out (pure)
-    "measuring": 4,  # Prometheus, windows, handlers, tracing, journal, feedback, the sources
-    "routing": 5,    # the decision, the assigner, GrayRouter, the request context
-    "rollout": 5,    # plan state, transition() (pure), the controller shell, cleanup
-    "serve": 6,      # FastAPI / LangServe glue, admin API, dashboard
-    "simulate": 7, "demo": 7,  # applications of the library
-    "cli": 8,        # the graylayer command
+    "errors": 0, "_compat": 0, "_cache": 0, "_tables": 0,
+    "_types": 1, "testing": 1,
+    "plan": 2,       # what a rollout is: bucketing, profiles and scoring, rules, layers, gates
+    "store": 3,      # where state lives: small protocols, memory, redis, the caching adapter
+    "judging": 4,    # numbers in, verdicts out (pure)
+    "measuring": 5,  # Prometheus, windows, handlers, tracing, journal, feedback, the sources
+    "routing": 6,    # the decision, the assigner, GrayRouter, the request context
+    "rollout": 6,    # plan state, transition() (pure), the controller shell, cleanup
+    "serve": 7,      # FastAPI / LangServe glue, admin API, dashboard
+    "simulate": 8, "demo": 8,  # applications of the library
+    "cli": 9,        # the graylayer command
 }  # fmt: skip
 """Each part may import only parts of a lower number (and itself); the facade imports all."""
 
