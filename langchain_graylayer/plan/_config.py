@@ -48,7 +48,7 @@ def to_configuration_error(exc: ValidationError, prefix: str = "") -> Configurat
     field = _loc(tuple(first["loc"]))
     cause = (first.get("ctx") or {}).get("error")
     if isinstance(cause, ConfigurationError):
-        inner = "" if cause.field == "<root>" else cause.field
+        inner = "" if cause.field in ("<root>", field) else cause.field
         sep = "" if inner.startswith("[") else "."
         field = f"{field}{sep}{inner}" if field and inner else (field or inner)
         value, expected = cause.value, cause.expected

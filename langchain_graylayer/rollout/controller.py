@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig, RunnableSerializable
-from pydantic import ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 from typing_extensions import override
 
 from langchain_graylayer._types import posix_clock
@@ -38,6 +38,7 @@ from langchain_graylayer.errors import (
 )
 from langchain_graylayer.judging.judge import Action, JudgeInput, Rule, Verdict, judge
 from langchain_graylayer.judging.readmodel import MetricSource
+from langchain_graylayer.plan._config import to_configuration_error
 from langchain_graylayer.plan.plan import RolloutPlan, Version
 from langchain_graylayer.rollout import transition as tx
 from langchain_graylayer.rollout.cleanup import (
@@ -95,7 +96,10 @@ class RolloutController(RunnableSerializable[Any, list[dict[str, Any]]]):
                 "RolloutController takes keyword arguments only: RolloutController(plan=..., "
                 f"store=..., source=...); got {len(args)} positional argument(s)"
             )
-        super().__init__(**kwargs)
+        try:
+            super().__init__(**kwargs)
+        except ValidationError as exc:  # name the field, the value and what is valid
+            raise to_configuration_error(exc) from None
 
     _clock = field_validator("clock")(classmethod(lambda cls, value: posix_clock(value)))
 

@@ -28,7 +28,7 @@ from langchain_core.runnables.config import (
 )
 from langchain_core.runnables.utils import ConfigurableFieldSpec, get_unique_config_specs
 from langchain_core.utils.pydantic import TypeBaseModel
-from pydantic import ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 from typing_extensions import override
 
 from langchain_graylayer._types import Identity, posix_clock
@@ -38,6 +38,7 @@ from langchain_graylayer.measuring.journal import ToolCallJournal
 from langchain_graylayer.measuring.labels import FALLBACK_TAG, RunLabels, version_tag
 from langchain_graylayer.measuring.prometheus import GraylayerMetrics, default_metrics
 from langchain_graylayer.measuring.tracing import GraylayerTracingHandler
+from langchain_graylayer.plan._config import to_configuration_error
 from langchain_graylayer.plan.plan import RolloutPlan, Version
 from langchain_graylayer.routing.assigner import Assigner, ProfileLoader
 from langchain_graylayer.routing.context import current_request
@@ -142,7 +143,10 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
                 "GrayRouter takes keyword arguments only: GrayRouter(stable=..., candidate=..., "
                 f"plan=..., store=...); got {len(args)} positional argument(s)"
             )
-        super().__init__(**kwargs)
+        try:
+            super().__init__(**kwargs)
+        except ValidationError as exc:  # name the field, the value and what is valid
+            raise to_configuration_error(exc) from None
 
     _clock = field_validator("clock")(classmethod(lambda cls, value: posix_clock(value)))
 
