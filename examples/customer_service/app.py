@@ -25,7 +25,6 @@ import os
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ from fastapi import FastAPI
 from langchain_core.runnables import Runnable
 
 from examples.customer_service.agents import candidate, stable
+from examples.customer_service.profiles import DEMO_PROFILES
 from langchain_graylayer import (
     GraylayerMetrics,
     GrayRouter,
@@ -40,7 +40,6 @@ from langchain_graylayer import (
     MemoryStore,
     RolloutController,
     RolloutPlan,
-    UserProfile,
 )
 from langchain_graylayer.measuring.prometheus import default_metrics
 from langchain_graylayer.serve.app import add_gray_routes
@@ -51,23 +50,6 @@ __all__ = ["DEMO_PROFILES", "PLAN", "app", "create_app"]
 logger = logging.getLogger("examples.customer_service")
 
 PLAN = RolloutPlan.from_yaml(Path(__file__).with_name("plan.yaml"))
-
-_NOW = datetime.now(timezone.utc)
-DEMO_PROFILES: dict[str, UserProfile] = {
-    # staff by tag: the `internal` layer
-    "carol": UserProfile(tags={"group": "staff"}),
-    # used yesterday, often, low spend, likes trying new things: early_adopter
-    "dave": UserProfile(
-        last_use_time=_NOW - timedelta(days=1), use_count=80, user_value=500, accept_score=9
-    ),
-    # a big, rare, conservative customer: vip
-    "erin": UserProfile(
-        last_use_time=_NOW - timedelta(days=25), use_count=2, user_value=90_000, accept_score=1
-    ),
-    # said no to experiments: always stable
-    "frank": UserProfile(allow_gray=False),
-}
-"""Profiles seeded into an in-memory store, so every layer has someone to try the demo with."""
 
 
 def _store_from_env() -> Store:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import sys
 from dataclasses import asdict
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -15,7 +16,7 @@ from langchain_graylayer.plan.bucketing import bucket
 from langchain_graylayer.plan.plan import RolloutPlan
 from langchain_graylayer.store.protocols import Store
 
-__all__ = ["bucket_command", "demo", "quickstart", "ratio", "route", "validate"]
+__all__ = ["bucket_command", "demo", "quickstart", "route", "validate"]
 
 
 def _load_plan(path: str | None, plan_id: str) -> RolloutPlan:
@@ -29,7 +30,9 @@ def _store(redis_url: str | None) -> Store:
         return MemoryStore()
     from langchain_graylayer.store.redis import RedisStore
 
-    return RedisStore(redis_url)
+    store = RedisStore(redis_url)
+    store.ping()  # one line now, not a degraded answer and a logged traceback
+    return store
 
 
 # --------------------------------------------------------------------------- quickstart
@@ -178,31 +181,23 @@ def validate(args: argparse.Namespace) -> int:
 
 
 def route(args: argparse.Namespace) -> int:
+    """``graylayer route USER --local``: computed here, from a plan file and a store."""
     from langchain_graylayer.routing.assigner import Assigner
 
-    if args.url:
-        from langchain_graylayer.cli.remote import remote_route
-
-        return remote_route(args)
-
     plan = _load_plan(args.plan, args.plan_id)
-    decision = Assigner(plan, _store(args.redis_url)).route(args.user_id, args.session)
+    store = _store(args.redis_url)
+    if args.redis_url is None:
+        print(
+            f"local: plan {plan.id}, an empty in-memory store (every ratio 0, no profiles); "
+            "use --redis-url for live state, or drop --local to ask the server",
+            file=sys.stderr,
+        )
+    decision = Assigner(plan, store).route(args.user_id, args.session)
     if args.json:
         data = {k: (v.value if hasattr(v, "value") else v) for k, v in asdict(decision).items()}
         print(json.dumps({**data, "explanation": decision.explain()}, indent=2))
     else:
         print(decision.explain())
-    return 0
-
-
-def ratio(args: argparse.Namespace) -> int:
-    plan = _load_plan(args.plan, args.plan_id)
-    store = _store(args.redis_url)
-    layers = [plan.layer(args.layer).name] if args.layer else plan.layer_names
-    if args.set is not None:
-        store.set_ratio(plan.id, layers[0], args.set)
-    rows = [(name, f"{store.get_ratio(plan.id, name):.2%}") for name in layers]
-    print(table(rows, ["layer", "ratio"]))
     return 0
 
 

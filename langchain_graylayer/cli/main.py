@@ -22,6 +22,7 @@ The commands that run here are in :mod:`.local`.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -35,17 +36,20 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="graylayer", description="Gray release of LangChain agents by user risk layer."
     )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     sub = parser.add_subparsers(dest="command", required=True)
 
     quick = sub.add_parser("quickstart", help="route synthetic users on the embedded defaults")
     quick.add_argument("--plan", help="plan YAML (default: the article's four layers)")
-    quick.add_argument("--users", type=int, default=5000)
-    quick.add_argument("--seed", type=int, default=7)
+    quick.add_argument("--users", type=_positive, default=5000, help="default: %(default)s")
+    quick.add_argument("--seed", type=int, default=7, help="random seed (default: %(default)s)")
     quick.set_defaults(func=local.quickstart)
 
     demo = sub.add_parser("demo", help="the article's case study: real agents, simulated days")
-    demo.add_argument("--users", type=int, help="population (default 20000; --quick: 3000)")
-    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--users", type=_positive, help="population (default 20000; --quick: 3000)")
+    demo.add_argument(
+        "--seed", type=int, default=7, help="the same seed, the same story (default: 7)"
+    )
     demo.add_argument("--out", help="also write audit.json, timeline.csv, rollout.png here")
     demo.add_argument("--quick", action="store_true", help="a short run (seconds), for tests")
     demo.set_defaults(func=local.demo)
@@ -53,24 +57,6 @@ def _parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check a plan file")
     validate.add_argument("plan")
     validate.set_defaults(func=local.validate)
-
-    for name, func, help_text in [
-        ("route", local.route, "which version a user gets, and why"),
-        ("ratio", local.ratio, "read or set layer ratios in a Redis store"),
-    ]:
-        cmd = sub.add_parser(name, help=help_text)
-        cmd.add_argument("--plan", help="plan YAML (default: the four default layers)")
-        cmd.add_argument("--plan-id", default="default", help="plan id when --plan is not given")
-        cmd.add_argument("--redis-url", help="read live state from Redis (default: empty memory)")
-        cmd.set_defaults(func=func)
-        if name == "route":
-            cmd.add_argument("user_id")
-            cmd.add_argument("--session", help="a session id, to see its pin")
-            cmd.add_argument("--json", action="store_true", help="machine-readable output")
-            remote.add_client_options(cmd, json_flag=False)
-        else:
-            cmd.add_argument("layer", nargs="?", help="one layer (default: all)")
-            cmd.add_argument("--set", type=float, metavar="RATIO", help="set the layer's ratio")
 
     bucket_cmd = sub.add_parser("bucket", help="a user's sticky bucket in [0, 10000)")
     bucket_cmd.add_argument("salt")
@@ -104,9 +90,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``graylayer`` console script."""
     args = _parser().parse_args(argv)
-    if getattr(args, "set", None) is not None and not getattr(args, "layer", None):
-        print("graylayer: error: --set needs a LAYER", file=sys.stderr)
-        return 2
+    _quiet_logs(args.debug)
     try:
         return int(args.func(args))
     except GraylayerError as exc:
@@ -114,3 +98,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         for note in getattr(exc, "__notes__", []):
             print(f"  {note}", file=sys.stderr)
         return 2
+    except Exception as exc:  # one line, not a traceback (--debug shows it)
+        if args.debug:
+            raise
+        print(f"graylayer: error: {type(exc).__name__}: {exc} (--debug for the traceback)",
+              file=sys.stderr)  # fmt: skip
+        return 1
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"a whole number of users, 1 or more, not {text!r}")
+    return value
+
+
+def _quiet_logs(debug: bool) -> None:
+    """Warnings as one line each (a traceback only with ``--debug``)."""
+
+    class OneLine(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            if not debug:
+                record.exc_info, record.exc_text = None, None
+            return super().format(record)
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(OneLine("graylayer: %(levelname)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, handlers=[handler])

@@ -28,7 +28,7 @@ from urllib.parse import quote, urlencode, urlsplit
 from langchain_graylayer._tables import table
 from langchain_graylayer.errors import AdminAPIError, ConfigurationError
 
-__all__ = ["DEFAULT_URL", "AdminClient", "add_client_options", "register", "remote_route"]
+__all__ = ["DEFAULT_URL", "AdminClient", "add_client_options", "register"]
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -169,6 +169,10 @@ def _status(args: argparse.Namespace) -> int:
         return 0
     leader = f" (controller leader: {data['leader']})" if data.get("leader") else ""
     print(f"plan {data.get('plan')}: {data.get('status')}{leader}")
+    for name, version in (data.get("versions") or {}).items():
+        model = f" ({version['model_name']})" if version.get("model_name") else ""
+        about = f": {version['changelog']}" if version.get("changelog") else ""
+        print(f"  {name:<9} {version.get('code')}{model}{about}")
     rows = []
     for layer in data.get("layers", []):
         steps = layer.get("steps")
@@ -179,9 +183,12 @@ def _status(args: argparse.Namespace) -> int:
             layer.get("last_action") or "-", _clip(layer.get("last_reason")),
         ))  # fmt: skip
     print(table(rows, ["layer", "ratio", "step", "phase", "decision", "reason"]))
-    health = data.get("health")
-    if health:
-        print("router: " + ", ".join(f"{k} {v}" for k, v in health.items()))
+    health = data.get("health") or {}
+    recent = health.get("recent")
+    if recent:
+        minutes = f"{health.get('window_seconds', 300) / 60:g}"
+        counts = ", ".join(f"{k} {v}" for k, v in recent.items())
+        print(f"router of the replica that answered, last {minutes} min: {counts}")
     return 0
 
 
@@ -211,19 +218,48 @@ def _act(args: argparse.Namespace) -> int:
     body: dict[str, Any] = {"operator": _operator(args), "reason": args.reason or ""}
     if args.command == "promote":
         body["layer"] = args.layer
-    entry = _client(args).post(f"/{args.command}", body)
+    _print_entry(args, _client(args).post(f"/{args.command}", body))
+    return 0
+
+
+def _ratio(args: argparse.Namespace) -> int:
+    """``graylayer ratio [LAYER] [--set R]``: read the served ratios, or move one through the
+    controller (audited with your name; the controller will not roll that layer back on its
+    own)."""
+    client = _client(args)
+    if args.set is None:
+        layers = client.get("/status").get("layers", [])
+        rows = [(row["layer"], _percent(row.get("ratio")), row.get("phase", "-"))
+                for row in layers if args.layer in (None, row["layer"])]  # fmt: skip
+        if args.json:
+            _print_json([dict(zip(("layer", "ratio", "phase"), row, strict=True)) for row in rows])
+        else:
+            print(table(rows, ["layer", "ratio", "phase"]))
+        return 0
+    if args.layer is None:
+        raise ConfigurationError("--set", args.set, "a LAYER to set it on")
+    body = {"operator": _operator(args), "layer": args.layer, "ratio": args.set,
+            "reason": args.reason or ""}  # fmt: skip
+    _print_entry(args, client.post("/ratio", body))
+    return 0
+
+
+def _print_entry(args: argparse.Namespace, entry: dict[str, Any]) -> None:
     if args.json:
         _print_json(entry)
-        return 0
+        return
     where = f"layer {entry['layer']}" if entry.get("layer") else f"plan {entry.get('plan')}"
     ratios = _ratios(entry)
     change = "" if ratios == "-" else f" {ratios}"
     print(f"{entry.get('action')}: {where}{change} by {entry.get('operator')}: {entry['reason']}")
-    return 0
 
 
-def remote_route(args: argparse.Namespace) -> int:
-    """``graylayer route USER_ID --url ...``: ask the server instead of computing locally."""
+def _route(args: argparse.Namespace) -> int:
+    """``graylayer route USER_ID``: ask the server (``--local``: compute here)."""
+    if args.local:
+        from langchain_graylayer.cli.local import route
+
+        return route(args)
     data = _client(args).get(f"/route/{quote(args.user_id, safe='')}", session_id=args.session)
     if args.json:
         _print_json(data)
@@ -263,17 +299,38 @@ def register(sub: Any) -> None:
     audit = sub.add_parser("audit", help="a running server's audit log, oldest first")
     audit.add_argument("--limit", type=int, default=50, help="newest N entries (default: 50)")
     audit.set_defaults(func=_audit)
+    route = sub.add_parser("route", help="which version a user gets, and why")
+    route.add_argument("user_id")
+    route.add_argument("--session", help="a session id, to see its pin")
+    route.add_argument(
+        "--local",
+        action="store_true",
+        help="compute here from --plan and --redis-url instead of asking the server",
+    )
+    route.add_argument("--plan", help="with --local: plan YAML (default: the four default layers)")
+    route.add_argument("--plan-id", default="default", help="with --local: plan id without --plan")
+    route.add_argument("--redis-url", help="with --local: live state (default: an empty store)")
+    route.set_defaults(func=_route)
+    ratio = sub.add_parser(
+        "ratio", help="a running server's layer ratios, or move one (--set) through its controller"
+    )
+    ratio.add_argument("layer", nargs="?", help="one layer (default: all)")
+    ratio.add_argument("--set", type=float, metavar="RATIO", help="set LAYER's ratio (audited)")
+    ratio.add_argument("--reason", help="why, for the audit log")
+    ratio.set_defaults(func=_ratio)
     actions = {
         "pause": "stop automatic actions (ratios stay)",
         "resume": "resume a paused plan",
         "rollback": "send every user of the plan back to stable",
         "promote": "move LAYER to its next step now",
+        "restart": "start a rolled-back (or any) plan again from its first layer",
     }
     for name, help_text in actions.items():
         cmd = sub.add_parser(name, help=help_text)
         if name == "promote":
             cmd.add_argument("layer")
-        cmd.add_argument("--reason", required=name == "rollback", help="why, for the audit log")
+        required = name in ("rollback", "restart")
+        cmd.add_argument("--reason", required=required, help="why, for the audit log")
         cmd.set_defaults(func=_act)
-    for cmd in (status, audit, *(sub.choices[name] for name in actions)):
+    for cmd in (status, audit, route, ratio, *(sub.choices[name] for name in actions)):
         add_client_options(cmd, url=url)

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from langchain_graylayer.errors import ConfigurationError, GraylayerError
 from langchain_graylayer.plan.plan import RolloutPlan
+from langchain_graylayer.plan.profile import UserProfile
 from langchain_graylayer.store.protocols import Store
 
 __all__ = ["import_runnable", "register"]
@@ -30,6 +31,26 @@ def import_runnable(spec: str, option: str = "--stable") -> Any:
     """
     from langchain_core.runnables import Runnable
 
+    target = import_object(spec, option, Runnable, "Runnables")
+    if not isinstance(target, Runnable):
+        expected = f"a Runnable (a chain, an agent, a compiled graph), not {type(target).__name__}"
+        raise ConfigurationError(option, spec, expected)
+    return target
+
+
+def import_profiles(spec: str) -> dict[str, UserProfile]:
+    """The ``{user_id: UserProfile}`` mapping named by ``module:attr`` (for ``--profiles``)."""
+    from collections.abc import Mapping
+
+    target = import_object(spec, "--profiles", Mapping, "mappings")
+    profiles = target if isinstance(target, Mapping) else None
+    if profiles is None or not all(isinstance(p, UserProfile) for p in profiles.values()):
+        raise ConfigurationError("--profiles", spec, "a mapping of user id to UserProfile")
+    return {str(user_id): profile for user_id, profile in profiles.items()}
+
+
+def import_object(spec: str, option: str, kind: type, kinds: str) -> Any:
+    """The object named by ``module:attr``; a wrong spec names ``option`` and what would do."""
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise ConfigurationError(option, spec, "module:attribute, e.g. myapp.agents:support_chain")
@@ -48,13 +69,10 @@ def import_runnable(spec: str, option: str = "--stable") -> Any:
     target: Any = module
     for part in attr.split("."):
         if not hasattr(target, part):
-            found = sorted(k for k, v in vars(module).items() if isinstance(v, Runnable))
-            hint = f"Runnables in it: {', '.join(found)}" if found else "it has no Runnables"
+            found = sorted(k for k, v in vars(module).items() if isinstance(v, kind))
+            hint = f"{kinds} in it: {', '.join(found)}" if found else f"it has no {kinds}"
             raise ConfigurationError(option, spec, f"an attribute of {module_name} ({hint})")
         target = getattr(target, part)
-    if not isinstance(target, Runnable):
-        expected = f"a Runnable (a chain, an agent, a compiled graph), not {type(target).__name__}"
-        raise ConfigurationError(option, spec, expected)
     return target
 
 
@@ -96,6 +114,9 @@ def _serve(args: argparse.Namespace) -> int:
         from langchain_graylayer.store.memory import MemoryStore
 
         store = MemoryStore()
+    profiles = import_profiles(args.profiles) if args.profiles else {}
+    for user_id, profile in profiles.items():
+        store.put_profile(user_id, profile)
     metrics = default_metrics()
     router: GrayRouter[Any, Any] = GrayRouter(
         stable=stable, candidate=candidate, plan=plan, store=store, metrics=metrics
@@ -125,6 +146,8 @@ def _serve(args: argparse.Namespace) -> int:
     print(f"  dashboard   {base}{admin}/")
     print(f"  metrics     {base}/metrics")
     print(f"  store       {where}; controller every {args.interval:g} s on metrics of {judged}")
+    if profiles:
+        print(f"  profiles    {len(profiles)} put into the store from {args.profiles}")
     if token is None:
         print(
             "graylayer: warning: no admin token (--admin-token or GRAYLAYER_ADMIN_TOKEN): "
@@ -152,6 +175,11 @@ def register(sub: Any) -> None:
     serve.add_argument("--stable", required=True, metavar="MODULE:ATTR", help="today's Runnable")
     serve.add_argument("--candidate", required=True, metavar="MODULE:ATTR", help="the new one")
     serve.add_argument("--redis-url", help="shared state in Redis (default: in memory)")
+    serve.add_argument(
+        "--profiles",
+        metavar="MODULE:ATTR",
+        help="a {user_id: UserProfile} mapping to put into the store at start",
+    )
     serve.add_argument("--prometheus-url", help="judge on Prometheus (default: this process)")
     serve.add_argument("--host", default="127.0.0.1", help="default: %(default)s")
     serve.add_argument("--port", type=int, default=8000, help="default: %(default)s")

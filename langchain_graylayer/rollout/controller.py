@@ -18,12 +18,15 @@ automation never undoes a human decision.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
+import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig, RunnableSerializable
@@ -54,9 +57,18 @@ from langchain_graylayer.rollout.state import (
 )
 from langchain_graylayer.store.protocols import Store
 
-__all__ = ["RolloutController"]
+__all__ = ["RolloutController", "replica_name"]
 
 logger = logging.getLogger(__name__)
+
+_CONTROLLERS = itertools.count(1)
+
+
+def replica_name() -> str:
+    """``$GRAYLAYER_REPLICA``, else ``host:pid``; ``#n`` marks the n-th controller of a process."""
+    name = os.environ.get("GRAYLAYER_REPLICA") or f"{socket.gethostname()}:{os.getpid()}"
+    count = next(_CONTROLLERS)
+    return name if count == 1 else f"{name}#{count}"
 
 
 class RolloutController(RunnableSerializable[Any, list[dict[str, Any]]]):
@@ -83,8 +95,10 @@ class RolloutController(RunnableSerializable[Any, list[dict[str, Any]]]):
     clock: Callable[[], float] = time.time
     cleanup_hooks: Sequence[CleanupHook] = ()
     """Called with the candidate's session ids after a rollback (chat histories, checkpointers)."""
-    holder: str = Field(default_factory=lambda: f"controller-{uuid.uuid4().hex[:8]}")
-    """This replica's name in the leader lease."""
+    holder: str = Field(default_factory=lambda: replica_name())
+    """This replica's name: in the leader lease, in ``status()["leader"]`` and in every audit
+    entry it writes. Default: ``$GRAYLAYER_REPLICA``, else ``host:pid`` (``#2``, ``#3``... for
+    further controllers of the same process)."""
     lease_ttl: float = Field(default=30.0, gt=0)
     """A crashed leader's lease lapses after this long and another replica takes over."""
 
@@ -195,8 +209,9 @@ class RolloutController(RunnableSerializable[Any, list[dict[str, Any]]]):
 
     def _apply(self, change: tx.Transition) -> list[AuditEntry]:
         """Commit a transition in one write; then run the cleanup it asks for, and audit it."""
+        entries = [replace(entry, replica=self.holder) for entry in change.entries]
+        change = replace(change, entries=tuple(entries))
         self._commit(change.state, change.ratios, change.entries)
-        entries = list(change.entries)
         if change.cleanup is not None:
             entries.append(self._clean_up(change))
         return entries
@@ -213,7 +228,7 @@ class RolloutController(RunnableSerializable[Any, list[dict[str, Any]]]):
         entry = AuditEntry(
             time=self.clock(), operator=rollback.operator, plan=self.plan.id,
             action=AuditAction.CLEANUP, layer=rollback.layer, old_ratio=None, new_ratio=None,
-            reason=report.summary(), details=report.to_dict(),
+            reason=report.summary(), details=report.to_dict(), replica=self.holder,
         )  # fmt: skip
         self._commit(change.state, {}, (entry,))
         return entry
@@ -274,8 +289,10 @@ class RolloutController(RunnableSerializable[Any, list[dict[str, Any]]]):
                 "last_reason": layer.last_reason,
                 "step_started_at": layer.step_started_at,
             })  # fmt: skip
-        return {"plan": self.plan.id, "status": state.status.value, "layers": layers,
-                "leader": self.store.lease_holder(self._lease_name)}  # fmt: skip
+        versions = {"stable": self.plan.stable.model_dump(),
+                    "candidate": self.plan.candidate.model_dump()}  # fmt: skip
+        return {"plan": self.plan.id, "status": state.status.value, "versions": versions,
+                "layers": layers, "leader": self.store.lease_holder(self._lease_name)}  # fmt: skip
 
     def audit(self, limit: int | None = None) -> list[AuditEntry]:
         """The plan's audit log, oldest first (the newest ``limit`` entries when given)."""

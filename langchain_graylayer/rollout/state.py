@@ -198,6 +198,8 @@ class AuditEntry:
     reason: str
     verdict: dict[str, Any] | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    replica: str = ""
+    """The controller replica that wrote it (``""`` in entries from before replicas were named)."""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -209,7 +209,11 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
                 id="user_id",
                 annotation=str,
                 name="User ID",
-                description="Who is asking; decides the layer and the version.",
+                description=(
+                    "Who is asking; decides the layer and the version. Behind add_gray_routes it "
+                    "comes from the request (the X-User-ID header or your identify function): "
+                    "a value typed here is ignored."
+                ),
                 default="",
                 is_shared=True,
             ),
@@ -217,7 +221,10 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
                 id="session_id",
                 annotation=str,
                 name="Session ID",
-                description="The conversation; it stays on the version it started on.",
+                description=(
+                    "The conversation; it stays on the version it started on. Behind "
+                    "add_gray_routes it comes from the request (the X-Session-ID header)."
+                ),
                 default="",
                 is_shared=True,
             ),

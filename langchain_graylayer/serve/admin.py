@@ -13,6 +13,8 @@ GET      ``/api/audit?limit=N``              the audit log, oldest first
 POST     ``/api/pause``, ``/api/resume``     ``{"operator", "reason"}``
 POST     ``/api/promote``                    ``{"operator", "layer", "reason"}``
 POST     ``/api/rollback``                   ``{"operator", "reason"}``
+POST     ``/api/restart``                    ``{"operator", "reason"}``: the plan again from its
+                                            first layer (e.g. after a rollback and a fix)
 POST     ``/api/ratio``                      ``{"operator", "layer", "ratio", "reason"}``
 PUT      ``/api/profiles/{user_id}``         a ``UserProfile``
 POST     ``/api/consent/{user_id}``          ``{"allow_gray": bool}``
@@ -134,6 +136,11 @@ def mount_admin(
     async def rollback(body: Action) -> dict[str, Any]:
         return await act(need_controller().rollback, body.reason or "rolled back by a human",
                          operator=body.operator)  # fmt: skip
+
+    @api.post("/restart")
+    async def restart(body: Action) -> dict[str, Any]:
+        return await act(need_controller().restart, operator=body.operator,
+                         reason=body.reason or "restarted by a human")  # fmt: skip
 
     @api.post("/ratio")
     async def ratio(body: RatioAction) -> dict[str, Any]:

@@ -26,6 +26,7 @@ import httpx
 import pytest
 from _servers import ManagedProcess, free_port
 
+from langchain_graylayer.cli import local
 from langchain_graylayer.cli.main import main
 from langchain_graylayer.plan.plan import RolloutPlan
 
@@ -149,8 +150,9 @@ def test_status_as_a_table_and_as_json(
 ) -> None:
     lines = ok(run("status", *client(server))).splitlines()
     assert lines[0].startswith("plan refund-agent-v2: running")
-    assert lines[1].split() == ["layer", "ratio", "step", "phase", "decision", "reason"]
-    rows = {line.split()[0]: line.split() for line in lines[3:] if not line.startswith("router")}
+    assert [line.split()[0] for line in lines[1:3]] == ["stable", "candidate"]  # the versions
+    assert lines[3].split() == ["layer", "ratio", "step", "phase", "decision", "reason"]
+    rows = {line.split()[0]: line.split() for line in lines[5:] if not line.startswith("router")}
     assert list(rows) == RolloutPlan.from_yaml(PLAN).layer_names
     assert rows["internal"][1:4] == ["50%", "1/2", "active"]
     assert rows["vip"][1:4] == ["0%", "0/5", "pending"]
@@ -284,3 +286,89 @@ def test_pause_resume_promote_rollback_and_the_audit_log(
     assert entries[1]["operator"] == OPERATOR
     assert entries[1]["reason"] == "wrong refund amounts"
     assert entries[1]["details"]["ratios_before"]["internal"] == 1.0
+    assert entries[1]["replica"]  # which replica acted, in every entry
+
+
+def test_ratio_and_restart_go_through_the_controller(
+    server: Server, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """After the rollback above: a ratio is refused until an audited restart; then a ratio set
+    here is the controller's (audited with the operator, old and new value) and status shows it."""
+    code, out, err = in_process(capsys, "ratio", *client(server))
+    assert code == 0, err
+    assert {line.split()[1] for line in out.splitlines()[2:]} == {"0%"}
+
+    assert ok(run("restart", *client(server), "--reason", "v2.1 fixes the refunds")).startswith(
+        f"restart: plan refund-agent-v2 by {OPERATOR}: v2.1 fixes the refunds"
+    )
+    moved = ["ratio", "vip", "--set", "0.25", "--reason", "a first look", *client(server)]
+    assert in_process(capsys, *moved)[:2] == (
+        0, f"set_ratio: layer vip 0% → 25% by {OPERATOR}: a first look\n",
+    )  # fmt: skip
+    status = json.loads(in_process(capsys, "status", *client(server), "--json")[1])
+    vip = next(layer for layer in status["layers"] if layer["layer"] == "vip")
+    assert (vip["ratio"], vip["manual"]) == (0.25, True)
+    code, out, err = in_process(capsys, "ratio", "--set", "0.5", *client(server))
+    assert (code, err.strip()) == (
+        2,
+        "graylayer: error: --set: got 0.5; expected a LAYER to set it on",
+    )
+
+
+def test_route_asks_the_server_and_local_says_it_is_local(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    down = f"http://127.0.0.1:{free_port()}"
+    code, out, err = in_process(capsys, "route", "u1", "--url", down)
+    assert (code, out) == (2, "")
+    assert err.strip().startswith(f"graylayer: error: cannot connect to {down}")
+
+    code, out, err = in_process(capsys, "route", "u1", "--local", "--plan", str(PLAN))
+    assert code == 0
+    assert out.startswith("stable: layer vip (no profile)")
+    assert "local: plan refund-agent-v2, an empty in-memory store" in err
+
+    unreachable = f"redis://127.0.0.1:{free_port()}/0"
+    result = run("route", "u1", "--local", "--redis-url", unreachable)
+    assert failed(result).startswith("graylayer: error: Redis ping of 'graylayer' failed")
+
+
+def test_an_unexpected_error_is_one_line_too(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(args: Any) -> int:
+        raise RuntimeError("a bug inside a command")
+
+    monkeypatch.setattr(local, "validate", broken)
+    code, out, err = in_process(capsys, "validate", str(PLAN))
+    assert (code, out) == (1, "")
+    assert (
+        err
+        == "graylayer: error: RuntimeError: a bug inside a command (--debug for the traceback)\n"
+    )
+    with pytest.raises(RuntimeError):
+        main(["--debug", "validate", str(PLAN)])
+    with pytest.raises(SystemExit):  # argparse refuses it with a usage line
+        main(["quickstart", "--users", "-5"])
+    assert "a whole number of users, 1 or more" in capsys.readouterr().err
+
+
+def test_serve_puts_the_profiles_it_is_given(tmp_path: Path) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    plan = HERE.parents[1] / "examples" / "customer_service" / "plan.yaml"
+    args = [sys.executable, "-m", "langchain_graylayer.cli", "serve", "--plan", str(plan),
+            "--stable", "examples.customer_service.agents:stable",
+            "--candidate", "examples.customer_service.agents:candidate",
+            "--profiles", "examples.customer_service.profiles:DEMO_PROFILES",
+            "--port", str(port), "--interval", "3600", "--admin-token", TOKEN]  # fmt: skip
+    root = HERE.parents[1]
+    with ManagedProcess(args, name="graylayer serve", ready=lambda: _api_status(url) is not None,
+                        timeout=30, cwd=root):  # fmt: skip
+        layers = {}
+        for user in ("carol", "dave", "erin", "frank"):
+            request = urllib.request.Request(f"{url}/graylayer/api/route/{user}")
+            request.add_header("Authorization", f"Bearer {TOKEN}")
+            with urllib.request.urlopen(request, timeout=5) as response:
+                layers[user] = json.loads(response.read())["layer"]
+    assert layers == {"carol": "internal", "dave": "early_adopter", "erin": "vip", "frank": None}
