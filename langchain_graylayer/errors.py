@@ -10,6 +10,8 @@ Every exception derives from :class:`GraylayerError`::
     │   │                                        run
     │   └── FeedbackTokenReusedError             a feedback token already used
     ├── ControllerBusyError                      another writer holds the plan's write lock
+    ├── PlanStateError                           not possible in the plan's state (e.g. a ratio
+    │                                            on a rolled-back plan before a restart)
     └── AdminAPIError                            the admin API could not be reached, or refused
 
 A user request never fails because of graylayer: the router catches ``StoreError`` (and anything
@@ -27,6 +29,7 @@ __all__ = [
     "FeedbackTokenReusedError",
     "GraylayerError",
     "InvalidFeedbackTokenError",
+    "PlanStateError",
     "StoreError",
     "UnknownRunError",
     "add_note",
@@ -81,6 +84,11 @@ class FeedbackTokenReusedError(InvalidFeedbackTokenError):
 
 class ControllerBusyError(GraylayerError):
     """Another writer holds the plan's write lock; nothing was changed. Retry shortly."""
+
+
+class PlanStateError(GraylayerError):
+    """A human command that the plan's state does not allow (e.g. promoting a rolled-back plan:
+    restart it first). Nothing was changed."""
 
 
 class AdminAPIError(GraylayerError):

@@ -38,6 +38,7 @@ from langchain_graylayer.errors import (
     ConfigurationError,
     ControllerBusyError,
     GraylayerError,
+    PlanStateError,
 )
 from langchain_graylayer.judging.judge import Action, JudgeInput, Rule, Verdict, judge
 from langchain_graylayer.judging.readmodel import MetricSource
@@ -268,7 +269,14 @@ class RolloutController(RunnableSerializable[Any, list[dict[str, Any]]]):
         with self._write_lock(wait=5.0):
             state, ratios = self._load()
             change = command(self.plan, state, ratios, self.clock(), operator=operator, **args)
-            return self._apply(change)[0]
+            if change.entries:
+                return self._apply(change)[0]
+        # Nothing to do (pausing a paused plan, rolling a rolled-back one back): nothing is
+        # written, and the answer is the entry that did it.
+        latest = self.audit(limit=1)
+        if not latest:  # pragma: no cover - a plan that was never started has nothing to undo
+            raise PlanStateError(f"plan {self.plan.id} has not started")
+        return latest[0]
 
     # ------------------------------------------------------------------ reading
     def status(self) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from langchain_graylayer.errors import ConfigurationError
+from langchain_graylayer.errors import ConfigurationError, PlanStateError
 from langchain_graylayer.judging.judge import Action, Verdict
 from langchain_graylayer.plan.plan import RolloutPlan
 from langchain_graylayer.rollout.state import (
@@ -245,9 +245,11 @@ def pause(
     plan: RolloutPlan, state: PlanState, ratios: Mapping[str, float], now: float,
     *, operator: str, reason: str,
 ) -> Transition:  # fmt: skip
-    """Stop automatic actions (the ratios stay as they are) until :func:`resume`."""
-    if state.status is PlanStatus.RUNNING:
-        state = replace(state, status=PlanStatus.PAUSED)
+    """Stop automatic actions (the ratios stay as they are) until :func:`resume`. A plan that is
+    not running is left as it is, and nothing is audited (pausing is idempotent)."""
+    if state.status is not PlanStatus.RUNNING:
+        return Transition(state)
+    state = replace(state, status=PlanStatus.PAUSED)
     entry = _Now(plan, ratios, now).entry(
         AuditAction.PAUSE, None, None, None, reason, operator=operator
     )
@@ -261,12 +263,11 @@ def resume(
     """Resume a paused plan.
 
     Raises:
-        ConfigurationError: the plan is not paused (a rolled-back plan needs :func:`restart`).
+        PlanStateError: the plan is not paused (a rolled-back plan needs :func:`restart`).
     """
     if state.status is not PlanStatus.PAUSED:
-        raise ConfigurationError(
-            "status", state.status.value, "a paused plan (use restart() after a rollback)"
-        )
+        after = " (restart it after a rollback)" if state.status is PlanStatus.ROLLED_BACK else ""
+        raise PlanStateError(f"plan {plan.id} is {state.status.value}, not paused{after}")
     entry = _Now(plan, ratios, now).entry(
         AuditAction.RESUME, None, None, None, reason, operator=operator
     )
@@ -277,8 +278,13 @@ def promote(
     plan: RolloutPlan, state: PlanState, ratios: Mapping[str, float], now: float,
     *, layer: str, operator: str, reason: str,
 ) -> Transition:  # fmt: skip
-    """Move ``layer`` to its next step now (or open it when it is pending)."""
+    """Move ``layer`` to its next step now (or open it when it is pending).
+
+    Raises:
+        PlanStateError: the plan is rolled back (restart it first).
+    """
     plan.layer(layer)
+    _refuse_if_rolled_back(plan, state, "promote a layer")
     at = _Now(plan, ratios, now)
     state = state.with_layer(layer, manual=True)
     if state.layer(layer).phase is LayerPhase.PENDING:
@@ -290,7 +296,10 @@ def rollback(
     plan: RolloutPlan, state: PlanState, ratios: Mapping[str, float], now: float,
     *, operator: str, reason: str,
 ) -> Transition:  # fmt: skip
-    """Roll the whole plan back now: ratios to 0, candidate sessions moved and cleaned."""
+    """Roll the whole plan back now: ratios to 0, candidate sessions moved and cleaned. A plan
+    already rolled back is left as it is, and nothing is audited (rolling back is idempotent)."""
+    if state.status is PlanStatus.ROLLED_BACK:
+        return Transition(state)
     return _rollback(_Now(plan, ratios, now), state, reason, operator, None, None)
 
 
@@ -298,8 +307,14 @@ def set_ratio(
     plan: RolloutPlan, state: PlanState, ratios: Mapping[str, float], now: float,
     *, layer: str, ratio: float, operator: str, reason: str,
 ) -> Transition:  # fmt: skip
-    """Set a layer's ratio by hand; automation will not roll this layer back on its own."""
+    """Set a layer's ratio by hand; automation will not roll this layer back on its own.
+
+    Raises:
+        PlanStateError: the plan is rolled back (restart it first: a ratio set now would be
+            served while nothing judges it).
+    """
     steps = plan.layer(layer).steps
+    _refuse_if_rolled_back(plan, state, "set a ratio")
     if isinstance(ratio, bool) or not 0.0 <= ratio <= 1.0:
         raise ConfigurationError("ratio", ratio, "a number in [0, 1]")
     at = _Now(plan, ratios, now)
@@ -313,6 +328,14 @@ def set_ratio(
     why = reason or f"ratio set to {ratio:.2%} by a human"
     entry = at.entry(AuditAction.SET_RATIO, layer, at.ratio(layer), ratio, why, operator=operator)
     return Transition(_stamped(state, now), {layer: ratio}, (entry,))
+
+
+def _refuse_if_rolled_back(plan: RolloutPlan, state: PlanState, what: str) -> None:
+    if state.status is PlanStatus.ROLLED_BACK:
+        raise PlanStateError(
+            f"plan {plan.id} is rolled back: nothing would judge the traffic; restart it (an "
+            f"audited restart from its first layer) before you {what}"
+        )
 
 
 def restart(

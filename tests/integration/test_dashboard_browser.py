@@ -293,9 +293,9 @@ def test_refreshes_every_5_s_and_shows_api_errors(served: Served, tab: Tab) -> N
     expect(tab.page.locator("#status")).to_have_text("paused")
     expect(tab.audit_rows().first).to_contain_text("maintenance window")
 
-    served.controller.resume(operator="bob")  # the page still offers Resume: the API answers 422
+    served.controller.resume(operator="bob")  # the page still offers Resume: the API answers 409
     tab.page.click("#btn-resume")
-    expect(tab.page.locator("#message")).to_contain_text("expected a paused plan")
+    expect(tab.page.locator("#message")).to_contain_text("is running, not paused")
     expect(tab.page.locator("#status")).to_have_text("running")  # refreshed after the action
 
 

@@ -12,6 +12,7 @@ from langchain_core.runnables import RunnableLambda
 from langchain_core.tools import tool
 
 from langchain_graylayer import GrayRouter, MemoryStore, RolloutPlan, StoreError, Version
+from langchain_graylayer.errors import PlanStateError
 from langchain_graylayer.measuring.prometheus import GraylayerMetrics
 from langchain_graylayer.measuring.sources import InProcessSource
 from langchain_graylayer.rollout.cleanup import ChatHistoryCleanup
@@ -191,7 +192,7 @@ def test_a_human_rollback_stays_until_restart() -> None:
     assert (entry.operator, entry.action) == ("carol", "rollback")
     assert world.run(controller, ticks=10) == []
     assert controller.status()["status"] == PlanStatus.ROLLED_BACK.value
-    with pytest.raises(ValueError, match="restart"):
+    with pytest.raises(PlanStateError, match="restart"):
         controller.resume(operator="carol")
     controller.restart(operator="carol", reason="fixed the refund rule")
     assert world.run(controller, ticks=1) == ["start_layer"]
