@@ -31,7 +31,7 @@ from dataclasses import asdict
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from langchain_graylayer.errors import ConfigurationError, GraylayerError
+from langchain_graylayer.errors import ConfigurationError, GraylayerError, StoreError
 from langchain_graylayer.plan.profile import UserProfile
 
 if TYPE_CHECKING:
@@ -90,6 +90,8 @@ def mount_admin(
             entry: AuditEntry = await asyncio.to_thread(call, *args, **kwargs)
         except ConfigurationError as exc:
             raise HTTPException(422, str(exc)) from None
+        except StoreError:
+            raise  # 503, by the handler below
         except GraylayerError as exc:
             raise HTTPException(409, str(exc)) from None
         return entry.to_dict()
@@ -180,3 +182,8 @@ def mount_admin(
     @app.exception_handler(ConfigurationError)
     async def bad_input(_: Any, exc: ConfigurationError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.exception_handler(StoreError)
+    async def store_down(_: Any, exc: StoreError) -> JSONResponse:
+        detail = f"the store is unavailable, nothing was read or changed: {exc}"
+        return JSONResponse({"detail": detail, "store": "unavailable"}, status_code=503)

@@ -35,6 +35,7 @@ from langchain_graylayer import (
     RolloutPlan,
     UserProfile,
 )
+from langchain_graylayer.errors import StoreError
 from langchain_graylayer.serve.app import add_gray_routes
 
 try:
@@ -335,3 +336,69 @@ def test_text_from_the_api_is_escaped(served: Served, tab: Tab) -> None:
     tab.page.wait_for_timeout(200)  # an injected onerror would have fired by now
     assert tab.dialogs == []
     assert tab.errors == []
+
+
+def test_the_page_says_what_is_compared_and_who_acts(served: Served, tab: Tab) -> None:
+    tab.sign_in(served)
+    page = tab.page
+    plan = served.controller.plan
+    expect(page.get_by_test_id("version-stable")).to_contain_text(plan.stable.code)
+    expect(page.get_by_test_id("version-candidate")).to_contain_text(plan.candidate.code)
+    expect(page.locator("#leader")).to_have_text(served.controller.holder)
+    expect(tab.audit_rows().first).to_contain_text(f"on {served.controller.holder}")
+    served.router.invoke("hi", {"configurable": {"user_id": "u1"}})
+    served.router.invoke("hi", {})  # no user id: unrouted
+    tab.page.reload()  # still signed in (the token is in the session's storage)
+    expect(page.locator("#health")).to_contain_text("last 5 min: requests 2 · unrouted 1")
+    assert tab.errors == []
+
+
+def test_promote_only_the_active_layer_set_a_ratio_and_restart(served: Served, tab: Tab) -> None:
+    tab.sign_in(served)
+    page = tab.page
+    expect(page.get_by_test_id("promote-early_adopter")).to_be_enabled()
+    for name in LAYERS[1:]:  # pending: layers open in order
+        expect(page.get_by_test_id(f"promote-{name}")).to_be_disabled()
+    expect(page.locator("#btn-restart")).to_be_disabled()  # a running plan
+
+    tab.accept_confirm = True
+    page.get_by_test_id("ratio-input-vip").fill("25")
+    page.get_by_test_id("set-ratio-vip").click()
+    expect(page.get_by_test_id("ratio-vip")).to_have_text("25%")
+    assert tab.dialogs[-1][1].startswith("Set vip from 0% to 25%?")
+    latest = served.controller.audit()[-1]
+    assert (latest.action, latest.operator, latest.old_ratio, latest.new_ratio) == (
+        "set_ratio", "alice", 0.0, 0.25,
+    )  # fmt: skip
+
+    tab.prompt_answer = "a wrong refund rule"
+    page.click("#btn-rollback")
+    expect(page.locator("#status")).to_have_text("rolled_back")
+    expect(page.get_by_test_id("set-ratio-vip")).to_be_disabled()
+    expect(page.locator("#btn-restart")).to_be_enabled()
+    tab.prompt_answer = "v2.1 fixes the rule"
+    page.click("#btn-restart")
+    expect(page.locator("#status")).to_have_text("running")
+    restart = served.controller.audit()[-1]
+    assert (restart.action, restart.reason) == ("restart", "v2.1 fixes the rule")
+    assert tab.errors == []
+
+
+def test_a_store_outage_shows_degraded_and_when_the_data_was_fresh(
+    served: Served, tab: Tab
+) -> None:
+    tab.page.clock.install()
+    tab.sign_in(served)
+    expect(tab.page.locator("#status")).to_have_text("running")
+    expect(tab.page.locator("#refreshed")).to_contain_text("updated")
+
+    def down(*args: Any, **kwargs: Any) -> Any:
+        raise StoreError("redis: connection refused")
+
+    served.store.get_plan_state = down  # type: ignore[method-assign]
+    tab.page.clock.run_for(5_100)
+    expect(tab.page.locator("#status")).to_have_text("degraded")
+    expect(tab.page.locator("#refreshed")).to_contain_text("data last fresh at")
+    expect(tab.page.locator("#message")).to_contain_text("the store is unavailable")
+    expect(tab.page.locator("#btn-rollback")).to_be_disabled()
+    expect(tab.page.get_by_test_id("ratio-early_adopter")).to_have_text("1%")  # still shown
