@@ -28,8 +28,6 @@ from langchain_graylayer.errors import (
 from langchain_graylayer.measuring.feedback import FeedbackKind
 from langchain_graylayer.measuring.labels import RunLabels
 from langchain_graylayer.measuring.prometheus import GraylayerMetrics
-from langchain_graylayer.measuring.prometheus_source import PrometheusSource
-from langchain_graylayer.measuring.sources import InProcessSource
 from langchain_graylayer.measuring.tracing import GraylayerTracingHandler
 from langchain_graylayer.plan.gates import Gates, Guardrail
 from langchain_graylayer.plan.plan import LayerSpec, RolloutPlan, Version
@@ -62,12 +60,10 @@ __all__ = [
     "GraylayerMetrics",
     "GraylayerTracingHandler",
     "Guardrail",
-    "InProcessSource",
     "LayerPhase",
     "LayerSpec",
     "MemoryStore",
     "PlanStatus",
-    "PrometheusSource",
     "RolloutController",
     "RolloutPlan",
     "RoutingDecision",

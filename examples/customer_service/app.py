@@ -36,7 +36,6 @@ from examples.customer_service.profiles import DEMO_PROFILES
 from langchain_graylayer import (
     GraylayerMetrics,
     GrayRouter,
-    InProcessSource,
     MemoryStore,
     RolloutController,
     RolloutPlan,
@@ -87,7 +86,7 @@ def create_app(
     router = GrayRouter(
         stable=agents[0], candidate=agents[1], plan=PLAN, store=store, metrics=metrics
     )
-    controller = RolloutController(plan=PLAN, store=store, source=InProcessSource(metrics))
+    controller = RolloutController(plan=PLAN, store=store)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

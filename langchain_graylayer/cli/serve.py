@@ -85,9 +85,7 @@ def _redacted(url: str) -> str:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from langchain_graylayer.judging.readmodel import MetricSource
     from langchain_graylayer.measuring.prometheus import default_metrics
-    from langchain_graylayer.measuring.sources import InProcessSource
     from langchain_graylayer.rollout.controller import RolloutController
     from langchain_graylayer.routing.router import GrayRouter
     from langchain_graylayer.serve.app import add_gray_routes
@@ -121,14 +119,7 @@ def _serve(args: argparse.Namespace) -> int:
     router: GrayRouter[Any, Any] = GrayRouter(
         stable=stable, candidate=candidate, plan=plan, store=store, metrics=metrics
     )
-    source: MetricSource
-    if args.prometheus_url:
-        from langchain_graylayer.measuring.prometheus_source import PrometheusSource
-
-        source = PrometheusSource(args.prometheus_url)
-    else:
-        source = InProcessSource(metrics)
-    controller = RolloutController(plan=plan, store=store, source=source)
+    controller = RolloutController(plan=plan, store=store)
     token = args.admin_token or os.environ.get("GRAYLAYER_ADMIN_TOKEN") or None
     app = FastAPI(title=f"graylayer: {plan.id}")
     add_gray_routes(
@@ -139,13 +130,14 @@ def _serve(args: argparse.Namespace) -> int:
     base = f"http://{args.host}:{args.port}"
     path, admin = "/" + args.path.strip("/"), "/" + args.admin_prefix.strip("/")
     where = _redacted(args.redis_url) if args.redis_url else "memory (lost on exit)"
-    judged = f"Prometheus at {args.prometheus_url}" if args.prometheus_url else "this process"
     print(f"graylayer: plan {plan.id}: stable {args.stable}, candidate {args.candidate}")
     print(f"  agent       {base}{path}/invoke  (stream, batch, playground under {path}/)")
     print(f"  admin API   {base}{admin}/api/status  (Authorization: Bearer <token>)")
     print(f"  dashboard   {base}{admin}/")
     print(f"  metrics     {base}/metrics")
-    print(f"  store       {where}; controller every {args.interval:g} s on metrics of {judged}")
+    print(
+        f"  store       {where}; controller every {args.interval:g} s on the evidence in the store"
+    )
     if profiles:
         print(f"  profiles    {len(profiles)} put into the store from {args.profiles}")
     if token is None:
@@ -180,7 +172,6 @@ def register(sub: Any) -> None:
         metavar="MODULE:ATTR",
         help="a {user_id: UserProfile} mapping to put into the store at start",
     )
-    serve.add_argument("--prometheus-url", help="judge on Prometheus (default: this process)")
     serve.add_argument("--host", default="127.0.0.1", help="default: %(default)s")
     serve.add_argument("--port", type=int, default=8000, help="default: %(default)s")
     serve.add_argument("--path", default="/agent", help="the agent's routes (default: /agent)")

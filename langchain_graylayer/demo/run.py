@@ -27,9 +27,7 @@ from langchain_graylayer.demo.world import (
     make_population,
     owed_refund,
 )
-from langchain_graylayer.judging.readmodel import ArmStats
 from langchain_graylayer.measuring.prometheus import GraylayerMetrics
-from langchain_graylayer.measuring.sources import InProcessSource
 from langchain_graylayer.plan.plan import RolloutPlan, Version
 from langchain_graylayer.plan.profile import LayerScorer
 from langchain_graylayer.rollout.cleanup import ChatHistoryCleanup
@@ -131,7 +129,38 @@ def _pct(ratio: float | None) -> str:
     return "-" if ratio is None else f"{ratio * 100:g}%"
 
 
-def _weighted(arms: Mapping[tuple[str, Version], ArmStats], version: Version) -> float:
+@dataclass(frozen=True, slots=True)
+class _Served:
+    time: float
+    plan: str
+    layer: str
+    version: Version
+    completed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Arm:
+    requests: int
+    completions: int
+
+    @property
+    def completion_rate(self) -> float:
+        return self.completions / self.requests if self.requests else math.nan
+
+
+def _window(served: list[_Served], plan_id: str, since: float) -> dict[tuple[str, Version], _Arm]:
+    """Requests and completions per (layer, version) of ``plan_id`` since ``since``: the demo's
+    own bookkeeping for its report (the judge reads the store's evidence)."""
+    counts: dict[tuple[str, Version], list[int]] = {}
+    for row in served:
+        if row.plan == plan_id and row.time > since:
+            arm = counts.setdefault((row.layer, row.version), [0, 0])
+            arm[0] += 1
+            arm[1] += row.completed
+    return {key: _Arm(*value) for key, value in counts.items()}
+
+
+def _weighted(arms: Mapping[tuple[str, Version], _Arm], version: Version) -> float:
     """Completion per layer, weighted by the layers' population shares (the sample is
     stratified, so a pooled rate would over-weight the small layers)."""
     rates = {
@@ -160,7 +189,8 @@ class _Simulation:
         self.now = START
         self.shop = Shop()
         self.store = MemoryStore(clock=self.clock)
-        self.metrics = GraylayerMetrics(registry=None, clock=self.clock, resolution=scenario.tick)
+        self.metrics = GraylayerMetrics(registry=None)
+        self.served_log: list[_Served] = []
         self.stable = support_agent("v1.8", self.shop, self.clock)
         self.histories: dict[str, InMemoryChatMessageHistory] = {}
         self.history_sizes: dict[str, int] = {}
@@ -212,7 +242,6 @@ class _Simulation:
         controller = RolloutController(
             plan=plan,
             store=self.store,
-            source=InProcessSource(self.metrics),
             clock=self.clock,
             cleanup_hooks=[ChatHistoryCleanup(self.history)],
             holder=f"demo-{plan_id}",
@@ -259,6 +288,9 @@ class _Simulation:
         self.history_sizes[session] = self.history_sizes.get(session, 0) + 2
         self.result.layers[layer]["requests"] += 1
         result = grade(output, self.shop)
+        candidate_name = f"support_{act.plan.candidate.code.replace('.', '_')}"
+        version = Version.CANDIDATE if answer.name == candidate_name else Version.STABLE
+        self.served_log.append(_Served(at, act.plan.id, layer, version, result.correct))
         if result.wrong_refund:
             self.result.wrong_answers.append(
                 {
@@ -340,7 +372,7 @@ class _Simulation:
         return self._finish(act)
 
     def _start_act_two(self) -> _Act:
-        before = self.metrics.window(self.act1.plan.id, self.now - START)
+        before = _window(self.served_log, self.act1.plan.id, START)
         self.result.completion_before = _weighted(before, Version.STABLE)
         for name in LAYER_SHARES:
             arm = before.get((name, Version.STABLE))
@@ -398,7 +430,7 @@ class _Simulation:
         ratios = self.store.get_ratios(act.plan.id)
         status = act.controller.status()
         active = next((r["layer"] for r in status["layers"] if r["phase"] == "active"), "")
-        arms = self.metrics.window(act.plan.id, 12 * HOUR)
+        arms = _window(self.served_log, act.plan.id, self.now - 12 * HOUR)
         row: dict[str, Any] = {
             "time": self.now,
             "day": round((self.now - START) / DAY, 4),
@@ -422,8 +454,8 @@ class _Simulation:
         result.requests = self.served
         result.audit.sort(key=lambda e: (e["time"], e["plan"]))
         final = self.store.get_ratios(act.plan.id)
-        after = self.metrics.window(act.plan.id, self.scenario.aftercare)
-        whole = self.metrics.window(act.plan.id, self.now - (result.restart_day or 0) * DAY - START)
+        after = _window(self.served_log, act.plan.id, self.now - self.scenario.aftercare)
+        whole = _window(self.served_log, act.plan.id, START + (result.restart_day or 0) * DAY)
         result.completion_after = _weighted(after, Version.CANDIDATE)
         for name, row in result.layers.items():
             arm = whole.get((name, Version.CANDIDATE))

@@ -1,20 +1,28 @@
-"""The judge: candidate vs concurrent stable of the same layer, one pure function.
+"""The judge: candidate vs concurrent stable of the same layer and step, one pure function.
 
-:func:`judge` turns one layer's per-arm statistics over the current step into a :class:`Verdict`
-— ``promote``, ``hold`` or ``rollback`` — with its reason and, per guardrail, the estimate, the
-always-valid interval, the sample sizes and what was concluded. The worst finding wins:
+:func:`judge` turns one layer's per-arm evidence at the current step — per-user sufficient
+statistics, :class:`~langchain_graylayer.store.evidence.ArmTotals` — into a :class:`Verdict`:
+``promote``, ``hold`` or ``rollback``, with its reason and, per guardrail, the estimate, the
+always-valid interval, the users behind it and what was concluded. Users are the unit of
+analysis (what is randomised, and what comes back); ``docs/statistics.md`` says why and how.
+The first rule that applies wins:
 
-1. no candidate traffic in the step → **hold** (silence is never a reason to act);
+1. no candidate user in the step → **hold** (silence is never a reason to act);
 2. the candidate alone breaks a hard floor (error rate above ``max_error_rate``) → **rollback**,
-   unless stable fails too (above half the floor) in the same window: an upstream outage;
-3. any guardrail shows significant harm (always-valid one-sided test; the exact conditional test
-   too for rare events) → **rollback**;
-4. the traffic split is not what the ratio says (sequential SRM) → **hold** and alert;
-5. promotion needs ``min_samples`` candidate requests, ``bake_time`` at the step and
-   non-inferiority within each guardrail's margin → **promote**; otherwise **hold**, until
-   ``max_step_time``, when the timeout policy promotes if no harm was found (or keeps holding).
-   The timeout needs candidate data but not ``min_samples``: a quiet layer's small step limits
-   exposure, and waiting for samples there would stall the rollout for days.
+   unless stable fails too (above half the floor) in the same step: an upstream outage;
+3. no concurrent stable user → **hold**;
+4. the users' split is not what the ratio says, overall or within an activity class
+   (sequential SRM, once ``srm_min_users`` are in) → **hold** and alert: a comparison over a
+   broken split cannot be trusted, so no guardrail may roll back on it;
+5. any guardrail shows significant harm (always-valid one-sided test over users; for rare
+   events the exact test on users with an event shares the guardrail's error budget) →
+   **rollback**;
+6. promotion needs ``min_samples`` candidate users, ``bake_time`` at the step, the longest
+   feedback ``delay`` of the guardrails past the bake, and non-inferiority within each
+   guardrail's margin → **promote**; otherwise **hold**, until ``max_step_time``, when the
+   timeout policy promotes if no harm was found *and* at least ``min_users_at_timeout``
+   candidate users were seen — absence of harm in a handful of users is not evidence — or
+   holds with an alert saying what would unblock it.
 
 The article's QoS score is computed for both arms and reported in every verdict; it gates
 promotion only when the plan says so (``judging.qos_gate``).
@@ -28,15 +36,15 @@ from typing import Any
 
 from langchain_graylayer._compat import StrEnum
 from langchain_graylayer.judging.qos import QosInputs, QosWeights, qos_score
-from langchain_graylayer.judging.readmodel import ArmStats
 from langchain_graylayer.judging.stats import (
-    ArmCounts,
     Comparison,
-    compare_proportions,
+    RatioMoments,
+    compare_ratios,
     rare_event_harm,
-    srm_check,
+    srm_check_strata,
 )
 from langchain_graylayer.plan.gates import Gates, Guardrail, GuardrailMetric, Judging
+from langchain_graylayer.store.evidence import ArmTotals
 
 __all__ = ["Action", "GuardrailResult", "JudgeInput", "Rule", "Verdict", "judge", "qos_inputs"]
 
@@ -66,7 +74,11 @@ class Rule(StrEnum):
     TIMEOUT_NO_HARM = "timeout_no_harm"
     """Promote: the step timed out and no harm was found (``promote_if_no_harm``)."""
     WAITING_FOR_SAMPLES = "waiting_for_samples"
-    """Hold: fewer than ``min_samples`` candidate requests."""
+    """Hold: fewer than ``min_samples`` candidate users."""
+    WAITING_FOR_FEEDBACK = "waiting_for_feedback"
+    """Hold: a guardrail's feedback arrives late and its delay has not passed yet."""
+    TIMEOUT_TOO_FEW_USERS = "timeout_too_few_users"
+    """Hold and alert: the step timed out with too few candidate users to call it harmless."""
     BAKING = "baking"
     """Hold: less than ``bake_time`` at the step."""
     NON_INFERIOR = "non_inferior"
@@ -153,9 +165,9 @@ class JudgeInput:
     layer: str
     gates: Gates
     judging: Judging
-    candidate: ArmStats | None
-    """Candidate statistics since the step started (``None``: no data)."""
-    stable: ArmStats | None
+    candidate: ArmTotals | None
+    """Candidate evidence of the current step (``None``: no user yet)."""
+    stable: ArmTotals | None
     ratio: float
     elapsed: float
     """Seconds since the step started."""
@@ -164,51 +176,70 @@ class JudgeInput:
     number of steps across layers, so the whole rollout's false-rollback rate stays ≤ alpha."""
 
 
-def _events(metric: GuardrailMetric, arm: ArmStats, guardrail: Guardrail) -> tuple[int, int]:
-    """(events, trials) of ``metric``: successes for higher-is-better, bad events otherwise."""
-    if metric is GuardrailMetric.COMPLETION_RATE:
-        return arm.completions, arm.requests
-    if metric is GuardrailMetric.TOOL_SUCCESS_RATE:
-        return arm.tool_calls - arm.tool_errors, arm.tool_calls
-    if metric is GuardrailMetric.ERROR_RATE:
-        return arm.failures, arm.requests
-    if metric is GuardrailMetric.BAD_FEEDBACK_RATE:
-        return min(arm.feedback_bad, arm.requests), arm.requests
-    if metric is GuardrailMetric.COMPLAINT_RATE:
-        return min(arm.feedback_complaint, arm.requests), arm.requests
-    slow = round(arm.latency.slower_than(guardrail.slo_seconds))
-    return min(slow, arm.latency.count), arm.latency.count
+_METRIC_FIELDS: dict[GuardrailMetric, tuple[dict[str, float], str, str | None]] = {
+    # metric: (numerator as a combination of per-user fields, denominator, rare-event field)
+    GuardrailMetric.COMPLETION_RATE: ({"completions": 1.0}, "requests", None),
+    GuardrailMetric.TOOL_SUCCESS_RATE: (
+        {"tool_calls": 1.0, "tool_errors": -1.0},
+        "tool_calls",
+        None,
+    ),
+    GuardrailMetric.ERROR_RATE: ({"failures": 1.0}, "requests", "failures"),
+    GuardrailMetric.BAD_FEEDBACK_RATE: ({"bad": 1.0}, "requests", "bad"),
+    GuardrailMetric.COMPLAINT_RATE: ({"complaints": 1.0}, "requests", "complaints"),
+    GuardrailMetric.SLOW_RATE: ({"slow": 1.0}, "requests", None),
+}
 
 
-def _rate(events: int, trials: int) -> float:
-    return events / trials if trials else math.nan
+def moments(arm: ArmTotals, metric: GuardrailMetric) -> RatioMoments:
+    """The ratio-metric moments of ``metric`` over the arm's users, from its sums and products.
+
+    Example:
+        >>> from langchain_graylayer.store.evidence import accumulate_users
+        >>> arm = accumulate_users([{"requests": 2, "completions": 2}, {"requests": 1}])
+        >>> m = moments(arm, GuardrailMetric.COMPLETION_RATE)
+        >>> m.users, m.y, m.x, m.y_sq, m.x_sq, m.xy
+        (2, 2.0, 3.0, 4.0, 5.0, 4.0)
+    """
+    numerator, denominator, _ = _METRIC_FIELDS[metric]
+    terms = numerator.items()
+    y = math.fsum(c * arm.total(f) for f, c in terms)
+    y_sq = math.fsum(cf * cg * arm.product(f, g) for f, cf in terms for g, cg in terms)
+    xy = math.fsum(c * arm.product(f, denominator) for f, c in terms)
+    x_sq = arm.product(denominator, denominator)
+    users = arm.users if arm.total(denominator) > 0 else 0
+    return RatioMoments(users, y, arm.total(denominator), y_sq, x_sq, xy)
 
 
 def _guardrail(
     guardrail: Guardrail,
-    cand: ArmStats,
-    stable: ArmStats,
+    cand: ArmTotals,
+    stable: ArmTotals,
+    ratio: float,
     alphas: tuple[float, float],
     n_stars: tuple[float, float],
 ) -> GuardrailResult:
     """Harm at the split ``alphas[0]`` (a false rollback is costly), non-inferiority at the
-    unsplit ``alphas[1]`` (a wrong promotion only moves one step and stays watched)."""
+    unsplit ``alphas[1]`` (a wrong promotion only moves one step and stays watched). A rare
+    metric spends its harm budget half on the confidence sequence, half on the exact test of
+    users with an event, so the family-wise bound still adds up to ``alphas[0]``."""
     metric = guardrail.metric
-    xc, nc = _events(metric, cand, guardrail)
-    xs, ns = _events(metric, stable, guardrail)
+    mc, ms = moments(cand, metric), moments(stable, metric)
+    rare_field = _METRIC_FIELDS[metric][2]
+    harm_alpha = alphas[0] / 2 if rare_field else alphas[0]
 
     def result(
         comparison: Comparison | None, harm: bool, non_inferior: bool, note: str
     ) -> GuardrailResult:
         return GuardrailResult(
             metric=metric.value,
-            candidate_rate=_rate(xc, nc),
-            stable_rate=_rate(xs, ns),
+            candidate_rate=mc.rate,
+            stable_rate=ms.rate,
             estimate=comparison.estimate if comparison else math.nan,
             lower=comparison.lower if comparison else -1.0,
             upper=comparison.upper if comparison else 1.0,
-            n_candidate=nc,
-            n_stable=ns,
+            n_candidate=mc.users,
+            n_stable=ms.users,
             margin=guardrail.margin,
             harm=harm,
             non_inferior=non_inferior,
@@ -216,25 +247,27 @@ def _guardrail(
             note=note,
         )
 
-    if nc == 0 and ns == 0:
+    if mc.x <= 0 and ms.x <= 0:
         return result(None, False, False, "not applicable: no trials in either arm")
 
     def compare(alpha: float, tuning: float) -> Comparison:
-        return compare_proportions(
-            ArmCounts(xc, nc),
-            ArmCounts(xs, ns),
-            alpha=alpha,
-            n_star=tuning,
-            higher_is_better=metric.higher_is_better,
+        return compare_ratios(
+            mc, ms, alpha=alpha, n_star=tuning, higher_is_better=metric.higher_is_better,
             margin=guardrail.margin,
-        )
+        )  # fmt: skip
 
-    harm_test, ni_test = compare(alphas[0], n_stars[0]), compare(alphas[1], n_stars[1])
+    harm_test, ni_test = compare(harm_alpha, n_stars[0]), compare(alphas[1], n_stars[1])
     harm, note = harm_test.harm, harm_test.inconclusive_reason or ""
-    if metric.rare and not harm:
-        rare = rare_event_harm(xc, nc, xs, ns, alphas[0])
+    if rare_field and not harm and 0.0 < ratio < 1.0:
+        # Each user with an event lands in the candidate with probability `ratio` when the
+        # versions do not differ (sticky buckets): an exact test, whatever the rate's shape.
+        rare = rare_event_harm(
+            cand.positive(rare_field), mc.users, stable.positive(rare_field), ms.users,
+            harm_alpha, k=_RARE_K, pi=ratio,
+        )  # fmt: skip
         if rare.harm:
-            harm, note = True, f"exact test: {rare.observed_share:.1%} of events vs {rare.pi:.1%}"
+            harm = True
+            note = f"exact test: {rare.observed_share:.1%} of users with events vs {rare.pi:.1%}"
     if harm:
         worse = "lower" if metric.higher_is_better else "higher"
         note = note or f"significantly {worse} than stable"
@@ -243,28 +276,37 @@ def _guardrail(
     return result(harm_test, harm, ni_test.non_inferior and not harm, note)
 
 
-def qos_inputs(arm: ArmStats, *, no_tool_calls: float = 1.0) -> QosInputs:
+_RARE_K = 4.0
+"""Prior concentration of the rare-event test: a diffuse alternative, powered for a several-fold
+rise in a rare event within hours (see ``docs/statistics.md``)."""
+
+
+def qos_inputs(arm: ArmTotals, *, no_tool_calls: float = 1.0) -> QosInputs:
     """The article's QoS inputs of one arm. Without requests every rate reads as zero (the
     article's way, which its rule then punishes); ``no_tool_calls`` is the tool success of an arm
     that called no tool. NPS is approximated from the mean feedback score (5 when none)."""
-    n = arm.requests
-    mean_score = (
-        arm.feedback_score_sum / arm.feedback_score_count if arm.feedback_score_count else 5
-    )
+    n = arm.total("requests")
+    scores = arm.total("scores")
+    mean_score = arm.total("score_sum") / scores if scores else 5
+
+    def share(name: str) -> float:
+        return min(arm.total(name) / n, 1.0) if n else 0.0
+
+    tools = arm.total("tool_calls")
     return QosInputs(
-        bad_rate=min(arm.feedback_bad / n, 1.0) if n else 0.0,
+        bad_rate=share("bad"),
         nps=max(-100.0, min(100.0, (mean_score - 5) * 20)),
-        availability=1 - min(arm.failures / n, 1.0) if n else 0.0,
-        latency_s=arm.latency.mean if arm.latency.count else 0.0,
-        tool_success=no_tool_calls if not arm.tool_calls else arm.tool_success_rate,
-        completion=min(arm.completions / n, 1.0) if n else 0.0,
-        complaint_rate=min(arm.feedback_complaint / n, 1.0) if n else 0.0,
+        availability=1 - share("failures") if n else 0.0,
+        latency_s=arm.total("latency_seconds") / n if n else 0.0,
+        tool_success=1 - arm.total("tool_errors") / tools if tools else no_tool_calls,
+        completion=share("completions"),
+        complaint_rate=share("complaints"),
     )
 
 
-def _qos(arm: ArmStats | None, judging: Judging) -> float | None:
+def _qos(arm: ArmTotals | None, judging: Judging) -> float | None:
     """The article's QoS of one arm; ``None`` without requests (never scored as zeros)."""
-    if arm is None or arm.requests == 0:
+    if arm is None or arm.total("requests") == 0:
         return None
     weights = QosWeights(*judging.qos_weights)
     return qos_score(qos_inputs(arm), weights, max_latency_s=judging.max_latency).qos
@@ -275,19 +317,20 @@ def judge(data: JudgeInput) -> Verdict:
 
     Example:
         >>> from langchain_graylayer.plan.gates import Gates, Judging
-        >>> from langchain_graylayer.judging.readmodel import ArmStats
-        >>> bad = ArmStats(requests=300, completions=180)      # 60% completion
-        >>> good = ArmStats(requests=2700, completions=2295)   # 85% completion
+        >>> from langchain_graylayer.store.evidence import accumulate_users
+        >>> bad = accumulate_users([{"requests": 2, "completions": 1}] * 150)   # 50 %
+        >>> good = accumulate_users([{"requests": 2, "completions": 2}] * 1200
+        ...                         + [{"requests": 2}] * 150)                   # 89 %
         >>> v = judge(JudgeInput("normal", Gates(), Judging(), bad, good, 0.1, 600.0))
         >>> v.action.value, v.rule.value
         ('rollback', 'harm')
         >>> v.reason
-        'harm on completion_rate: candidate 60.0% vs stable 85.0% (n=300/2700)'
+        'harm on completion_rate: candidate 50.0% vs stable 88.9% (users 150/1350)'
     """
     gates, judging = data.gates, data.judging
     cand, stable = data.candidate, data.stable
-    n_c = cand.requests if cand else 0
-    n_s = stable.requests if stable else 0
+    n_c = cand.users if cand else 0
+    n_s = stable.users if stable else 0
     qos = {"candidate": _qos(cand, judging), "stable": _qos(stable, judging)}
 
     def verdict(action: Action, rule: Rule, reason: str, **extra: Any) -> Verdict:
@@ -296,70 +339,105 @@ def judge(data: JudgeInput) -> Verdict:
 
     if cand is None or n_c == 0:
         return verdict(
-            Action.HOLD, Rule.NO_CANDIDATE_TRAFFIC, "no candidate traffic in this step yet"
-        )
+            Action.HOLD, Rule.NO_CANDIDATE_TRAFFIC, "no candidate user in this step yet",
+            alert=data.elapsed >= gates.max_step_time,
+        )  # fmt: skip
     floor = judging.max_error_rate
+    requests_c = cand.total("requests")
+    failing_c = cand.total("failures") / requests_c if requests_c else 0.0
     # The floor judges the candidate alone, unless stable is failing too in the same layer and
-    # window: then it is an outage upstream of both versions, and the comparative tests decide.
-    stable_failing = bool(floor and stable and n_s and stable.failures / n_s > floor / 2)
+    # step: then it is an outage upstream of both versions, and the comparative tests decide.
+    requests_s = stable.total("requests") if stable else 0.0
+    stable_failing = bool(
+        floor and stable and requests_s and stable.total("failures") / requests_s > floor / 2
+    )
     if (
         floor is not None
-        and n_c >= judging.floor_min_samples
-        and cand.failures / n_c > floor
+        and requests_c >= judging.floor_min_samples
+        and failing_c > floor
         and not stable_failing
     ):
         return verdict(
             Action.ROLLBACK,
             Rule.HARD_FLOOR,
-            f"hard floor: candidate error rate {cand.failures / n_c:.1%} > {floor:.0%} (n={n_c})",
+            f"hard floor: candidate error rate {failing_c:.1%} > {floor:.0%} "
+            f"(n={requests_c:.0f} requests)",
         )
     if stable is None or n_s == 0:
-        reason = "no concurrent stable traffic in this layer to compare with"
-        return verdict(Action.HOLD, Rule.NO_STABLE_TRAFFIC, reason)
+        reason = "no concurrent stable user in this layer to compare with"
+        return verdict(
+            Action.HOLD, Rule.NO_STABLE_TRAFFIC, reason,
+            alert=data.elapsed >= gates.max_step_time,
+        )  # fmt: skip
+
+    srm = None
+    if 0.0 < data.ratio < 1.0 and n_c + n_s >= judging.srm_min_users:
+        check = srm_check_strata(cand.classes, stable.classes, data.ratio, judging.srm_alpha)
+        srm = {"mismatch": check.mismatch, "observed": check.observed_ratio,
+               "expected": check.expected_ratio, "log_bf": check.log_bf}  # fmt: skip
+        if check.mismatch:
+            reason = (
+                f"sample-ratio mismatch: candidate got {check.observed_ratio:.2%} of users "
+                f"(ratio {data.ratio:.2%}), or a skewed share of some activity class; check "
+                "routing before trusting any comparison"
+            )
+            return verdict(
+                Action.HOLD, Rule.SAMPLE_RATIO_MISMATCH, reason, srm=srm, alert=True,
+            )  # fmt: skip
 
     split = judging.alpha / (max(len(gates.guardrails), 1) * max(data.tests, 1))
     alphas = (split, judging.alpha)
     n_stars = (judging.n_star, judging.ni_n_star)
-    results = tuple(_guardrail(g, cand, stable, alphas, n_stars) for g in gates.guardrails)
+    results = tuple(
+        _guardrail(g, cand, stable, data.ratio, alphas, n_stars) for g in gates.guardrails
+    )
     harmed = [r for r in results if r.harm]
     if harmed:
         first = harmed[0]
         reason = (
             f"harm on {first.metric}: candidate {first.candidate_rate:.1%} vs stable "
-            f"{first.stable_rate:.1%} (n={first.n_candidate}/{first.n_stable})"
+            f"{first.stable_rate:.1%} (users {first.n_candidate}/{first.n_stable})"
         )
-        return verdict(Action.ROLLBACK, Rule.HARM, reason, guardrails=results, detail=first.metric)
+        return verdict(
+            Action.ROLLBACK, Rule.HARM, reason, guardrails=results, srm=srm, detail=first.metric
+        )
 
-    srm = None
-    if 0.0 < data.ratio < 1.0:
-        check = srm_check(n_c, n_s, data.ratio, alpha=judging.srm_alpha)
-        srm = {"mismatch": check.mismatch, "observed": check.observed_ratio,
-               "expected": check.expected_ratio, "log_bf": check.log_bf}  # fmt: skip
-        if check.mismatch:
+    timed_out = data.elapsed >= gates.max_step_time  # implies the bake (validated)
+    if data.elapsed < gates.bake_time:
+        reason = f"baking: {data.elapsed:.0f} s of {gates.bake_time:.0f} s at this step"
+        return verdict(Action.HOLD, Rule.BAKING, reason, guardrails=results, srm=srm)
+    late = max((g.delay for g in gates.guardrails), default=0.0)
+    if data.elapsed < gates.bake_time + late:
+        reason = (
+            f"waiting for late feedback: {data.elapsed:.0f} s of {gates.bake_time + late:.0f} s "
+            "(the bake time plus the longest guardrail delay)"
+        )
+        return verdict(
+            Action.HOLD, Rule.WAITING_FOR_FEEDBACK, reason, guardrails=results, srm=srm,
+            alert=timed_out,
+        )  # fmt: skip
+    if timed_out and gates.timeout_policy == "promote_if_no_harm":
+        if n_c >= gates.min_users_at_timeout:
             reason = (
-                f"sample-ratio mismatch: candidate got {check.observed_ratio:.2%} of requests, "
-                f"the ratio is {data.ratio:.2%}; check routing before trusting any comparison"
+                f"step timeout ({gates.max_step_time:.0f} s) with no harm found "
+                f"({n_c} candidate users)"
             )
             return verdict(
-                Action.HOLD, Rule.SAMPLE_RATIO_MISMATCH, reason, guardrails=results, srm=srm,
-                alert=True,
-            )  # fmt: skip
-
-    timed_out = data.elapsed >= gates.max_step_time
-    if timed_out and gates.timeout_policy == "promote_if_no_harm":
-        # A small step limits who is exposed, not how much evidence piles up: in a quiet layer
-        # min_samples may never come, so the timeout needs only some data and no harm.
-        reason = f"step timeout ({gates.max_step_time:.0f} s) with no harm found (n={n_c})"
-        return verdict(Action.PROMOTE, Rule.TIMEOUT_NO_HARM, reason, guardrails=results, srm=srm)
+                Action.PROMOTE, Rule.TIMEOUT_NO_HARM, reason, guardrails=results, srm=srm
+            )
+        reason = (
+            f"step timeout ({gates.max_step_time:.0f} s) with only {n_c} candidate users of the "
+            f"{gates.min_users_at_timeout} needed to call it harmless: wait longer, raise the "
+            "step, or promote by hand"
+        )
+        return verdict(Action.HOLD, Rule.TIMEOUT_TOO_FEW_USERS, reason, guardrails=results,
+                       srm=srm, alert=True)  # fmt: skip
     if n_c < gates.min_samples:
-        reason = f"waiting for samples: {n_c} of {gates.min_samples} candidate requests"
+        reason = f"waiting for samples: {n_c} of {gates.min_samples} candidate users"
         return verdict(
             Action.HOLD, Rule.WAITING_FOR_SAMPLES, reason, guardrails=results, srm=srm,
             alert=timed_out,
         )  # fmt: skip
-    if data.elapsed < gates.bake_time:
-        reason = f"baking: {data.elapsed:.0f} s of {gates.bake_time:.0f} s at this step"
-        return verdict(Action.HOLD, Rule.BAKING, reason, guardrails=results, srm=srm)
 
     blockers = [r.metric for r in results if r.applicable and not r.non_inferior]
     if judging.qos_gate and (qos["candidate"] or 0.0) < judging.qos_threshold:

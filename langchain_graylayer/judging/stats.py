@@ -25,13 +25,16 @@ __all__ = [
     "ArmCounts",
     "Comparison",
     "RareEventResult",
+    "RatioMoments",
     "SRMResult",
     "compare_proportions",
+    "compare_ratios",
     "cs_halfwidth",
     "event_split_log_bf",
     "mixture_rho2",
     "rare_event_harm",
     "srm_check",
+    "srm_check_strata",
     "srm_log_bf",
 ]
 
@@ -252,6 +255,112 @@ def compare_proportions(
     return _compare(estimate, se, (nc, ns), cfg, 1.0, reason)
 
 
+@dataclass(frozen=True, slots=True)
+class RatioMoments:
+    """One arm of a ratio metric ``Σy / Σx`` over users: the sums the delta method needs.
+
+    ``y`` and ``x`` are per-user totals (e.g. completions and requests of each user in the
+    step); ``y_sq``, ``x_sq`` and ``xy`` are Σy², Σx² and Σx·y over users.
+
+    Example:
+        >>> m = RatioMoments(users=3, y=5, x=6, y_sq=13, x_sq=14, xy=13)  # (2,2) (3,3) (0,1)
+        >>> round(m.rate, 4), round(m.variance, 5)
+        (0.8333, 0.04398)
+    """
+
+    users: int
+    y: float
+    x: float
+    y_sq: float
+    x_sq: float
+    xy: float
+
+    @property
+    def rate(self) -> float:
+        """``Σy / Σx`` (NaN without trials)."""
+        return self.y / self.x if self.x > 0 else math.nan
+
+    @property
+    def variance(self) -> float:
+        """Delta-method variance of :attr:`rate` over users (Deng et al. 2018, arXiv 1803.06336,
+        eq. 3): with per-user means ``ȳ, x̄``, sample (co)variances ``s_yy, s_xx, s_xy``
+        (divisor n − 1) and ``r = ȳ / x̄``: ``(s_yy − 2r·s_xy + r²·s_xx) / (n·x̄²)``.
+        NaN with fewer than two users or no trials."""
+        n = self.users
+        if n < 2 or self.x <= 0:
+            return math.nan
+        y_bar, x_bar, r = self.y / n, self.x / n, self.y / self.x
+        s_yy = (self.y_sq - n * y_bar * y_bar) / (n - 1)
+        s_xx = (self.x_sq - n * x_bar * x_bar) / (n - 1)
+        s_xy = (self.xy - n * x_bar * y_bar) / (n - 1)
+        return max(s_yy - 2 * r * s_xy + r * r * s_xx, 0.0) / (n * x_bar * x_bar)
+
+    def binomial_floor(self) -> float:
+        """The variance the rate would have if every trial were independent, from the
+        Laplace-smoothed rate: the floor under the delta method (at 0 events in both arms it
+        still gives a width; clustering only ever adds to it on average)."""
+        p = min(max((self.y + 1) / (self.x + 2), 0.0), 1.0)
+        return p * (1 - p) / max(self.x, 1.0)
+
+
+def _welch_df(v_c: float, n_c: int, v_s: float, n_s: int) -> float:
+    """Welch–Satterthwaite degrees of freedom of a difference of two estimated variances."""
+    den = v_c * v_c / max(n_c - 1, 1) + v_s * v_s / max(n_s - 1, 1)
+    return (v_c + v_s) ** 2 / den if den > 0 else math.inf
+
+
+def compare_ratios(
+    cand: RatioMoments,
+    stable: RatioMoments,
+    *,
+    alpha: float,
+    n_star: float,
+    higher_is_better: bool,
+    margin: float,
+    min_users: int = MIN_TRIALS,
+) -> Comparison:
+    """Anytime-valid harm and non-inferiority tests for a ratio metric, with users as the unit.
+
+    Users are what is randomised, and a user's requests are not independent of each other: the
+    variance of ``candidate − stable`` is the sum of each arm's delta-method variance
+    (:attr:`RatioMoments.variance`, never below :meth:`RatioMoments.binomial_floor`), inflated
+    by ``df / (df − 2)`` — the variance of a Student t with the Welch–Satterthwaite degrees of
+    freedom — so that a few dozen users, whose variance is itself uncertain, do not look like a
+    thousand. The bounds are the one-sided asymptotic confidence sequence (Waudby-Smith et
+    al., arXiv 2103.06476, eq. 134) with the sample counted in users, clipped to [−1, 1].
+
+    Args:
+        cand: Candidate moments; ``stable``: the concurrent stable of the same layer and step.
+        alpha: Level of each one-sided bound, in (0, 0.5).
+        n_star: Tuning N*, in users of both arms (:func:`mixture_rho2`).
+        higher_is_better: True for success rates, False for failure rates.
+        margin: Non-inferiority margin δ ≥ 0 in rate units.
+        min_users: With fewer users with trials in either arm the result is inconclusive.
+
+    Example:
+        >>> bad = RatioMoments(40, 40, 80, 60, 180, 95)      # 50 % over 40 users
+        >>> good = RatioMoments(400, 680, 800, 1300, 1800, 1500)  # 85 % over 400 users
+        >>> c = compare_ratios(bad, good, alpha=0.01, n_star=200, higher_is_better=True,
+        ...                    margin=0.03)
+        >>> c.harm, round(c.estimate, 2)
+        (True, -0.35)
+    """
+    nc, ns = cand.users, stable.users
+    cfg = (alpha, n_star, higher_is_better, margin)
+    reason = _guard(
+        cfg, ("min_users", min_users), nc if cand.x > 0 else 0, ns if stable.x > 0 else 0
+    )
+    estimate = cand.rate - stable.rate if cand.x > 0 and stable.x > 0 else math.nan
+    se = math.nan
+    if reason is None:
+        v_c = max(cand.variance, cand.binomial_floor())
+        v_s = max(stable.variance, stable.binomial_floor())
+        df = _welch_df(v_c, nc, v_s, ns)
+        inflation = df / (df - 2) if df > 4 else 2.0
+        se = math.sqrt((v_c + v_s) * inflation)
+    return _compare(estimate, se, (nc, ns), cfg, 1.0, reason)
+
+
 # --- rare events and sample-ratio mismatch (Lindon & Malek) ------------------------------------
 
 
@@ -314,7 +423,13 @@ class RareEventResult:
 
 
 def rare_event_harm(
-    x_cand: int, n_cand: int, x_stable: int, n_stable: int, alpha: float, k: float = 100.0
+    x_cand: int,
+    n_cand: int,
+    x_stable: int,
+    n_stable: int,
+    alpha: float,
+    k: float = 100.0,
+    pi: float | None = None,
 ) -> RareEventResult:
     """One-sided harm test for a rare bad event (errors, thumbs-down, complaints).
 
@@ -328,12 +443,16 @@ def rare_event_harm(
         x_cand: Candidate events; ``n_cand`` its exposure (requests or users).
         x_stable: Stable events; ``n_stable`` its exposure in the same unit.
         alpha: Level in (0, 1); ``k`` is the prior concentration of :func:`event_split_log_bf`.
+        pi: The candidate's planned share (the ratio) when known: with sticky buckets each
+            user lands in the candidate with exactly this probability, so the test on users
+            with an event is exact. Default: the observed exposure share.
     """
     _check_alpha(alpha, one_sided=False)
     if n_cand <= 0 or n_stable <= 0:
         reason = "an arm has no exposure; the expected split is undefined"
         return RareEventResult(False, 0.0, math.nan, math.nan, reason)
-    pi, total = n_cand / (n_cand + n_stable), x_cand + x_stable
+    total = x_cand + x_stable
+    pi = n_cand / (n_cand + n_stable) if pi is None else pi
     if total == 0:
         return RareEventResult(False, 0.0, pi, math.nan, "no events in either arm")
     log_bf, share = event_split_log_bf(x_cand, x_stable, pi, k), x_cand / total
@@ -422,4 +541,43 @@ def srm_check(
         return SRMResult(False, 0.0, observed, expected_ratio, "no units observed")
     counts, probs = [observed_candidate, observed_stable], [expected_ratio, 1 - expected_ratio]
     log_bf = srm_log_bf(counts, probs, k)
+    return SRMResult(log_bf >= -math.log(alpha), log_bf, observed, expected_ratio)
+
+
+def srm_check_strata(
+    candidate: Sequence[int],
+    stable: Sequence[int],
+    expected_ratio: float,
+    alpha: float = 0.001,
+    k: float = 100.0,
+) -> SRMResult:
+    """Sample-ratio mismatch of users, stratum by stratum (e.g. activity classes).
+
+    With sticky buckets every user lands in the candidate with probability ``r`` whatever their
+    stratum, so each stratum's split is binomial and the strata are independent: the product of
+    their Bayes factors (the sum of :func:`srm_log_bf` over strata) is again a test martingale
+    (Lindon & Malek, arXiv 2011.03567). It flags an overall skew and also a routing bug that
+    sends one kind of user (the heaviest, say) to the candidate while the overall split looks
+    right.
+
+    Example:
+        >>> srm_check_strata([50, 50], [450, 450], 0.1).mismatch
+        False
+        >>> srm_check_strata([90, 10], [410, 490], 0.1).mismatch   # heavy users skewed
+        True
+    """
+    _check_alpha(alpha, one_sided=False)
+    if len(candidate) != len(stable):
+        raise ConfigurationError("strata", (len(candidate), len(stable)), "one count per stratum")
+    total_c, total_s = sum(candidate), sum(stable)
+    total = total_c + total_s
+    observed = total_c / total if total else math.nan
+    if not 0.0 < expected_ratio < 1.0:
+        return SRMResult(False, 0.0, observed, expected_ratio, "no split: not applicable")
+    if total == 0:
+        return SRMResult(False, 0.0, observed, expected_ratio, "no units observed")
+    probs = [expected_ratio, 1 - expected_ratio]
+    log_bf = math.fsum(
+        srm_log_bf([c, s], probs, k) for c, s in zip(candidate, stable, strict=True) if c + s
+    )
     return SRMResult(log_bf >= -math.log(alpha), log_bf, observed, expected_ratio)

@@ -1,2 +1,2 @@
-"""Measuring: run labels, Prometheus metrics, in-process windows, callback handlers, completion,
-tracing, the tool-call journal, feedback, and the metric sources that fill the read model."""
+"""Measuring: run labels, Prometheus metrics, callback handlers, completion, tracing, the
+tool-call journal, feedback, and the evidence each routed run adds to the store."""

@@ -92,9 +92,12 @@ class BackgroundJudge:
         self.judge = judge
         self.metrics = metrics
 
-    def submit(self, output: Any, labels: RunLabels) -> None:
-        """Judge ``output`` in the background; count a completion under ``labels`` if accepted."""
-        self._executor().submit(self._run, output, labels)
+    def submit(
+        self, output: Any, labels: RunLabels, then: Callable[[RunLabels], None] | None = None
+    ) -> None:
+        """Judge ``output`` in the background; count a completion under ``labels`` if accepted
+        (and tell ``then``, e.g. the evidence recorder)."""
+        self._executor().submit(self._run, output, labels, then)
 
     @classmethod
     def _executor(cls) -> ThreadPoolExecutor:
@@ -103,7 +106,9 @@ class BackgroundJudge:
                 cls._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="graylayer-judge")
             return cls._pool
 
-    def _run(self, output: Any, labels: RunLabels) -> None:
+    def _run(
+        self, output: Any, labels: RunLabels, then: Callable[[RunLabels], None] | None
+    ) -> None:
         try:
             config: Any = {"callbacks": [], "run_name": "graylayer_judge"}
             accepted = bool(self.judge.invoke(output, config))
@@ -113,3 +118,5 @@ class BackgroundJudge:
             return
         if accepted:
             self.metrics.record_completion(labels)
+            if then is not None:
+                then(labels)

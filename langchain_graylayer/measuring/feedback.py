@@ -88,11 +88,14 @@ class RunIndex:
         self, *, ttl: float = 7 * 86400.0, max_runs: int = 100_000, clock: Clock = time.time
     ) -> None:
         self.ttl = ttl
-        self._runs: ExpiringLRU[str, tuple[str, str, str]] = ExpiringLRU(max_runs, clock)
+        self._runs: ExpiringLRU[str, tuple[str, str, str, str, str, int]] = ExpiringLRU(
+            max_runs, clock
+        )
         self._lock = threading.Lock()
 
     def record(self, run_id: str, labels: RunLabels) -> None:
-        served = (labels.plan, labels.version, labels.layer)
+        served = (labels.plan, labels.version, labels.layer, labels.step, labels.unit,
+                  labels.activity)  # fmt: skip
         with self._lock:
             self._runs.set(run_id, served, self.ttl)
 
@@ -117,9 +120,17 @@ class FeedbackRecorder:
     ``metrics=None`` counts nothing (an uninstrumented router) but still checks and attributes.
     """
 
-    def __init__(self, metrics: FeedbackSink | None, index: RunIndex | None = None) -> None:
+    def __init__(
+        self,
+        metrics: FeedbackSink | None,
+        index: RunIndex | None = None,
+        evidence: FeedbackSink | None = None,
+    ) -> None:
         self.metrics = metrics
         self.index = index if index is not None else RunIndex()
+        self.evidence = evidence
+        """Also told of every counted feedback: the evidence the judge reads, in the step the
+        run was routed under however late the feedback comes."""
 
     def for_run(
         self, run_id: object, kind: FeedbackKind | str | None, score: float | None = None
@@ -164,8 +175,9 @@ class FeedbackRecorder:
         return labels
 
     def _count(self, labels: RunLabels, kind: FeedbackKind | None, score: float | None) -> None:
-        if self.metrics is not None:
-            self.metrics.record_feedback(labels, kind, score)
+        for sink in (self.metrics, self.evidence):
+            if sink is not None:
+                sink.record_feedback(labels, kind, score)
 
 
 class FeedbackSigner:
@@ -208,7 +220,8 @@ class FeedbackSigner:
         )
 
     def sign(self, run_id: str, labels: RunLabels) -> str:
-        body = {"r": run_id, "p": labels.plan, "v": labels.version, "l": labels.layer}
+        body = {"r": run_id, "p": labels.plan, "v": labels.version, "l": labels.layer,
+                "s": labels.step, "u": labels.unit, "a": labels.activity}  # fmt: skip
         return str(self._serializer.dumps(body))
 
     def verify(self, token: str, run_id: str) -> RunLabels:
@@ -227,7 +240,10 @@ class FeedbackSigner:
             raise InvalidFeedbackTokenError("feedback token signature does not match") from None
         if not isinstance(body, dict) or body.get("r") != run_id:
             raise InvalidFeedbackTokenError("feedback token is for another run")
-        return RunLabels(str(body["p"]), str(body["v"]), str(body["l"]))
+        return RunLabels(
+            str(body["p"]), str(body["v"]), str(body["l"]), str(body.get("s", "")),
+            str(body.get("u", "")), int(body.get("a", 0)),
+        )  # fmt: skip
 
     @staticmethod
     def fingerprint(token: str) -> str:

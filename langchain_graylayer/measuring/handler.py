@@ -33,6 +33,7 @@ from typing_extensions import override
 from langchain_graylayer._cache import ExpiringLRU
 from langchain_graylayer.measuring.completion import CompletionJudge, default_completion_judge
 from langchain_graylayer.measuring.events import token_usage, tool_failed, tool_name
+from langchain_graylayer.measuring.evidence import RequestResult
 from langchain_graylayer.measuring.labels import (
     FALLBACK_KEY,
     PLAN_KEY,
@@ -70,13 +71,22 @@ def _guarded(method: F) -> F:
     return cast(F, wrapper)
 
 
+def _request_id(metadata: Mapping[str, Any] | None) -> UUID | None:
+    try:
+        return UUID(str(metadata[REQUEST_ID_KEY])) if metadata else None
+    except (KeyError, ValueError):
+        return None
+
+
 class _Request:
-    __slots__ = ("fallback", "labels", "started")
+    __slots__ = ("fallback", "labels", "started", "tokens", "tools")
 
     def __init__(self, labels: RunLabels) -> None:
         self.labels = labels
         self.started = time.perf_counter()
         self.fallback = False
+        self.tools = [0, 0]  # calls, errors
+        self.tokens = [0, 0]  # input, output
 
 
 class Measurer:
@@ -94,7 +104,9 @@ class Measurer:
         self.run_ttl = run_ttl
         self._lock = threading.Lock()
         self._requests: ExpiringLRU[UUID, _Request] = ExpiringLRU(max_runs, time.monotonic)
-        self._runs: ExpiringLRU[UUID, tuple[RunLabels, str]] = ExpiringLRU(max_runs, time.monotonic)
+        self._runs: ExpiringLRU[UUID, tuple[RunLabels, str, UUID | None]] = ExpiringLRU(
+            max_runs, time.monotonic
+        )
         self._verdicts: ExpiringLRU[UUID, bool] = ExpiringLRU(max_runs, time.monotonic)
 
     def mark_completed(self, run_id: UUID, completed: bool) -> None:
@@ -132,13 +144,26 @@ class Measurer:
         if request is not None:
             request.fallback = True
 
-    @_guarded
-    def chain_end(self, run_id: UUID, outputs: Any, error: BaseException | None) -> None:
+    def chain_end(
+        self, run_id: UUID, outputs: Any, error: BaseException | None
+    ) -> RequestResult | None:
+        """Measure a request that ended; its result, for the evidence (``None``: not ours)."""
+        try:
+            return self._chain_end(run_id, outputs, error)
+        except Exception:
+            logger.exception("graylayer callback chain_end failed; the request goes on")
+            with contextlib.suppress(Exception):
+                self.metrics.handler_errors.inc()
+            return None
+
+    def _chain_end(
+        self, run_id: UUID, outputs: Any, error: BaseException | None
+    ) -> RequestResult | None:
         with self._lock:
             request = self._requests.pop(run_id)
             verdict = self._verdicts.pop(run_id)
         if request is None:
-            return
+            return None
         seconds = time.perf_counter() - request.started
         if error is not None:
             outcome, completed = Outcome.ERROR, False
@@ -148,6 +173,8 @@ class Measurer:
             outcome = Outcome.OK
             completed = verdict if verdict is not None else self._judge(outputs)
         self.metrics.record_request(request.labels, outcome, seconds, completed=completed)
+        tools, tokens = request.tools, request.tokens
+        return RequestResult(outcome, seconds, completed, *tools, *tokens)
 
     def _judge(self, outputs: Any) -> bool:
         try:
@@ -163,12 +190,17 @@ class Measurer:
     ) -> None:
         labels = labels_from_metadata(metadata)
         if labels is not None:
+            request = _request_id(metadata)
             with self._lock:
-                self._runs.set(run_id, (labels, name or "unknown"), self.run_ttl)
+                self._runs.set(run_id, (labels, name or "unknown", request), self.run_ttl)
 
-    def _pop_child(self, run_id: UUID) -> tuple[RunLabels, str] | None:
+    def _pop_child(self, run_id: UUID) -> tuple[RunLabels, str, _Request | None] | None:
         with self._lock:
-            return self._runs.pop(run_id)
+            child = self._runs.pop(run_id)
+            if child is None:
+                return None
+            labels, name, request_id = child
+            return labels, name, None if request_id is None else self._requests.get(request_id)
 
     @_guarded
     def tool_end(self, run_id: UUID, output: Any, error: BaseException | None) -> None:
@@ -176,6 +208,9 @@ class Measurer:
         if child is not None:
             failed = error is not None or tool_failed(output)
             self.metrics.record_tool(child[0], child[1], ok=not failed)
+            if child[2] is not None:  # the request's own count, for the evidence
+                child[2].tools[0] += 1
+                child[2].tools[1] += failed
 
     @_guarded
     def llm_end(self, run_id: UUID, response: LLMResult | None) -> None:
@@ -184,6 +219,9 @@ class Measurer:
             inputs, outputs = token_usage(response)
             if inputs or outputs:
                 self.metrics.record_tokens(child[0], input=inputs, output=outputs)
+                if child[2] is not None:
+                    child[2].tokens[0] += inputs
+                    child[2].tokens[1] += outputs
 
 
 class GraylayerCallbackHandler(BaseCallbackHandler):

@@ -65,6 +65,18 @@ class RunLabels:
     plan: str
     version: str
     layer: str
+    step: str = ""
+    """The step the run was routed under (empty: not attributable, e.g. a conversation pinned
+    before the step began). Never a metric label: it keys the evidence store."""
+    unit: str = ""
+    """The user as the evidence store knows them (a salted hash, never the user id)."""
+    activity: int = 0
+    """The user's activity class before the rollout."""
+
+    @property
+    def attributable(self) -> bool:
+        """True when the run counts as evidence for its step."""
+        return bool(self.step and self.unit)
 
 
 def labels_from_metadata(metadata: Mapping[str, Any] | None) -> RunLabels | None:

@@ -31,18 +31,14 @@ from __future__ import annotations
 
 import math
 import threading
-import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
 
-from langchain_graylayer._types import posix_clock
-from langchain_graylayer.judging.readmodel import ArmStats
 from langchain_graylayer.measuring.feedback import FeedbackKind
 from langchain_graylayer.measuring.labels import Outcome, RunLabels
-from langchain_graylayer.measuring.windows import DURATION_BUCKETS, WindowStore
 from langchain_graylayer.plan.plan import Version
 from langchain_graylayer.store.protocols import RatioStore
 
@@ -55,10 +51,17 @@ FEEDBACK_SCORE_BUCKETS: tuple[float, ...] = tuple(float(i) for i in range(11))
 """NPS-style scores 0-10: ``le="6"`` counts detractors, ``+Inf`` minus ``le="8"`` promoters."""
 
 
+DURATION_BUCKETS: tuple[float, ...] = (
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0,
+)  # fmt: skip
+"""Latency buckets for agents, in seconds (0.05 s to 120 s)."""
+
+
 # ----------------------------------------------------------------------------- the family
 # ----------------------------------------------------------------------------- the family
 class GraylayerMetrics:
-    """The ``graylayer_*`` metrics in one registry, plus in-process windowed accumulators.
+    """The ``graylayer_*`` metrics in one registry: for dashboards and alerts (the judge reads
+    per-user evidence from the store instead; counters cannot say who came back).
 
     Use :func:`default_metrics` for the process-wide instance on prometheus_client's global
     registry; pass ``registry=CollectorRegistry()`` to isolate (tests, several apps).
@@ -68,29 +71,13 @@ class GraylayerMetrics:
         >>> metrics = GraylayerMetrics(registry=CollectorRegistry())
         >>> labels = RunLabels("refund-v2", "candidate", "normal")
         >>> metrics.record_request(labels, Outcome.OK, 1.2, completed=True)
-        >>> from langchain_graylayer.measuring.sources import InProcessSource
-        >>> snapshot = InProcessSource(metrics).snapshot("refund-v2", 3600)
-        >>> arm = snapshot.arm("normal", Version.CANDIDATE)
-        >>> arm.requests, arm.completions, arm.completion_rate
-        (1, 1, 1.0)
+        >>> metrics.completions.labels("refund-v2", "candidate", "normal")._value.get()
+        1.0
     """
 
-    def __init__(
-        self,
-        registry: CollectorRegistry | None = REGISTRY,
-        *,
-        clock: Callable[[], float] = time.time,
-        resolution: float = 10.0,
-        retention: float = 7 * 86400.0,
-    ) -> None:
-        """Create the family in ``registry`` (``None``: no Prometheus export, accumulators only).
-
-        ``resolution`` is the accumulators' slot width in seconds (windows are rounded to it) and
-        ``retention`` how long slots are kept.
-        """
+    def __init__(self, registry: CollectorRegistry | None = REGISTRY) -> None:
+        """Create the family in ``registry`` (``None``: not exported, e.g. in tests)."""
         self.registry = registry
-        self.clock = clock = posix_clock(clock)
-        self._acc = WindowStore(clock, resolution, retention)
         # (metric, label values) → child: ``labels()`` validates and locks on every call, and a
         # request writes several series. Bounded: plans × versions × layers × a few values.
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
@@ -198,19 +185,10 @@ class GraylayerMetrics:
         self._child(self.duration, plan, version, layer).observe(seconds)
         if completed:
             self._child(self.completions, plan, version, layer).inc()
-        self._acc.add_request(
-            labels,
-            seconds,
-            requests=1,
-            errors=int(outcome is Outcome.ERROR),
-            fallbacks=int(outcome is Outcome.FALLBACK),
-            completions=int(completed),
-        )
 
     def record_completion(self, labels: RunLabels) -> None:
         """A completion decided after the request was counted (a background judge)."""
         self.completions.labels(labels.plan, labels.version, labels.layer).inc()
-        self._acc.add(labels, completions=1)
 
     def record_tool(self, labels: RunLabels, tool: str, *, ok: bool) -> None:
         """One tool call ended (``ok=False``: raised, or returned a ToolMessage with error)."""
@@ -218,7 +196,6 @@ class GraylayerMetrics:
         plan, version, layer = labels.plan, labels.version, labels.layer
         self._child(self.tool_calls, plan, version, layer, tool, status).inc()
         self._child(self.tool_results, plan, version, layer, status).inc()
-        self._acc.add(labels, tool_calls=1, tool_errors=int(not ok))
 
     def record_tokens(self, labels: RunLabels, *, input: int, output: int) -> None:
         """Tokens of one LLM call."""
@@ -227,7 +204,6 @@ class GraylayerMetrics:
             self._child(self.tokens, plan, version, layer, "input").inc(input)
         if output:
             self._child(self.tokens, plan, version, layer, "output").inc(output)
-        self._acc.add(labels, input_tokens=input, output_tokens=output)
 
     def record_feedback(
         self, labels: RunLabels, kind: FeedbackKind | None, score: float | None = None
@@ -236,10 +212,8 @@ class GraylayerMetrics:
         values = (labels.plan, labels.version, labels.layer)
         if kind is not None:
             self.feedback.labels(*values, kind.value).inc()
-            self._acc.add(labels, **{f"feedback_{kind.value}": 1})
         if score is not None:
             self.feedback_score.labels(*values).observe(score)
-            self._acc.add_score(labels, score)
 
     def record_unrouted(self, plan_id: str, reason: str) -> None:
         """A request graylayer did not route."""
@@ -252,11 +226,6 @@ class GraylayerMetrics:
         """
         for layer in plan.layer_names:
             self.ratio.labels(plan.id, layer).set_function(_ratio_reader(store, plan.id, layer))
-
-    # -- reading ---------------------------------------------------------------------------
-    def window(self, plan_id: str, window: float) -> dict[tuple[str, Version], ArmStats]:
-        """Per-arm statistics over the last ``window`` seconds (rounded out to the resolution)."""
-        return self._acc.window(plan_id, window)
 
 
 def _ratio_reader(store: RatioStore, plan_id: str, layer: str) -> Callable[[], float]:

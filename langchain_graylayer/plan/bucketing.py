@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 
-__all__ = ["BUCKETS", "bucket", "in_candidate", "ratio_threshold"]
+__all__ = ["BUCKETS", "bucket", "in_candidate", "ratio_threshold", "unit_key"]
 
 BUCKETS = 10_000
 """Number of buckets; ratios have a resolution of 1 / BUCKETS (0.01%)."""
@@ -50,3 +50,14 @@ def in_candidate(bucket_: int, ratio: float) -> bool:
         (True, False)
     """
     return bucket_ < ratio_threshold(ratio)
+
+
+def unit_key(salt: str, user_id: str) -> str:
+    """The user as the judge's statistics know them: 16 hex digits of a salted SHA-256, so the
+    store's per-user records never hold the user id.
+
+    Example:
+        >>> unit_key("refund-agent-v2", "user-42")
+        '99a92f44f320a29d'
+    """
+    return hashlib.sha256(f"{salt}\x1funit\x1f{user_id}".encode()).hexdigest()[:16]

@@ -61,6 +61,10 @@ class Guardrail(ConfigModel):
     """Non-inferiority margin, absolute (0.03 = 3 percentage points)."""
     slo_seconds: float = Field(default=5.0, gt=0)
     """For ``slow_rate``: the latency objective."""
+    delay: Seconds = 0.0
+    """How late this metric's events arrive after their run (complaints: hours). Events count in
+    the step their run was routed under, and a step is not promoted before it has run this long
+    past its bake time, so late harm is still seen."""
 
 
 DEFAULT_GUARDRAILS: tuple[Guardrail, ...] = (
@@ -78,15 +82,18 @@ class Gates(ConfigModel):
     """When a layer's step may move: samples, time, guardrails and the timeout policy."""
 
     min_samples: int = Field(default=200, ge=1)
-    """Candidate requests at the current step before any promotion."""
+    """Candidate users at the current step before a promotion on non-inferiority."""
+    min_users_at_timeout: int = Field(default=30, ge=1)
+    """Candidate users a step needs before its timeout may promote on "no harm found": fewer
+    is not evidence, and the step holds with an alert instead."""
     bake_time: Seconds = 3600.0
     """Minimum time at a step before promotion."""
     max_step_time: Seconds = 86400.0
     """After this long at a step with no decision, the timeout policy applies."""
     timeout_policy: Literal["promote_if_no_harm", "hold"] = "promote_if_no_harm"
-    """At ``max_step_time``: promote when no harm was found (any candidate data will do; a small
-    step limits exposure, and a quiet layer may never reach ``min_samples``), or keep holding for
-    a human."""
+    """At ``max_step_time``: promote when no harm was found in at least ``min_users_at_timeout``
+    candidate users (a quiet layer may never reach ``min_samples``), or keep holding for a
+    human."""
     guardrails: tuple[Guardrail, ...] = DEFAULT_GUARDRAILS
 
     @model_validator(mode="after")
@@ -110,12 +117,14 @@ class Judging(ConfigModel):
     alpha: float = Field(default=0.05, gt=0, lt=0.5)
     """False-rollback budget of the whole plan, split over guardrails and layers."""
     n_star: float = Field(default=400.0, gt=0)
-    """Tuning of the always-valid harm tests: the total sample (both arms) at which they are
+    """Tuning of the always-valid harm tests: the users (both arms) at which they are
     tightest; small values catch collapses sooner."""
     ni_n_star: float = Field(default=5000.0, gt=0)
-    """Tuning of the non-inferiority tests, which conclude at larger samples."""
+    """Tuning of the non-inferiority tests (in users), which conclude at larger samples."""
     srm_alpha: float = Field(default=0.001, gt=0, lt=0.5)
-    """Significance of the sample-ratio mismatch check (a mismatch holds and alerts)."""
+    """Significance of the sample-ratio mismatch check on users (a mismatch holds and alerts)."""
+    srm_min_users: int = Field(default=100, ge=1)
+    """Users (both arms) in a step before the sample-ratio check speaks."""
     max_error_rate: float | None = Field(default=0.2, gt=0, le=1)
     """Hard floor on the candidate alone: roll back when its error rate (errors and fallbacks)
     exceeds this once ``floor_min_samples`` requests are in — unless stable's error rate in the

@@ -19,7 +19,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from langchain_graylayer._compat import StrEnum
 from langchain_graylayer.errors import ConfigurationError, add_note
 from langchain_graylayer.plan._config import ConfigModel, Seconds, to_configuration_error
-from langchain_graylayer.plan.assignment import LayerAssignment, LayerReason
+from langchain_graylayer.plan.assignment import LayerAssignment, LayerReason, activity_class
 from langchain_graylayer.plan.bucketing import BUCKETS
 from langchain_graylayer.plan.gates import Gates, Judging
 from langchain_graylayer.plan.profile import (
@@ -279,9 +279,10 @@ class RolloutPlan(ConfigModel):
         """The user's layer: opt-out, then explicit membership, then score, else the default."""
         if profile is not None and not profile.allow_gray:
             return LayerAssignment(None, LayerReason.OPT_OUT)
+        activity = activity_class(profile.use_count if profile is not None else None)
         for layer in self.layers:
             if layer.is_member(user_id, profile):
-                return LayerAssignment(layer.name, LayerReason.MEMBERSHIP)
+                return LayerAssignment(layer.name, LayerReason.MEMBERSHIP, activity=activity)
         if profile is None:
             return LayerAssignment(self.default_layer_name, LayerReason.NO_PROFILE)
         score = scorer.score(profile)
@@ -290,8 +291,8 @@ class RolloutPlan(ConfigModel):
             if layer.contains_score(
                 score, top=layer.score_range is not None and layer.score_range[1] == top
             ):
-                return LayerAssignment(layer.name, LayerReason.SCORE, score)
-        return LayerAssignment(self.default_layer_name, LayerReason.NO_MATCH, score)
+                return LayerAssignment(layer.name, LayerReason.SCORE, score, activity)
+        return LayerAssignment(self.default_layer_name, LayerReason.NO_MATCH, score, activity)
 
     @classmethod
     def default(cls, id: str, **overrides: Any) -> RolloutPlan:

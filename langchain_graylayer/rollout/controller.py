@@ -3,12 +3,12 @@
 A thin shell around pure parts. One tick (:meth:`RolloutController.step`):
 
 * takes the leader lease (several controller replicas may run; exactly one acts);
-* loads the plan's state and ratios, and judges the active layer — candidate against the
-  concurrent stable of the same layer since its step started
-  (:func:`~langchain_graylayer.judging.judge.judge`);
+* loads the plan's state and ratios, reads the active layer's evidence from the store — per-user
+  statistics of the candidate and of the concurrent stable of the same layer, at the current
+  step — and judges it (:func:`~langchain_graylayer.judging.judge.judge`);
 * computes the next state with :func:`~langchain_graylayer.rollout.transition.transition` and
-  commits it — ratios, state and audit entries — in one atomic write: a store outage means no
-  action, never a half-applied one;
+  commits it — ratios with their step keys, state and audit entries — in one atomic write: a
+  store outage means no action, never a half-applied one;
 * after a rollback, moves the candidate's sessions back to stable, runs the cleanup hooks and
   audits what they did.
 
@@ -41,7 +41,6 @@ from langchain_graylayer.errors import (
     PlanStateError,
 )
 from langchain_graylayer.judging.judge import Action, JudgeInput, Rule, Verdict, judge
-from langchain_graylayer.judging.readmodel import MetricSource
 from langchain_graylayer.plan._config import to_configuration_error
 from langchain_graylayer.plan.plan import RolloutPlan, Version
 from langchain_graylayer.rollout import transition as tx
@@ -79,11 +78,8 @@ class RolloutController(RunnableSerializable[Any, list[dict[str, Any]]]):
 
     Example:
         >>> from langchain_graylayer import MemoryStore, RolloutPlan
-        >>> from langchain_graylayer.measuring.prometheus import GraylayerMetrics
-        >>> from langchain_graylayer.measuring.sources import InProcessSource
         >>> plan, store = RolloutPlan.default("refund-v2"), MemoryStore()
-        >>> source = InProcessSource(GraylayerMetrics(registry=None))
-        >>> controller = RolloutController(plan=plan, store=store, source=source)
+        >>> controller = RolloutController(plan=plan, store=store)
         >>> [e.action.value for e in controller.step()]  # opens the first layer at 1%
         ['start_layer']
         >>> store.get_ratio("refund-v2", "early_adopter")
@@ -92,7 +88,8 @@ class RolloutController(RunnableSerializable[Any, list[dict[str, Any]]]):
 
     plan: RolloutPlan
     store: Store
-    source: MetricSource
+    """Where the state, the ratios and the evidence the routers record live: the same store
+    as the routers' (a ``MemoryStore`` for one process, Redis across replicas)."""
     clock: Callable[[], float] = time.time
     cleanup_hooks: Sequence[CleanupHook] = ()
     """Called with the candidate's session ids after a rollback (chat histories, checkpointers)."""
@@ -109,7 +106,7 @@ class RolloutController(RunnableSerializable[Any, list[dict[str, Any]]]):
         if args:
             raise TypeError(
                 "RolloutController takes keyword arguments only: RolloutController(plan=..., "
-                f"store=..., source=...); got {len(args)} positional argument(s)"
+                f"store=...); got {len(args)} positional argument(s)"
             )
         try:
             super().__init__(**kwargs)
@@ -117,19 +114,6 @@ class RolloutController(RunnableSerializable[Any, list[dict[str, Any]]]):
             raise to_configuration_error(exc) from None
 
     _clock = field_validator("clock")(classmethod(lambda cls, value: posix_clock(value)))
-
-    @override
-    def model_post_init(self, context: Any, /) -> None:
-        # Windows are cut on the source's clock and steps on the controller's: with two clocks
-        # (a simulated one here, the wall clock there), every window would be the wrong one.
-        source_clock = getattr(self.source, "clock", None)
-        if source_clock is not None and source_clock != self.clock:
-            raise ConfigurationError(
-                "clock",
-                self.clock,
-                "the metric source's clock (give both the same clock, e.g. GraylayerMetrics("
-                "clock=...) behind InProcessSource and RolloutController(clock=...))",
-            )
 
     _stop: threading.Event = PrivateAttr(default_factory=threading.Event)
     _last_report: RollbackReport | None = PrivateAttr(default=None)
@@ -185,23 +169,23 @@ class RolloutController(RunnableSerializable[Any, list[dict[str, Any]]]):
         if layer is None or state.layer(layer).phase is not LayerPhase.ACTIVE:
             return None
         now = self.clock()
-        started = state.layer(layer).step_started_at
-        elapsed = now - (now if started is None else started)
-        snapshot = self.source.snapshot(self.plan.id, max(elapsed, 1.0))
+        at = state.layer(layer)
+        elapsed = now - (now if at.step_started_at is None else at.step_started_at)
         ratio = ratios.get(layer, 0.0)
-        if snapshot.error:
+        try:
+            arms = self.store.read_evidence(self.plan.id, layer, at.step_key)
+        except GraylayerError as exc:
             return Verdict(
                 Action.HOLD, Rule.METRICS_UNAVAILABLE,
-                f"metrics unavailable ({snapshot.error}); holding", layer, ratio, elapsed, 0, 0,
-                alert=True,
+                f"evidence unavailable ({exc}); holding", layer, ratio, elapsed, 0, 0, alert=True,
             )  # fmt: skip
         return judge(
             JudgeInput(
                 layer=layer,
                 gates=self.plan.gates_for(layer),
                 judging=self.plan.judging,
-                candidate=snapshot.arm(layer, Version.CANDIDATE),
-                stable=snapshot.arm(layer, Version.STABLE),
+                candidate=arms.get(Version.CANDIDATE.value),
+                stable=arms.get(Version.STABLE.value),
                 ratio=ratio,
                 elapsed=elapsed,
                 tests=sum(len(spec.steps) for spec in self.plan.layers),
@@ -336,9 +320,12 @@ class RolloutController(RunnableSerializable[Any, list[dict[str, Any]]]):
         return state, self.store.get_ratios(self.plan.id)
 
     def _commit(self, state: PlanState, ratios: Any, entries: Sequence[AuditEntry]) -> None:
+        # A ratio that moves starts a step: routers attribute runs to its key from now on.
+        steps = {layer: state.layer(layer).step_key for layer in ratios}
         self.store.commit(
             self.plan.id,
             ratios=ratios,
             state=state.to_json(),
             audit=[entry.to_json() for entry in entries],
+            steps=steps,
         )

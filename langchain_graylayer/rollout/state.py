@@ -81,6 +81,14 @@ class LayerState:
     last_detail: str = ""
     last_reason: str | None = None
 
+    @property
+    def step_key(self) -> str:
+        """The step's identity in the evidence store: its index and when it started (a ratio
+        set by hand starts a new step too). Empty before the layer opens."""
+        if self.step_started_at is None:
+            return ""
+        return f"{self.step}@{self.step_started_at:.3f}"
+
     def remembers(self, verdict: Verdict) -> bool:
         """True when ``verdict`` says what the last one said (see ``Verdict.key``)."""
         return (self.last_action, self.last_rule, self.last_detail) == verdict.key

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 
 from langchain_graylayer.plan.assignment import LayerAssignment
-from langchain_graylayer.plan.bucketing import bucket, in_candidate
+from langchain_graylayer.plan.bucketing import bucket, in_candidate, unit_key
 from langchain_graylayer.plan.plan import RolloutPlan, Version
 from langchain_graylayer.plan.profile import LayerScorer, UserProfile
 from langchain_graylayer.routing.decision import RouteReason, RoutingDecision
@@ -79,7 +79,7 @@ class Assigner:
                 if held.belongs_to(user_id) and held.version is not decision.version:
                     decision = RoutingDecision(
                         self.plan.id, held.version, held.layer, RouteReason.PINNED,
-                        session_id=session_id,
+                        session_id=session_id, unit=decision.unit, activity=decision.activity,
                     )  # fmt: skip
         except Exception as exc:
             decision = self._degraded(exc, session_id)
@@ -95,16 +95,14 @@ class Assigner:
         if not user_id:
             return RoutingDecision(plan.id, Version.STABLE, None, RouteReason.NO_USER_ID)
         pin = self.store.get_pin(plan.id, session_id) if session_id else None
+        assignment = self._layer_of(user_id)
         # Consent withdrawn mid-conversation wins over the pin: opt-out is always stable.
         if (
             pin is not None
             and pin.belongs_to(user_id)
-            and (pin.version is Version.STABLE or self._layer_of(user_id).layer is not None)
+            and (pin.version is Version.STABLE or assignment.layer is not None)
         ):
-            return RoutingDecision(
-                plan.id, pin.version, pin.layer, RouteReason.PINNED, session_id=session_id
-            )
-        assignment = self._layer_of(user_id)
+            return self._pinned(pin, user_id, session_id, assignment)
         if assignment.layer is None:
             return RoutingDecision(
                 plan.id,
@@ -127,7 +125,29 @@ class Assigner:
             layer_reason=assignment.reason,
             score=assignment.score,
             session_id=session_id,
+            step=self.store.get_steps(plan.id).get(assignment.layer, ""),
+            unit=unit_key(plan.effective_salt, user_id),
+            activity=assignment.activity,
         )
+
+    def _pinned(
+        self, pin: SessionPin, user_id: str, session_id: str | None, assignment: LayerAssignment
+    ) -> RoutingDecision:
+        """A pinned conversation's decision. It counts as evidence of the current step only
+        when the user's bucket gives the same version at the current ratio: then, within a step,
+        every user is in exactly one arm, the one their bucket says (a pin from before the
+        ratio moved serves its version, and counts in no step)."""
+        plan, step = self.plan, ""
+        if pin.layer is not None and pin.layer == assignment.layer:
+            ratio = self.store.get_ratio(plan.id, pin.layer)
+            chosen = in_candidate(bucket(plan.effective_salt, user_id), ratio)
+            if (Version.CANDIDATE if chosen else Version.STABLE) is pin.version:
+                step = self.store.get_steps(plan.id).get(pin.layer, "")
+        return RoutingDecision(
+            plan.id, pin.version, pin.layer, RouteReason.PINNED, session_id=session_id,
+            step=step, unit=unit_key(plan.effective_salt, user_id),
+            activity=assignment.activity,
+        )  # fmt: skip
 
     def _layer_of(self, user_id: str) -> LayerAssignment:
         plan, store = self.plan, self.store

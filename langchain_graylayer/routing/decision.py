@@ -51,6 +51,13 @@ class RoutingDecision:
     session_id: str | None = None
     detail: str = ""
     """Extra context, e.g. the error behind a ``DEGRADED`` decision."""
+    step: str = ""
+    """The layer's step this run counts in (empty: it counts in none, e.g. a conversation
+    pinned to a version its user's bucket no longer gets)."""
+    unit: str = ""
+    """The user's opaque key in the evidence store (a salted hash of the user id)."""
+    activity: int = 0
+    """The user's activity class before the rollout (sample-ratio checks split by it)."""
 
     @property
     def routed(self) -> bool:

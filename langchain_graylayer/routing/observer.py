@@ -10,6 +10,7 @@ callbacks.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 from uuid import UUID
 
@@ -21,6 +22,7 @@ from langchain_graylayer.measuring.completion import (
     CompletionJudge,
     default_completion_judge,
 )
+from langchain_graylayer.measuring.evidence import EvidenceRecorder, RequestResult
 from langchain_graylayer.measuring.feedback import FeedbackRecorder
 from langchain_graylayer.measuring.handler import (
     ChildRunsHandler,
@@ -37,6 +39,7 @@ from langchain_graylayer.measuring.labels import (
     REQUEST_ID_KEY,
     SESSION_KEY,
     VERSION_KEY,
+    Outcome,
     RunLabels,
     layer_tag,
     plan_tag,
@@ -48,14 +51,17 @@ from langchain_graylayer.plan.plan import Version
 from langchain_graylayer.routing.decision import RoutingDecision
 from langchain_graylayer.routing.runs import handlers_in, with_handlers
 
-__all__ = ["Call", "RunObserver"]
+__all__ = ["Call", "RunObserver", "labels_of"]
 
 
 class Call:
-    """One routed request: its labelled config, its run id, and what measures it (``None`` when
-    a handler attached by the caller measures requests from chain events)."""
+    """One routed request: its labelled config, its run id, what measures it (``None`` when a
+    handler attached by the caller measures requests from chain events), and where its
+    evidence goes."""
 
-    __slots__ = ("config", "decision", "measurer", "run_id")
+    __slots__ = (
+        "config", "decision", "evidence", "fell_back", "labels", "measurer", "run_id", "started_at",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -63,20 +69,39 @@ class Call:
         run_id: UUID,
         decision: RoutingDecision,
         measurer: Measurer | None,
+        evidence: EvidenceRecorder | None = None,
     ) -> None:
         self.config, self.run_id, self.decision, self.measurer = config, run_id, decision, measurer
+        self.evidence = evidence
+        self.labels = labels_of(decision)
+        self.started_at = time.perf_counter()
+        self.fell_back = False
 
     def started(self) -> None:
+        self.started_at = time.perf_counter()
         if self.measurer is not None:
             self.measurer.chain_start(self.run_id, self.config.get("metadata"))
 
     def ended(self, output: Any, error: BaseException | None = None) -> None:
+        result = None
         if self.measurer is not None:
-            self.measurer.chain_end(self.run_id, output, error)
+            result = self.measurer.chain_end(self.run_id, output, error)
+        if self.evidence is None or self.labels is None or not self.labels.attributable:
+            return
+        if result is None:  # measured by a handler of the caller's: what this call saw
+            seconds = time.perf_counter() - self.started_at
+            if error is not None or self.fell_back:
+                outcome = Outcome.ERROR if error is not None else Outcome.FALLBACK
+                result = RequestResult(outcome, seconds, completed=False)
+            else:
+                completed = default_completion_judge(output)
+                result = RequestResult(Outcome.OK, seconds, completed=completed)
+        self.evidence.request(self.labels, result)
 
     def fallback_config(self) -> RunnableConfig:
         """The stable retry's config: relabelled stable and tagged fallback (the request now
         counts as a fallback of the candidate, not an error and not a completion)."""
+        self.fell_back = True
         if self.measurer is not None:
             self.measurer.mark_fallback(self.run_id)
         config = self.config
@@ -96,6 +121,16 @@ class Call:
         }
 
 
+def labels_of(decision: RoutingDecision) -> RunLabels | None:
+    """The labels a routed run is measured and attributed under (``None``: not routed)."""
+    if decision.layer is None:
+        return None
+    return RunLabels(
+        decision.plan_id, decision.version.value, decision.layer, decision.step, decision.unit,
+        decision.activity,
+    )  # fmt: skip
+
+
 class RunObserver:
     """The observers of one router's runs, built when the router is.
 
@@ -111,8 +146,10 @@ class RunObserver:
         journal: ToolCallJournal | None,
         tracing: GraylayerTracingHandler | None,
         feedback: FeedbackRecorder,
+        evidence: EvidenceRecorder | None = None,
     ) -> None:
         self.journal = journal
+        self.evidence = evidence
         self.tracing = tracing
         self.feedback = feedback
         self.handler: ChildRunsHandler | None = None
@@ -138,10 +175,10 @@ class RunObserver:
         tags = [plan_tag(decision.plan_id), version_tag(decision.version.value)]
         if decision.session_id is not None:
             metadata[SESSION_KEY] = decision.session_id
-        if decision.layer is not None:
-            metadata[LAYER_KEY] = decision.layer
-            tags.append(layer_tag(decision.layer))
-            labels = RunLabels(decision.plan_id, decision.version.value, decision.layer)
+        labels = labels_of(decision)
+        if labels is not None:
+            metadata[LAYER_KEY] = labels.layer
+            tags.append(layer_tag(labels.layer))
             self.feedback.index.record(str(run_id), labels)
         callbacks = config.get("callbacks")
         handlers, measurer = self._observers(handlers_in(callbacks), decision)
@@ -154,7 +191,7 @@ class RunObserver:
         }
         if handlers:
             labelled["callbacks"] = with_handlers(callbacks, handlers)
-        return Call(labelled, run_id, decision, measurer)
+        return Call(labelled, run_id, decision, measurer, self.evidence)
 
     def _observers(
         self, present: list[Any], decision: RoutingDecision
@@ -183,9 +220,10 @@ class RunObserver:
 
     def answered(self, call: Call, output: Any) -> None:
         """The request answered: hand its output to a background completion judge, if any."""
-        background, handler, decision = self.background, self.handler, call.decision
-        if background is None or handler is None or decision.layer is None:
+        background, handler = self.background, self.handler
+        if background is None or handler is None or call.labels is None:
             return
         handler.mark_completed(call.run_id, False)  # counted when (and if) the judge accepts
-        labels = RunLabels(decision.plan_id, decision.version.value, decision.layer)
-        background.submit(output, labels)
+        labels = call.labels
+        evidence = self.evidence if labels is not None and labels.attributable else None
+        background.submit(output, labels, then=None if evidence is None else evidence.completion)

@@ -33,6 +33,7 @@ from typing_extensions import override
 
 from langchain_graylayer._types import Identity, posix_clock
 from langchain_graylayer.measuring.completion import CompletionJudge
+from langchain_graylayer.measuring.evidence import EvidenceRecorder
 from langchain_graylayer.measuring.feedback import FeedbackKind, FeedbackRecorder, RunIndex
 from langchain_graylayer.measuring.journal import ToolCallJournal
 from langchain_graylayer.measuring.labels import FALLBACK_TAG, RunLabels, version_tag
@@ -167,12 +168,14 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
         if self.tracer is not None:
             tracing = GraylayerTracingHandler(self.tracer, agent_name=self.plan.id)
         index = RunIndex(ttl=self.feedback_ttl, clock=self.clock)
+        evidence = EvidenceRecorder(store, self.plan)
         observer = RunObserver(
             metrics=metrics,
             completion_judge=self.completion_judge,
             journal=journal,
             tracing=tracing,
-            feedback=FeedbackRecorder(metrics, index),
+            feedback=FeedbackRecorder(metrics, index, evidence),
+            evidence=evidence,
         )
         assigner = Assigner(self.plan, store, profile_loader=self.profile_loader, clock=self.clock)
         self._state_ = _State(assigner, observer, store.networked)

@@ -13,6 +13,7 @@ from langchain_graylayer.errors import ConfigurationError
 from langchain_graylayer.plan.assignment import LayerAssignment
 from langchain_graylayer.plan.plan import Version
 from langchain_graylayer.plan.profile import UserProfile
+from langchain_graylayer.store.evidence import ArmAccumulator, ArmKey, ArmTotals, UnitDelta
 from langchain_graylayer.store.protocols import SessionPin, check_ratio
 
 __all__ = ["MemoryStore"]
@@ -45,6 +46,7 @@ class MemoryStore:
         max_audit: int = 100_000,
         max_tool_calls: int = 100_000,
         max_nonces: int = 1_000_000,
+        evidence_ttl: float = 7 * 86400.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         for field, bound in (("max_audit", max_audit), ("max_tool_calls", max_tool_calls)):
@@ -55,6 +57,10 @@ class MemoryStore:
         self._max_audit = max_audit
         self._max_tool_calls = max_tool_calls
         self._ratios: dict[str, dict[str, float]] = {}
+        self._steps: dict[str, dict[str, str]] = {}
+        # Each arm's user records and totals; an arm nobody wrote to for evidence_ttl is dropped.
+        self._evidence: dict[tuple[str, ArmKey], tuple[ArmAccumulator, float]] = {}
+        self._evidence_ttl = evidence_ttl
         self._profiles: dict[str, UserProfile] = {}
         self._layers: ExpiringLRU[str, dict[str, LayerAssignment]] = ExpiringLRU(
             max_cached_layers, clock
@@ -80,6 +86,10 @@ class MemoryStore:
         ratio = check_ratio(ratio)
         with self._lock:
             self._ratios.setdefault(plan_id, {})[layer] = ratio
+
+    def get_steps(self, plan_id: str) -> dict[str, str]:
+        with self._lock:
+            return dict(self._steps.get(plan_id, {}))
 
     # profiles and the layer cache ---------------------------------------------------------
     def get_profile(self, user_id: str) -> UserProfile | None:
@@ -137,11 +147,18 @@ class MemoryStore:
             return self._states.get(plan_id)
 
     def commit(
-        self, plan_id: str, *, ratios: Mapping[str, float], state: str, audit: Sequence[str]
+        self,
+        plan_id: str,
+        *,
+        ratios: Mapping[str, float],
+        state: str,
+        audit: Sequence[str],
+        steps: Mapping[str, str] | None = None,
     ) -> None:
         checked = {layer: check_ratio(ratio) for layer, ratio in ratios.items()}  # before writes
         with self._lock:
             self._ratios.setdefault(plan_id, {}).update(checked)
+            self._steps.setdefault(plan_id, {}).update(steps or {})
             self._states[plan_id] = state
             if audit:
                 self._audit.setdefault(plan_id, deque(maxlen=self._max_audit)).extend(audit)
@@ -183,6 +200,28 @@ class MemoryStore:
     def tool_calls(self, plan_id: str) -> list[str]:
         with self._lock:
             return list(self._tool_calls.get(plan_id, ()))
+
+    # evidence -----------------------------------------------------------------------------
+    def add_evidence(self, plan_id: str, deltas: Sequence[UnitDelta]) -> None:
+        with self._lock:
+            now = self._clock()
+            for delta in deltas:
+                key = (plan_id, delta.arm)
+                held = self._evidence.get(key)
+                arm = held[0] if held is not None else ArmAccumulator()
+                arm.add(delta.user, delta.activity, delta.counts)
+                self._evidence[key] = (arm, now)
+            stale = [k for k, (_, at) in self._evidence.items() if at < now - self._evidence_ttl]
+            for key in stale:
+                del self._evidence[key]
+
+    def read_evidence(self, plan_id: str, layer: str, step: str) -> dict[str, ArmTotals]:
+        with self._lock:
+            return {
+                arm.version: held[0].totals()
+                for (plan, arm), held in self._evidence.items()
+                if plan == plan_id and arm.layer == layer and arm.step == step
+            }
 
     # nonces -------------------------------------------------------------------------------
     def claim_once(self, key: str, ttl: float) -> bool:

@@ -3,7 +3,8 @@
 ==================  ========================================================  ==================
 protocol            what it keeps                                             who uses it
 ==================  ========================================================  ==================
-``RatioStore``      each layer's candidate ratio                              router, controller
+``RatioStore``      each layer's candidate ratio and current step             router, controller
+``EvidenceStore``   per-user counters of each arm and their totals            router, controller
 ``ProfileStore``    user profiles and the cached layer of each user           router, admin API
 ``PinStore``        session pins: the version a conversation started on      router, cleanup
 ``StateStore``      the controller's plan state and audit log, atomically     controller
@@ -32,8 +33,10 @@ from langchain_graylayer.errors import ConfigurationError
 from langchain_graylayer.plan.assignment import LayerAssignment
 from langchain_graylayer.plan.plan import Version
 from langchain_graylayer.plan.profile import UserProfile
+from langchain_graylayer.store.evidence import ArmTotals, UnitDelta
 
 __all__ = [
+    "EvidenceStore",
     "JournalStore",
     "LeaseStore",
     "NonceStore",
@@ -100,6 +103,11 @@ class RatioStore(Protocol):
         """Atomically set one layer's ratio."""
         ...
 
+    def get_steps(self, plan_id: str) -> dict[str, str]:
+        """Each layer's current step key (what the controller committed with its ratio); runs
+        are attributed to the step they were routed under. Unset layers are absent."""
+        ...
+
 
 @runtime_checkable
 class ProfileStore(Protocol):
@@ -156,10 +164,17 @@ class StateStore(Protocol):
         ...
 
     def commit(
-        self, plan_id: str, *, ratios: Mapping[str, float], state: str, audit: Sequence[str]
+        self,
+        plan_id: str,
+        *,
+        ratios: Mapping[str, float],
+        state: str,
+        audit: Sequence[str],
+        steps: Mapping[str, str] | None = None,
     ) -> None:
-        """Atomically set these ratios, replace the plan state and append the audit entries
-        (JSON documents; none, e.g. when only the latest verdict is remembered).
+        """Atomically set these ratios (and their layers' step keys), replace the plan state and
+        append the audit entries (JSON documents; none, e.g. when only the latest verdict is
+        remembered).
 
         All or nothing: when the backend fails, none of it is applied (``StoreError``).
         Ratios are validated first (``ConfigurationError``) and nothing is written then either.
@@ -214,9 +229,24 @@ class NonceStore(Protocol):
 
 
 @runtime_checkable
-class RoutingStore(RatioStore, ProfileStore, PinStore, JournalStore, NonceStore, Protocol):
-    """What the request path uses: ratios, profiles and the layer cache, pins, the journal and
-    feedback nonces."""
+class EvidenceStore(Protocol):
+    """Per-user counters of each arm (a plan's layer, step and version) and their totals."""
+
+    def add_evidence(self, plan_id: str, deltas: Sequence[UnitDelta]) -> None:
+        """Add what users did; each arm's totals stay exact (``docs/statistics.md``)."""
+        ...
+
+    def read_evidence(self, plan_id: str, layer: str, step: str) -> dict[str, ArmTotals]:
+        """The totals of each version's arm of ``layer`` at ``step`` (absent: no user yet)."""
+        ...
+
+
+@runtime_checkable
+class RoutingStore(
+    RatioStore, ProfileStore, PinStore, JournalStore, NonceStore, EvidenceStore, Protocol
+):
+    """What the request path uses: ratios and steps, profiles and the layer cache, pins, the
+    journal, feedback nonces, and the evidence it records."""
 
     networked: bool
     """True when calls do network I/O: where requests are served the store is then wrapped in a

@@ -3,6 +3,9 @@
 Key layout (``{prefix}`` is ``"graylayer"`` unless you pass ``prefix=``)::
 
     {prefix}:ratios:{plan_id}               hash    layer -> repr(ratio), e.g. "0.1"
+    {prefix}:steps:{plan_id}                hash    layer -> step key (written with the ratios)
+    {prefix}:{ev:<plan>:<layer>:<step>:<version>}:users   hash  unit key -> counters (JSON)
+    {prefix}:{ev:<plan>:<layer>:<step>:<version>}:totals  hash  users, class:i, s:f, p:f:g, pos:f
     {prefix}:profile:{user_id}              string  UserProfile.model_dump_json()
     {prefix}:layer:{user_id}                hash    plan_id -> LayerAssignment.encode(); PEXPIRE ttl
     {prefix}:pin:{plan_id}:{session_id}     string  SessionPin.encode(); SET NX PX (repin: SET PX)
@@ -30,9 +33,10 @@ from contextlib import contextmanager
 from typing import Any
 
 from langchain_graylayer.errors import ConfigurationError, StoreError
-from langchain_graylayer.plan.assignment import LayerAssignment
+from langchain_graylayer.plan.assignment import ACTIVITY_CLASSES, LayerAssignment
 from langchain_graylayer.plan.plan import Version
 from langchain_graylayer.plan.profile import UserProfile
+from langchain_graylayer.store.evidence import ArmKey, ArmTotals, UnitDelta, field_pair
 from langchain_graylayer.store.protocols import SessionPin, check_ratio
 
 try:
@@ -66,6 +70,64 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
+# One arm's evidence: apply a batch of per-user counter deltas and keep the arm's totals exact
+# (users, users per activity class, Σf, Σf·g, users with f > 0). KEYS[1] totals, KEYS[2] user
+# records (one hash tag); ARGV[1] TTL in ms, then per user: unit key, activity class, n, and n
+# (field, delta) pairs. Products are keyed by the two field names in alphabetical order.
+_EVIDENCE_SCRIPT = """
+local totals, records = KEYS[1], KEYS[2]
+local ttl = tonumber(ARGV[1])
+local i, last = 2, #ARGV
+while i <= last do
+  local unit, activity, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  i = i + 3
+  local raw = redis.call('HGET', records, unit)
+  local record
+  if raw then
+    record = cjson.decode(raw)
+  else
+    record = {}
+    redis.call('HINCRBY', totals, 'users', 1)
+    redis.call('HINCRBY', totals, 'class:' .. activity, 1)
+  end
+  local deltas, names = {}, {}
+  for j = 0, n - 1 do
+    local name = ARGV[i + 2 * j]
+    deltas[name] = (deltas[name] or 0) + tonumber(ARGV[i + 2 * j + 1])
+  end
+  i = i + 2 * n
+  for name, _ in pairs(record) do names[name] = true end
+  for name, _ in pairs(deltas) do names[name] = true end
+  local list = {}
+  for name, _ in pairs(names) do list[#list + 1] = name end
+  table.sort(list)
+  for a = 1, #list do
+    for b = a, #list do
+      local fa, fb = list[a], list[b]
+      local da, db = deltas[fa] or 0, deltas[fb] or 0
+      if da ~= 0 or db ~= 0 then
+        local va, vb = record[fa] or 0, record[fb] or 0
+        redis.call('HINCRBYFLOAT', totals, 'p:' .. fa .. ':' .. fb, va * db + da * vb + da * db)
+      end
+    end
+  end
+  for name, delta in pairs(deltas) do
+    local old = record[name] or 0
+    local new = old + delta
+    record[name] = new
+    redis.call('HINCRBYFLOAT', totals, 's:' .. name, delta)
+    if old <= 0 and new > 0 then redis.call('HINCRBY', totals, 'pos:' .. name, 1)
+    elseif new <= 0 and old > 0 then redis.call('HINCRBY', totals, 'pos:' .. name, -1) end
+  end
+  redis.call('HSET', records, unit, cjson.encode(record))
+end
+if ttl > 0 then
+  redis.call('PEXPIRE', totals, ttl)
+  redis.call('PEXPIRE', records, ttl)
+end
+return 1
+"""
+
 _STREAM_MAXLEN = 100_000
 """Approximate bound (``MAXLEN ~``) of each plan's audit stream and tool-call journal."""
 
@@ -79,6 +141,30 @@ def _as_str(value: Any) -> str:
 
 def _millis(ttl: float) -> int:
     return max(1, round(ttl * 1000))
+
+
+def _totals(raw: Mapping[Any, Any]) -> ArmTotals:
+    """An arm's totals from its Redis hash (see ``_EVIDENCE_SCRIPT``)."""
+    classes = [0] * ACTIVITY_CLASSES
+    sums: dict[str, float] = {}
+    products: dict[tuple[str, str], float] = {}
+    positives: dict[str, int] = {}
+    users = 0
+    for key, value in raw.items():
+        kind, _, rest = _as_str(key).partition(":")
+        number = float(_as_str(value))
+        if kind == "users":
+            users = int(number)
+        elif kind == "class":
+            classes[min(int(rest), ACTIVITY_CLASSES - 1)] += int(number)
+        elif kind == "s":
+            sums[rest] = number
+        elif kind == "p":
+            a, b = rest.split(":")
+            products[field_pair(a, b)] = number
+        elif kind == "pos":
+            positives[rest] = int(number)
+    return ArmTotals(users, tuple(classes), sums, products, positives)
 
 
 def _entries(reply: Any) -> list[str]:
@@ -116,6 +202,7 @@ class RedisStore:
         client: redis.Redis | None = None,
         prefix: str = "graylayer",
         socket_timeout: float = 0.5,
+        evidence_ttl: float = 7 * 86400.0,
     ) -> None:
         """Connect to Redis.
 
@@ -123,6 +210,7 @@ class RedisStore:
             url: A Redis URL such as ``"redis://localhost:6379/0"``.
             client: An existing client instead of ``url``; ``close()`` leaves it open.
             prefix: Namespace of every key, so several deployments can share a server.
+            evidence_ttl: Seconds an arm's evidence is kept after its last write.
             socket_timeout: Seconds to wait for a connection or a reply (URL clients only).
 
         Raises:
@@ -156,6 +244,8 @@ class RedisStore:
         self._pin_script: Any = self._client.register_script(_PIN_SCRIPT)
         self._lease_script: Any = self._client.register_script(_LEASE_SCRIPT)
         self._release_script: Any = self._client.register_script(_RELEASE_SCRIPT)
+        self._evidence_script: Any = self._client.register_script(_EVIDENCE_SCRIPT)
+        self._evidence_ttl = evidence_ttl
 
     @contextmanager
     def _guard(self, operation: str, key: str) -> Iterator[None]:
@@ -185,6 +275,12 @@ class RedisStore:
         key = self._key("ratios", plan_id)
         with self._guard("set_ratio", key):
             self._client.hset(key, layer, repr(ratio))
+
+    def get_steps(self, plan_id: str) -> dict[str, str]:
+        key = self._key("steps", plan_id)
+        with self._guard("get_steps", key):
+            raw = self._client.hgetall(key)
+            return {_as_str(layer): _as_str(step) for layer, step in raw.items()}
 
     # profiles and the layer cache ---------------------------------------------------------
     def get_profile(self, user_id: str) -> UserProfile | None:
@@ -263,7 +359,13 @@ class RedisStore:
             return None if raw is None else _as_str(raw)
 
     def commit(
-        self, plan_id: str, *, ratios: Mapping[str, float], state: str, audit: Sequence[str]
+        self,
+        plan_id: str,
+        *,
+        ratios: Mapping[str, float],
+        state: str,
+        audit: Sequence[str],
+        steps: Mapping[str, str] | None = None,
     ) -> None:
         checked = {layer: repr(check_ratio(ratio)) for layer, ratio in ratios.items()}  # no I/O
         key = self._key("state", plan_id)
@@ -271,6 +373,8 @@ class RedisStore:
             pipe = self._client.pipeline(transaction=True)  # MULTI ... EXEC
             if checked:  # HSET needs at least one field
                 pipe.hset(self._key("ratios", plan_id), mapping=checked)
+            if steps:
+                pipe.hset(self._key("steps", plan_id), mapping=dict(steps))
             pipe.set(key, state)
             for entry in audit:
                 pipe.xadd(self._key("audit", plan_id), {"entry": entry}, maxlen=_STREAM_MAXLEN)
@@ -313,6 +417,43 @@ class RedisStore:
         key = self._key("toolcalls", plan_id)
         with self._guard("tool_calls", key):
             return _entries(self._client.xrange(key))
+
+    # evidence -----------------------------------------------------------------------------
+    def _arm_keys(self, plan_id: str, arm: ArmKey) -> tuple[str, str]:
+        tag = "{ev:" + ":".join((plan_id, arm.layer, arm.step, arm.version)) + "}"
+        return self._key(tag, "totals"), self._key(tag, "users")
+
+    def add_evidence(self, plan_id: str, deltas: Sequence[UnitDelta]) -> None:
+        arms: dict[ArmKey, list[Any]] = {}
+        for delta in deltas:
+            counts = [(name, value) for name, value in delta.counts.items() if value]
+            args = arms.setdefault(delta.arm, [])
+            args += [delta.user, delta.activity, len(counts)]
+            for name, value in counts:
+                args += [name, repr(float(value))]
+        if not arms:
+            return
+        with self._guard("add_evidence", plan_id):
+            pipe = self._client.pipeline(transaction=False)
+            for arm, args in arms.items():
+                self._evidence_script(
+                    keys=list(self._arm_keys(plan_id, arm)),
+                    args=[_millis(self._evidence_ttl), *args],
+                    client=pipe,
+                )
+            pipe.execute()
+
+    def read_evidence(self, plan_id: str, layer: str, step: str) -> dict[str, ArmTotals]:
+        versions = [v.value for v in Version]
+        totals_keys = [self._arm_keys(plan_id, ArmKey(layer, step, v))[0] for v in versions]
+        with self._guard("read_evidence", totals_keys[0]):
+            pipe = self._client.pipeline(transaction=False)
+            for key in totals_keys:
+                pipe.hgetall(key)
+            replies = pipe.execute()
+        return {
+            version: _totals(raw) for version, raw in zip(versions, replies, strict=True) if raw
+        }
 
     # nonces -------------------------------------------------------------------------------
     def claim_once(self, key: str, ttl: float) -> bool:
