@@ -40,6 +40,7 @@ from langchain_graylayer.judging.stats import (
     Comparison,
     RatioMoments,
     compare_ratios,
+    exceeds_floor,
     rare_event_harm,
     srm_check_strata,
 )
@@ -108,6 +109,10 @@ class GuardrailResult:
     non_inferior: bool
     applicable: bool
     """False when neither arm has trials for this metric (e.g. an agent without tools)."""
+    behind: bool
+    """The candidate's estimate trails stable by more than the margin, and it is worse than
+    stable at the plan's (unsplit) alpha: not enough to roll back, enough to stop a timeout
+    from promoting."""
     note: str
     """What was concluded, in words."""
 
@@ -229,7 +234,11 @@ def _guardrail(
     harm_alpha = alphas[0] / 2 if rare_field else alphas[0]
 
     def result(
-        comparison: Comparison | None, harm: bool, non_inferior: bool, note: str
+        comparison: Comparison | None,
+        harm: bool,
+        non_inferior: bool,
+        note: str,
+        behind: bool = False,
     ) -> GuardrailResult:
         return GuardrailResult(
             metric=metric.value,
@@ -244,6 +253,7 @@ def _guardrail(
             harm=harm,
             non_inferior=non_inferior,
             applicable=comparison is not None,
+            behind=behind,
             note=note,
         )
 
@@ -273,7 +283,12 @@ def _guardrail(
         note = note or f"significantly {worse} than stable"
     elif not note:
         note = "non-inferior" if ni_test.non_inferior else "not yet shown non-inferior"
-    return result(harm_test, harm, ni_test.non_inferior and not harm, note)
+    # Behind: worse than the margin on its face, and worse than stable at the plan's alpha.
+    if metric.higher_is_better:
+        behind = ni_test.estimate < -guardrail.margin and ni_test.upper < 0
+    else:
+        behind = ni_test.estimate > guardrail.margin and ni_test.lower > 0
+    return result(harm_test, harm, ni_test.non_inferior and not harm, note, behind)
 
 
 _RARE_K = 4.0
@@ -342,27 +357,26 @@ def judge(data: JudgeInput) -> Verdict:
             Action.HOLD, Rule.NO_CANDIDATE_TRAFFIC, "no candidate user in this step yet",
             alert=data.elapsed >= gates.max_step_time,
         )  # fmt: skip
+    # Each step's tests share alpha: its guardrails' harm tests and the hard floor.
+    split = judging.alpha / ((len(gates.guardrails) + 1) * max(data.tests, 1))
     floor = judging.max_error_rate
-    requests_c = cand.total("requests")
-    failing_c = cand.total("failures") / requests_c if requests_c else 0.0
+    errors_c = moments(cand, GuardrailMetric.ERROR_RATE)
     # The floor judges the candidate alone, unless stable is failing too in the same layer and
     # step: then it is an outage upstream of both versions, and the comparative tests decide.
-    requests_s = stable.total("requests") if stable else 0.0
-    stable_failing = bool(
-        floor and stable and requests_s and stable.total("failures") / requests_s > floor / 2
-    )
-    if (
-        floor is not None
-        and requests_c >= judging.floor_min_samples
-        and failing_c > floor
-        and not stable_failing
-    ):
-        return verdict(
-            Action.ROLLBACK,
-            Rule.HARD_FLOOR,
-            f"hard floor: candidate error rate {failing_c:.1%} > {floor:.0%} "
-            f"(n={requests_c:.0f} requests)",
-        )
+    errors_s = moments(stable, GuardrailMetric.ERROR_RATE) if stable else None
+    stable_failing = bool(floor and errors_s and errors_s.x and errors_s.rate > floor / 2)
+    if floor is not None and not stable_failing:
+        broken, lower = exceeds_floor(
+            errors_c, floor, alpha=split, n_star=judging.n_star,
+            min_users=judging.floor_min_samples,
+        )  # fmt: skip
+        if broken:
+            return verdict(
+                Action.ROLLBACK,
+                Rule.HARD_FLOOR,
+                f"hard floor: candidate error rate {errors_c.rate:.1%}, significantly above "
+                f"{floor:.0%} (lower bound {lower:.1%}, {n_c} users)",
+            )
     if stable is None or n_s == 0:
         reason = "no concurrent stable user in this layer to compare with"
         return verdict(
@@ -385,7 +399,6 @@ def judge(data: JudgeInput) -> Verdict:
                 Action.HOLD, Rule.SAMPLE_RATIO_MISMATCH, reason, srm=srm, alert=True,
             )  # fmt: skip
 
-    split = judging.alpha / (max(len(gates.guardrails), 1) * max(data.tests, 1))
     alphas = (split, judging.alpha)
     n_stars = (judging.n_star, judging.ni_n_star)
     results = tuple(
@@ -417,7 +430,18 @@ def judge(data: JudgeInput) -> Verdict:
             alert=timed_out,
         )  # fmt: skip
     if timed_out and gates.timeout_policy == "promote_if_no_harm":
-        if n_c >= gates.min_users_at_timeout:
+        if n_c < gates.min_users_at_timeout:
+            reason = (
+                f"step timeout ({gates.max_step_time:.0f} s) with only {n_c} candidate users of "
+                f"the {gates.min_users_at_timeout} needed to call it harmless: wait longer, "
+                "raise the step, or promote by hand"
+            )
+            return verdict(Action.HOLD, Rule.TIMEOUT_TOO_FEW_USERS, reason, guardrails=results,
+                           srm=srm, alert=True)  # fmt: skip
+        # No harm found is not "no harm" when the candidate trails by more than the margin and
+        # is worse at the plan's alpha (a looser level than the harm tests').
+        behind = [r.metric for r in results if r.applicable and r.behind]
+        if not behind:
             reason = (
                 f"step timeout ({gates.max_step_time:.0f} s) with no harm found "
                 f"({n_c} candidate users)"
@@ -426,12 +450,12 @@ def judge(data: JudgeInput) -> Verdict:
                 Action.PROMOTE, Rule.TIMEOUT_NO_HARM, reason, guardrails=results, srm=srm
             )
         reason = (
-            f"step timeout ({gates.max_step_time:.0f} s) with only {n_c} candidate users of the "
-            f"{gates.min_users_at_timeout} needed to call it harmless: wait longer, raise the "
-            "step, or promote by hand"
+            f"step timeout ({gates.max_step_time:.0f} s): no harm proven, but the candidate "
+            f"trails stable by more than the margin on {', '.join(behind)}; holding until the "
+            "evidence settles it, or a human does"
         )
-        return verdict(Action.HOLD, Rule.TIMEOUT_TOO_FEW_USERS, reason, guardrails=results,
-                       srm=srm, alert=True)  # fmt: skip
+        return verdict(Action.HOLD, Rule.TIMEOUT_NOT_NON_INFERIOR, reason, guardrails=results,
+                       srm=srm, alert=True, detail=",".join(behind))  # fmt: skip
     if n_c < gates.min_samples:
         reason = f"waiting for samples: {n_c} of {gates.min_samples} candidate users"
         return verdict(

@@ -31,6 +31,7 @@ __all__ = [
     "compare_ratios",
     "cs_halfwidth",
     "event_split_log_bf",
+    "exceeds_floor",
     "mixture_rho2",
     "rare_event_harm",
     "srm_check",
@@ -281,11 +282,10 @@ class RatioMoments:
         return self.y / self.x if self.x > 0 else math.nan
 
     @property
-    def variance(self) -> float:
-        """Delta-method variance of :attr:`rate` over users (Deng et al. 2018, arXiv 1803.06336,
-        eq. 3): with per-user means ``ȳ, x̄``, sample (co)variances ``s_yy, s_xx, s_xy``
-        (divisor n − 1) and ``r = ȳ / x̄``: ``(s_yy − 2r·s_xy + r²·s_xx) / (n·x̄²)``.
-        NaN with fewer than two users or no trials."""
+    def unit_variance(self) -> float:
+        """Variance of one user's linearised contribution, ``(s_yy − 2r·s_xy + r²·s_xx) / x̄²``
+        with sample (co)variances (divisor n − 1): :attr:`variance` times ``n``. NaN with fewer
+        than two users or no trials."""
         n = self.users
         if n < 2 or self.x <= 0:
             return math.nan
@@ -293,7 +293,15 @@ class RatioMoments:
         s_yy = (self.y_sq - n * y_bar * y_bar) / (n - 1)
         s_xx = (self.x_sq - n * x_bar * x_bar) / (n - 1)
         s_xy = (self.xy - n * x_bar * y_bar) / (n - 1)
-        return max(s_yy - 2 * r * s_xy + r * r * s_xx, 0.0) / (n * x_bar * x_bar)
+        return max(s_yy - 2 * r * s_xy + r * r * s_xx, 0.0) / (x_bar * x_bar)
+
+    @property
+    def variance(self) -> float:
+        """Delta-method variance of :attr:`rate` over users (Deng et al. 2018, arXiv 1803.06336,
+        eq. 3): with per-user means ``ȳ, x̄``, sample (co)variances ``s_yy, s_xx, s_xy``
+        (divisor n − 1) and ``r = ȳ / x̄``: ``(s_yy − 2r·s_xy + r²·s_xx) / (n·x̄²)``.
+        NaN with fewer than two users or no trials."""
+        return self.unit_variance / self.users if self.users >= 2 else math.nan
 
     def binomial_floor(self) -> float:
         """The variance the rate would have if every trial were independent, from the
@@ -323,7 +331,8 @@ def compare_ratios(
 
     Users are what is randomised, and a user's requests are not independent of each other: the
     variance of ``candidate − stable`` is the sum of each arm's delta-method variance
-    (:attr:`RatioMoments.variance`, never below :meth:`RatioMoments.binomial_floor`), inflated
+    (:attr:`RatioMoments.variance`; never below the larger of the two arms' per-user variances
+    over the arm's users, nor :meth:`RatioMoments.binomial_floor`), inflated
     by ``df / (df − 2)`` — the variance of a Student t with the Welch–Satterthwaite degrees of
     freedom — so that a few dozen users, whose variance is itself uncertain, do not look like a
     thousand. The bounds are the one-sided asymptotic confidence sequence (Waudby-Smith et
@@ -353,12 +362,41 @@ def compare_ratios(
     estimate = cand.rate - stable.rate if cand.x > 0 and stable.x > 0 else math.nan
     se = math.nan
     if reason is None:
-        v_c = max(cand.variance, cand.binomial_floor())
-        v_s = max(stable.variance, stable.binomial_floor())
+        # Under "no difference" both arms' users vary alike: each arm's variance is at least
+        # the larger per-user variance of the two, so a small arm whose few users happened to
+        # agree (all succeeded) does not pass for a precise one.
+        unit = max(cand.unit_variance, stable.unit_variance)
+        v_c = max(cand.variance, unit / nc, cand.binomial_floor())
+        v_s = max(stable.variance, unit / ns, stable.binomial_floor())
         df = _welch_df(v_c, nc, v_s, ns)
         inflation = df / (df - 2) if df > 4 else 2.0
         se = math.sqrt((v_c + v_s) * inflation)
     return _compare(estimate, se, (nc, ns), cfg, 1.0, reason)
+
+
+def exceeds_floor(
+    arm: RatioMoments, floor: float, *, alpha: float, n_star: float, min_users: int = MIN_TRIALS
+) -> tuple[bool, float]:
+    """Is the arm's rate significantly above ``floor``? (and the always-valid lower bound).
+
+    A one-sample test on the arm alone, over users: the one-sided asymptotic confidence
+    sequence (Waudby-Smith et al., eq. 134) around ``Σy/Σx`` with the delta-method variance
+    (never below the binomial one). A raw "rate > floor" on a few unlucky users is not
+    evidence; this bound is, at every look.
+
+    Example:
+        >>> failing = RatioMoments(100, 100, 200, 100, 400, 200)   # 50 % over 100 users
+        >>> exceeds_floor(failing, 0.2, alpha=0.001, n_star=100)[0]
+        True
+        >>> exceeds_floor(RatioMoments(8, 3, 8, 3, 8, 3), 0.2, alpha=0.001, n_star=100)[0]
+        False
+    """
+    _check_alpha(alpha, one_sided=True)
+    if arm.users < min_users or arm.x <= 0:
+        return False, math.nan
+    variance = max(arm.variance, arm.binomial_floor())
+    lower = arm.rate - cs_halfwidth(math.sqrt(variance), arm.users, alpha, n_star, one_sided=True)
+    return lower > floor, lower
 
 
 # --- rare events and sample-ratio mismatch (Lindon & Malek) ------------------------------------

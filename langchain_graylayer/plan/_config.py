@@ -34,6 +34,9 @@ _MISSING = _Missing()
 Seconds = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
 """A positive duration in seconds; YAML may also say ``"90s"``, ``"30m"``, ``"24h"``, ``"7d"``."""
 
+Delay = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
+"""A duration in seconds that may be zero (``"0s"``, ``"6h"``)."""
+
 
 def _loc(loc: tuple[int | str, ...]) -> str:
     text = ""

@@ -13,7 +13,7 @@ from pydantic import Field, model_validator
 
 from langchain_graylayer._compat import StrEnum
 from langchain_graylayer.errors import ConfigurationError
-from langchain_graylayer.plan._config import ConfigModel, Seconds
+from langchain_graylayer.plan._config import ConfigModel, Delay, Seconds
 
 __all__ = ["DEFAULT_GUARDRAILS", "Gates", "Guardrail", "GuardrailMetric", "Judging"]
 
@@ -61,7 +61,7 @@ class Guardrail(ConfigModel):
     """Non-inferiority margin, absolute (0.03 = 3 percentage points)."""
     slo_seconds: float = Field(default=5.0, gt=0)
     """For ``slow_rate``: the latency objective."""
-    delay: Seconds = 0.0
+    delay: Delay = 0.0
     """How late this metric's events arrive after their run (complaints: hours). Events count in
     the step their run was routed under, and a step is not promoted before it has run this long
     past its bake time, so late harm is still seen."""
@@ -127,9 +127,11 @@ class Judging(ConfigModel):
     """Users (both arms) in a step before the sample-ratio check speaks."""
     max_error_rate: float | None = Field(default=0.2, gt=0, le=1)
     """Hard floor on the candidate alone: roll back when its error rate (errors and fallbacks)
-    exceeds this once ``floor_min_samples`` requests are in — unless stable's error rate in the
-    same window is above half the floor (an outage of both); ``None`` disables it."""
-    floor_min_samples: int = Field(default=20, ge=1)
+    is *significantly* above this (an always-valid one-sample bound over users, with its share
+    of ``alpha``) once ``floor_min_samples`` candidate users are in — unless stable's error rate
+    in the same step is above half the floor (an outage of both); ``None`` disables it."""
+    floor_min_samples: int = Field(default=10, ge=2)
+    """Candidate users before the hard floor may act."""
     qos_weights: tuple[float, float, float] = (0.3, 0.2, 0.5)
     """The article's (wU, wT, wB); high-risk defaults (0.3, 0.2, 0.5)."""
     qos_threshold: float = Field(default=0.8, ge=0, le=1)

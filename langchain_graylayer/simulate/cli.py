@@ -94,13 +94,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--engines", default=",".join(ENGINES), help="ours,article")
     parser.add_argument("--seeds", type=int, help="seeds per scenario (200; --quick 40)")
     parser.add_argument("--hours", type=float, default=48.0, help="horizon per run (48)")
-    parser.add_argument("--users-per-hour", type=float, default=3000.0)
+    population = Population()
     parser.add_argument(
-        "--requests-per-user",
-        type=float,
-        default=2.5,
-        help="mean requests per user, 1 + Poisson(mean − 1) (2.5; 1 = one request each)",
-    )
+        "--sessions-per-hour", type=float, default=population.sessions_per_hour,
+        help="mean sessions per hour over the day, all layers (3000)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--users", type=int, default=population.users,
+        help="people in the population; each comes back many times (30000)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--requests-per-session", type=float, default=1 + population.extra_requests,
+        help="mean requests per session, 1 + Poisson(mean − 1) (2.5)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--icc", type=float, default=population.icc,
+        help="per-user intra-class correlation of outcomes (0.3; 0: independent requests)",
+    )  # fmt: skip
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes")
     parser.add_argument("--out", type=Path, help="write results.csv, results.json, simulate.png")
     parser.add_argument("--quick", action="store_true", help="40 seeds, 5 scenarios (< 60 s)")
@@ -165,9 +175,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         n_star=args.n_star,
         timeout_policy=args.timeout_policy,
     )
-    population = Population(
-        users_per_hour=args.users_per_hour, extra_requests=max(args.requests_per_user - 1, 0.0)
-    )
+    try:
+        population = Population(
+            users=args.users,
+            sessions_per_hour=args.sessions_per_hour,
+            extra_requests=max(args.requests_per_session - 1, 0.0),
+            icc=args.icc,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
     for name, steps in knobs.steps:
         if not steps or steps[-1] != 1.0:
             parser.error(f"--steps: {name}'s steps must end at 1 (a layer is done at 100%)")
@@ -179,8 +195,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     jobs = max(1, min(args.jobs, len(scenarios) * len(engines) * seeds))
     print(
         f"graylayer simulate: {len(scenarios)} scenarios × {len(engines)} engines × {seeds} "
-        f"seeds, horizon {args.hours:g} h, {population.users_per_hour:g} users/h "
-        f"({args.requests_per_user:g} requests/user), base seed {args.seed}, {jobs} job(s)\n"
+        f"seeds, horizon {args.hours:g} h, {population.users} returning users, "
+        f"{population.sessions_per_hour:g} sessions/h ({args.requests_per_session:g} requests "
+        f"each), per-user correlation {population.icc:g}, base seed {args.seed}, {jobs} job(s)\n"
         + describe_plan(plan)
         + "\narticle: QoS of the candidate per 60-min window of a step, weights (0.3, 0.2, 0.5), "
         "< 0.6 rollback / < 0.8 hold / else one step up; missing data = 0; same steps",

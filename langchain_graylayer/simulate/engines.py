@@ -20,7 +20,6 @@ from langchain_graylayer.judging.qos import (
     article_qos_verdict,
     qos_score,
 )
-from langchain_graylayer.judging.readmodel import MetricSource
 from langchain_graylayer.plan.gates import Gates, Judging
 from langchain_graylayer.plan.plan import LayerSpec, RolloutPlan
 from langchain_graylayer.rollout.controller import RolloutController
@@ -30,18 +29,16 @@ from langchain_graylayer.simulate.traffic import (
     EPOCH,
     LAYERS,
     PLAN_ID,
-    REQ,
     SCENARIOS,
     TICK,
     WINDOW_TICKS,
-    Array,
     Clock,
+    F,
     Population,
-    SyntheticSource,
+    SimStore,
     Traffic,
-    arm_stats,
+    window_totals,
 )
-from langchain_graylayer.store.memory import MemoryStore
 
 ENGINES: tuple[str, ...] = ("ours", "article")
 
@@ -191,28 +188,20 @@ def _caught_by(verdict: dict[str, Any]) -> str:
     return str(verdict.get("rule"))
 
 
-def run_ours(
-    plan: RolloutPlan,
-    traffic: Traffic,
-    wrap_source: Callable[[SyntheticSource], MetricSource] | None = None,
-) -> dict[str, Any]:
+def run_ours(plan: RolloutPlan, traffic: Traffic) -> dict[str, Any]:
     """The product's controller and judge on one traffic realisation, until a rollback, every
-    layer at 100 %, or the traffic's horizon. ``wrap_source`` may instrument the source."""
+    layer at 100 %, or the traffic's horizon."""
     clock = Clock()
-    store = MemoryStore(clock=clock)
-    source: MetricSource = SyntheticSource(traffic)
-    if wrap_source is not None:
-        source = wrap_source(SyntheticSource(traffic))
-    controller = RolloutController(
-        plan=plan, store=store, source=source, clock=clock, holder="simulate"
-    )
+    store = SimStore(traffic, clock=clock)
+    controller = RolloutController(plan=plan, store=store, clock=clock, holder="simulate")
     layers = plan.layer_names
     result = _base("ours", traffic)
     promotions: Counter[str] = Counter()
+    alerts: Counter[str] = Counter()
     controller.step()  # opens the first layer at its first step
     for k in range(traffic.horizon):
-        ratios = np.array([store.get_ratio(plan.id, layer) for layer in layers])
-        traffic.tick(ratios)
+        ratios, steps = store.get_ratios(plan.id), store.get_steps(plan.id)
+        traffic.tick([ratios.get(n, 0.0) for n in layers], [steps.get(n, "") for n in layers])
         clock.now = EPOCH + (k + 1) * TICK
         for entry in controller.step():
             rule = (entry.verdict or {}).get("rule")
@@ -223,6 +212,7 @@ def run_ours(
                     result["layer_done"][entry.layer] = (k + 1) * TICK / 3600
             elif entry.action is AuditAction.ALERT:
                 promotions["alert"] += 1
+                alerts[str(rule)] += 1
                 if rule == Rule.SAMPLE_RATIO_MISMATCH:
                     result["srm_alerts"] += 1
                     if result["srm_hours"] is None:
@@ -236,27 +226,28 @@ def run_ours(
                 result.update(
                     layer=entry.layer, ratio=entry.old_ratio or 0.0, reason=entry.reason,
                     promotions=dict(promotions), n_candidate=verdict.get("n_candidate"),
+                    alerts=dict(alerts),
                 )  # fmt: skip
                 return _finish(result, "rollback", k + 1, traffic)
         if all(store.get_ratio(plan.id, layer) >= 1.0 for layer in layers):
-            result["promotions"] = dict(promotions)
+            result.update(promotions=dict(promotions), alerts=dict(alerts))
             return _finish(result, "full", k + 1, traffic)
     status = controller.status()["layers"]
     active = next((s for s in status if s["phase"] == "active"), status[-1])
     result.update(
         layer=active["layer"], ratio=active["ratio"], reason=active["last_reason"] or "",
-        promotions=dict(promotions),
+        promotions=dict(promotions), alerts=dict(alerts), stalled_rule=active["last_rule"],
     )  # fmt: skip
     return _finish(result, "timeout", traffic.horizon, traffic)
 
 
-def article_qos(counts: Array) -> float:
+def article_qos(counts: Any) -> float:
     """The article's QoS of one window's counts of one arm, high-risk weights (0.3, 0.2, 0.5).
 
     As in the article, missing data reads as zeros: a window without requests scores 0.56.
     NPS is 0 (no scores are simulated); bad feedback and complaints are per request.
     """
-    inputs = qos_inputs(arm_stats(counts), no_tool_calls=0.0)
+    inputs = qos_inputs(window_totals(counts), no_tool_calls=0.0)
     return qos_score(inputs, HIGH_RISK_QOS_WEIGHTS, max_latency_s=5.0).qos
 
 
@@ -269,8 +260,9 @@ def run_article(plan: RolloutPlan, traffic: Traffic) -> dict[str, Any]:
     layer, step, step_start = 0, 0, 0
     ratios[layer] = steps[layer][step]
     promotions = 0
+    no_steps = [""] * len(layers)
     for k in range(traffic.horizon):
-        traffic.tick(ratios)
+        traffic.tick(ratios, no_steps)  # the article's rule reads request counts only
         now = k + 1
         if (now - step_start) % WINDOW_TICKS:
             continue
@@ -278,11 +270,12 @@ def run_article(plan: RolloutPlan, traffic: Traffic) -> dict[str, Any]:
         qos = article_qos(counts)
         verdict = article_qos_verdict(qos)
         if verdict == "rollback":
-            silent = bool(counts[REQ] == 0)
+            silent = bool(counts[F["requests"]] == 0)
             _flag(result, now, traffic, "silent window" if silent else "qos")
             result.update(
                 layer=layers[layer], ratio=float(ratios[layer]), reason=f"qos {qos:.3f} < 0.6",
-                n_candidate=int(counts[REQ]), silent=silent, promotions={"qos": promotions},
+                n_candidate=int(counts[F["requests"]]), silent=silent,
+                promotions={"qos": promotions},
             )  # fmt: skip
             return _finish(result, "rollback", now, traffic)
         if verdict == "promote":
@@ -317,12 +310,19 @@ class SimConfig:
 
 _PLANS: dict[PlanKnobs, RolloutPlan] = {}
 
+DEFAULT_PLAN_KNOBS = PlanKnobs(
+    steps=(("*", (0.01, 0.1, 0.5, 1.0)),), bake_s=3600.0, max_step=(("*", 86400.0),),
+    min_samples=200, alpha=0.05, n_star=400.0,
+)  # fmt: skip
+"""``RolloutPlan.default``'s steps and gates on every layer (``internal`` included)."""
+
 
 def run_one(config: SimConfig, scenario_id: str, engine: str, seed: int) -> dict[str, Any]:
-    """One engine on one seed of one scenario."""
-    plan = _PLANS.get(config.knobs)
+    """One engine on one seed of one scenario (on the plan the scenario names)."""
+    knobs = DEFAULT_PLAN_KNOBS if SCENARIOS[scenario_id].plan == "default" else config.knobs
+    plan = _PLANS.get(knobs)
     if plan is None:
-        plan = _PLANS[config.knobs] = make_plan(config.knobs, config.population.layers)
+        plan = _PLANS[knobs] = make_plan(knobs, config.population.layers)
     traffic = Traffic(
         config.population,
         SCENARIOS[scenario_id],

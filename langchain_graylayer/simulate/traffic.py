@@ -1,21 +1,47 @@
-"""The simulator's synthetic world: the population, the scenarios and the traffic they draw per
-tick, served to the controller as ``ArmStats`` by :class:`SyntheticSource` on a fake
-:class:`Clock`."""
+"""The simulator's synthetic world: a finite population of returning users, the scenarios, and
+the traffic they make, recorded as the same per-user evidence the routers write to the store.
+
+Written from first principles, not from the judge's assumptions:
+
+* **Users come back and differ.** A population of ``users`` people split over the layers
+  (internal 0.5 %, early adopters 10 %, normal 70 %, high value 15 %, VIP 4.5 %: the article's
+  case study). Each has a session rate drawn from a log-normal (heavy-tailed: a few users make
+  most sessions), an activity class from their use count before the rollout, and their own
+  propensities — task completion, errors, tool success, bad feedback, complaints — drawn from
+  Beta distributions whose intra-class correlation is ``icc`` (0.3: a user who fails once
+  tends to fail again). Heavier users complete a little more often, so a routing bug that
+  sends them to one arm biases the comparison.
+* **Sessions**, ``1 + Poisson(extra_requests)`` requests each, arrive as a Poisson process
+  whose rate follows a **daily cycle** with a peak hour per layer (VIPs in office hours,
+  normal users in the evening) and a night-time low.
+* **Sticky buckets**: a user's bucket is fixed; the session is served by the candidate iff
+  the bucket is under the layer's ratio when it starts. A scenario may skew that (a routing
+  bug that sends heavy users to the candidate).
+* **Late feedback**: feedback and complaints may arrive hours after their request; they count
+  in the arm (layer, step, version) the request was served under, as the product does.
+
+Evidence is kept per arm as each user's counters (:data:`~langchain_graylayer.store.evidence
+.FIELDS`) with the arm's Gram matrix updated incrementally — the same numbers
+:class:`~langchain_graylayer.store.evidence.ArmAccumulator` keeps, in numpy for speed (a test
+holds the two equal). :class:`SimStore` is a real ``MemoryStore`` whose evidence methods read
+and write this traffic, so the controller under test is the product's own.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from scipy.special import ndtr
 
-from langchain_graylayer.judging.readmodel import ArmStats, LatencySummary, Snapshot
-from langchain_graylayer.measuring.windows import DURATION_BUCKETS
-from langchain_graylayer.plan.plan import Version
+from langchain_graylayer.plan.assignment import ACTIVITY_CLASSES, activity_class
+from langchain_graylayer.plan.bucketing import BUCKETS, ratio_threshold
+from langchain_graylayer.store.evidence import FIELDS, ArmTotals, UnitDelta, field_pair
+from langchain_graylayer.store.memory import MemoryStore
 
 Array = npt.NDArray[Any]
 
@@ -23,41 +49,54 @@ PLAN_ID = "simulate"
 TICK = 300.0
 """Seconds per tick: traffic is drawn and the controller steps once per 5 simulated minutes."""
 EPOCH = 1_700_000_000.0
-"""The fake clock's start: a real-looking time (the controller reads 0 as unset)."""
+"""The fake clock's start (midnight of a simulated day): a real-looking time."""
 WINDOW_TICKS = 12
 """The article's 60-minute QoS window."""
 
 LAYERS: tuple[str, ...] = ("internal", "early_adopter", "normal", "high_value", "vip")
 SHARES: tuple[float, ...] = (0.005, 0.10, 0.70, 0.15, 0.045)
-"""The article's case study (SPEC §7): internal 0.5 % (by membership), early adopters 10 %,
-normal 70 %, high value 15 %, VIP 4.5 %."""
+"""The article's case study: internal 0.5 % (by membership), early adopters 10 %, normal 70 %,
+high value 15 %, VIP 4.5 %."""
+PEAK_HOURS: tuple[float, ...] = (11.0, 15.0, 20.0, 13.0, 10.0)
+"""Hour of each layer's daily traffic peak: staff and VIPs in office hours, most people at
+night-time's edge; the low is twelve hours later."""
 
 STABLE, CANDIDATE = 0, 1
-# fields of a (layer, arm) count vector; the last N_BINS are the latency histogram's bins
-REQ, ERR, DONE, TOOLS, TOOL_ERR, FB_BAD, FB_GOOD, COMPLAINT, LAT_SUM = range(9)
-HIST = LAT_SUM + 1
-BOUNDS = np.array(DURATION_BUCKETS)
-N_BINS = len(DURATION_BUCKETS) + 1  # the last bin is above the top bound (+Inf only)
-N_FIELDS = HIST + N_BINS
-CUMULATIVE_BOUNDS = (*DURATION_BUCKETS, math.inf)
+F = {name: index for index, name in enumerate(FIELDS)}
+N_FIELDS = len(FIELDS)
+_PAIRS = [(i, j) for i in range(N_FIELDS) for j in range(i, N_FIELDS)]
+_PAIR_KEYS = [field_pair(FIELDS[i], FIELDS[j]) for i, j in _PAIRS]
 
 
 # ----------------------------------------------------------------------------- population
 @dataclass(frozen=True)
 class Population:
-    """Who arrives, how often, and how the stable version does per request (stats.md §7.1)."""
+    """Who the users are and how stable serves them."""
 
     layers: tuple[str, ...] = LAYERS
     shares: tuple[float, ...] = SHARES
-    users_per_hour: float = 3000.0
+    peak_hours: tuple[float, ...] = PEAK_HOURS
+    users: int = 30_000
+    """People in the population (returning users: each comes back many times)."""
+    sessions_per_hour: float = 3000.0
+    """Mean sessions per hour over a day, all layers."""
     extra_requests: float = 1.5
-    """Each user makes ``1 + Poisson(extra_requests)`` requests (tasks); 0 = one request."""
+    """Each session makes ``1 + Poisson(extra_requests)`` requests."""
+    activity_sigma: float = 1.2
+    """Log-normal spread of users' session rates (1.2: the top 10 % make about half)."""
+    daily_amplitude: float = 0.6
+    """Traffic swings ±60 % over the day (peak 1.6×, night low 0.4× the mean)."""
+    icc: float = 0.3
+    """Intra-class correlation of a user's outcomes (0: every request independent)."""
     completion: float = 0.85
+    heavy_completion_bonus: float = 0.02
+    """Completion rises by this per activity class above the middle one."""
     error: float = 0.02
     tools_per_request: float = 3.0
     tool_success: float = 0.97
     latency_median_s: float = 2.0
     latency_sigma: float = 0.67
+    slo_s: float = 5.0
     feedback: float = 0.20
     """Share of requests whose user leaves feedback."""
     bad_feedback: float = 0.05
@@ -68,6 +107,10 @@ class Population:
     def __post_init__(self) -> None:
         if len(self.layers) != len(self.shares) or not math.isclose(sum(self.shares), 1.0):
             raise ValueError("one share per layer, summing to 1")
+        if len(self.peak_hours) != len(self.layers):
+            raise ValueError("one peak hour per layer")
+        if not 0.0 <= self.icc < 1.0:
+            raise ValueError("icc in [0, 1)")
 
 
 @dataclass(frozen=True)
@@ -80,7 +123,7 @@ class Scenario:
     """A candidate that must not reach everyone (escape / exposure are measured)."""
     completion_delta: float = 0.0
     affected_layers: tuple[str, ...] = ()
-    """Layers where the candidate's completion differs; empty means every layer."""
+    """Layers where the candidate differs; empty means every layer."""
     slow_share: float = 0.0
     """Share of candidate requests that take ``slow_extra_s`` longer."""
     slow_extra_s: float = 10.0
@@ -90,17 +133,28 @@ class Scenario:
     burst_minutes: float = 20.0
     burst_period_minutes: float = 120.0
     lost_share: float = 0.0
-    """Share of candidate requests that reach users but are never logged (a logging bug): a
-    sample-ratio alert counts as catching it."""
+    """Share of candidate sessions that reach users but are never recorded (a logging bug):
+    a sample-ratio alert counts as catching it."""
+    heavy_skew: float = 0.0
+    """A routing bug: users of the top activity class whose bucket lies within this share above
+    the ratio also get the candidate, and as many light users (classes 0–1) below it get stable
+    (the user split stays right; who is in it does not)."""
     bad_feedback: float | None = None
     """Candidate's share of bad feedback (``None``: as stable)."""
+    complaint_factor: float = 1.0
+    """Candidate's complaints per request, as a multiple of stable's."""
     feedback_delay_h: float = 0.0
-    """Feedback of both arms arrives uniformly 0..this many hours after the request."""
-    diurnal_amplitude: float = 0.0
+    """Feedback and complaints of both arms arrive uniformly 0..this many hours late."""
+    completion_cycle: float = 0.0
     """Both arms' completion ± this over a 24 h cycle (random phase)."""
     outage_error: float | None = None
     """Both arms' error rate during one ``outage_minutes`` upstream outage in the first 12 h."""
     outage_minutes: float = 30.0
+    population: Mapping[str, Any] = field(default_factory=dict)
+    """Overrides of the population (e.g. ``{"icc": 0.1}``, ``{"sessions_per_hour": 50}``)."""
+    plan: str = "sim"
+    """Which plan rolls it out: ``sim`` (the simulator's, steps sized to its traffic) or
+    ``default`` (``RolloutPlan.default``'s steps and gates)."""
 
     def affects(self, layer: str) -> bool:
         return not self.affected_layers or layer in self.affected_layers
@@ -124,13 +178,13 @@ def _scenarios() -> dict[str, Scenario]:
             burst_tool_success=0.70,
         ),
         "S6": Scenario(
-            "S6", "SRM bug: 10% of candidate requests never logged", True, lost_share=0.1
+            "S6", "logging bug: 10% of candidate sessions never recorded", True, lost_share=0.1
         ),
         "S7": Scenario(
             "S7",
-            "A/A with ±5 points diurnal completion and a 30-min outage (errors 30%)",
+            "A/A with ±5 points daily completion and a 30-min outage (errors 30%)",
             False,
-            diurnal_amplitude=0.05,
+            completion_cycle=0.05,
             outage_error=0.30,
         ),
         "S8": Scenario(
@@ -140,240 +194,372 @@ def _scenarios() -> dict[str, Scenario]:
             bad_feedback=0.10,
             feedback_delay_h=6.0,
         ),
+        "U1": Scenario("U1", "A/A, default plan, per-user correlation 0.3", False, plan="default"),
+        "U2": Scenario(
+            "U2",
+            "A/A, default plan, per-user correlation 0.1",
+            False,
+            plan="default",
+            population={"icc": 0.1},
+        ),
+        "U3": Scenario(
+            "U3",
+            "routing bug: heavy users skewed to the candidate (user split right)",
+            True,
+            heavy_skew=0.3,
+        ),
+        "U4": Scenario(
+            "U4",
+            "complaints ×5 in high_value and vip only, 0–3 h late",
+            True,
+            affected_layers=("high_value", "vip"),
+            complaint_factor=5.0,
+            feedback_delay_h=3.0,
+        ),
+        "U5": Scenario(
+            "U5",
+            "completion −5 points, default plan",
+            True,
+            -0.05,
+            plan="default",
+        ),
     }
 
 
 SCENARIOS: dict[str, Scenario] = _scenarios()
-QUICK_SCENARIOS: tuple[str, ...] = ("S0", "S1", "S2-5", "S2-25", "S3")
+QUICK_SCENARIOS: tuple[str, ...] = ("S0", "S1", "S2-5", "S2-25", "S3", "U1", "U3")
 
 
-def _latency_bins(median_s: float, sigma: float, slow_share: float, extra: float) -> Array:
-    """Probabilities and conditional means of the histogram bins for a lognormal latency,
-    a share ``slow_share`` of it shifted by ``extra`` seconds. Shape (2, N_BINS)."""
-    mu = math.log(median_s)
-    edges = np.concatenate(([0.0], BOUNDS, [np.inf]))
+def slow_probability(median_s: float, sigma: float, slo_s: float, slow_share: float,
+                     extra_s: float) -> float:  # fmt: skip
+    """P(latency > slo) for a log-normal latency, a share ``slow_share`` of it ``extra_s``
+    seconds later."""
 
-    def cdf_and_partial(x: Array) -> tuple[Array, Array]:
-        """P(X ≤ x) and E[X; X ≤ x] for X ~ LogNormal(mu, sigma)."""
-        with np.errstate(divide="ignore"):
-            z = (np.log(np.maximum(x, 0.0)) - mu) / sigma
-        return ndtr(z), math.exp(mu + sigma**2 / 2) * ndtr(z - sigma)
+    def above(x: float) -> float:
+        return 1.0 if x <= 0 else float(1 - ndtr((math.log(x) - math.log(median_s)) / sigma))
 
-    p0, m0 = cdf_and_partial(edges)
-    p1, m1 = cdf_and_partial(edges - extra)  # X + extra ≤ x  ⇔  X ≤ x − extra
-    m1 = m1 + extra * p1
-    prob = np.diff((1 - slow_share) * p0 + slow_share * p1)
-    partial = np.diff((1 - slow_share) * m0 + slow_share * m1)
-    mean = np.divide(partial, prob, out=edges[1:].copy(), where=prob > 0)
-    mean[-1] = mean[-1] if np.isfinite(mean[-1]) else edges[-2]
-    prob = np.clip(prob, 0.0, None)
-    return np.stack([prob / prob.sum(), mean])
+    return (1 - slow_share) * above(slo_s) + slow_share * above(slo_s - extra_s)
+
+
+def _beta(rng: np.random.Generator, mean: Array, icc: float) -> Array:
+    """Per-user propensities with the given mean and intra-class correlation: Beta(μκ, (1−μ)κ)
+    with κ = (1 − icc)/icc makes two outcomes of one user correlate by ``icc``."""
+    mean = np.clip(mean, 1e-6, 1 - 1e-6)
+    if icc <= 0:
+        return np.asarray(mean, dtype=float)
+    kappa = (1 - icc) / icc
+    result: Array = rng.beta(mean * kappa, (1 - mean) * kappa)
+    return result
+
+
+# ----------------------------------------------------------------------------- evidence
+class _Arm:
+    """One arm's user records and totals (the numpy twin of ``ArmAccumulator``)."""
+
+    __slots__ = ("classes", "gram", "positives", "row_of", "rows", "sums", "users")
+
+    def __init__(self, size: int) -> None:
+        self.row_of = np.full(size, -1, dtype=np.int64)
+        self.rows = np.zeros((64, N_FIELDS))
+        self.users = 0
+        self.classes = np.zeros(ACTIVITY_CLASSES, dtype=np.int64)
+        self.sums = np.zeros(N_FIELDS)
+        self.gram = np.zeros((N_FIELDS, N_FIELDS))
+        self.positives = np.zeros(N_FIELDS, dtype=np.int64)
+
+    def add(self, users: Array, activity: Array, counts: Array) -> None:
+        """Add ``counts[i]`` (a row of FIELDS) to user ``users[i]`` (a layer-local index)."""
+        if not len(users):
+            return
+        unique, inverse = np.unique(users, return_inverse=True)
+        delta = np.zeros((len(unique), N_FIELDS))
+        np.add.at(delta, inverse, counts)
+        new = unique[self.row_of[unique] < 0]
+        if len(new):
+            new_activity = np.zeros(len(unique), dtype=np.int64)
+            new_activity[inverse] = activity
+            fresh = self.row_of[unique] < 0
+            need = self.users + len(new)
+            if need > len(self.rows):
+                grown = np.zeros((max(need, 2 * len(self.rows)), N_FIELDS))
+                grown[: self.users] = self.rows[: self.users]
+                self.rows = grown
+            self.row_of[new] = np.arange(self.users, need)
+            self.users = need
+            self.classes += np.bincount(new_activity[fresh], minlength=ACTIVITY_CLASSES)
+        rows = self.row_of[unique]
+        old = self.rows[rows]
+        now = old + delta
+        self.gram += now.T @ now - old.T @ old
+        self.sums += delta.sum(axis=0)
+        self.positives += (now > 0).sum(axis=0) - (old > 0).sum(axis=0)
+        self.rows[rows] = now
+
+    def totals(self) -> ArmTotals:
+        sums = {name: float(self.sums[i]) for i, name in enumerate(FIELDS) if self.sums[i]}
+        products = {key: float(self.gram[i, j]) for key, (i, j) in zip(_PAIR_KEYS, _PAIRS,
+                                                                        strict=True)}  # fmt: skip
+        positives = {name: int(self.positives[i]) for i, name in enumerate(FIELDS)}
+        return ArmTotals(self.users, tuple(int(c) for c in self.classes), sums, products,
+                         positives)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- traffic
 class Traffic:
-    """Synthetic counts per tick for every (layer, arm), kept cumulatively.
+    """The population's sessions, tick by tick, under the layers' current ratios and steps.
 
-    ``tick(ratios)`` draws one tick under the layers' current candidate ratios; ``window(k)``
-    is the counts of ticks ``k`` .. now. ``observer`` (if given) is called after every tick with
-    the tick's index and its counts ``(layer, arm, field)`` (feedback as it arrives), e.g. to
-    check independently what a metric source serves.
+    ``tick(ratios, steps)`` draws one tick: sessions, the version each gets, their outcomes,
+    recorded as evidence of the arm (layer, step, version) and as request-level counts per
+    (layer, arm) for the article's rule (``window``). Late feedback lands in the arm of its
+    request when it arrives.
     """
 
     def __init__(
-        self,
-        population: Population,
-        scenario: Scenario,
-        seed: Sequence[int],
-        ticks: int,
-        observer: Callable[[int, Array], None] | None = None,
+        self, population: Population, scenario: Scenario, seed: Sequence[int], ticks: int
     ) -> None:
-        pop, sc = population, scenario
+        pop = Population(**{**population.__dict__, **dict(scenario.population)})
+        sc = scenario
         self.population, self.scenario, self.horizon = pop, sc, ticks
-        self.observer = observer
         self.rng = rng = np.random.default_rng(list(seed))
         n_layers = len(pop.layers)
-        # arrivals do not depend on the engine's ratios: drawn for the whole horizon at once
-        per_tick = pop.users_per_hour * TICK / 3600 * np.asarray(pop.shares)
-        self.arrivals = rng.poisson(per_tick, (ticks, n_layers))
+        counts = rng.multinomial(pop.users, pop.shares)
+        self.layer_of = np.repeat(np.arange(n_layers), counts)
+        self.start = np.concatenate(([0], np.cumsum(counts)))
+        n = pop.users
+        # heavy-tailed session rates, scaled to the population's mean sessions per hour
+        rate = rng.lognormal(0.0, pop.activity_sigma, n)
+        self.rate = rate * pop.sessions_per_hour / rate.sum() / 3600.0  # sessions per second
+        use_count = rng.poisson(self.rate * 7 * 86400.0)  # the week before the rollout
+        self.activity = np.array([activity_class(int(u)) for u in use_count], dtype=np.int64)
+        self.bucket = rng.integers(0, BUCKETS, n)
+        mean_done = pop.completion + pop.heavy_completion_bonus * (self.activity - 2)
+        self.p_done = _beta(rng, mean_done, pop.icc)
+        self.p_error = _beta(rng, np.full(n, pop.error), pop.icc)
+        self.p_tool = _beta(rng, np.full(n, pop.tool_success), pop.icc)
+        self.p_bad = _beta(rng, np.full(n, pop.bad_feedback), pop.icc)
+        self.p_complaint = _beta(rng, np.full(n, pop.complaint), pop.icc)
+        # how many heavy and light users of each layer show up in a few hours: the routing
+        # bug of ``heavy_skew`` moves as many light users out as it moves heavy users in
+        seen = 1 - np.exp(-self.rate * 3 * 3600.0)
+        heavy, light = self.activity == ACTIVITY_CLASSES - 1, self.activity <= 1
+        self._heavy_light = [
+            (float(seen[a:b][heavy[a:b]].sum()), float(seen[a:b][light[a:b]].sum()))
+            for a, b in zip(self.start, self.start[1:], strict=False)
+        ]
+        self.affected = np.array([sc.affects(name) for name in pop.layers])
+        """Layers where the candidate differs."""
+        self._slow = (
+            slow_probability(pop.latency_median_s, pop.latency_sigma, pop.slo_s, 0.0, 0.0),
+            slow_probability(pop.latency_median_s, pop.latency_sigma, pop.slo_s,
+                             sc.slow_share, sc.slow_extra_s),
+        )  # fmt: skip
+        mean_latency = pop.latency_median_s * math.exp(pop.latency_sigma**2 / 2)
+        self._latency = (mean_latency, mean_latency + sc.slow_share * sc.slow_extra_s)
         period = max(round(sc.burst_period_minutes * 60 / TICK), 1)
         self._burst = (
             (int(rng.integers(period)), period, round(sc.burst_minutes * 60 / TICK))
             if sc.burst_tool_success is not None
             else None
         )
-        self._diurnal_phase = float(rng.uniform(0, 2 * math.pi)) if sc.diurnal_amplitude else 0.0
+        self._cycle_phase = float(rng.uniform(0, 2 * math.pi)) if sc.completion_cycle else 0.0
         outage_ticks = round(sc.outage_minutes * 60 / TICK)
-        start = int(rng.integers(max(min(ticks, round(12 * 3600 / TICK)), 1)))
-        self._outage = (start, start + outage_ticks) if sc.outage_error is not None else None
-        affected = np.array([sc.affects(name) for name in pop.layers])
-        self.affected = affected
-        """Layers where the candidate's outcome differs (S3: only ``normal``)."""
-        done = np.full((n_layers, 2), pop.completion)
-        done[affected, CANDIDATE] += sc.completion_delta
-        self._done = np.clip(done, 0.0, 1.0)
-        bad = np.full((n_layers, 2), pop.bad_feedback)
-        if sc.bad_feedback is not None:
-            bad[:, CANDIDATE] = sc.bad_feedback
-        self._bad = bad
-        stable_lat = _latency_bins(pop.latency_median_s, pop.latency_sigma, 0.0, 0.0)
-        cand_lat = _latency_bins(
-            pop.latency_median_s, pop.latency_sigma, sc.slow_share, sc.slow_extra_s
-        )
-        lat = np.empty((2, n_layers, 2, N_BINS))
-        lat[:, :, STABLE], lat[:, :, CANDIDATE] = stable_lat[:, None], cand_lat[:, None]
-        self._lat_p, self._lat_mean = lat[0], lat[1]
+        first = int(rng.integers(max(min(ticks, round(12 * 3600 / TICK)), 1)))
+        self._outage = (first, first + outage_ticks) if sc.outage_error is not None else None
+        # per layer: cumulative session weights, to pick who starts a session
+        self._cdf = [np.cumsum(self.rate[a:b]) for a, b in zip(self.start, self.start[1:],
+                                                                strict=False)]  # fmt: skip
         self._delay = round(sc.feedback_delay_h * 3600 / TICK)
-        self._pending = np.zeros((ticks + self._delay + 1, n_layers, 2, 3))
+        self._pending: dict[int, list[tuple[tuple[int, str, int], Array, Array]]] = {}
+        self.arms: dict[tuple[int, str, int], _Arm] = {}
         self.cum = np.zeros((ticks + 1, n_layers, 2, N_FIELDS))
-        self.cum_users = np.zeros((ticks + 1, n_layers, 2), dtype=np.int64)
-        """Users per arm, cumulative, including those whose requests were never logged."""
-        self.cum_cand_requests = np.zeros((ticks + 1, n_layers), dtype=np.int64)
-        """Candidate requests served, cumulative, logged or not."""
+        """Request-level counts per tick (cumulative), for the article's window rule."""
+        self.exposed_users = np.zeros(n, dtype=bool)
         self.ticks = 0
 
-    # -- rates that may vary with time
-    def rates(self, t: int) -> tuple[Array, Array, Array]:
-        """Completion, error and tool-success probabilities per (layer, arm) at tick ``t``."""
-        pop, sc = self.population, self.scenario
-        shape = self._done.shape
-        done = self._done
-        if sc.diurnal_amplitude:
-            angle = 2 * math.pi * t * TICK / 86400 + self._diurnal_phase
-            done = np.clip(done + sc.diurnal_amplitude * math.sin(angle), 0.0, 1.0)
-        error = np.full(shape, pop.error)
-        if self._outage is not None and self._outage[0] <= t < self._outage[1]:
-            error[:] = sc.outage_error
-        tool = np.full(shape, pop.tool_success)
-        if self._burst is not None:
-            phase, period, length = self._burst
-            if (t + phase) % period < length:
-                tool[:, CANDIDATE] = sc.burst_tool_success
-        return done, error, tool
+    # -- the draw
+    def _multiplier(self, t: int) -> Array:
+        """Each layer's traffic multiplier at tick ``t`` (the daily cycle)."""
+        pop = self.population
+        hour = (t * TICK / 3600.0) % 24.0
+        peaks = np.asarray(pop.peak_hours)
+        result: Array = 1 + pop.daily_amplitude * np.cos(2 * math.pi * (hour - peaks) / 24.0)
+        return result
 
-    def tick(self, ratios: Array) -> None:
-        """Draw one tick of traffic under the per-layer candidate ratios."""
+    def _candidate(self, layer: int, users: Array, ratio: float) -> Array:
+        """Which of ``users`` (global indices) get the candidate at ``ratio``."""
+        threshold = ratio_threshold(ratio)
+        chosen = self.bucket[users] < threshold
+        skew = self.scenario.heavy_skew
+        if skew and 0.0 < ratio < 1.0:
+            band = round(skew * threshold)
+            heavy = self.activity[users] == ACTIVITY_CLASSES - 1
+            light = self.activity[users] <= 1
+            b = self.bucket[users]
+            chosen = np.where(heavy & (b < threshold + band), True, chosen)
+            # as many light users as the heavy band adds move to stable: the split stays right
+            heavy_share, light_share = self._heavy_light[layer]
+            cut = threshold - band * heavy_share / max(light_share, 1e-9)
+            chosen = np.where(light & (b >= cut) & (b < threshold), False, chosen)
+        return chosen
+
+    def tick(self, ratios: Sequence[float] | Array, steps: Sequence[str]) -> None:
+        """Draw one tick under each layer's ratio and step key."""
         t, rng, pop, sc = self.ticks, self.rng, self.population, self.scenario
         if t >= self.horizon:
             raise IndexError("the traffic's horizon is over")
-        users = self.arrivals[t]
-        cand = rng.binomial(users, np.asarray(ratios, dtype=float))
-        per_arm = np.stack([users - cand, cand], axis=1)
-        requests = per_arm + rng.poisson(pop.extra_requests * per_arm)
-        logged = requests.copy()
-        if sc.lost_share:
-            logged[:, CANDIDATE] = rng.binomial(requests[:, CANDIDATE], 1 - sc.lost_share)
-        done, error, tool = self.rates(t)
-        tools = rng.poisson(pop.tools_per_request * logged)
-        n = np.stack([logged, logged, tools, logged, logged])
-        p = np.stack([error, done, 1 - tool, np.full(done.shape, pop.feedback),
-                      np.full(done.shape, pop.complaint)])  # fmt: skip
-        errors, completions, tool_errors, feedback, complaints = rng.binomial(n, p)
-        bad = rng.binomial(feedback, self._bad)
-        hist = rng.multinomial(logged, self._lat_p)
-        arrived = np.stack([bad, feedback - bad, complaints], axis=-1).astype(float)
-        if self._delay:
-            spread = rng.multinomial(
-                arrived.astype(np.int64), np.full(self._delay + 1, 1 / (self._delay + 1))
-            )
-            self._pending[t : t + self._delay + 1] += np.moveaxis(spread, -1, 0)
-            arrived = self._pending[t]
-        row = np.empty((*logged.shape, N_FIELDS))
-        row[..., REQ], row[..., ERR], row[..., DONE] = logged, errors, completions
-        row[..., TOOLS], row[..., TOOL_ERR] = tools, tool_errors
-        row[..., FB_BAD], row[..., FB_GOOD], row[..., COMPLAINT] = np.moveaxis(arrived, -1, 0)
-        row[..., LAT_SUM] = (hist * self._lat_mean).sum(axis=-1)
-        row[..., HIST:] = hist
+        row = np.zeros((len(pop.layers), 2, N_FIELDS))
+        for key, local, counts in self._pending.pop(t, ()):
+            if key[1]:
+                self._arm(key).add(local, self.activity[local + self.start[key[0]]], counts)
+            row[key[0], key[2]] += counts.sum(axis=0)
+        multiplier = self._multiplier(t)
+        for layer in range(len(pop.layers)):
+            a, b = self.start[layer], self.start[layer + 1]
+            if b == a:
+                continue
+            cdf = self._cdf[layer]
+            sessions = rng.poisson(cdf[-1] * multiplier[layer] * TICK)
+            if not sessions:
+                continue
+            users = a + np.searchsorted(cdf, rng.uniform(0, cdf[-1], sessions), side="right")
+            users = np.minimum(users, b - 1)
+            cand = self._candidate(layer, users, float(ratios[layer]))
+            self.exposed_users[users[cand]] = True
+            requests = 1 + rng.poisson(pop.extra_requests, sessions)
+            for arm in (STABLE, CANDIDATE):
+                mask = cand if arm == CANDIDATE else ~cand
+                if not mask.any():
+                    continue
+                who, req = users[mask], requests[mask]
+                counts, late = self._outcomes(t, layer, arm, who, req)
+                if arm == CANDIDATE and sc.lost_share:
+                    kept = rng.random(len(who)) >= sc.lost_share
+                    who, counts, late = who[kept], counts[kept], late[kept]
+                key = (layer, steps[layer], arm)
+                row[layer, arm] += counts.sum(axis=0)
+                if not self._delay:
+                    row[layer, arm] += late.sum(axis=0)
+                local = who - a
+                if self._delay:  # the late part lands when it arrives (also with no step)
+                    if steps[layer]:
+                        self._arm(key).add(local, self.activity[who], counts)
+                    due = t + 1 + rng.integers(0, self._delay + 1, len(who))
+                    for when in np.unique(due):
+                        pick = due == when
+                        self._pending.setdefault(int(when), []).append(
+                            (key, local[pick], late[pick])
+                        )
+                elif steps[layer]:
+                    self._arm(key).add(local, self.activity[who], counts + late)
         self.cum[t + 1] = self.cum[t] + row
-        self.cum_users[t + 1] = self.cum_users[t] + per_arm
-        self.cum_cand_requests[t + 1] = self.cum_cand_requests[t] + requests[:, CANDIDATE]
         self.ticks = t + 1
-        if self.observer is not None:
-            self.observer(t, row)
+
+    def _arm(self, key: tuple[int, str, int]) -> _Arm:
+        arm = self.arms.get(key)
+        if arm is None:
+            layer = key[0]
+            arm = self.arms[key] = _Arm(int(self.start[layer + 1] - self.start[layer]))
+        return arm
+
+    def _outcomes(
+        self, t: int, layer: int, arm: int, who: Array, req: Array
+    ) -> tuple[Array, Array]:
+        """Per session: the counters known at once, and the feedback that may come late."""
+        rng, pop, sc = self.rng, self.population, self.scenario
+        cand = arm == CANDIDATE and bool(self.affected[layer])
+        done = self.p_done[who]
+        if cand:
+            done = done + sc.completion_delta
+        if sc.completion_cycle:
+            done = done + sc.completion_cycle * math.sin(
+                2 * math.pi * t * TICK / 86400 + self._cycle_phase
+            )
+        error = self.p_error[who]
+        if self._outage is not None and self._outage[0] <= t < self._outage[1]:
+            error = np.full(len(who), sc.outage_error)
+        tool = self.p_tool[who]
+        if cand and self._burst is not None:
+            phase, period, length = self._burst
+            if (t + phase) % period < length:
+                tool = np.full(len(who), sc.burst_tool_success)
+        failures = rng.binomial(req, np.clip(error, 0, 1))
+        completions = rng.binomial(req - failures, np.clip(done, 0, 1))
+        tools = rng.poisson(pop.tools_per_request * req)
+        tool_errors = rng.binomial(tools, np.clip(1 - tool, 0, 1))
+        slow = rng.binomial(req, self._slow[int(cand and sc.slow_share > 0)])
+        feedback = rng.binomial(req, pop.feedback)
+        p_bad = (
+            self.p_bad[who]
+            if not (cand and sc.bad_feedback is not None)
+            else np.full(len(who), sc.bad_feedback)
+        )
+        bad = rng.binomial(feedback, np.clip(p_bad, 0, 1))
+        p_complaint = self.p_complaint[who] * (sc.complaint_factor if cand else 1.0)
+        complaints = rng.binomial(req, np.clip(p_complaint, 0, 1))
+        now = np.zeros((len(who), N_FIELDS))
+        now[:, F["requests"]] = req
+        now[:, F["completions"]] = completions
+        now[:, F["failures"]] = failures
+        now[:, F["tool_calls"]] = tools
+        now[:, F["tool_errors"]] = tool_errors
+        now[:, F["slow"]] = slow
+        now[:, F["latency_seconds"]] = req * self._latency[int(cand)]
+        late = np.zeros((len(who), N_FIELDS))
+        late[:, F["bad"]] = bad
+        late[:, F["good"]] = feedback - bad
+        late[:, F["complaints"]] = complaints
+        return now, late
 
     # -- reading
+    def evidence(self, layer: str, step: str) -> dict[str, ArmTotals]:
+        """The totals of each version's arm of ``layer`` at ``step`` (what the store answers)."""
+        index = self.population.layers.index(layer)
+        result = {}
+        for arm, version in ((STABLE, "stable"), (CANDIDATE, "candidate")):
+            held = self.arms.get((index, step, arm))
+            if held is not None and held.users:
+                result[version] = held.totals()
+        return result
+
     def window(self, first_tick: int) -> Array:
-        """Counts of ticks ``first_tick`` .. now, shape (layer, arm, field)."""
+        """Request-level counts of ticks ``first_tick`` .. now, shape (layer, arm, field)."""
         first = min(max(first_tick, 0), self.ticks)
         result: Array = self.cum[self.ticks] - self.cum[first]
         return result
 
     @property
     def exposed(self) -> int:
-        """Users served by the candidate so far, all layers (logged or not)."""
-        return int(self.cum_users[self.ticks, :, CANDIDATE].sum())
+        """Distinct users served by the candidate so far, all layers."""
+        return int(self.exposed_users.sum())
 
     @property
     def exposed_affected(self) -> int:
-        """Users served by the candidate so far in the layers where it differs."""
-        return int(self.cum_users[self.ticks, self.affected, CANDIDATE].sum())
+        """Distinct users served by the candidate so far in the layers where it differs."""
+        return int(self.exposed_users[self.affected[self.layer_of]].sum())
 
     @property
     def candidate_requests(self) -> int:
-        return int(self.cum_cand_requests[self.ticks].sum())
+        return int(self.cum[self.ticks, :, CANDIDATE, F["requests"]].sum())
 
 
-def arm_stats(counts: Array) -> ArmStats:
-    """One arm's window counts as the product's ``ArmStats`` (latency as a histogram)."""
-    requests = int(counts[REQ])
-    bins = counts[HIST : HIST + len(BOUNDS)].tolist()
-    latency = LatencySummary.from_bins(DURATION_BUCKETS, bins, requests, float(counts[LAT_SUM]))
-    good = int(counts[FB_GOOD])
-    return ArmStats(
-        requests=requests,
-        errors=int(counts[ERR]),
-        completions=int(counts[DONE]),
-        tool_calls=int(counts[TOOLS]),
-        tool_errors=int(counts[TOOL_ERR]),
-        feedback_bad=int(counts[FB_BAD]),
-        feedback_complaint=int(counts[COMPLAINT]),
-        feedback_good=good,
-        latency=latency,
-    )
+class SimStore(MemoryStore):
+    """A ``MemoryStore`` whose evidence is the traffic's: the controller reads it as it reads
+    the routers' evidence in production."""
 
-
-class _LazyArms(Mapping[tuple[str, Version], ArmStats]):
-    """Builds ``ArmStats`` only for the arms read; an arm without requests is absent."""
-
-    def __init__(self, counts: Array, layers: Sequence[str]) -> None:
-        self._counts, self._layers = counts, list(layers)
-
-    def __getitem__(self, key: tuple[str, Version]) -> ArmStats:
-        layer, version = key
-        if layer not in self._layers:
-            raise KeyError(key)
-        counts = self._counts[self._layers.index(layer), int(version is Version.CANDIDATE)]
-        if counts[REQ] == 0:
-            raise KeyError(key)
-        return arm_stats(counts)
-
-    def __iter__(self) -> Iterator[tuple[str, Version]]:
-        for i, layer in enumerate(self._layers):
-            for j, version in enumerate((Version.STABLE, Version.CANDIDATE)):
-                if self._counts[i, j, REQ] > 0:
-                    yield layer, version
-
-    def __len__(self) -> int:
-        return int((self._counts[..., REQ] > 0).sum())
-
-
-class SyntheticSource:
-    """A ``MetricSource`` over :class:`Traffic`: the counts of the ticks inside ``window``.
-
-    The controller asks for the window since its step started; the source serves the ticks that
-    ended after ``now − window`` — exactly the traffic drawn at the step's ratio.
-    """
-
-    def __init__(self, traffic: Traffic) -> None:
+    def __init__(self, traffic: Traffic, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.traffic = traffic
 
-    def first_tick(self, window: float) -> int:
-        now = self.traffic.ticks * TICK  # seconds since EPOCH
-        return math.floor((now - window) / TICK + 1e-9)
+    def add_evidence(self, plan_id: str, deltas: Sequence[UnitDelta]) -> None:
+        raise NotImplementedError("the simulated traffic records its own evidence")
 
-    def snapshot(self, plan_id: str, window: float) -> Snapshot:
-        counts = self.traffic.window(self.first_tick(window))
-        return Snapshot(plan_id, window, _LazyArms(counts, self.traffic.population.layers))
+    def read_evidence(self, plan_id: str, layer: str, step: str) -> dict[str, ArmTotals]:
+        return self.traffic.evidence(layer, step) if step else {}
+
+
+def window_totals(counts: Array) -> ArmTotals:
+    """One arm's request-level window counts as ``ArmTotals`` sums (for the article's QoS)."""
+    return ArmTotals(sums={name: float(counts[i]) for i, name in enumerate(FIELDS)})
 
 
 class Clock:
