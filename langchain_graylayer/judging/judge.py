@@ -140,10 +140,11 @@ class Verdict:
     guardrails not yet shown non-inferior (comma-separated)."""
 
     @property
-    def key(self) -> tuple[Action, Rule, str]:
+    def key(self) -> tuple[Action, Rule, str, bool]:
         """What makes a verdict news: a verdict with the same key as the last one is remembered,
-        not audited again (a hold that persists for hours is one audit entry)."""
-        return self.action, self.rule, self.detail
+        not audited again (a hold that persists for hours is one audit entry; the same hold
+        turning into an alert at the step's timeout is news)."""
+        return self.action, self.rule, self.detail, self.alert
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (NaN and infinities become ``None``)."""
@@ -352,11 +353,16 @@ def judge(data: JudgeInput) -> Verdict:
         where = (data.layer, data.ratio, data.elapsed, n_c, n_s)
         return Verdict(action, rule, reason, *where, qos=qos, **extra)
 
+    timed_out = data.elapsed >= gates.max_step_time
     if cand is None or n_c == 0:
-        return verdict(
-            Action.HOLD, Rule.NO_CANDIDATE_TRAFFIC, "no candidate user in this step yet",
-            alert=data.elapsed >= gates.max_step_time,
-        )  # fmt: skip
+        reason = "no candidate user in this step yet"
+        if timed_out:
+            reason = (
+                f"no candidate user in this step after {data.elapsed:.0f} s (the step's bucket "
+                f"range, {data.ratio:.2%} of the layer, may hold nobody who comes): raise the "
+                "step, or promote by hand"
+            )
+        return verdict(Action.HOLD, Rule.NO_CANDIDATE_TRAFFIC, reason, alert=timed_out)
     # Each step's tests share alpha: its guardrails' harm tests and the hard floor.
     split = judging.alpha / ((len(gates.guardrails) + 1) * max(data.tests, 1))
     floor = judging.max_error_rate
@@ -379,10 +385,7 @@ def judge(data: JudgeInput) -> Verdict:
             )
     if stable is None or n_s == 0:
         reason = "no concurrent stable user in this layer to compare with"
-        return verdict(
-            Action.HOLD, Rule.NO_STABLE_TRAFFIC, reason,
-            alert=data.elapsed >= gates.max_step_time,
-        )  # fmt: skip
+        return verdict(Action.HOLD, Rule.NO_STABLE_TRAFFIC, reason, alert=timed_out)
 
     srm = None
     if 0.0 < data.ratio < 1.0 and n_c + n_s >= judging.srm_min_users:
@@ -415,8 +418,7 @@ def judge(data: JudgeInput) -> Verdict:
             Action.ROLLBACK, Rule.HARM, reason, guardrails=results, srm=srm, detail=first.metric
         )
 
-    timed_out = data.elapsed >= gates.max_step_time  # implies the bake (validated)
-    if data.elapsed < gates.bake_time:
+    if data.elapsed < gates.bake_time:  # (a timed-out step has baked: validated)
         reason = f"baking: {data.elapsed:.0f} s of {gates.bake_time:.0f} s at this step"
         return verdict(Action.HOLD, Rule.BAKING, reason, guardrails=results, srm=srm)
     late = max((g.delay for g in gates.guardrails), default=0.0)

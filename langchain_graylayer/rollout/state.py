@@ -79,6 +79,7 @@ class LayerState:
     last_action: Action | None = None
     last_rule: Rule | None = None
     last_detail: str = ""
+    last_alert: bool = False
     last_reason: str | None = None
 
     @property
@@ -91,7 +92,7 @@ class LayerState:
 
     def remembers(self, verdict: Verdict) -> bool:
         """True when ``verdict`` says what the last one said (see ``Verdict.key``)."""
-        return (self.last_action, self.last_rule, self.last_detail) == verdict.key
+        return (self.last_action, self.last_rule, self.last_detail, self.last_alert) == verdict.key
 
     def remember(self, verdict: Verdict) -> LayerState:
         return replace(
@@ -99,6 +100,7 @@ class LayerState:
             last_action=verdict.action,
             last_rule=verdict.rule,
             last_detail=verdict.detail,
+            last_alert=verdict.alert,
             last_reason=verdict.reason,
         )
 
@@ -118,6 +120,7 @@ class LayerState:
             last_action=None if action is None else Action(action),
             last_rule=None if rule is None else Rule(rule),
             last_detail=str(data.get("last_detail") or ""),
+            last_alert=bool(data.get("last_alert", False)),
             last_reason=data.get("last_reason"),
         )
 

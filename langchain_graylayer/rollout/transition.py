@@ -168,7 +168,7 @@ def _open(at: _Now, state: PlanState, layer: str, operator: str) -> Transition:
     phase = LayerPhase.COMPLETED if spec.steps[0] >= 1.0 else LayerPhase.ACTIVE
     state = state.with_layer(
         layer, phase=phase, step=0, step_started_at=at.now, last_action=None, last_rule=None,
-        last_detail="",
+        last_detail="", last_alert=False,
     )  # fmt: skip
     if operator != AUTOMATION:
         reason = "opened by a human"
@@ -202,7 +202,7 @@ def _advance(
     done = new >= 1.0
     state = state.with_layer(
         layer, step=step, step_started_at=at.now, last_action=None, last_rule=None,
-        last_detail="", last_reason=None,
+        last_detail="", last_alert=False, last_reason=None,
         phase=LayerPhase.COMPLETED if done else state.layer(layer).phase,
     )  # fmt: skip
     entry = at.entry(

@@ -374,6 +374,8 @@ class Traffic:
         self.cum = np.zeros((ticks + 1, n_layers, 2, N_FIELDS))
         """Request-level counts per tick (cumulative), for the article's window rule."""
         self.exposed_users = np.zeros(n, dtype=bool)
+        self.served = np.zeros((n_layers, 2))
+        """Requests served per (layer, arm), recorded or not (a logging bug loses some)."""
         self.ticks = 0
 
     # -- the draw
@@ -432,6 +434,7 @@ class Traffic:
                     continue
                 who, req = users[mask], requests[mask]
                 counts, late = self._outcomes(t, layer, arm, who, req)
+                self.served[layer, arm] += req.sum()
                 if arm == CANDIDATE and sc.lost_share:
                     kept = rng.random(len(who)) >= sc.lost_share
                     who, counts, late = who[kept], counts[kept], late[kept]
@@ -539,7 +542,8 @@ class Traffic:
 
     @property
     def candidate_requests(self) -> int:
-        return int(self.cum[self.ticks, :, CANDIDATE, F["requests"]].sum())
+        """Requests the candidate served, recorded or not."""
+        return int(self.served[:, CANDIDATE].sum())
 
 
 class SimStore(MemoryStore):

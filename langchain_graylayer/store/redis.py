@@ -77,6 +77,8 @@ return 0
 _EVIDENCE_SCRIPT = """
 local totals, records = KEYS[1], KEYS[2]
 local ttl = tonumber(ARGV[1])
+local acc = {}
+local function add(field, value) acc[field] = (acc[field] or 0) + value end
 local i, last = 2, #ARGV
 while i <= last do
   local unit, activity, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
@@ -87,8 +89,8 @@ while i <= last do
     record = cjson.decode(raw)
   else
     record = {}
-    redis.call('HINCRBY', totals, 'users', 1)
-    redis.call('HINCRBY', totals, 'class:' .. activity, 1)
+    add('users', 1)
+    add('class:' .. activity, 1)
   end
   local deltas, names = {}, {}
   for j = 0, n - 1 do
@@ -107,7 +109,7 @@ while i <= last do
       local da, db = deltas[fa] or 0, deltas[fb] or 0
       if da ~= 0 or db ~= 0 then
         local va, vb = record[fa] or 0, record[fb] or 0
-        redis.call('HINCRBYFLOAT', totals, 'p:' .. fa .. ':' .. fb, va * db + da * vb + da * db)
+        add('p:' .. fa .. ':' .. fb, va * db + da * vb + da * db)
       end
     end
   end
@@ -115,11 +117,14 @@ while i <= last do
     local old = record[name] or 0
     local new = old + delta
     record[name] = new
-    redis.call('HINCRBYFLOAT', totals, 's:' .. name, delta)
-    if old <= 0 and new > 0 then redis.call('HINCRBY', totals, 'pos:' .. name, 1)
-    elseif new <= 0 and old > 0 then redis.call('HINCRBY', totals, 'pos:' .. name, -1) end
+    add('s:' .. name, delta)
+    if old <= 0 and new > 0 then add('pos:' .. name, 1)
+    elseif new <= 0 and old > 0 then add('pos:' .. name, -1) end
   end
   redis.call('HSET', records, unit, cjson.encode(record))
+end
+for field, value in pairs(acc) do
+  if value ~= 0 then redis.call('HINCRBYFLOAT', totals, field, value) end
 end
 if ttl > 0 then
   redis.call('PEXPIRE', totals, ttl)

@@ -12,8 +12,6 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import START, MessagesState, StateGraph
 
 from langchain_graylayer import RolloutPlan
-from langchain_graylayer.measuring.prometheus import GraylayerMetrics
-from langchain_graylayer.measuring.sources import InProcessSource
 from langchain_graylayer.rollout.cleanup import CheckpointerCleanup
 from langchain_graylayer.rollout.controller import RolloutController
 from langchain_graylayer.store.redis import RedisStore
@@ -22,8 +20,7 @@ PLAN = RolloutPlan.default("refund-v2")
 
 
 def controller(store: RedisStore, holder: str, **kw: Any) -> RolloutController:
-    source = InProcessSource(GraylayerMetrics(registry=None))
-    return RolloutController(plan=PLAN, store=store, source=source, holder=holder, **kw)
+    return RolloutController(plan=PLAN, store=store, holder=holder, **kw)
 
 
 def test_two_replicas_never_both_act(make_redis_store: Callable[..., RedisStore]) -> None:

@@ -29,7 +29,6 @@ from prometheus_client import CollectorRegistry
 from langchain_graylayer import (
     GraylayerMetrics,
     GrayRouter,
-    InProcessSource,
     MemoryStore,
     RolloutController,
     RolloutPlan,
@@ -96,7 +95,7 @@ def served() -> Iterator[Served]:
         store=store,
         metrics=metrics,
     )
-    controller = RolloutController(plan=plan, store=store, source=InProcessSource(metrics))
+    controller = RolloutController(plan=plan, store=store)
     controller.step()
     app = FastAPI()
     add_gray_routes(

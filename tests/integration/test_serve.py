@@ -41,7 +41,6 @@ from examples.customer_service.agents import build_candidate, build_stable, cand
 from langchain_graylayer import (
     GraylayerMetrics,
     GrayRouter,
-    InProcessSource,
     MemoryStore,
     RolloutController,
     RolloutPlan,
@@ -158,7 +157,7 @@ def serve() -> Iterator[Callable[..., Served]]:
             tracer=tracer,
         )
         rollout = (
-            RolloutController(plan=PLAN, store=store, source=InProcessSource(metrics))
+            RolloutController(plan=PLAN, store=store)
             if controller
             else None
         )

@@ -1,8 +1,11 @@
-"""The rollout simulator drives the product's own controller on synthetic counts, faithfully.
+"""The rollout simulator drives the product's own controller on returning users, faithfully.
 
-* what the controller reads through its ``MetricSource`` is exactly what the generator drew for
-  the ticks of the step being judged (every field, every arm, every read);
-* tiny runs give sane answers: a −25-point candidate is rolled back, an A/A one is not;
+* what the controller reads from the store is exactly the per-user evidence the traffic drew for
+  the step being judged (every field, every arm, every read), recomputed independently;
+* the population looks like production: users come back, a few make most sessions, their
+  outcomes are correlated, traffic follows a daily cycle with a per-layer peak;
+* tiny runs give sane answers: a −25-point candidate is rolled back, an A/A one is not, and a
+  routing bug that skews heavy users is alerted on, never rolled back;
 * the article engine rolls back on an hour without candidate traffic (its known flaw), where
   the product's judge holds;
 * the same seed gives the same results, in one process or several.
@@ -12,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,128 +24,113 @@ import pytest
 from langchain_graylayer import cli
 from langchain_graylayer import simulate as sim
 from langchain_graylayer.judging.qos import article_qos_verdict
-from langchain_graylayer.judging.readmodel import ArmStats, MetricSource, Snapshot
-from langchain_graylayer.plan.plan import Version
+from langchain_graylayer.simulate.traffic import CANDIDATE, N_FIELDS, STABLE, F
+from langchain_graylayer.store.evidence import FIELDS, ArmKey, ArmTotals, UnitDelta, accumulate
 
 
 class RecordingTraffic(sim.Traffic):
-    """Keeps, independently of the cumulative arrays, every tick's draws and ratios."""
+    """Keeps, apart from its numpy arms, every per-user increment it records."""
 
-    def __init__(
-        self, population: sim.Population, scenario: sim.Scenario, seed: tuple[int, ...], ticks: int
-    ) -> None:
-        self.rows: list[np.ndarray] = []
-        self.ratios: list[np.ndarray] = []
-        super().__init__(population, scenario, seed, ticks, lambda t, row: self.rows.append(row))
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.log: list[UnitDelta] = []
 
-    def tick(self, ratios: np.ndarray) -> None:
-        self.ratios.append(np.array(ratios, dtype=float))
-        super().tick(ratios)
+    def _arm(self, key: tuple[int, str, int]) -> Any:
+        arm, log, start = super()._arm(key), self.log, self.start
+        layer = self.population.layers[key[0]]
+        version = "candidate" if key[2] == CANDIDATE else "stable"
 
+        class Logged:
+            def add(self, users: Any, activity: Any, counts: Any) -> None:
+                for user, act, row in zip(users, activity, counts, strict=True):
+                    values = {name: float(row[i]) for i, name in enumerate(FIELDS) if row[i]}
+                    unit = f"u{int(user) + int(start[key[0]])}"
+                    log.append(UnitDelta(ArmKey(layer, key[1], version), unit, int(act), values))
+                arm.add(users, activity, counts)
 
-class _RecordingArms(Mapping[tuple[str, Version], ArmStats]):
-    def __init__(self, arms: Mapping[tuple[str, Version], ArmStats], log: list[Any]) -> None:
-        self._arms, self._log = arms, log
-
-    def __getitem__(self, key: tuple[str, Version]) -> ArmStats:
-        try:
-            value = self._arms[key]
-        except KeyError:
-            self._log.append((key, None))
-            raise
-        self._log.append((key, value))
-        return value
-
-    def __iter__(self) -> Iterator[tuple[str, Version]]:
-        return iter(self._arms)
-
-    def __len__(self) -> int:
-        return len(self._arms)
+        return Logged()
 
 
-class RecordingSource:
-    """A ``MetricSource`` that logs every read: the window, the tick, and each arm served."""
-
-    def __init__(self, inner: sim.SyntheticSource) -> None:
-        self.inner = inner
-        self.reads: list[dict[str, Any]] = []
-
-    def snapshot(self, plan_id: str, window: float) -> Snapshot:
-        snap = self.inner.snapshot(plan_id, window)
-        read: dict[str, Any] = {"now": self.inner.traffic.ticks, "window": window, "arms": []}
-        self.reads.append(read)
-        return Snapshot(snap.plan_id, snap.window, _RecordingArms(snap.arms, read["arms"]))
-
-
-def _expected(rows: list[np.ndarray], first: int, last: int, layer: int, arm: int) -> np.ndarray:
-    total = np.zeros(sim.N_FIELDS)
-    for row in rows[first:last]:
-        total += row[layer, arm]
-    return total
+def _same(got: ArmTotals, want: ArmTotals) -> None:
+    assert (got.users, got.classes) == (want.users, want.classes)
+    for name in FIELDS:
+        assert got.total(name) == pytest.approx(want.total(name), abs=1e-6)
+        assert got.positive(name) == want.positive(name)
+        for other in FIELDS:
+            assert got.product(name, other) == pytest.approx(want.product(name, other), abs=1e-6)
 
 
 @pytest.mark.parametrize("scenario", ["S2-10", "S6", "S8"])
-def test_controller_sees_exactly_the_generated_counts(scenario: str) -> None:
-    population = sim.Population()
+def test_the_controller_reads_exactly_the_evidence_the_traffic_drew(scenario: str) -> None:
+    population = sim.Population(users=3000, sessions_per_hour=600)
     traffic = RecordingTraffic(population, sim.SCENARIOS[scenario], (0, 7, 1), 12 * 12)
-    recorder: list[RecordingSource] = []
+    plan = sim.make_plan(sim.PlanKnobs(), population.layers)
+    reads: list[tuple[str, str, dict[str, ArmTotals], int]] = []
 
-    def wrap(source: sim.SyntheticSource) -> MetricSource:
-        recorder.append(RecordingSource(source))
-        return recorder[0]
+    class Watching(sim.SimStore):
+        def read_evidence(self, plan_id: str, layer: str, step: str) -> dict[str, ArmTotals]:
+            arms = super().read_evidence(plan_id, layer, step)
+            reads.append((layer, step, arms, len(traffic.log)))
+            return arms
 
-    result = sim.run_ours(sim.make_plan(), traffic, wrap_source=wrap)
-    reads = recorder[0].reads
-    assert len(reads) >= 10, result
-    layers = list(population.layers)
+    original = sim.SimStore
+    sim.engines.SimStore = Watching  # type: ignore[misc]
+    try:
+        sim.run_ours(plan, traffic)
+    finally:
+        sim.engines.SimStore = original  # type: ignore[misc]
     checked = 0
-    for read in reads:
-        ticks = round(read["window"] / sim.TICK)
-        first, last = read["now"] - max(ticks, 1), read["now"]
-        for (layer_name, version), stats in read["arms"]:
-            layer, arm = layers.index(layer_name), int(version is Version.CANDIDATE)
-            # the window is exactly the step being judged: one ratio throughout
-            step_ratios = {float(r[layer]) for r in traffic.ratios[first:last]}
-            assert len(step_ratios) == 1, (read, step_ratios)
-            want = _expected(traffic.rows, first, last, layer, arm)
-            if stats is None:  # absent only when the generator produced no logged request
-                assert want[sim.REQ] == 0
-                continue
-            assert stats.requests == want[sim.REQ] > 0
-            assert stats.errors == want[sim.ERR]
-            assert stats.completions == want[sim.DONE]
-            assert stats.tool_calls == want[sim.TOOLS]
-            assert stats.tool_errors == want[sim.TOOL_ERR]
-            assert stats.feedback_bad == want[sim.FB_BAD]
-            assert stats.feedback_good == want[sim.FB_GOOD]
-            assert stats.feedback_complaint == want[sim.COMPLAINT]
-            assert stats.latency.count == stats.requests
-            assert math.isclose(stats.latency.sum, want[sim.LAT_SUM], rel_tol=1e-9)
-            cumulative = np.cumsum(want[sim.HIST :])
-            assert [c for _, c in stats.latency.buckets] == cumulative.astype(int).tolist()
+    for layer, step, arms, logged in reads[:: max(len(reads) // 25, 1)]:
+        expected = accumulate(d for d in traffic.log[:logged] if d.arm.step == step)
+        for version, got in arms.items():
+            _same(got, expected[ArmKey(layer, step, version)])
             checked += 1
+        assert set(arms) == {k.version for k in expected if k.layer == layer}
     assert checked >= 20
-    # and the arms the controller judged are the active layer's, candidate and stable
-    versions = {key[1] for read in reads for key, _ in read["arms"]}
-    assert versions == {Version.CANDIDATE, Version.STABLE}
 
 
-def test_generator_totals_match_users_and_rates() -> None:
-    """The per-tick counts add up: requests ≥ users, logged ≤ served, rates near the inputs."""
+def test_the_population_comes_back_differs_and_has_a_daily_cycle() -> None:
     population = sim.Population()
+    traffic = sim.Traffic(population, sim.SCENARIOS["S0"], (0, 1, 2), 24 * 12)
+    normal = population.layers.index("normal")
+    per_tick = []
+    for _ in range(24 * 12):
+        before = traffic.window(0)[normal, :, F["requests"]].sum()
+        traffic.tick([0.0, 0.0, 0.5, 0.0, 0.0], ["", "", "day", "", ""])
+        per_tick.append(traffic.window(0)[normal, :, F["requests"]].sum() - before)
+    arms = traffic.evidence("normal", "day")
+    users = arms["stable"].users + arms["candidate"].users
+    requests = sum(a.total("requests") for a in arms.values())
+    assert requests > 2.5 * users  # users come back
+    # a few make most: E[x²]/E[x]² of requests per user is ~3 (≈1.1 if all users were alike)
+    squares = sum(a.product("requests", "requests") for a in arms.values())
+    assert squares / users > 2.5 * (requests / users) ** 2
+    # users differ: per-user completion rates vary far more than binomial noise would
+    rates = traffic.p_done
+    mean = rates.mean()
+    assert rates.var() == pytest.approx(population.icc * mean * (1 - mean), rel=0.15)
+    # the normal layer peaks at 20:00 and is quiet at 08:00 (±60 %)
+    hourly = np.add.reduceat(np.array(per_tick), np.arange(0, len(per_tick), 12))
+    assert hourly[19:21].mean() > 2.5 * hourly[7:9].mean()
+    # the user split is binomial: about half of the users seen
+    assert arms["candidate"].users / users == pytest.approx(0.5, abs=0.03)
+
+
+def test_the_logging_bug_loses_a_tenth_of_the_candidates_sessions() -> None:
+    population = sim.Population(users=5000, sessions_per_hour=1000)
     traffic = sim.Traffic(population, sim.SCENARIOS["S6"], (0, 1, 2), 48)
     for _ in range(48):
-        traffic.tick(np.full(len(population.layers), 0.5))
-    total = traffic.window(0)
-    served_cand = traffic.cum_cand_requests[-1].sum()
-    logged_cand = total[:, sim.CANDIDATE, sim.REQ].sum()
-    assert logged_cand < served_cand  # 10% of the candidate's requests were never logged
-    assert abs(logged_cand / served_cand - 0.9) < 0.02
-    stable = total[:, sim.STABLE]
-    assert stable[:, sim.REQ].sum() >= traffic.cum_users[-1, :, sim.STABLE].sum()
-    done = stable[:, sim.DONE].sum() / stable[:, sim.REQ].sum()
-    assert abs(done - population.completion) < 0.01
-    assert stable[:, sim.HIST :].sum() == stable[:, sim.REQ].sum()
+        traffic.tick([0.5] * 5, ["s"] * 5)
+    recorded = traffic.window(0)[:, :, F["requests"]].sum(axis=0)
+    served = traffic.served.sum(axis=0)
+    assert recorded[STABLE] == served[STABLE]
+    assert recorded[CANDIDATE] / served[CANDIDATE] == pytest.approx(0.9, abs=0.02)
+    evidence = sum(
+        arms["candidate"].total("requests")
+        for layer in population.layers
+        if "candidate" in (arms := traffic.evidence(layer, "s"))
+    )
+    assert evidence == recorded[CANDIDATE]
 
 
 def test_tiny_runs_are_sane() -> None:
@@ -155,7 +142,10 @@ def test_tiny_runs_are_sane() -> None:
         assert bad["flag_exposed"] < 400
         good = sim.run_one(config, "S0", "ours", seed)
         assert good["outcome"] == "full", good
-        assert good["hours"] < 12
+        assert good["hours"] < 20
+        skewed = sim.run_one(config, "U3", "ours", seed)
+        assert skewed["srm_alerts"] >= 1, skewed
+        assert skewed["outcome"] != "rollback", skewed
     runs = sim.simulate(config, ["S0", "S2-25"], ["ours", "article"], 3)
     s0 = sim.summarise(runs, "S0", "ours")
     s225 = sim.summarise(runs, "S2-25", "ours")
@@ -168,10 +158,12 @@ def test_tiny_runs_are_sane() -> None:
 
 
 def test_article_rolls_back_on_an_empty_window_where_the_judge_holds() -> None:
-    assert math.isclose(sim.article_qos(np.zeros(sim.N_FIELDS)), 0.56)
-    assert article_qos_verdict(sim.article_qos(np.zeros(sim.N_FIELDS))) == "rollback"
+    assert math.isclose(sim.article_qos(np.zeros(N_FIELDS)), 0.56)
+    assert article_qos_verdict(sim.article_qos(np.zeros(N_FIELDS))) == "rollback"
     # a quiet first layer at a tiny step: hours without a single candidate request
-    population = sim.Population(layers=("internal",), shares=(1.0,), users_per_hour=20.0)
+    population = sim.Population(
+        layers=("internal",), shares=(1.0,), peak_hours=(11.0,), users=300, sessions_per_hour=20
+    )
     knobs = sim.PlanKnobs(steps=(("internal", (0.01, 1.0)),), max_step=(("*", 6 * 3600.0),))
     plan = sim.make_plan(knobs, population.layers)
     scenario = sim.SCENARIOS["S0"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 import time
 from datetime import datetime, timezone
 
@@ -13,6 +14,7 @@ from langchain_graylayer.plan.assignment import LayerAssignment, LayerReason
 from langchain_graylayer.plan.plan import Version
 from langchain_graylayer.plan.profile import UserProfile
 from langchain_graylayer.store import MemoryStore, Store
+from langchain_graylayer.store.evidence import FIELDS, ArmKey, UnitDelta, accumulate
 from langchain_graylayer.store.protocols import SessionPin
 
 SHORT_TTL = 0.15
@@ -345,3 +347,53 @@ def test_a_nonce_is_claimed_once_until_it_expires(store: Store) -> None:
     time.sleep(SHORT_TTL + 0.1)
     assert store.claim_once("feedback:t1", ttl=60)
     assert not store.claim_once("feedback:t2", ttl=60)
+
+
+# steps and evidence -----------------------------------------------------------------------
+def test_steps_are_committed_with_ratios(store: Store) -> None:
+    assert store.get_steps("p") == {}
+    store.commit("p", ratios={"vip": 0.1}, state="{}", audit=[], steps={"vip": "0@1.000"})
+    store.commit("p", ratios={"normal": 0.5}, state="{}", audit=[], steps={"normal": "1@2.000"})
+    assert store.get_steps("p") == {"vip": "0@1.000", "normal": "1@2.000"}
+    assert store.get_steps("other") == {}
+
+
+def _deltas(seed: int, n: int) -> list[UnitDelta]:
+    """Random per-user increments over two steps and both versions, users coming back."""
+    rng = random.Random(seed)
+    deltas = []
+    for _ in range(n):
+        arm = ArmKey(
+            "normal", rng.choice(["0@1.000", "1@2.000"]), rng.choice(["stable", "candidate"])
+        )
+        counts = {name: float(rng.randint(0, 3)) for name in rng.sample(FIELDS, 4)}
+        counts["requests"] = 1.0
+        if rng.random() < 0.3:
+            counts["latency_seconds"] = rng.uniform(0.1, 9.0)
+        user = f"user-{rng.randint(0, 40)}"
+        deltas.append(UnitDelta(arm, user, activity=sum(map(ord, user)) % 5, counts=counts))
+    return deltas
+
+
+def test_evidence_totals_are_exact_sums_over_users(store: Store) -> None:
+    deltas = _deltas(7, 400)
+    for start in range(0, len(deltas), 37):  # several writes, as replicas and batches do
+        store.add_evidence("p", deltas[start : start + 37])
+    expected = accumulate(deltas)
+    for step in ("0@1.000", "1@2.000"):
+        arms = store.read_evidence("p", "normal", step)
+        assert set(arms) == {"stable", "candidate"}
+        for version, got in arms.items():
+            want = expected[ArmKey("normal", step, version)]
+            assert got.users == want.users
+            assert got.classes == want.classes
+            nonzero = {k: v for k, v in want.positives.items() if v}
+            assert {k: v for k, v in got.positives.items() if v} == nonzero
+            for name in FIELDS:
+                assert got.total(name) == pytest.approx(want.total(name), rel=1e-9, abs=1e-9)
+                for other in FIELDS:
+                    assert got.product(name, other) == pytest.approx(
+                        want.product(name, other), rel=1e-9, abs=1e-9
+                    )
+    assert store.read_evidence("p", "normal", "2@3.000") == {}
+    assert store.read_evidence("other", "normal", "0@1.000") == {}

@@ -14,7 +14,6 @@ from langchain_core.tools import tool
 from langchain_graylayer import GrayRouter, MemoryStore, RolloutPlan, StoreError, Version
 from langchain_graylayer.errors import PlanStateError
 from langchain_graylayer.measuring.prometheus import GraylayerMetrics
-from langchain_graylayer.measuring.sources import InProcessSource
 from langchain_graylayer.rollout.cleanup import ChatHistoryCleanup
 from langchain_graylayer.rollout.controller import RolloutController
 from langchain_graylayer.rollout.state import LayerPhase, PlanStatus
@@ -45,7 +44,7 @@ class World:
         self.now = 1_000_000.0
         self.plan = plan or make_plan()
         self.store = MemoryStore(clock=self.clock)
-        self.metrics = GraylayerMetrics(registry=None, clock=self.clock, resolution=1.0)
+        self.metrics = GraylayerMetrics(registry=None)
         rng = random.Random(seed)
 
         def answer(version: str, p: float) -> Callable[[str], str]:
@@ -59,7 +58,6 @@ class World:
             metrics=self.metrics,
             clock=self.clock,
         )
-        self.source = InProcessSource(self.metrics)
         self.users = [f"u{i}" for i in range(2000)]
         self.rng = random.Random(seed + 1)
 
@@ -67,9 +65,7 @@ class World:
         return self.now
 
     def controller(self, **kw: Any) -> RolloutController:
-        return RolloutController(
-            plan=self.plan, store=self.store, source=self.source, clock=self.clock, **kw
-        )
+        return RolloutController(plan=self.plan, store=self.store, clock=self.clock, **kw)
 
     def traffic(self, n: int = 120) -> None:
         for _ in range(n):
@@ -149,14 +145,13 @@ def test_no_traffic_holds_and_never_rolls_back_on_silence() -> None:
     world = World(p_candidate=0.9)
     controller = world.controller()
     actions = world.run(controller, ticks=60, n=0)
-    assert actions == [
-        "start_layer",
-        "hold",
-    ]  # and no timeout promotion without samples  # one hold entry, not one per tick
+    # one hold entry, not one per tick; at the step's timeout it becomes an alert saying why
+    # (and no timeout promotion without candidate users)
+    assert actions == ["start_layer", "hold", "alert"]
     assert world.store.get_ratio("refund-v2", "early") == 0.1
-    assert (
-        controller.status()["layers"][0]["last_reason"] == "no candidate traffic in this step yet"
-    )
+    reason = controller.status()["layers"][0]["last_reason"]
+    assert reason.startswith("no candidate user in this step after 1770 s")
+    assert "raise the step, or promote by hand" in reason
 
 
 def test_a_pause_holds_against_good_numbers_and_resume_continues() -> None:

@@ -4,7 +4,6 @@ wrong kind, positional arguments, two clocks that disagree."""
 from __future__ import annotations
 
 import logging
-import time
 from datetime import datetime, timezone
 from typing import Any
 
@@ -13,9 +12,7 @@ from langchain_core.runnables import RunnableLambda
 
 from langchain_graylayer import (
     ConfigurationError,
-    GraylayerMetrics,
     GrayRouter,
-    InProcessSource,
     MemoryStore,
     RolloutController,
     RolloutPlan,
@@ -64,10 +61,7 @@ def test_a_clock_may_return_a_datetime(clock: Any) -> None:
     expected = datetime(2026, 11, 23, 12, tzinfo=timezone.utc).timestamp()
     assert router(clock=clock).clock() == expected
     assert LayerScorer(clock=clock).clock() == expected
-    metrics = GraylayerMetrics(registry=None, clock=clock)
-    controller = RolloutController(
-        plan=PLAN, store=MemoryStore(), source=InProcessSource(metrics), clock=metrics.clock
-    )
+    controller = RolloutController(plan=PLAN, store=MemoryStore(), clock=clock)
     assert controller.clock() == expected
 
 
@@ -86,13 +80,6 @@ def test_positional_arguments_name_the_keywords() -> None:
     with pytest.raises(TypeError, match=r"keyword arguments only: GrayRouter\(stable=\.\.\."):
         GrayRouter(ECHO, ECHO, PLAN)  # type: ignore[misc]
     with pytest.raises(TypeError, match=r"RolloutController\(plan=\.\.\., store=\.\.\."):
-        RolloutController(PLAN, MemoryStore(), InProcessSource())  # type: ignore[misc]
+        RolloutController(PLAN, MemoryStore())  # type: ignore[misc]
 
 
-def test_a_controller_refuses_a_source_on_another_clock() -> None:
-    simulated = [1_800_000_000.0]
-    source = InProcessSource(GraylayerMetrics(registry=None))  # the wall clock
-    with pytest.raises(ConfigurationError, match="metric source's clock"):
-        RolloutController(plan=PLAN, store=MemoryStore(), source=source, clock=lambda: simulated[0])
-    # the same clock on both sides is fine
-    RolloutController(plan=PLAN, store=MemoryStore(), source=source, clock=time.time)
