@@ -62,7 +62,8 @@ def _deltas(rng: random.Random, users: int, requests: int) -> list[UnitDelta]:
         counts = {
             "requests": 1.0, "completions": float(rng.random() < 0.85),
             "tool_calls": float(rng.randint(0, 6)), "latency_seconds": rng.uniform(0.5, 6),
-            "input_tokens": float(rng.randint(200, 900)), "output_tokens": float(rng.randint(20, 200)),
+            "input_tokens": float(rng.randint(200, 900)),
+            "output_tokens": float(rng.randint(20, 200)),
         }  # fmt: skip
         if rng.random() < 0.03:
             counts["failures"] = 1.0
