@@ -208,7 +208,7 @@ class Measurer:
         if child is not None:
             failed = error is not None or tool_failed(output)
             self.metrics.record_tool(child[0], child[1], ok=not failed)
-            if child[2] is not None:  # the request's own count, for the evidence
+            if child[2] is not None and not child[2].fallback:  # the request's own count
                 child[2].tools[0] += 1
                 child[2].tools[1] += failed
 
@@ -219,7 +219,7 @@ class Measurer:
             inputs, outputs = token_usage(response)
             if inputs or outputs:
                 self.metrics.record_tokens(child[0], input=inputs, output=outputs)
-                if child[2] is not None:
+                if child[2] is not None and not child[2].fallback:
                     child[2].tokens[0] += inputs
                     child[2].tokens[1] += outputs
 

@@ -83,6 +83,11 @@ class Gates(ConfigModel):
 
     min_samples: int = Field(default=200, ge=1)
     """Candidate users at the current step before a promotion on non-inferiority."""
+    size_steps: bool = True
+    """Open a layer at the first of its steps that can gather ``min_users_at_timeout``
+    candidate users within ``max_step_time``, judged by the layer's own stable traffic before
+    it opened (a small layer skips a 1 % step that would hold nobody); False: always the
+    first step."""
     min_users_at_timeout: int = Field(default=30, ge=1)
     """Candidate users a step needs before its timeout may promote on "no harm found": fewer
     is not evidence, and the step holds with an alert instead."""

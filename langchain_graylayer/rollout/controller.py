@@ -64,6 +64,10 @@ logger = logging.getLogger(__name__)
 _CONTROLLERS = itertools.count(1)
 
 
+def _pre_key(state: PlanState) -> str:
+    return "" if state.started_at is None else f"pre@{state.started_at:.3f}"
+
+
 def replica_name() -> str:
     """``$GRAYLAYER_REPLICA``, else ``host:pid``; ``#n`` marks the n-th controller of a process."""
     name = os.environ.get("GRAYLAYER_REPLICA") or f"{socket.gethostname()}:{os.getpid()}"
@@ -138,7 +142,9 @@ class RolloutController(RunnableSerializable[Any, list[dict[str, Any]]]):
             with self._write_lock():
                 state, ratios = self._load()
                 verdict = self._judge_active(state, ratios)
-                change = tx.transition(self.plan, state, ratios, verdict, self.clock())
+                opening = verdict is None or verdict.action is Action.PROMOTE
+                reach = self._reach(state) if opening else None
+                change = tx.transition(self.plan, state, ratios, verdict, self.clock(), reach)
                 return [] if change is None else self._apply(change)
         except (GraylayerError, OSError) as exc:
             logger.warning("controller tick skipped (%s); nothing was changed", exc)
@@ -191,6 +197,22 @@ class RolloutController(RunnableSerializable[Any, list[dict[str, Any]]]):
                 tests=sum(len(spec.steps) for spec in self.plan.layers),
             )
         )
+
+    def _reach(self, state: PlanState) -> dict[str, float]:
+        """The users the next layer to open is expected to see within its maximum step time,
+        from its stable traffic since the plan started (recorded under the layer's ``pre``
+        step): distinct users so far, scaled linearly to the step's time. Empty when unknown
+        (the first layer, or less than an hour of data)."""
+        pending = [n for n in self.plan.layer_names if state.layer(n).phase is LayerPhase.PENDING]
+        if not pending or state.started_at is None:
+            return {}
+        layer = pending[0]
+        seen = self.clock() - state.started_at
+        if seen < 3600.0:
+            return {}
+        arms = self.store.read_evidence(self.plan.id, layer, _pre_key(state))
+        users = sum(arm.users for arm in arms.values())
+        return {layer: users * self.plan.gates_for(layer).max_step_time / seen}
 
     def _apply(self, change: tx.Transition) -> list[AuditEntry]:
         """Commit a transition in one write; then run the cleanup it asks for, and audit it."""
@@ -320,8 +342,12 @@ class RolloutController(RunnableSerializable[Any, list[dict[str, Any]]]):
         return state, self.store.get_ratios(self.plan.id)
 
     def _commit(self, state: PlanState, ratios: Any, entries: Sequence[AuditEntry]) -> None:
-        # A ratio that moves starts a step: routers attribute runs to its key from now on.
-        steps = {layer: state.layer(layer).step_key for layer in ratios}
+        # A ratio that moves starts a step: routers attribute runs to its key from now on. A
+        # layer not open yet collects its stable traffic under a "pre" step, which sizes its
+        # first step when it opens.
+        steps = {
+            name: state.layer(name).step_key or _pre_key(state) for name in self.plan.layer_names
+        }
         self.store.commit(
             self.plan.id,
             ratios=ratios,

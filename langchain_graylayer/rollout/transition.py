@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from langchain_graylayer.errors import ConfigurationError, PlanStateError
-from langchain_graylayer.judging.judge import Action, Verdict
+from langchain_graylayer.judging.judge import Action, Rule, Verdict
 from langchain_graylayer.plan.plan import RolloutPlan
 from langchain_graylayer.rollout.state import (
     AUTOMATION,
@@ -78,6 +78,9 @@ class _Now:
     plan: RolloutPlan
     ratios: Mapping[str, float]
     now: float
+    reach: Mapping[str, float] = field(default_factory=dict)
+    """Per layer, the users it is expected to see within its ``max_step_time`` (measured on its
+    stable traffic before it opened; absent: unknown)."""
 
     def ratio(self, layer: str) -> float:
         return self.ratios.get(layer, 0.0)
@@ -120,15 +123,17 @@ def transition(
     ratios: Mapping[str, float],
     verdict: Verdict | None,
     now: float,
+    reach: Mapping[str, float] | None = None,
 ) -> Transition | None:
     """Automation's step: open the active layer, act on its verdict, or complete the plan.
 
     ``verdict`` is the judge's verdict on the active layer (``None`` when it is not open yet).
+    ``reach`` sizes a layer's first step (see :func:`first_step`).
     Returns ``None`` when there is nothing to write (the plan is not running).
     """
     if state.status is not PlanStatus.RUNNING:
         return None
-    at = _Now(plan, ratios, now)
+    at = _Now(plan, ratios, now, reach or {})
     active = active_layer(plan, state)
     if active is None:
         done = replace(state, status=PlanStatus.COMPLETED)
@@ -151,6 +156,9 @@ def transition(
         return Transition(_stamped(state, now), {}, (entry,))
     if verdict.action is Action.PROMOTE:
         return _advance(at, state, active, AUTOMATION, verdict, None)
+    resized = _resize(at, state, active, verdict)
+    if resized is not None:
+        return resized
     # A verdict that says what the last one said is remembered, not audited again: a hold or an
     # alert that persists for hours is one entry, not one per tick.
     if repeated:
@@ -160,15 +168,41 @@ def transition(
     return Transition(_stamped(state, now), {}, (entry,))
 
 
+def first_step(steps: Sequence[float], reach: float | None, min_users: int) -> int:
+    """The index of the step a layer opens at: the first whose bucket range can gather
+    ``min_users`` candidate users within the step's maximum time, when the layer's ``reach``
+    (users seen in that time) is known — a layer so small that 1 % holds nobody starts where
+    the minimum fits (Uber's risk- and power-based ramps, arXiv 1905.10493, size steps to the
+    traffic the same way). Never 100 % at once: at most the last step below it.
+
+    Example:
+        >>> first_step((0.01, 0.1, 0.5, 1.0), 300.0, 30)  # 3 users at 1 %, 30 at 10 %
+        1
+        >>> first_step((0.01, 0.1, 0.5, 1.0), None, 30), first_step((0.01, 0.1, 1.0), 20.0, 30)
+        (0, 1)
+    """
+    if reach is None or len(steps) < 2:
+        return 0
+    below = [i for i, ratio in enumerate(steps) if ratio < 1.0]
+    for index in below:
+        if steps[index] * reach >= min_users:
+            return index
+    return below[-1] if below else 0
+
+
 def _open(at: _Now, state: PlanState, layer: str, operator: str) -> Transition:
     spec = at.plan.layer(layer)
     if state.started_at is None:
         state = replace(state, started_at=at.now)
+    gates = at.plan.gates_for(layer)
+    reach = at.reach.get(layer) if gates.size_steps and operator == AUTOMATION else None
+    index = first_step(spec.steps, reach, gates.min_users_at_timeout)
+    ratio = spec.steps[index]
     # A layer whose first step is 100% has no stable arm to compare with: it is done at once.
-    phase = LayerPhase.COMPLETED if spec.steps[0] >= 1.0 else LayerPhase.ACTIVE
+    phase = LayerPhase.COMPLETED if ratio >= 1.0 else LayerPhase.ACTIVE
     state = state.with_layer(
-        layer, phase=phase, step=0, step_started_at=at.now, last_action=None, last_rule=None,
-        last_detail="", last_alert=False,
+        layer, phase=phase, step=index, step_started_at=at.now, last_action=None,
+        last_rule=None, last_detail="", last_alert=False,
     )  # fmt: skip
     if operator != AUTOMATION:
         reason = "opened by a human"
@@ -176,8 +210,40 @@ def _open(at: _Now, state: PlanState, layer: str, operator: str) -> Transition:
         reason = "first layer"
     else:
         reason = "the layer before it is at 100%"
-    entry = at.entry(AuditAction.START_LAYER, layer, 0.0, spec.steps[0], reason, operator=operator)
-    return Transition(_stamped(state, at.now), {layer: spec.steps[0]}, (entry,))
+    details: dict[str, Any] = {}
+    if reach is not None:
+        details = {"reach": round(reach, 1), "first_step": index}
+        if index:
+            reason += (
+                f"; sized to its traffic: about {reach:.0f} users come in "
+                f"{gates.max_step_time / 3600:g} h, so {spec.steps[0]:.0%} would see "
+                f"{spec.steps[0] * reach:.0f} candidate users of the "
+                f"{gates.min_users_at_timeout} needed; starting at {ratio:.0%}"
+            )
+    entry = at.entry(
+        AuditAction.START_LAYER, layer, 0.0, ratio, reason, operator=operator, details=details
+    )
+    return Transition(_stamped(state, at.now), {layer: ratio}, (entry,))
+
+
+def _resize(at: _Now, state: PlanState, layer: str, verdict: Verdict) -> Transition | None:
+    """A step that timed out with too few candidate users (or none) moves to the first later
+    step that its measured traffic can fill, when the plan sizes steps (never to 100 %)."""
+    gates, spec, current = at.plan.gates_for(layer), at.plan.layer(layer), state.layer(layer)
+    starved = verdict.rule in (Rule.TIMEOUT_TOO_FEW_USERS, Rule.NO_CANDIDATE_TRAFFIC)
+    if not (starved and verdict.alert and gates.size_steps) or current.manual:
+        return None
+    reach = (verdict.n_candidate + verdict.n_stable) * gates.max_step_time / max(verdict.elapsed, 1)
+    later = spec.steps[current.step + 1 :]
+    index = current.step + 1 + first_step(later, reach, gates.min_users_at_timeout)
+    if index >= len(spec.steps) or spec.steps[index] >= 1.0 or not later:
+        return None
+    reason = (
+        f"resized to the layer's traffic: about {reach:.0f} users come in "
+        f"{gates.max_step_time / 3600:g} h, too few for {gates.min_users_at_timeout} candidate "
+        f"users at {at.ratio(layer):.0%} ({verdict.reason})"
+    )
+    return _advance(at, state, layer, AUTOMATION, verdict, reason, to=index)
 
 
 def _advance(
@@ -187,10 +253,11 @@ def _advance(
     operator: str,
     verdict: Verdict | None,
     reason: str | None,
+    to: int | None = None,
 ) -> Transition:
     spec = at.plan.layer(layer)
     old = at.ratio(layer)
-    step = state.layer(layer).step + 1
+    step = state.layer(layer).step + 1 if to is None else to
     reason = reason or (verdict.reason if verdict else "promoted")
     if step >= len(spec.steps):
         state = state.with_layer(layer, phase=LayerPhase.COMPLETED)

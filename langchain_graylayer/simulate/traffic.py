@@ -253,6 +253,26 @@ def _beta(rng: np.random.Generator, mean: Array, icc: float) -> Array:
 
 
 # ----------------------------------------------------------------------------- evidence
+class _Seen:
+    """A ``pre`` arm (a layer's stable traffic before it opens): the controller reads only how
+    many distinct users it saw, so that is all this keeps."""
+
+    __slots__ = ("seen",)
+
+    def __init__(self, size: int) -> None:
+        self.seen = np.zeros(size, dtype=bool)
+
+    def add(self, users: Array, activity: Array, counts: Array) -> None:
+        self.seen[users] = True
+
+    def totals(self) -> ArmTotals:
+        return ArmTotals(users=int(self.seen.sum()))
+
+    @property
+    def users(self) -> int:
+        return int(self.seen.sum())
+
+
 class _Arm:
     """One arm's user records and totals (the numpy twin of ``ArmAccumulator``)."""
 
@@ -370,7 +390,7 @@ class Traffic:
                                                                 strict=False)]  # fmt: skip
         self._delay = round(sc.feedback_delay_h * 3600 / TICK)
         self._pending: dict[int, list[tuple[tuple[int, str, int], Array, Array]]] = {}
-        self.arms: dict[tuple[int, str, int], _Arm] = {}
+        self.arms: dict[tuple[int, str, int], _Arm | _Seen] = {}
         self.cum = np.zeros((ticks + 1, n_layers, 2, N_FIELDS))
         """Request-level counts per tick (cumulative), for the article's window rule."""
         self.exposed_users = np.zeros(n, dtype=bool)
@@ -457,11 +477,12 @@ class Traffic:
         self.cum[t + 1] = self.cum[t] + row
         self.ticks = t + 1
 
-    def _arm(self, key: tuple[int, str, int]) -> _Arm:
+    def _arm(self, key: tuple[int, str, int]) -> _Arm | _Seen:
         arm = self.arms.get(key)
         if arm is None:
             layer = key[0]
-            arm = self.arms[key] = _Arm(int(self.start[layer + 1] - self.start[layer]))
+            size = int(self.start[layer + 1] - self.start[layer])
+            arm = self.arms[key] = _Seen(size) if key[1].startswith("pre@") else _Arm(size)
         return arm
 
     def _outcomes(

@@ -5,10 +5,12 @@ bind tools, from ``test_agents``) decides its next step from the conversation so
 token usage on every reply, as a provider does. Their tools succeed (``lookup_order``), fail the
 handled way (``issue_refund``: a ``ToolException`` that ToolNode turns into a ToolMessage with
 status "error") or raise (``issue_refund_unhandled``). Each test has its own
-``CollectorRegistry``; counts are read back from Prometheus and from ``InProcessSource``.
+``CollectorRegistry`` and ``MemoryStore``; counts are read back from Prometheus and, per user,
+from the evidence the router adds to the store (what the judge reads).
 
 Users: ``alice`` has no profile, so her layer is ``vip``, at ratio 1.0 (candidate); ``erin`` is
-an early adopter, a layer left at 0.0 (stable).
+an early adopter, a layer left at 0.0 (stable). Both layers have a step (committed as the
+controller commits one), so their requests are attributed to it as evidence.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import logging
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -38,7 +41,6 @@ from test_agents import (
 
 from langchain_graylayer import GrayRouter, MemoryStore, RolloutPlan, UserProfile, Version
 from langchain_graylayer.errors import ConfigurationError, UnknownRunError
-from langchain_graylayer.judging.readmodel import ArmStats, LatencySummary
 from langchain_graylayer.measuring.completion import final_answer
 from langchain_graylayer.measuring.handler import (
     GraylayerCallbackHandler,
@@ -51,13 +53,15 @@ from langchain_graylayer.measuring.labels import (
     RunLabels,
 )
 from langchain_graylayer.measuring.prometheus import GraylayerMetrics
-from langchain_graylayer.measuring.sources import InProcessSource
+from langchain_graylayer.store.evidence import FIELDS, ArmTotals
 from langchain_graylayer.testing import ScriptedChatModel, calls_then_answers
 
 PLAN_ID = "support-v2"
 ALICE, ERIN = "alice", "erin"
 CANDIDATE_ARM = (Version.CANDIDATE, "vip")
 STABLE_ARM = (Version.STABLE, "early_adopter")
+STEP = "0@1000.000"
+"""The step both layers are in (a controller's step key: the step's index and start)."""
 
 STABLE_ANSWER = "[v1] Order A-1 has shipped and arrives on Friday."
 CANDIDATE_ANSWER = "[v2] Order A-1 has shipped; a colleague will approve the refund today."
@@ -154,61 +158,100 @@ def arm_samples(registry: CollectorRegistry, version: Version, layer: str) -> di
     return found
 
 
-def arm_stats(expected: Counter[str]) -> ArmStats:
-    """The ``ArmStats`` that the expected Prometheus samples of one arm amount to."""
+def evidence_of(expected: Counter[str]) -> dict[str, float]:
+    """The evidence totals that the expected Prometheus samples of one arm amount to (non-zero
+    fields only; ``latency_seconds`` is checked apart)."""
 
-    def total(prefix: str, suffix: str = "") -> int:
+    def total(prefix: str, suffix: str = "") -> float:
         return sum(v for k, v in expected.items() if k.startswith(prefix) and k.endswith(suffix))
 
-    return ArmStats(
-        requests=total("requests{"),
-        errors=expected["requests{outcome=error}"],
-        fallbacks=expected["requests{outcome=fallback}"],
-        completions=expected["completions"],
-        tool_calls=total("tool_calls{"),
-        tool_errors=total("tool_calls{", "status=error}"),
-        input_tokens=expected["tokens{direction=input}"],
-        output_tokens=expected["tokens{direction=output}"],
-        feedback_bad=expected["feedback{kind=bad}"],
-        feedback_complaint=expected["feedback{kind=complaint}"],
-        feedback_good=expected["feedback{kind=good}"],
-        feedback_score_count=expected["score_count"],
-        feedback_score_sum=expected["score_sum"],
-    )
+    totals = {
+        "requests": total("requests{"),
+        "completions": expected["completions"],
+        "failures": expected["requests{outcome=error}"] + expected["requests{outcome=fallback}"],
+        "tool_calls": total("tool_calls{"),
+        "tool_errors": total("tool_calls{", "status=error}"),
+        "bad": expected["feedback{kind=bad}"],
+        "complaints": expected["feedback{kind=complaint}"],
+        "good": expected["feedback{kind=good}"],
+        "scores": expected["score_count"],
+        "score_sum": expected["score_sum"],
+        "input_tokens": expected["tokens{direction=input}"],
+        "output_tokens": expected["tokens{direction=output}"],
+    }
+    return {name: float(value) for name, value in totals.items() if value}
+
+
+def evidence_totals(arm: ArmTotals, fields: tuple[str, ...] = FIELDS) -> dict[str, float]:
+    """The arm's non-zero totals of ``fields`` (all but ``latency_seconds`` by default)."""
+    return {n: arm.total(n) for n in fields if n != "latency_seconds" and arm.total(n)}
+
+
+def evidence(store: MemoryStore, version: Version, layer: str) -> ArmTotals | None:
+    """One arm's evidence in the step its layer is in (``None``: no user of it yet)."""
+    step = store.get_steps(PLAN_ID).get(layer, "")
+    return store.read_evidence(PLAN_ID, layer, step).get(version.value)
 
 
 def assert_exact(
-    metrics: GraylayerMetrics, expected: dict[tuple[Version, str], Counter[str]]
+    metrics: GraylayerMetrics,
+    store: MemoryStore | None,
+    expected: Mapping[tuple[Version, str], Counter[str]],
+    *,
+    users: Mapping[tuple[Version, str], int] | None = None,
+    attributed: Mapping[tuple[Version, str], Counter[str]] | None = None,
+    fields: tuple[str, ...] = FIELDS,
 ) -> None:
-    """Prometheus and the in-process source hold exactly ``expected`` per (version, layer) arm,
-    and nothing at all for the plan's other arms."""
+    """Prometheus holds exactly ``expected`` per (version, layer) arm, and nothing at all for
+    the plan's other arms; so does the store's evidence (for ``fields``), with one user per arm
+    unless ``users`` says otherwise.
+
+    ``attributed`` replaces ``expected`` for the evidence where they differ: an arm's evidence
+    counts a request under the version it was routed to (a fallback is the candidate's failed
+    request), Prometheus each piece of work under the version that did it."""
     registry = metrics.registry
     assert registry is not None
-    snapshot = InProcessSource(metrics).snapshot(PLAN_ID, 3600)
+    attributed = expected if attributed is None else attributed
     for layer in RolloutPlan.default(PLAN_ID).layer_names:
         for version in Version:
-            want = expected.get((version, layer), Counter())
+            key = (version, layer)
+            want = expected.get(key, Counter())
             where = f"{version.value} on {layer}"
             assert arm_samples(registry, version, layer) == dict(want), where
-            arm = snapshot.arm(layer, version)
+            if store is None:
+                continue
+            arm = evidence(store, version, layer)
+            want = attributed.get(key, Counter())
             if not want:
                 assert arm is None, where
                 continue
             assert arm is not None, where
-            assert replace(arm, latency=LatencySummary()) == arm_stats(want), where
-            assert arm.latency.count == want["duration_count"], where
+            wanted = {n: v for n, v in evidence_of(want).items() if n in fields}
+            assert evidence_totals(arm, fields) == wanted, where
+            assert arm.users == (users or {}).get(key, 1), where
+            assert 0 < arm.total("latency_seconds") < 60, where
+    if store is not None:  # runs outside a step are never evidence
+        layers = RolloutPlan.default(PLAN_ID).layer_names
+        assert [store.read_evidence(PLAN_ID, layer, "") for layer in layers] == [{}] * len(layers)
 
 
 def assert_arms(
     metrics: GraylayerMetrics,
+    store: MemoryStore | None,
     *,
     candidate: Counter[str] | None = None,
     stable: Counter[str] | None = None,
+    fields: tuple[str, ...] = FIELDS,
 ) -> None:
     """:func:`assert_exact` for alice's arm (candidate on vip) and erin's (stable on
     early_adopter)."""
     expected = {CANDIDATE_ARM: candidate, STABLE_ARM: stable}
-    assert_exact(metrics, {arm: counts for arm, counts in expected.items() if counts})
+    assert_exact(
+        metrics,
+        store,
+        {arm: counts for arm, counts in expected.items() if counts},
+        fields=fields,
+    )
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -226,8 +269,13 @@ def metrics(registry: CollectorRegistry) -> GraylayerMetrics:
 def store() -> MemoryStore:
     store = MemoryStore()
     store.put_profile(ERIN, EARLY_ADOPTER)
-    store.set_ratio(PLAN_ID, "vip", 1.0)
+    open_step(store, {"vip": 1.0, "early_adopter": 0.0})
     return store
+
+
+def open_step(store: MemoryStore, ratios: dict[str, float], step: str = STEP) -> None:
+    """Move the layers' ratios and start a step on each, as the controller commits them."""
+    store.commit(PLAN_ID, ratios=ratios, state="{}", audit=[], steps=dict.fromkeys(ratios, step))
 
 
 def as_runnable(version: Agent | Runnable[Any, Any]) -> Runnable[Any, Any]:
@@ -295,7 +343,7 @@ def wait_for(condition: Any, timeout: float = 5.0) -> None:
 
 # --------------------------------------------------------------------------- counting per arm
 def test_each_arm_counts_requests_latency_completions_tools_and_tokens(
-    make_router: Any, registry: CollectorRegistry, metrics: GraylayerMetrics
+    make_router: Any, store: MemoryStore, registry: CollectorRegistry, metrics: GraylayerMetrics
 ) -> None:
     router = make_router()
 
@@ -319,18 +367,29 @@ def test_each_arm_counts_requests_latency_completions_tools_and_tokens(
     assert get(registry, "graylayer_requests_total", *STABLE_ARM, outcome="ok") == 1
     assert get(registry, "graylayer_tokens_total", *STABLE_ARM, direction="input") == 2 * 13
 
-    arms = InProcessSource(metrics).snapshot(PLAN_ID, 3600).arms
-    assert set(arms) == {("vip", Version.CANDIDATE), ("early_adopter", Version.STABLE)}
-    stats = arms["vip", Version.CANDIDATE]
-    assert replace(stats, latency=LatencySummary()) == ArmStats(
-        requests=2, completions=2, tool_calls=4, tool_errors=2, input_tokens=78, output_tokens=30
-    )
-    assert stats.latency.count == 2
-    assert 0 < stats.latency.sum < 10
-    assert (stats.completion_rate, stats.tool_success_rate) == (1.0, 0.5)
+    # the evidence: alice's two requests are one user's, in the step vip is in
+    assert set(store.read_evidence(PLAN_ID, "vip", STEP)) == {"candidate"}
+    assert set(store.read_evidence(PLAN_ID, "early_adopter", STEP)) == {"stable"}
+    arm = store.read_evidence(PLAN_ID, "vip", STEP)["candidate"]
+    assert arm.users == 1
+    assert evidence_totals(arm) == {
+        "requests": 2,
+        "completions": 2,
+        "tool_calls": 4,
+        "tool_errors": 2,
+        "input_tokens": 78,
+        "output_tokens": 30,
+    }
+    assert 0 < arm.total("latency_seconds") < 10
+    assert arm.product("requests", "requests") == 4  # Σ over users of requests², one user of 2
+    assert arm.product("requests", "tool_calls") == 8
+    assert (arm.positive("completions"), arm.positive("failures")) == (1, 0)
+    erin = store.read_evidence(PLAN_ID, "early_adopter", STEP)["stable"]
+    assert (erin.users, erin.total("requests"), erin.total("input_tokens")) == (1, 1, 2 * 13)
 
     assert_arms(
         metrics,
+        store,
         candidate=Counter(
             {
                 "requests{outcome=ok}": 2,
@@ -349,7 +408,7 @@ def test_each_arm_counts_requests_latency_completions_tools_and_tokens(
 
 @pytest.mark.parametrize("mode", ["invoke", "ainvoke", "stream", "astream", "batch", "abatch"])
 async def test_every_way_of_calling_counts_each_request_under_its_own_labels(
-    make_router: Any, metrics: GraylayerMetrics, mode: str
+    make_router: Any, store: MemoryStore, metrics: GraylayerMetrics, mode: str
 ) -> None:
     router = make_router()
 
@@ -357,44 +416,56 @@ async def test_every_way_of_calling_counts_each_request_under_its_own_labels(
 
     assert answers == [CANDIDATE_ANSWER, STABLE_ANSWER, CANDIDATE_ANSWER]
     # Streams are judged on what was streamed: the last LangGraph update holds the answer.
-    assert_arms(metrics, candidate=visits(CANDIDATE, 2), stable=visits(STABLE))
+    assert_arms(metrics, store, candidate=visits(CANDIDATE, 2), stable=visits(STABLE))
     assert router._state.observer.handler.pending() == 0
 
 
 OUTCOME_CASES = [
     pytest.param(
-        SILENT, {}, "", {CANDIDATE_ARM: visits(SILENT, completed=False)}, id="empty-answer"
+        SILENT,
+        {},
+        "",
+        {CANDIDATE_ARM: visits(SILENT, completed=False)},
+        None,
+        id="empty-answer",
     ),
     pytest.param(
         BROKEN,
         {"fallback_to_stable": False},
         None,
         {CANDIDATE_ARM: request("error") + BROKEN.work()},
+        None,
         id="unhandled-tool-error",
     ),
     pytest.param(
         BROKEN,
         {},
         STABLE_ANSWER,
-        # The request is the candidate's failure (never a completion); the stable retry's tool
-        # calls and tokens are stable's own work, in the same layer.
+        # The request is the candidate's failure (never a completion); in Prometheus the stable
+        # retry's tool calls and tokens are stable's own work, in the same layer ...
         {
             CANDIDATE_ARM: request("fallback") + BROKEN.work(),
             (Version.STABLE, "vip"): STABLE.work(),
         },
+        # ... and so in the evidence: alice's request is the candidate's failure, with the
+        # candidate's own tool calls and tokens only (the stable retry's work would otherwise
+        # pass for candidate tool successes); stable saw no user of its own.
+        {CANDIDATE_ARM: request("fallback") + BROKEN.work()},
         id="fallback",
     ),
 ]
 
 
-@pytest.mark.parametrize(("candidate", "plan", "answer", "expected"), OUTCOME_CASES)
+@pytest.mark.parametrize(("candidate", "plan", "answer", "expected", "attributed"), OUTCOME_CASES)
 def test_failing_or_empty_candidates_are_counted_but_not_completed(
     make_router: Any,
+    store: MemoryStore,
     metrics: GraylayerMetrics,
     candidate: Agent,
     plan: dict[str, Any],
     answer: str | None,
     expected: dict[tuple[Version, str], Counter[str]],
+    attributed: dict[tuple[Version, str], Counter[str]] | None,
 ) -> None:
     router = make_router(candidate=candidate, plan=plan)
 
@@ -404,7 +475,7 @@ def test_failing_or_empty_candidates_are_counted_but_not_completed(
     else:
         assert final_answer(router.invoke(QUESTION, config(ALICE))) == answer
 
-    assert_exact(metrics, expected)
+    assert_exact(metrics, store, expected, attributed=attributed)
     assert router._state.observer.handler.pending() == 0
 
 
@@ -412,7 +483,7 @@ async def test_concurrent_requests_land_on_each_users_version(
     make_router: Any, store: MemoryStore, metrics: GraylayerMetrics
 ) -> None:
     router = make_router()
-    store.set_ratio(PLAN_ID, "vip", 0.5)
+    open_step(store, {"vip": 0.5}, step="1@2000.000")
     users = [f"user-{n}" for n in range(200)]
     predicted = {user: router.route(user).version for user in users}
     stable_users = [u for u in users if predicted[u] is Version.STABLE][:10]
@@ -423,19 +494,15 @@ async def test_concurrent_requests_land_on_each_users_version(
 
     answers = {Version.STABLE: STABLE_ANSWER, Version.CANDIDATE: CANDIDATE_ANSWER}
     assert [final_answer(o) for o in outputs] == [answers[predicted[u]] for u in chosen]
-    assert_exact(
-        metrics,
-        {
-            (Version.STABLE, "vip"): visits(STABLE, 10),
-            (Version.CANDIDATE, "vip"): visits(CANDIDATE, 10),
-        },
-    )
+    arms = {(Version.STABLE, "vip"): visits(STABLE, 10), CANDIDATE_ARM: visits(CANDIDATE, 10)}
+    assert_exact(metrics, store, arms, users=dict.fromkeys(arms, 10))
+    assert store.read_evidence(PLAN_ID, "vip", STEP) == {}  # all in the new step
     assert router._state.observer.handler.pending() == 0
 
 
 # --------------------------------------------------------------------------- completion judges
 def test_a_function_judge_decides_completion_inline(
-    make_router: Any, metrics: GraylayerMetrics
+    make_router: Any, store: MemoryStore, metrics: GraylayerMetrics
 ) -> None:
     def escalated(output: Any) -> bool:
         return "colleague" in (final_answer(output) or "")
@@ -446,11 +513,13 @@ def test_a_function_judge_decides_completion_inline(
     list(router.stream(QUESTION, config(ALICE)))
     router.invoke(QUESTION, config(ERIN))
 
-    assert_arms(metrics, candidate=visits(CANDIDATE, 2), stable=visits(STABLE, completed=False))
+    assert_arms(
+        metrics, store, candidate=visits(CANDIDATE, 2), stable=visits(STABLE, completed=False)
+    )
 
 
 def test_a_runnable_judge_runs_in_the_background(
-    make_router: Any, registry: CollectorRegistry, metrics: GraylayerMetrics
+    make_router: Any, store: MemoryStore, registry: CollectorRegistry, metrics: GraylayerMetrics
 ) -> None:
     judged: list[str] = []
 
@@ -464,15 +533,19 @@ def test_a_runnable_judge_runs_in_the_background(
     router.invoke(QUESTION, config(ERIN))  # stable's answer does not mention the refund
     router.invoke(QUESTION, config(ALICE))
 
-    completions = "graylayer_task_completions_total"
-    wait_for(lambda: len(judged) == 2 and get(registry, completions, *CANDIDATE_ARM) == 1)
+    def judged_both() -> bool:
+        # the evidence is told after Prometheus, by the same background task
+        arm = evidence(store, *CANDIDATE_ARM)
+        return len(judged) == 2 and arm is not None and arm.total("completions") == 1
+
+    wait_for(judged_both)
     assert sorted(judged) == sorted([STABLE_ANSWER, CANDIDATE_ANSWER])
-    assert_arms(metrics, candidate=visits(CANDIDATE), stable=visits(STABLE, completed=False))
+    assert_arms(metrics, store, candidate=visits(CANDIDATE), stable=visits(STABLE, completed=False))
     assert router._state.observer.handler.pending() == 0
 
 
 def test_stream_messages_mode_is_judged_on_the_streamed_answer(
-    make_router: Any, registry: CollectorRegistry
+    make_router: Any, store: MemoryStore, registry: CollectorRegistry
 ) -> None:
     router = make_router()
 
@@ -483,6 +556,8 @@ def test_stream_messages_mode_is_judged_on_the_streamed_answer(
     assert arm_samples(registry, *CANDIDATE_ARM)["requests{outcome=ok}"] == 1
     assert arm_samples(registry, *CANDIDATE_ARM)["tokens{direction=input}"] == 3 * 13
     assert get(registry, "graylayer_task_completions_total", *CANDIDATE_ARM) == 1
+    arm = store.read_evidence(PLAN_ID, "vip", STEP)["candidate"]
+    assert (arm.users, arm.total("completions"), arm.total("input_tokens")) == (1, 1, 3 * 13)
 
 
 # --------------------------------------------------------------------------- detached runs
@@ -506,7 +581,7 @@ def _tools_below(recorder: RunRecorder, root: Any) -> list[str]:
 
 
 def test_runs_outside_the_routers_tree_still_count_under_its_labels(
-    make_router: Any, metrics: GraylayerMetrics
+    make_router: Any, store: MemoryStore, metrics: GraylayerMetrics
 ) -> None:
     router = make_router(candidate=_primary_fails_then_fallback())
     recorder = RunRecorder()
@@ -526,7 +601,7 @@ def test_runs_outside_the_routers_tree_still_count_under_its_labels(
     assert recorder.below(fallbacks) == []
     assert _tools_below(recorder, primary) == ["issue_refund", "lookup_order"]
     # The router saw no error (the fallbacks caught it); both agents' tool calls are candidate's.
-    assert_arms(metrics, candidate=request("ok") + BROKEN.work() + CANDIDATE.work())
+    assert_arms(metrics, store, candidate=request("ok") + BROKEN.work() + CANDIDATE.work())
     assert router._state.observer.handler.pending() == 0
 
 
@@ -557,7 +632,8 @@ async def test_a_handler_attached_by_the_caller_counts_runs_detached_from_any_pa
     assert len(detached) == 2
     assert [run.parent_run_id for run in detached] == [None, None]
     assert _tools_below(recorder, detached[0]) == ["issue_refund", "lookup_order"]
-    assert_arms(metrics, candidate=request("ok") + BROKEN.work() + CANDIDATE.work())
+    # no router: Prometheus only (the evidence is the router's)
+    assert_arms(metrics, None, candidate=request("ok") + BROKEN.work() + CANDIDATE.work())
     assert handler.pending() == 0
 
 
@@ -582,13 +658,19 @@ def test_unrouted_requests_are_counted_apart(
         if sample.name in ARM_METRICS and sample.value
     ]
     assert routed == []  # not a request, a tool call or a token was counted under an arm
-    assert InProcessSource(metrics).snapshot(PLAN_ID, 3600).arms == {}
+    assert_exact(metrics, store, {})  # nor any evidence, in any step
+    # olga's layer would have been vip: unrouted requests are never the evidence of its step
+    assert store.read_evidence(PLAN_ID, "vip", STEP) == {}
     assert router._state.observer.handler.pending() == 0
 
 
 # --------------------------------------------------------------------------- double handlers
+REQUEST_FIELDS = ("requests", "completions", "failures")
+"""What the router itself sees of a request that a handler of the caller's measures."""
+
+
 def test_a_handler_the_caller_attached_too_does_not_double_count(
-    make_router: Any, metrics: GraylayerMetrics
+    make_router: Any, store: MemoryStore, metrics: GraylayerMetrics
 ) -> None:
     router = make_router()
     handler = GraylayerCallbackHandler(metrics)
@@ -596,25 +678,28 @@ def test_a_handler_the_caller_attached_too_does_not_double_count(
     router.invoke(QUESTION, config(ALICE, handler))
     list(router.stream(QUESTION, config(ERIN, handler)))
 
-    assert_arms(metrics, candidate=visits(CANDIDATE), stable=visits(STABLE))
+    # The caller's handler measures the runs; the router still adds each request as evidence,
+    # once (the tool calls and tokens stay with the caller's handler).
+    candidate, stable = visits(CANDIDATE), visits(STABLE)
+    assert_arms(metrics, store, candidate=candidate, stable=stable, fields=REQUEST_FIELDS)
     assert handler.pending() == 0
     assert router._state.observer.handler.pending() == 0
 
 
 async def test_a_handler_the_caller_attached_to_an_async_call_does_not_double_count(
-    make_router: Any, metrics: GraylayerMetrics
+    make_router: Any, store: MemoryStore, metrics: GraylayerMetrics
 ) -> None:
     """The one handler runs inline under async too (no async twin is needed)."""
     router = make_router()
 
     await router.ainvoke(QUESTION, config(ALICE, GraylayerCallbackHandler(metrics)))
 
-    assert_arms(metrics, candidate=visits(CANDIDATE))
+    assert_arms(metrics, store, candidate=visits(CANDIDATE), fields=REQUEST_FIELDS)
 
 
 # --------------------------------------------------------------------------- feedback
 def test_feedback_is_counted_under_the_labels_of_the_run(
-    make_router: Any, registry: CollectorRegistry, metrics: GraylayerMetrics
+    make_router: Any, store: MemoryStore, registry: CollectorRegistry, metrics: GraylayerMetrics
 ) -> None:
     router = make_router()
     alice_run, erin_run, anonymous_run = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
@@ -622,14 +707,18 @@ def test_feedback_is_counted_under_the_labels_of_the_run(
     router.invoke(QUESTION, config(ERIN, run_id=erin_run))
     router.invoke(QUESTION, config(run_id=anonymous_run))
 
-    assert router.feedback(alice_run, "bad") == RunLabels(PLAN_ID, "candidate", "vip")
-    assert router.feedback(str(alice_run), "complaint") == RunLabels(PLAN_ID, "candidate", "vip")
-    assert router.feedback(erin_run, "good", 9) == RunLabels(PLAN_ID, "stable", "early_adopter")
+    def arm(labels: RunLabels) -> tuple[str, str, str, str]:
+        return labels.plan, labels.version, labels.layer, labels.step
+
+    assert arm(router.feedback(alice_run, "bad")) == (PLAN_ID, "candidate", "vip", STEP)
+    assert arm(router.feedback(str(alice_run), "complaint")) == (PLAN_ID, "candidate", "vip", STEP)
+    assert arm(router.feedback(erin_run, "good", 9)) == (PLAN_ID, "stable", "early_adopter", STEP)
 
     feedback = {"feedback{kind=bad}": 1, "feedback{kind=complaint}": 1}
     score = {"feedback{kind=good}": 1, "score_count": 1, "score_sum": 9}
     assert_arms(
         metrics,
+        store,
         candidate=visits(CANDIDATE) + Counter(feedback),
         stable=visits(STABLE) + Counter(score),
     )
@@ -637,7 +726,16 @@ def test_feedback_is_counted_under_the_labels_of_the_run(
     assert get(registry, bucket, *STABLE_ARM, le="8.0") == 0  # a promoter
     assert get(registry, bucket, *STABLE_ARM, le="9.0") == 1
 
+    alice = store.read_evidence(PLAN_ID, "vip", STEP)["candidate"]
+    assert (alice.positive("bad"), alice.positive("complaints")) == (1, 1)
+    assert alice.product("bad", "complaints") == 1  # the same user did both
+
     before = [(s.name, s.labels, s.value) for f in registry.collect() for s in f.samples]
+
+    def all_evidence() -> list[dict[str, ArmTotals]]:
+        return [store.read_evidence(PLAN_ID, layer, STEP) for layer in ("vip", "early_adopter")]
+
+    evidence_before = all_evidence()
     with pytest.raises(UnknownRunError):
         router.feedback(uuid.uuid4(), "bad")
     with pytest.raises(UnknownRunError):
@@ -648,6 +746,7 @@ def test_feedback_is_counted_under_the_labels_of_the_run(
         router.feedback(alice_run, None, 11)
     after = [(s.name, s.labels, s.value) for f in registry.collect() for s in f.samples]
     assert after == before
+    assert all_evidence() == evidence_before
 
 
 # --------------------------------------------------------------------------- robustness
@@ -660,7 +759,7 @@ class BrokenMetrics(GraylayerMetrics):
 
 @pytest.mark.parametrize("mode", ["invoke", "ainvoke", "stream", "astream"])
 async def test_a_failing_handler_never_breaks_the_request(
-    make_router: Any, caplog: pytest.LogCaptureFixture, mode: str
+    make_router: Any, store: MemoryStore, caplog: pytest.LogCaptureFixture, mode: str
 ) -> None:
     registry = CollectorRegistry()
     router = make_router(metrics=BrokenMetrics(registry=registry))
@@ -673,14 +772,17 @@ async def test_a_failing_handler_never_breaks_the_request(
     assert "chain_end" in record.getMessage()
     assert record.exc_info is not None
     assert str(record.exc_info[1]) == "metrics backend broke"
-    # the other hooks still measured the run
+    # the other hooks still measured the run, and the request is still evidence (as the router
+    # saw it: answered, with a non-empty answer)
     assert arm_samples(registry, *CANDIDATE_ARM) == dict(CANDIDATE.work())
+    arm = store.read_evidence(PLAN_ID, "vip", STEP)["candidate"]
+    assert evidence_totals(arm, REQUEST_FIELDS) == {"requests": 1, "completions": 1}
     assert router._state.observer.handler.pending() == 0
 
 
 @pytest.mark.parametrize("mode", ["stream", "astream"])
 async def test_an_abandoned_stream_counts_as_an_error_and_leaves_no_state(
-    make_router: Any, metrics: GraylayerMetrics, mode: str
+    make_router: Any, store: MemoryStore, metrics: GraylayerMetrics, mode: str
 ) -> None:
     router = make_router()
 
@@ -699,7 +801,7 @@ async def test_an_abandoned_stream_counts_as_an_error_and_leaves_no_state(
     # The router sees GeneratorExit: the request counts as an error of the version that served
     # it (a client disconnect is not told apart from a failure), and no tool ran yet.
     one_model_call = Counter({"tokens{direction=input}": 13, "tokens{direction=output}": 5})
-    assert_arms(metrics, candidate=request("error") + one_model_call)
+    assert_arms(metrics, store, candidate=request("error") + one_model_call)
     assert router._state.observer.handler.pending() == 0
 
 
@@ -717,7 +819,7 @@ def test_no_user_or_session_id_ever_becomes_a_label_value(
     list(router.stream(QUESTION, {"configurable": {"user_id": user, "thread_id": session}}))
     router.invoke(QUESTION, {"configurable": {"session_id": session}})
     router.invoke(QUESTION, {"configurable": {"user_id": shy_user, "session_id": session}})
-    router.feedback(run_id, "complaint", 2)
+    labels = router.feedback(run_id, "complaint", 2)
 
     values = [
         value
@@ -734,3 +836,8 @@ def test_no_user_or_session_id_ever_becomes_a_label_value(
     assert {"no_user_id", "opt_out"} <= set(values)
     leaked = [v for v in values if any(secret in v for secret in (user, session, shy_user))]
     assert leaked == []
+    # the evidence knows the user by an opaque key, and counted both of their requests
+    assert labels.unit
+    assert user not in labels.unit
+    arm = store.read_evidence(PLAN_ID, "vip", STEP)["candidate"]
+    assert (arm.users, arm.total("requests"), arm.total("complaints")) == (1, 2, 1)

@@ -1,13 +1,11 @@
 """Tests for langchain_graylayer.measuring (and the output readers of callbacks), without agents.
 
-The windowed in-process accumulators run on an injected clock; Prometheus is read back from a
-``CollectorRegistry`` of the test's own.
+The ``graylayer_*`` series are read back from a ``CollectorRegistry`` of the test's own.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -16,124 +14,59 @@ from prometheus_client import REGISTRY, CollectorRegistry
 
 from langchain_graylayer import MemoryStore, RolloutPlan, Version
 from langchain_graylayer.errors import StoreError
-from langchain_graylayer.judging.readmodel import ArmStats, LatencySummary
 from langchain_graylayer.measuring.completion import default_completion_judge, final_answer
 from langchain_graylayer.measuring.feedback import FeedbackKind
 from langchain_graylayer.measuring.labels import Outcome, RunLabels
-from langchain_graylayer.measuring.prometheus import GraylayerMetrics, default_metrics
-from langchain_graylayer.measuring.sources import InProcessSource
-from langchain_graylayer.measuring.windows import DURATION_BUCKETS
+from langchain_graylayer.measuring.prometheus import (
+    DURATION_BUCKETS,
+    GraylayerMetrics,
+    default_metrics,
+)
 
 PLAN = "refund-v2"
 LABELS = RunLabels(PLAN, "candidate", "normal")
 
 
-class Clock:
-    """A settable POSIX clock."""
-
-    def __init__(self, now: float = 0.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+def sample(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
+    """One exported sample of the candidate arm on ``normal`` (``None``: not exported)."""
+    arm = {"plan": PLAN, "version": "candidate", "layer": "normal"}
+    return registry.get_sample_value(name, {**arm, **labels})
 
 
-def counted(metrics: GraylayerMetrics, window: float, layer: str = "normal") -> int:
-    """Requests of the candidate arm on ``layer`` in the last ``window`` seconds."""
-    arm = InProcessSource(metrics).snapshot(PLAN, window).arm(layer, Version.CANDIDATE)
-    return 0 if arm is None else arm.requests
-
-
-# --------------------------------------------------------------------------- LatencySummary
-TEN = LatencySummary(count=10, sum=12.0, buckets=((0.5, 2), (1.0, 6), (2.0, 9), (math.inf, 10)))
-"""10 latencies: 2 up to 0.5 s, 4 in (0.5, 1], 3 in (1, 2], 1 above 2 s."""
-
-
-@pytest.mark.parametrize(
-    ("slo", "slower"),
-    [
-        pytest.param(0.5, 8.0, id="at-first-bound"),
-        pytest.param(1.0, 4.0, id="at-a-bound"),
-        pytest.param(2.0, 1.0, id="at-last-finite-bound"),
-        pytest.param(0.75, 6.0, id="halfway-in-a-bucket"),  # 2 + 0.5 * 4 below
-        pytest.param(1.5, 2.5, id="halfway-in-the-last-finite-bucket"),  # 6 + 0.5 * 3 below
-        pytest.param(0.25, 9.0, id="first-bucket-interpolates-from-zero"),  # 0.5 * 2 below
-        pytest.param(0.0, 10.0, id="zero"),
-        pytest.param(2.5, 1.0, id="beyond-the-last-finite-bound"),  # cannot tell: all above 2
-        pytest.param(500.0, 1.0, id="far-beyond"),
-    ],
-)
-def test_slower_than_is_exact_at_bounds_and_interpolated_between(slo: float, slower: float) -> None:
-    assert TEN.slower_than(slo) == pytest.approx(slower)
-
-
-@pytest.mark.parametrize("slo", [0.0, 1.0, 1e9])
-def test_slower_than_without_data_is_zero(slo: float) -> None:
-    assert LatencySummary().slower_than(slo) == 0.0
-    assert math.isnan(LatencySummary().mean)
-
-
-def test_windowed_latencies_match_the_prometheus_histogram() -> None:
+# --------------------------------------------------------------------------- latency histogram
+def test_latencies_are_exported_in_the_duration_buckets() -> None:
     registry = CollectorRegistry()
     metrics = GraylayerMetrics(registry=registry)
     latencies = [0.04, 0.3, 1.0, 1.7, 4.0, 119.0, 200.0]  # 1.0 sits on a bound (le is inclusive)
     for seconds in latencies:
         metrics.record_request(LABELS, Outcome.OK, seconds, completed=True)
 
-    arm = InProcessSource(metrics).snapshot(PLAN, 60).arm("normal", Version.CANDIDATE)
+    name = "graylayer_request_duration_seconds"
+    exported = {
+        float(s.labels["le"]): s.value
+        for family in registry.collect()
+        for s in family.samples
+        if s.name == f"{name}_bucket"
+    }
 
-    assert arm is not None
-    latency = arm.latency
-    assert (latency.count, latency.sum) == (7, pytest.approx(sum(latencies)))
-    labels = {"plan": PLAN, "version": "candidate", "layer": "normal"}
-
-    def exported(bound: float) -> float | None:
-        le = "+Inf" if math.isinf(bound) else str(bound)
-        return registry.get_sample_value(
-            "graylayer_request_duration_seconds_bucket", {**labels, "le": le}
-        )
-
-    assert [bound for bound, _ in latency.buckets] == [*DURATION_BUCKETS, math.inf]
-    assert list(latency.buckets) == [(bound, exported(bound)) for bound, _ in latency.buckets]
-    assert latency.slower_than(1.0) == 4  # 1.7, 4, 119, 200
-    assert latency.slower_than(120.0) == 1
-    assert latency.slower_than(300.0) == 1  # beyond 120 s the histogram cannot tell
-    assert latency.mean == pytest.approx(sum(latencies) / 7)
+    assert list(exported) == [*DURATION_BUCKETS, math.inf]
+    # cumulative: each bucket counts the latencies at or below its bound
+    assert exported == {
+        bound: float(sum(seconds <= bound for seconds in latencies)) for bound in exported
+    }
+    assert exported[1.0] == 3  # 0.04, 0.3 and 1.0 itself
+    assert exported[120.0] == 6  # only 200 s is beyond the last finite bound
+    assert sample(registry, f"{name}_count") == 7
+    assert sample(registry, f"{name}_sum") == pytest.approx(sum(latencies))
 
 
-# --------------------------------------------------------------------------- windows
-@pytest.mark.parametrize(
-    ("event", "now", "window", "included"),
-    [
-        pytest.param(100.0, 100.0, 30.0, True, id="now"),
-        pytest.param(75.0, 100.0, 30.0, True, id="inside"),
-        pytest.param(65.0, 100.0, 30.0, False, id="older-than-the-window"),
-        pytest.param(70.0, 100.0, 30.0, True, id="first-slot-of-the-window"),
-        pytest.param(69.99, 100.0, 30.0, False, id="last-moment-of-the-slot-before"),
-        pytest.param(70.0, 109.0, 30.0, True, id="rounded-out-to-whole-slots"),
-        pytest.param(100.0, 109.0, 0.0, True, id="zero-window-is-the-current-slot"),
-        pytest.param(99.0, 109.0, 0.0, False, id="zero-window-excludes-the-previous-slot"),
-    ],
-)
-def test_the_window_counts_events_of_the_slots_it_covers(
-    event: float, now: float, window: float, included: bool
-) -> None:
-    clock = Clock(event)
-    metrics = GraylayerMetrics(registry=None, clock=clock, resolution=10)
-    metrics.record_request(LABELS, Outcome.OK, 0.2, completed=True)
-
-    clock.now = now
-
-    assert counted(metrics, window) == int(included)
-
-
-def test_every_record_lands_in_the_window_of_its_time() -> None:
-    clock = Clock(1_000.0)
-    metrics = GraylayerMetrics(registry=None, clock=clock, resolution=10)
+# --------------------------------------------------------------------------- series per record
+def test_every_record_lands_in_its_series() -> None:
+    registry = CollectorRegistry()
+    metrics = GraylayerMetrics(registry=registry)
     metrics.record_request(LABELS, Outcome.ERROR, 0.2, completed=False)
     metrics.record_tool(LABELS, "lookup", ok=False)
     metrics.record_feedback(LABELS, FeedbackKind.BAD, 3)
-    clock.now = 1_100.0
     metrics.record_request(LABELS, Outcome.FALLBACK, 0.4, completed=False)
     metrics.record_request(LABELS, Outcome.OK, 0.6, completed=False)
     metrics.record_completion(LABELS)  # a background judge accepted it
@@ -143,72 +76,43 @@ def test_every_record_lands_in_the_window_of_its_time() -> None:
     metrics.record_feedback(LABELS, FeedbackKind.COMPLAINT)
     metrics.record_feedback(LABELS, None, 10)
 
-    recent = metrics.window(PLAN, 60)[("normal", Version.CANDIDATE)]
-    both = metrics.window(PLAN, 600)[("normal", Version.CANDIDATE)]
-
-    assert replace(recent, latency=LatencySummary()) == ArmStats(
-        requests=2,
-        fallbacks=1,
-        completions=1,
-        tool_calls=1,
-        input_tokens=120,
-        output_tokens=30,
-        feedback_complaint=1,
-        feedback_good=1,
-        feedback_score_count=2,
-        feedback_score_sum=19.0,
-    )
-    assert (recent.latency.count, recent.latency.sum) == (2, pytest.approx(1.0))
-    assert (both.requests, both.errors, both.fallbacks, both.failures) == (3, 1, 1, 2)
-    assert (both.tool_calls, both.tool_errors, both.feedback_bad) == (2, 1, 1)
-    assert (both.feedback_score_count, both.feedback_score_sum) == (3, 22.0)
-    assert metrics.window("another-plan", 600) == {}
-
-
-def test_slots_beyond_retention_are_dropped() -> None:
-    clock = Clock(0.0)
-    metrics = GraylayerMetrics(registry=None, clock=clock, resolution=10, retention=60)
-    metrics.record_request(LABELS, Outcome.OK, 0.1, completed=True)  # slot 0
-
-    clock.now = 60.0  # slot 6: slot 0 is still within 60 s of retention
-    metrics.record_request(LABELS, Outcome.OK, 0.1, completed=True)
-    assert counted(metrics, 10_000) == 2
-
-    clock.now = 70.0  # slot 7: a new slot drops slot 0
-    metrics.record_request(LABELS, Outcome.OK, 0.1, completed=True)
-    assert counted(metrics, 10_000) == 2
+    requests = "graylayer_requests_total"
+    assert [sample(registry, requests, outcome=o.value) for o in Outcome] == [1, 1, 1]
+    assert sample(registry, "graylayer_request_duration_seconds_count") == 3
+    assert sample(registry, "graylayer_request_duration_seconds_sum") == pytest.approx(1.2)
+    assert sample(registry, "graylayer_task_completions_total") == 1
+    tools = "graylayer_tool_calls_total"
+    assert sample(registry, tools, tool="lookup", status="ok") == 1
+    assert sample(registry, tools, tool="lookup", status="error") == 1
+    assert sample(registry, "graylayer_tool_results_total", status="ok") == 1
+    assert sample(registry, "graylayer_tool_results_total", status="error") == 1
+    assert sample(registry, "graylayer_tokens_total", direction="input") == 120
+    assert sample(registry, "graylayer_tokens_total", direction="output") == 30
+    feedback = "graylayer_feedback_total"
+    assert [sample(registry, feedback, kind=k.value) for k in FeedbackKind] == [1, 1, 1]
+    assert sample(registry, "graylayer_feedback_score_count") == 3
+    assert sample(registry, "graylayer_feedback_score_sum") == 22.0
+    assert sample(registry, "graylayer_feedback_score_bucket", le="6.0") == 1  # a detractor
+    assert registry.get_sample_value("graylayer_handler_errors_total") == 0
+    other = {"plan": "another-plan", "version": "candidate", "layer": "normal", "outcome": "ok"}
+    assert registry.get_sample_value(requests, other) is None
 
 
 def test_arms_and_layers_are_kept_apart() -> None:
-    metrics = GraylayerMetrics(registry=None)
+    registry = CollectorRegistry()
+    metrics = GraylayerMetrics(registry=registry)
     metrics.record_request(LABELS, Outcome.OK, 0.1, completed=True)
     metrics.record_request(RunLabels(PLAN, "stable", "normal"), Outcome.OK, 0.1, completed=True)
     metrics.record_request(RunLabels(PLAN, "candidate", "vip"), Outcome.OK, 0.1, completed=True)
+    metrics.record_request(RunLabels(PLAN, "candidate", "vip"), Outcome.OK, 0.1, completed=True)
 
-    assert set(metrics.window(PLAN, 60)) == {
-        ("normal", Version.CANDIDATE),
-        ("normal", Version.STABLE),
-        ("vip", Version.CANDIDATE),
+    counted = {
+        (s.labels["layer"], s.labels["version"]): s.value
+        for family in registry.collect()
+        for s in family.samples
+        if s.name == "graylayer_requests_total" and s.labels["outcome"] == "ok"
     }
-    assert counted(metrics, 60) == 1
-
-
-# --------------------------------------------------------------------------- ArmStats
-def test_rates_without_a_denominator_are_nan() -> None:
-    empty = ArmStats()
-    assert math.isnan(empty.completion_rate)
-    assert math.isnan(empty.tool_success_rate)
-    assert math.isnan(empty.latency.mean)
-    assert empty.failures == 0
-
-    no_tools = ArmStats(requests=4, completions=3)
-    assert no_tools.completion_rate == 0.75
-    assert math.isnan(no_tools.tool_success_rate)
-
-
-def test_rates_and_failures() -> None:
-    stats = ArmStats(requests=10, errors=1, fallbacks=2, completions=6, tool_calls=8, tool_errors=2)
-    assert (stats.completion_rate, stats.tool_success_rate, stats.failures) == (0.6, 0.75, 3)
+    assert counted == {("normal", "candidate"): 1, ("normal", "stable"): 1, ("vip", "candidate"): 2}
 
 
 # --------------------------------------------------------------------------- Prometheus export
@@ -240,8 +144,8 @@ def test_init_arms_exports_a_zero_series_for_every_arm() -> None:
     assert series("graylayer_tokens_total") == every_arm("direction", ("input", "output"))
     assert series("graylayer_feedback_total") == every_arm("kind", ("bad", "complaint", "good"))
     assert series("graylayer_feedback_score_count") == every_arm()
+    assert series("graylayer_tool_results_total") == every_arm("status", ("ok", "error"))
     assert series("graylayer_tool_calls_total") == set()  # tool names are not known in advance
-    assert metrics.window(PLAN, 3600) == {}  # zero series are not data
 
 
 def test_default_metrics_is_one_instance_per_registry() -> None:
