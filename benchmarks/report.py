@@ -92,16 +92,9 @@ def benches() -> list[Bench]:
             "json",
         ),
         Bench(
-            "judge_quality",
-            "Rollout decision quality (judge vs the article's rule)",
-            "Monte-Carlo rollouts: the product's controller and judge vs the article's QoS rule",
-            [py, "benchmarks/judge_quality.py"],
-            "json",
-        ),
-        Bench(
             "simulate",
             "`graylayer simulate`: full rollout simulator",
-            "Monte-Carlo rollouts over scenarios S0–S8 with traffic-sized steps",
+            "Monte-Carlo rollouts of returning users: scenarios S0–S8 and U1–U5",
             [py, "-m", "langchain_graylayer.cli.main", "simulate"],
             "dir",
         ),
@@ -472,69 +465,6 @@ def section_serve(d: dict[str, Any]) -> tuple[list[str], str]:
     return head, _serve_rows(apps) + "\n\n" + settings
 
 
-def _judge_bad(d: dict[str, Any], scenario: str) -> bool:
-    sc = d.get("meta", {}).get("scenarios", {}).get(scenario, {})
-    base = d.get("meta", {}).get("traffic", {}).get("completion")
-    cc = sc.get("candidate_completion")
-    if cc is not None and base is not None:
-        return cc < base - 1e-9
-    return scenario != "S0"
-
-
-def section_judge(d: dict[str, Any]) -> tuple[list[str], str]:
-    head, rows = [], []
-    for s in d.get("summary", []):
-        scen, eng = s.get("scenario"), s.get("engine")
-        bad = _judge_bad(d, scen)
-        rb, full = s.get("rollback", {}), s.get("full", {})
-        silent = s.get("rollback_silent", 0)
-        note = f" ({silent} on a silent window)" if silent else ""
-        if bad:
-            head.append(
-                f"{scen} {eng}: caught {pct(rb.get('rate'))}, escape {pct(full.get('rate'))}, "
-                "exposed before rollback (median) "
-                f"{num(s['exposed_before_rollback'].get('median'), 0)}"
-            )
-        else:
-            head.append(
-                f"{scen} {eng}: false rollback {pct(rb.get('rate'))}{note}, "
-                f"hours to 100% (median) {num(s['hours_to_full'].get('median'))}"
-            )
-        rows.append(
-            [
-                scen,
-                eng,
-                "bad" if bad else "good",
-                str(s.get("runs", "")),
-                ("" if bad else "false rollback ") + rate_ci(rb) + note,
-                rate_ci(s.get("full")),
-                pct(s.get("timeout", {}).get("rate")),
-                med_p90(s.get("exposed_before_rollback"), 0),
-                med_p90(s.get("hours_to_rollback")),
-                med_p90(s.get("hours_to_full")),
-            ]
-        )
-    tab = table(
-        [
-            "scenario",
-            "engine",
-            "candidate",
-            "seeds",
-            "rollback (caught if bad) [95% CI]",
-            "reached 100% (escape if bad) [95% CI]",
-            "neither",
-            "exposed before rollback, median / p90",
-            "hours to rollback, median / p90",
-            "hours to 100%, median / p90",
-        ],
-        rows,
-        "lllrllrrrr",
-    )
-    meta = d.get("meta", {})
-    tab += "\n\n" + meta_line(meta, ["seeds", "horizon_days", "workers", "seconds"])
-    return head, tab
-
-
 def section_simulate(d: dict[str, Any]) -> tuple[list[str], str]:
     head, good, bad = [], [], []
     for s in d.get("summary", []):
@@ -632,7 +562,6 @@ SECTIONS = {
     "router_overhead": section_router,
     "callback_overhead": section_callback,
     "serve_throughput": section_serve,
-    "judge_quality": section_judge,
     "simulate": section_simulate,
 }
 

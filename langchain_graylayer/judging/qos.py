@@ -1,4 +1,5 @@
-"""The article's QoS score (SPEC §5), kept to explain every decision, not to make it.
+"""The source article's QoS score (docs/background.md), kept to explain every decision, not to
+make it.
 
 ``U = clip(1 − min(bad_rate·3, 1) + min(nps·0.01, 1), 0, 1)``,
 ``T = availability·0.4 + (1 − min(latency / max_latency, 1))·0.3 + tool_success·0.3``,
@@ -97,7 +98,7 @@ class QosBreakdown:
 def qos_score(
     inputs: QosInputs, weights: QosWeights, *, max_latency_s: float = 5.0
 ) -> QosBreakdown:
-    """The article's QoS score (SPEC §5), kept to explain decisions, not to make them.
+    """The source article's QoS score, kept to explain decisions, not to make them.
 
     * ``U = clip(1 − min(bad_rate·3, 1) + min(nps·0.01, 1), 0, 1)``
     * ``T = availability·0.4 + (1 − min(latency/max_latency, 1))·0.3 + tool_success·0.3``

@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="graylayer simulate",
         description="Monte-Carlo rollout simulator: the product's RolloutController and judge "
-        "against the article's QoS rule on synthetic layered traffic (notes/stats.md §7).",
+        "against the source article's QoS rule, on synthetic returning users (docs/statistics.md).",
     )
     parser.add_argument(
         "--scenarios",

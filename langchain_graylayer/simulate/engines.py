@@ -133,15 +133,15 @@ def describe_plan(plan: RolloutPlan) -> str:
         for layer in plan.layers
         if layer.gates is not None
     )
-    split = j.alpha / (len(g.guardrails) * tests)
+    split = j.alpha / ((len(g.guardrails) + 1) * tests)
     return (
         f"plan steps: {steps}\n"
         f"gates: min_samples {g.min_samples}, bake_time {g.bake_time / 60:g} min, max_step_time "
         f"{g.max_step_time / 60:g} min{f' ({limits})' if limits else ''}, timeout_policy "
         f"{g.timeout_policy}; guardrails "
         + ", ".join(f"{r.metric.value}±{r.margin:g}" for r in g.guardrails)
-        + f"\njudging: alpha {j.alpha:g} (harm tests at {j.alpha:g}/({len(g.guardrails)} "
-        f"guardrails × {tests} steps) = {split:.2g} each), n_star {j.n_star:g}, ni_n_star "
+        + f"\njudging: alpha {j.alpha:g} (harm tests at {j.alpha:g}/(({len(g.guardrails)} "
+        f"guardrails + the floor) × {tests} steps) = {split:.2g} each), n_star {j.n_star:g}, ni_n_star "
         f"{j.ni_n_star:g}, srm_alpha {j.srm_alpha:g}, hard floor error rate > "
         f"{j.max_error_rate} (n ≥ {j.floor_min_samples}), rollback_scope {j.rollback_scope}"
     )
@@ -323,11 +323,10 @@ def run_one(config: SimConfig, scenario_id: str, engine: str, seed: int) -> dict
     plan = _PLANS.get(knobs)
     if plan is None:
         plan = _PLANS[knobs] = make_plan(knobs, config.population.layers)
+    scenario = SCENARIOS[scenario_id]
+    ticks = config.horizon_ticks if scenario.hours is None else round(scenario.hours * 3600 / TICK)
     traffic = Traffic(
-        config.population,
-        SCENARIOS[scenario_id],
-        (config.base_seed, seed, scenario_key(scenario_id)),
-        config.horizon_ticks,
+        config.population, scenario, (config.base_seed, seed, scenario_key(scenario_id)), ticks
     )
     started = time.perf_counter()
     run = run_ours(plan, traffic) if engine == "ours" else run_article(plan, traffic)

@@ -69,18 +69,20 @@ def _catch(run: dict[str, Any], srm_catches: bool) -> tuple[float, int, int, str
 def summarise(runs: Sequence[dict[str, Any]], scenario: str, engine: str) -> dict[str, Any]:
     """Rates (Wilson 95 % CIs) and distributions (median with an order-statistic CI, p90).
 
-    A bad candidate is *caught* when it is rolled back — or, for a sample-ratio bug (S6), when
-    a sample-ratio alert holds it; *escaped* when it reached 100 % of every layer.
+    A bad candidate is *caught* when it is rolled back — or, for a routing or logging bug (S6,
+    U3), when a sample-ratio alert holds it; *escaped* when it reached 100 % of every layer.
     """
     rows = [r for r in runs if r["scenario"] == scenario and r["engine"] == engine]
     n = len(rows)
     sc = SCENARIOS.get(scenario)
     outcomes = Counter(r["outcome"] for r in rows)
-    catches = [c for r in rows if (c := _catch(r, bool(sc and sc.lost_share)))]
+    routing_bug = bool(sc and (sc.lost_share or sc.heavy_skew))
+    catches = [c for r in rows if (c := _catch(r, routing_bug))]
     full = [r for r in rows if r["outcome"] == "full"]
     where = Counter(
         f"{r['layer']}@{r['ratio']:g}" for r in rows if r["outcome"] == "rollback" and r["layer"]
     )
+    stalled = Counter(str(r.get("stalled_rule")) for r in rows if r["outcome"] == "timeout")
     promotions: Counter[str] = Counter()
     for r in rows:
         promotions.update(r.get("promotions", {}))
@@ -104,6 +106,7 @@ def summarise(runs: Sequence[dict[str, Any]], scenario: str, engine: str) -> dic
         "hours_to_full": _dist([r["hours"] for r in full]),
         "users_to_full": _dist([r["exposed"] for r in full]),
         "promotions": dict(promotions),
+        "stalled_by": dict(stalled.most_common()),
         "seconds_per_run": float(np.mean([r["seconds"] for r in rows])) if rows else None,
     }
 
@@ -170,8 +173,8 @@ def tables(summaries: Sequence[dict[str, Any]]) -> str:
             "hours to catch: median / p90", "caught by",
         ]  # fmt: skip
         out += [
-            "Bad candidates (caught = rolled back, for S6 also held on a sample-ratio alert; "
-            "escape = reached 100% of every layer):",
+            "Bad candidates (caught = rolled back, for S6 and U3 also held on a sample-ratio "
+            "alert; escape = reached 100% of every layer):",
             "",
             markdown_table(bad_rows, header, align="llrllrrrrl"),
         ]
@@ -184,16 +187,27 @@ def check_targets(summaries: Sequence[dict[str, Any]]) -> list[tuple[str, str, s
     ours = {k[0]: v for k, v in by.items() if k[1] == "ours"}
     checks: list[tuple[str, str, str]] = []
 
-    s0 = ours.get("S0")
-    if s0 is None:
-        checks.append(("A/A false rollbacks ≤ 2% over ≥ 1 000 seeds", "not run", "no S0"))
-    else:
-        r = s0["rollback"]
-        ok = r["rate"] <= 0.02
-        status = ("met" if ok else "missed") + ("" if r["n"] >= 1000 else " (< 1 000 seeds)")
-        checks.append(("A/A false rollbacks ≤ 2% over ≥ 1 000 seeds", status, _pct(r)))
+    for sid, limit in (("U1", 0.02), ("U2", 0.02), ("S0", 0.01)):
+        target = (
+            f"{sid} A/A false rollbacks ≤ {limit:.0%} (Wilson upper ≤ {2 * limit:.0%}), ≥ 500 seeds"
+        )
+        aa = ours.get(sid)
+        if aa is None:
+            checks.append((target, "not run", f"no {sid}"))
+            continue
+        r = aa["rollback"]
+        ok = r["rate"] <= limit and r["ci95"][1] <= 2 * limit
+        status = ("met" if ok else "missed") + ("" if r["n"] >= 500 else " (< 500 seeds)")
+        checks.append((target, status, _pct(r)))
 
-    drops = [s for s in ("S2-5", "S2-10", "S2-25", "S3") if s in ours]
+    skew = ours.get("U3")
+    if skew is not None:
+        alerted, rolled = skew["srm_alerted"], skew["rollback"]
+        ok = alerted["rate"] >= 0.95 and rolled["rate"] <= 0.02
+        checks.append(("U3 routing skew: alert ≥ 95%, rollbacks ≤ 2%", "met" if ok else "missed",
+                       f"alerted {_pct(alerted)}, rolled back {_pct(rolled)}"))  # fmt: skip
+
+    drops = [s for s in ("S2-5", "S2-10", "S2-25", "S3", "U5") if s in ours]
     if drops:
         escapes = {s: ours[s]["full"]["k"] for s in drops}
         ok = not any(escapes.values())
@@ -203,8 +217,8 @@ def check_targets(summaries: Sequence[dict[str, Any]]) -> list[tuple[str, str, s
         checks.append(("no escape for drops ≥ 5 points", "not run", "no S2-5/10/25, S3"))
 
     for sid, target, limit in (
-        ("S2-5", "−5 points: median users exposed well below 656", 656.0),
-        ("S2-25", "−25 points: caught within 60 users exposed (median)", 60.0),
+        ("S2-5", "−5 points: median users exposed below 2 500 (report)", 2500.0),
+        ("S2-25", "−25 points: caught within 150 users exposed (median)", 150.0),
     ):
         if sid not in ours:
             checks.append((target, "not run", f"no {sid}"))
@@ -214,7 +228,7 @@ def check_targets(summaries: Sequence[dict[str, Any]]) -> list[tuple[str, str, s
             checks.append((target, "missed", "never caught"))
             continue
         high = d["median_ci95"][1]
-        ok = d["median"] <= limit if limit == 60.0 else high < limit
+        ok = d["median"] <= limit if sid == "S2-25" else high < limit
         checks.append(
             (
                 target,

@@ -155,6 +155,8 @@ class Scenario:
     plan: str = "sim"
     """Which plan rolls it out: ``sim`` (the simulator's, steps sized to its traffic) or
     ``default`` (``RolloutPlan.default``'s steps and gates)."""
+    hours: float | None = None
+    """The horizon of this scenario's runs (``None``: the simulation's)."""
 
     def affects(self, layer: str) -> bool:
         return not self.affected_layers or layer in self.affected_layers

@@ -1,4 +1,4 @@
-"""The A-RFM score and layer assignment, checked against SPEC §2's worked values."""
+"""The A-RFM score and layer assignment, checked against worked values (docs/background.md)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 from langchain_graylayer import ConfigurationError, RolloutPlan, UserProfile
 from langchain_graylayer.plan import LayerReason, LayerScorer, ScoreWeights, ScoringConfig, TagRule
-from langchain_graylayer.plan.assignment import LayerAssignment
+from langchain_graylayer.plan.assignment import LayerAssignment, activity_class
 from langchain_graylayer.plan.rules import sensitive_word
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
@@ -36,13 +36,18 @@ def profile(ago: timedelta, uses: int, value: float, accept: float, **kw: object
         (timedelta(days=29), 2, 50_000, 2, 0.2207, "vip"),
     ],
 )
-def test_spec_worked_values(
+def test_worked_values(
     ago: timedelta, uses: int, value: float, accept: float, score: float, layer: str
 ) -> None:
     user = profile(ago, uses, value, accept)
     assert SCORER.score(user) == pytest.approx(score, abs=5e-5)
     assigned = RolloutPlan.default("p").assign_layer("u", user, SCORER)
-    assert assigned == LayerAssignment(layer, LayerReason.SCORE, pytest.approx(score, abs=5e-5))
+    # the activity class (for sample-ratio checks) comes from the same use count
+    expected = LayerAssignment(
+        layer, LayerReason.SCORE, pytest.approx(score, abs=5e-5), activity_class(uses)
+    )
+    assert assigned == expected
+    assert LayerAssignment.decode(assigned.encode()) == assigned
 
 
 def test_terms_are_clipped_to_unit_interval() -> None:

@@ -1,8 +1,8 @@
-"""Tests for langchain_graylayer.stats.
+"""Tests for langchain_graylayer.judging.stats.
 
 Values are checked against the language-neutral table ``tests/data/stats_cases.json`` (computed by
-an independent oracle, quoted from notes/stats.md, or by hand); the statistical guarantees are
-checked by seeded Monte-Carlo simulation.
+an independent oracle, from the papers' formulas quoted in docs/statistics.md, or by hand); the
+statistical guarantees are checked by seeded Monte-Carlo simulation.
 """
 
 from __future__ import annotations
@@ -139,7 +139,7 @@ def test_article_qos_verdict(case: dict[str, Any]) -> None:
 
 
 def test_growthbook_form_equals_johari_msprt_and_ci() -> None:
-    """stats.md §1.3: with N = 2n, N* = 2n* and τ² = V·c/n*, GrowthBook's e-value and CS equal
+    """With N = 2n, N* = 2n* and τ² = V·c/n*, GrowthBook's e-value and CS equal
     Johari et al.'s Λₙ and always-valid CI for two Bernoulli streams of n each."""
     rng = np.random.default_rng(7)
     for _ in range(50):
