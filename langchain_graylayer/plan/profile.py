@@ -1,6 +1,7 @@
 """User profiles and the A-RFM risk score.
 
-The score (docs/background.md, "User layers") is ``S = wR·R + wF·F + wM·M + wA·A`` with every term in ``[0, 1]``:
+The score (docs/background.md, "User layers") is ``S = wR·R + wF·F + wM·M + wA·A`` with every
+term in ``[0, 1]``:
 
 * ``R = 1 − min((now − last_use_time) / max_interval, 1)``: recent users score high;
 * ``F = min(use_count / max_use_count, 1)``: frequent users score high;

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from langchain_graylayer._types import Identity
 from langchain_graylayer.measuring.feedback import FeedbackSigner
-from langchain_graylayer.measuring.labels import RunLabels
 from langchain_graylayer.routing.context import RequestContext, current_request, request_context
+from langchain_graylayer.routing.observer import labels_of
 from langchain_graylayer.routing.runs import new_run_id
 
 if TYPE_CHECKING:
@@ -119,7 +119,7 @@ class VersionHeaders:
         headers.append((b"x-run-id", run_id.encode()))
         trace = self.router.trace_id_of(run_id) or (server_trace[0] if server_trace else run_id)
         headers.append((b"x-trace-id", trace.encode()))
-        if self.signer is not None and decision.layer is not None:
-            labels = RunLabels(decision.plan_id, decision.version.value, decision.layer)
+        labels = labels_of(decision)  # with the step and the unit: feedback lands in the evidence
+        if self.signer is not None and labels is not None:
             headers.append((b"x-feedback-token", self.signer.sign(run_id, labels).encode()))
         return headers

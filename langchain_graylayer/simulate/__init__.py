@@ -20,7 +20,8 @@ Scenarios: S0 A/A, S1 better, S2-2/5/10/25 completion drops, S3 −10 points in 
 S4 a latency tail, S5 tool-failure bursts, S6 a logging bug, S7 daily completion swings and an
 upstream outage, S8 late bad feedback; U1/U2 A/A on the default plan at per-user correlation
 0.3 and 0.1, U3 a routing bug that sends heavy users to the candidate, U4 late complaints ×5 in
-the protected layers only, U5 a −5-point drop on the default plan.
+the protected layers only, U5 a −5-point drop on the default plan; T1/T2 tiny traffic (50
+sessions an hour) with a −10-point drop and A/A.
 
 Both engines of a seed draw from ``numpy.random.default_rng([base_seed, seed, scenario])``: the
 same population, and the same draws until their ratios first differ.

@@ -9,7 +9,7 @@ import zlib
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -20,7 +20,7 @@ from langchain_graylayer.judging.qos import (
     article_qos_verdict,
     qos_score,
 )
-from langchain_graylayer.plan.gates import Gates, Judging
+from langchain_graylayer.plan.gates import DEFAULT_GUARDRAILS, Gates, GuardrailMetric, Judging
 from langchain_graylayer.plan.plan import LayerSpec, RolloutPlan
 from langchain_graylayer.rollout.controller import RolloutController
 from langchain_graylayer.rollout.state import AuditAction
@@ -71,6 +71,8 @@ class PlanKnobs:
     alpha: float = 0.05
     n_star: float = 400.0
     timeout_policy: str = "promote_if_no_harm"
+    feedback_delay_s: float = 0.0
+    """The declared ``delay`` of the bad-feedback and complaint guardrails."""
 
     def steps_of(self, layer: str) -> tuple[float, ...]:
         steps = dict(self.steps)
@@ -97,11 +99,17 @@ def make_plan(
     """
     knobs = knobs or PlanKnobs()
     defaults = {layer.name: layer for layer in RolloutPlan.default(plan_id).layers}
+    late = (GuardrailMetric.BAD_FEEDBACK_RATE, GuardrailMetric.COMPLAINT_RATE)
+    guardrails = tuple(
+        g.model_copy(update={"delay": knobs.feedback_delay_s}) if g.metric in late else g
+        for g in DEFAULT_GUARDRAILS
+    )
     plan_gates = gates or Gates(
         min_samples=knobs.min_samples,
         bake_time=knobs.bake_s,
-        max_step_time=knobs.max_step_of("*"),
+        max_step_time=max(knobs.max_step_of("*"), knobs.bake_s),
         timeout_policy=knobs.timeout_policy,
+        guardrails=guardrails,
     )
     specs = []
     for name in layers:
@@ -141,8 +149,8 @@ def describe_plan(plan: RolloutPlan) -> str:
         f"{g.timeout_policy}; guardrails "
         + ", ".join(f"{r.metric.value}±{r.margin:g}" for r in g.guardrails)
         + f"\njudging: alpha {j.alpha:g} (harm tests at {j.alpha:g}/(({len(g.guardrails)} "
-        f"guardrails + the floor) × {tests} steps) = {split:.2g} each), n_star {j.n_star:g}, ni_n_star "
-        f"{j.ni_n_star:g}, srm_alpha {j.srm_alpha:g}, hard floor error rate > "
+        f"guardrails + the floor) × {tests} steps) = {split:.2g} each), n_star {j.n_star:g}, "
+        f"ni_n_star {j.ni_n_star:g}, srm_alpha {j.srm_alpha:g}, hard floor error rate > "
         f"{j.max_error_rate} (n ≥ {j.floor_min_samples}), rollback_scope {j.rollback_scope}"
     )
 
@@ -319,7 +327,10 @@ DEFAULT_PLAN_KNOBS = PlanKnobs(
 
 def run_one(config: SimConfig, scenario_id: str, engine: str, seed: int) -> dict[str, Any]:
     """One engine on one seed of one scenario (on the plan the scenario names)."""
-    knobs = DEFAULT_PLAN_KNOBS if SCENARIOS[scenario_id].plan == "default" else config.knobs
+    knobs = {
+        "default": DEFAULT_PLAN_KNOBS,
+        "sim-late": replace(config.knobs, feedback_delay_s=6 * 3600.0),
+    }.get(SCENARIOS[scenario_id].plan, config.knobs)
     plan = _PLANS.get(knobs)
     if plan is None:
         plan = _PLANS[knobs] = make_plan(knobs, config.population.layers)

@@ -207,7 +207,7 @@ def check_targets(summaries: Sequence[dict[str, Any]]) -> list[tuple[str, str, s
         checks.append(("U3 routing skew: alert ≥ 95%, rollbacks ≤ 2%", "met" if ok else "missed",
                        f"alerted {_pct(alerted)}, rolled back {_pct(rolled)}"))  # fmt: skip
 
-    drops = [s for s in ("S2-5", "S2-10", "S2-25", "S3", "U5") if s in ours]
+    drops = [s for s in ("S2-5", "S2-10", "S2-25", "S3", "U5", "T1") if s in ours]
     if drops:
         escapes = {s: ours[s]["full"]["k"] for s in drops}
         ok = not any(escapes.values())

@@ -153,8 +153,9 @@ class Scenario:
     population: Mapping[str, Any] = field(default_factory=dict)
     """Overrides of the population (e.g. ``{"icc": 0.1}``, ``{"sessions_per_hour": 50}``)."""
     plan: str = "sim"
-    """Which plan rolls it out: ``sim`` (the simulator's, steps sized to its traffic) or
-    ``default`` (``RolloutPlan.default``'s steps and gates)."""
+    """Which plan rolls it out: ``sim`` (the simulator's, steps sized to its traffic),
+    ``sim-late`` (the same, declaring that feedback and complaints come up to 6 h late: the
+    guardrails' ``delay``) or ``default`` (``RolloutPlan.default``'s steps and gates)."""
     hours: float | None = None
     """The horizon of this scenario's runs (``None``: the simulation's)."""
 
@@ -212,11 +213,35 @@ def _scenarios() -> dict[str, Scenario]:
         ),
         "U4": Scenario(
             "U4",
-            "complaints ×5 in high_value and vip only, 0–3 h late",
+            "complaints ×5 in high_value and vip only, 0–3 h late (the plan declares 6 h)",
             True,
             affected_layers=("high_value", "vip"),
             complaint_factor=5.0,
             feedback_delay_h=3.0,
+            plan="sim-late",
+        ),
+        "S8L": Scenario(
+            "S8L",
+            "S8 on a plan that declares its feedback up to 6 h late",
+            True,
+            bad_feedback=0.10,
+            feedback_delay_h=6.0,
+            plan="sim-late",
+        ),
+        "T1": Scenario(
+            "T1",
+            "tiny traffic (50 sessions/h, 1 000 users): completion −10 points",
+            True,
+            -0.10,
+            population={"sessions_per_hour": 50.0, "users": 1000},
+            hours=96.0,
+        ),
+        "T2": Scenario(
+            "T2",
+            "tiny traffic (50 sessions/h, 1 000 users): A/A",
+            False,
+            population={"sessions_per_hour": 50.0, "users": 1000},
+            hours=96.0,
         ),
         "U5": Scenario(
             "U5",

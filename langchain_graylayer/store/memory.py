@@ -61,6 +61,7 @@ class MemoryStore:
         # Each arm's user records and totals; an arm nobody wrote to for evidence_ttl is dropped.
         self._evidence: dict[tuple[str, ArmKey], tuple[ArmAccumulator, float]] = {}
         self._evidence_ttl = evidence_ttl
+        self._evidence_swept = float("-inf")
         self._profiles: dict[str, UserProfile] = {}
         self._layers: ExpiringLRU[str, dict[str, LayerAssignment]] = ExpiringLRU(
             max_cached_layers, clock
@@ -211,9 +212,11 @@ class MemoryStore:
                 arm = held[0] if held is not None else ArmAccumulator()
                 arm.add(delta.user, delta.activity, delta.counts)
                 self._evidence[key] = (arm, now)
-            stale = [k for k, (_, at) in self._evidence.items() if at < now - self._evidence_ttl]
-            for key in stale:
-                del self._evidence[key]
+            if now - self._evidence_swept > 60.0:  # at most once a minute, not per request
+                self._evidence_swept = now
+                horizon = now - self._evidence_ttl
+                for key in [k for k, (_, at) in self._evidence.items() if at < horizon]:
+                    del self._evidence[key]
 
     def read_evidence(self, plan_id: str, layer: str, step: str) -> dict[str, ArmTotals]:
         with self._lock:

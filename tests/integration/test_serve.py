@@ -14,7 +14,6 @@ version with ``router.route(user)`` before asking.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import hashlib
 import hmac
 import json
@@ -156,11 +155,7 @@ def serve() -> Iterator[Callable[..., Served]]:
             metrics=metrics,
             tracer=tracer,
         )
-        rollout = (
-            RolloutController(plan=PLAN, store=store)
-            if controller
-            else None
-        )
+        rollout = RolloutController(plan=PLAN, store=store) if controller else None
         options.setdefault("admin_token", ADMIN_TOKEN)
         options.setdefault("feedback_secret", SECRET)
         app = FastAPI()
@@ -244,11 +239,15 @@ def test_invoke_answers_from_the_predicted_version_and_colours_the_response(
     assert answer_of(response).startswith(PREFIX[version])
     run_id = assert_coloured(response, version, "vip")
     assert response.json()["metadata"]["run_id"] == run_id
-    labels = RunLabels(PLAN.id, version.value, "vip")
+    # The header's run id is the router's own run (feedback by run id finds it), and its token
+    # carries the same labels: the arm, the step and the user's opaque unit (for the evidence).
+    labels = app.router.feedback(run_id, "good")
+    assert (labels.plan, labels.version, labels.layer) == (PLAN.id, version.value, "vip")
+    assert labels.unit
+    assert "customer" not in labels.unit  # an opaque key, never the user id
     assert FeedbackSigner(SECRET).verify(response.headers["X-Feedback-Token"], run_id) == labels
-    # The header's run id is the router's own run (feedback by run id finds it).
-    assert app.router.feedback(run_id, "good") == labels
-    assert app.sample("graylayer_requests_total", **dataclasses.asdict(labels), outcome="ok") == 1
+    arm = {"plan": PLAN.id, "version": version.value, "layer": "vip"}
+    assert app.sample("graylayer_requests_total", **arm, outcome="ok") == 1
 
 
 class RatioReadCounter(MemoryStore):
@@ -291,8 +290,8 @@ def test_a_request_is_routed_once_and_its_headers_name_the_version_that_ran(
     assert answer.startswith(PREFIX[Version.CANDIDATE])
     assert_coloured(response, Version.CANDIDATE, "vip")
     assert store.ratio_reads == 1
-    labels = RunLabels(PLAN.id, Version.CANDIDATE.value, "vip")
-    assert app.sample("graylayer_requests_total", **dataclasses.asdict(labels), outcome="ok") == 1
+    arm = {"plan": PLAN.id, "version": Version.CANDIDATE.value, "layer": "vip"}
+    assert app.sample("graylayer_requests_total", **arm, outcome="ok") == 1
 
 
 def test_of_repeated_identity_headers_the_first_counts_and_an_empty_one_is_none(

@@ -169,3 +169,18 @@ def test_repinned_sessions_expire_on_the_injected_clock() -> None:
     assert store.get_pin("p", "s1") == stable
     clock.now += 1
     assert store.get_pin("p", "s1") is None
+
+
+def test_evidence_of_an_arm_nobody_wrote_to_for_its_ttl_is_dropped() -> None:
+    from langchain_graylayer.store.evidence import ArmKey, UnitDelta
+
+    clock = FakeClock()
+    store = MemoryStore(clock=clock, evidence_ttl=3600)
+    old, fresh = ArmKey("vip", "0@1.000", "candidate"), ArmKey("vip", "1@2.000", "candidate")
+    store.add_evidence("p", [UnitDelta(old, "a", 0, {"requests": 1})])
+    clock.now += 1800
+    store.add_evidence("p", [UnitDelta(fresh, "b", 0, {"requests": 1})])
+    clock.now += 1801  # the old arm is past its ttl; the fresh one is not
+    store.add_evidence("p", [UnitDelta(fresh, "b", 0, {"requests": 2})])
+    assert store.read_evidence("p", "vip", "0@1.000") == {}
+    assert store.read_evidence("p", "vip", "1@2.000")["candidate"].total("requests") == 3
