@@ -20,7 +20,6 @@ simulator) use; ``RedisStore`` keeps the same numbers in Redis with a Lua script
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -37,6 +36,7 @@ __all__ = [
     "accumulate_users",
     "activity_class",
     "field_pair",
+    "product_changes",
 ]
 
 FIELDS: tuple[str, ...] = (
@@ -111,12 +111,21 @@ def field_pair(a: str, b: str) -> tuple[str, str]:
     return (a, b) if _ORDER.get(a, len(_ORDER)) <= _ORDER.get(b, len(_ORDER)) else (b, a)
 
 
+_N = len(FIELDS)
+_PAIR_KEYS = [(FIELDS[i], FIELDS[j]) for i in range(_N) for j in range(i, _N)]
+
+
+Change = tuple[tuple[float, ...] | None, tuple[float, ...]]
+"""A user's record as the products last counted it (``None``: never), and as it is now."""
+
+
 class ArmAccumulator:
     """One arm's user records and their running totals, kept exactly as records change.
 
-    When a user's counters change by ``d``, each product ``Σ f·g`` changes by
-    ``f·d_g + d_f·g + d_f·d_g`` (old values ``f``, ``g``): an update costs the number of products
-    the change touches, and reading the totals costs nothing.
+    A change to a user's counters updates the user's record, the sums and the positives at
+    once (a few additions: what the request path pays) and marks the user; the products
+    ``Σ f·g`` are brought up to date when the totals are read (what the controller pays, once a
+    tick): each marked user's old contribution ``x·xᵀ`` is replaced by the new one.
 
     Example:
         >>> arm = ArmAccumulator()
@@ -130,54 +139,88 @@ class ArmAccumulator:
         (4.0, (1, 0, 0, 1, 0))
     """
 
-    __slots__ = ("_classes", "_positives", "_products", "_sums", "_users")
+    __slots__ = ("_classes", "_dirty", "_folded", "_positives", "_products", "_sums", "_users")
 
     def __init__(self) -> None:
-        self._users: dict[str, dict[str, float]] = {}
+        self._users: dict[str, list[float]] = {}
+        self._folded: dict[str, tuple[float, ...]] = {}
+        """Each user's record as the products last counted it."""
+        self._dirty: set[str] = set()
         self._classes = [0] * ACTIVITY_CLASSES
-        self._sums: dict[str, float] = {}
-        self._products: dict[tuple[str, str], float] = {}
-        self._positives: dict[str, int] = {}
+        self._sums = [0.0] * _N
+        self._products = [0.0] * len(_PAIR_KEYS)
+        self._positives = [0] * _N
 
     def add(self, user: str, activity: int, counts: Mapping[str, float]) -> None:
+        """Add ``counts`` (fields of :data:`FIELDS`) to ``user``'s record.
+
+        Raises:
+            KeyError: a name that is not in :data:`FIELDS`.
+        """
         record = self._users.get(user)
         if record is None:
-            record = self._users[user] = {}
+            record = self._users[user] = [0.0] * _N
             self._classes[min(max(activity, 0), ACTIVITY_CLASSES - 1)] += 1
-        changed = [(name, float(delta)) for name, delta in counts.items() if delta]
-        if not changed:
-            return
-        touched = {name for name, _ in changed}
-        names = sorted(touched | record.keys(), key=lambda n: _ORDER.get(n, len(_ORDER)))
-        deltas = dict(changed)
-        for a, b in itertools.combinations_with_replacement(names, 2):
-            da, db = deltas.get(a, 0.0), deltas.get(b, 0.0)
-            if not (da or db):
-                continue
-            va, vb = record.get(a, 0.0), record.get(b, 0.0)
-            key = (a, b)
-            self._products[key] = self._products.get(key, 0.0) + va * db + da * vb + da * db
-        for name, delta in changed:
-            old = record.get(name, 0.0)
-            new = old + delta
-            record[name] = new
-            self._sums[name] = self._sums.get(name, 0.0) + delta
-            if old <= 0 < new:
-                self._positives[name] = self._positives.get(name, 0) + 1
-            elif new <= 0 < old:
-                self._positives[name] -= 1
+        sums, positives = self._sums, self._positives
+        for name, value in counts.items():
+            if value:
+                i = _ORDER[name]
+                old = record[i]
+                new = record[i] = old + value
+                sums[i] += value
+                if old <= 0 < new:
+                    positives[i] += 1
+                elif new <= 0 < old:
+                    positives[i] -= 1
+        self._dirty.add(user)
 
-    def totals(self) -> ArmTotals:
+    def take_changes(self) -> list[Change]:
+        """The (old, new) records of the users changed since the products were last counted,
+        marked as counted; hand them to :func:`product_changes`, then to :meth:`fold`."""
+        changes = []
+        for user in self._dirty:
+            new = tuple(self._users[user])
+            changes.append((self._folded.get(user), new))
+            self._folded[user] = new
+        self._dirty.clear()
+        return changes
+
+    def fold(self, changes: list[float]) -> None:
+        """Add :func:`product_changes` to the products."""
+        products = self._products
+        for k, change in enumerate(changes):
+            if change:
+                products[k] += change
+
+    def totals(self, *, fold: bool = True) -> ArmTotals:
+        """The arm's totals (``fold=False``: as last folded, for a caller that folds itself)."""
+        if fold:
+            self.fold(product_changes(self.take_changes()))
         return ArmTotals(
             users=len(self._users),
             classes=tuple(self._classes),
-            sums=dict(self._sums),
-            products=dict(self._products),
-            positives=dict(self._positives),
+            sums={name: self._sums[i] for i, name in enumerate(FIELDS) if self._sums[i]},
+            products={k: v for k, v in zip(_PAIR_KEYS, self._products, strict=True) if v},
+            positives={name: n for name, n in zip(FIELDS, self._positives, strict=True) if n},
         )
 
     def __len__(self) -> int:
         return len(self._users)
+
+
+def product_changes(
+    changes: Iterable[tuple[tuple[float, ...] | None, tuple[float, ...]]],
+) -> list[float]:
+    """What replacing each old record's ``x·xᵀ`` by the new one adds to each product."""
+    out, n = [0.0] * len(_PAIR_KEYS), _N
+    for old, new in changes:
+        k = 0
+        for i in range(n):
+            new_i, old_i = new[i], old[i] if old else 0.0
+            for j in range(i, n):
+                out[k] += new_i * new[j] - (old_i * old[j] if old else 0.0)
+                k += 1
+    return out
 
 
 def accumulate_users(users: Iterable[Mapping[str, float]], activity: int = 0) -> ArmTotals:

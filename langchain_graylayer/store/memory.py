@@ -13,7 +13,13 @@ from langchain_graylayer.errors import ConfigurationError
 from langchain_graylayer.plan.assignment import LayerAssignment
 from langchain_graylayer.plan.plan import Version
 from langchain_graylayer.plan.profile import UserProfile
-from langchain_graylayer.store.evidence import ArmAccumulator, ArmKey, ArmTotals, UnitDelta
+from langchain_graylayer.store.evidence import (
+    ArmAccumulator,
+    ArmKey,
+    ArmTotals,
+    UnitDelta,
+    product_changes,
+)
 from langchain_graylayer.store.protocols import SessionPin, check_ratio
 
 __all__ = ["MemoryStore"]
@@ -62,6 +68,7 @@ class MemoryStore:
         self._evidence: dict[tuple[str, ArmKey], tuple[ArmAccumulator, float]] = {}
         self._evidence_ttl = evidence_ttl
         self._evidence_swept = float("-inf")
+        self._fold_lock = threading.Lock()
         self._profiles: dict[str, UserProfile] = {}
         self._layers: ExpiringLRU[str, dict[str, LayerAssignment]] = ExpiringLRU(
             max_cached_layers, clock
@@ -219,12 +226,20 @@ class MemoryStore:
                     del self._evidence[key]
 
     def read_evidence(self, plan_id: str, layer: str, step: str) -> dict[str, ArmTotals]:
-        with self._lock:
-            return {
-                arm.version: held[0].totals()
-                for (plan, arm), held in self._evidence.items()
-                if plan == plan_id and arm.layer == layer and arm.step == step
-            }
+        # The products are brought up to date here, outside the store's lock, so a request
+        # adding evidence never waits for a read (readers take turns on their own lock).
+        with self._fold_lock:
+            with self._lock:
+                arms = [
+                    (arm.version, held[0], held[0].take_changes())
+                    for (plan, arm), held in self._evidence.items()
+                    if plan == plan_id and arm.layer == layer and arm.step == step
+                ]
+            folds = [(version, held, product_changes(changes)) for version, held, changes in arms]
+            with self._lock:
+                for _, held, changes in folds:
+                    held.fold(changes)
+                return {version: held.totals(fold=False) for version, held, _ in folds}
 
     # nonces -------------------------------------------------------------------------------
     def claim_once(self, key: str, ttl: float) -> bool:
