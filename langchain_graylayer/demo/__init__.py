@@ -9,14 +9,21 @@ handlers, and judged and moved by a real
 * **act one** — candidate v2.0 (the new LLM agent, ~87% of tasks) against v1.8 (the old rule
   engine, ~60%). v2.0 refunds only half the shipping fee on late deliveries, a question only the
   ``normal`` layer asks; the completion judge rejects those answers and users complain. The
-  controller must catch it in ``normal`` and roll back: sessions moved and their chat histories
-  cleared, and the refund calls listed for review.
+  controller must catch it in ``normal`` and roll back the whole plan (every layer that had v2.0
+  goes to 0): sessions moved and their chat histories cleared, and the refund calls listed for
+  review.
 * **act two** — the fixed v2.1 is rolled out as a new plan, layer after layer, to 100%.
 
 Real agent calls cost ~5-15 ms each, so the traffic is a thin sample: a fixed number of requests
 per simulated hour per layer (users drawn uniformly within their layer). The controller compares
 candidate and stable *within one layer*, so per-layer sampling rates bias nothing it judges;
-overall completion rates are weighted by the layers' population shares.
+overall completion rates are weighted by the layers' population shares. The judge counts users,
+and a thin sample gives the small layers only a handful per step: the demo's plan lets a step
+timeout promote them on few users, and the summary's decision table flags each such promotion.
+
+The progress lines, the decision table and the plot (:mod:`~langchain_graylayer.demo.plot`) are
+all read from the audit log (:mod:`~langchain_graylayer.demo.decisions`), and every day number is
+1-based (day 1 00:00 is the start).
 """
 
 from __future__ import annotations

@@ -14,15 +14,19 @@ from langchain_core.chat_history import InMemoryChatMessageHistory
 from langchain_core.messages import AIMessage, HumanMessage
 
 from langchain_graylayer.demo.agents import grade, support_agent
+from langchain_graylayer.demo.decisions import Decision, decisions, progress_lines, rolled_back
 from langchain_graylayer.demo.world import (
     DAY,
     HOUR,
     LAYER_SHARES,
     QUICK,
+    STABLE_CODE,
     START,
     Order,
     Scenario,
     Shop,
+    day_number,
+    day_time,
     demo_plan,
     make_population,
     owed_refund,
@@ -50,7 +54,8 @@ class DemoResult:
     ``candidate_completion`` (v2.1 over act two), ``ratio`` (final)."""
     requests: int = 0
     rollback: dict[str, Any] = field(default_factory=dict)
-    """Act one's rollback audit entry, plus ``day`` (simulated days from the start)."""
+    """Act one's rollback audit entry, plus ``day`` (its 1-based day number) and ``layers``
+    (every layer it moved to 0: the ratio each had before)."""
     sessions_moved: int = 0
     histories_cleared: int = 0
     """Chat messages the ChatHistoryCleanup hook removed."""
@@ -60,12 +65,21 @@ class DemoResult:
     """Every answer that refunded the wrong amount: user, layer, order, refunded, owed, time."""
     complaints: int = 0
     restart_day: float | None = None
+    """The 1-based day number at which v2.1 shipped (day 1 00:00 is 1.0)."""
     complete_day: float | None = None
+    """The 1-based day number at which every layer was at 100%."""
     completion_before: float = math.nan
     completion_after: float = math.nan
     audit: list[dict[str, Any]] = field(default_factory=list)
     timeline: list[dict[str, Any]] = field(default_factory=list)
+    """One row per tick: ``time``, ``day`` (1-based), ``plan``, ``candidate`` (its version),
+    ``status``, ``active`` layer, ``ratio_<layer>``, ``requests`` and ``exposed_users`` so far."""
     wall_seconds: float = 0.0
+
+    @property
+    def decisions(self) -> list[Decision]:
+        """Every promotion, alert and rollback (one row per layer it moved), from the audit."""
+        return decisions(self.audit)
 
     @property
     def exposed_users(self) -> int:
@@ -83,7 +97,9 @@ class DemoResult:
             "seed": self.seed,
             "requests": self.requests,
             "shares": {k: round(v["share"], 5) for k, v in self.layers.items()},
-            "rollback": {k: self.rollback.get(k) for k in ("layer", "reason", "time", "old_ratio")},
+            "rollback": {
+                k: self.rollback.get(k) for k in ("layer", "reason", "time", "old_ratio", "layers")
+            },
             "sessions_moved": self.sessions_moved,
             "refund_calls": len(self.refund_calls),
             "exposed_users": self.exposed_users,
@@ -119,14 +135,14 @@ _QUESTIONS = {
 }
 
 
-def _day_time(t: float) -> str:
-    elapsed = t - START
-    minutes = int(elapsed % DAY // 60)
-    return f"day {int(elapsed // DAY) + 1:>2} {minutes // 60:02d}:{minutes % 60:02d}"
-
-
-def _pct(ratio: float | None) -> str:
-    return "-" if ratio is None else f"{ratio * 100:g}%"
+def _refund_line(call: Mapping[str, Any]) -> str:
+    """One ``issue_refund`` call on the rollback's review list, beside what the policy owes."""
+    a = call["arguments"]
+    return (
+        f"      {day_time(call['time'])} {call['layer']:<13} {call['session']:<18} "
+        f"issue_refund({a['order_id']}, EUR {a['amount']:.2f}, {a['reason']!r})  "
+        f"owed EUR {call['owed']:.2f}"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +207,7 @@ class _Simulation:
         self.store = MemoryStore(clock=self.clock)
         self.metrics = GraylayerMetrics(registry=None)
         self.served_log: list[_Served] = []
-        self.stable = support_agent("v1.8", self.shop, self.clock)
+        self.stable = support_agent(STABLE_CODE, self.shop, self.clock)
         self.histories: dict[str, InMemoryChatMessageHistory] = {}
         self.history_sizes: dict[str, int] = {}
         self.intents: dict[str, str] = {}
@@ -359,12 +375,12 @@ class _Simulation:
                 self._log(entry)
                 if entry.action == "rollback" and rollback_at is None:
                     rollback_at = self.now
-                    self.result.rollback = {**asdict(entry), "day": (self.now - START) / DAY}
+                    self._record_rollback(entry)
                 if entry.action == "cleanup" and act is self.act1:
                     self._report_cleanup()
                 if entry.action == "complete":
                     complete_at = self.now
-                    self.result.complete_day = (self.now - START) / DAY
+                    self.result.complete_day = day_number(self.now)
             self._timeline(act)
             tick += 1
             if complete_at is not None and self.now >= complete_at + sc.aftercare:
@@ -378,24 +394,22 @@ class _Simulation:
             arm = before.get((name, Version.STABLE))
             self.result.layers[name]["stable_completion"] = arm.completion_rate if arm else math.nan
         act = self._act("refund-v2-1", "v2.1", "v2.0 with the late-delivery refund rule fixed.")
-        self.result.restart_day = (self.now - START) / DAY
+        self.result.restart_day = day_number(self.now)
         self.echo(
-            f"\nact two: {_day_time(self.now)}  v2.1 ships (late deliveries refund the whole "
+            f"\nact two: {day_time(self.now)}  v2.1 ships (late deliveries refund the whole "
             f"shipping fee); a new plan {act.plan.id} starts from the first layer"
         )
         return act
 
     def _log(self, entry: AuditEntry) -> None:
         self.result.audit.append(asdict(entry))
-        if entry.action == "hold":
-            return
-        ratios = f"{_pct(entry.old_ratio):>5} → {_pct(entry.new_ratio):<5}"
-        if entry.action in ("cleanup", "complete"):
-            ratios = " " * 13
-        self.echo(
-            f"  {_day_time(entry.time)}  {entry.layer or 'all layers':<13} {ratios} "
-            f"{entry.action}: {entry.reason}"
-        )
+        for line in progress_lines(self.result.audit[-1]):
+            self.echo(line)
+
+    def _record_rollback(self, entry: AuditEntry) -> None:
+        data = asdict(entry)
+        moved = {row.layer: row.old_ratio for row in rolled_back(data)}
+        self.result.rollback = {**data, "day": day_number(entry.time), "layers": moved}
 
     def _report_cleanup(self) -> None:
         report = self.act1.controller.last_rollback_report
@@ -418,34 +432,26 @@ class _Simulation:
             f"messages cleared; {len(self.result.refund_calls)} issue_refund calls to review, "
             f"{len(under)} under-refunded (EUR {missing:.2f} still owed), e.g.:"
         )
-        for call in under[:3] + [c for c in self.result.refund_calls if c not in under][:1]:
-            a = call["arguments"]
-            self.echo(
-                f"      {_day_time(call['time'])} {call['layer']:<13} {call['session']:<18} "
-                f"issue_refund({a['order_id']}, EUR {a['amount']:.2f}, {a['reason']!r})  "
-                f"owed EUR {call['owed']:.2f}"
-            )
+        for call in under[:3]:
+            self.echo(_refund_line(call))
+        correct = [c for c in self.result.refund_calls if c not in under]
+        if correct:
+            self.echo(f"    for contrast, one of the {len(correct)} correct refunds on the list:")
+            self.echo(_refund_line(correct[0]))
 
     def _timeline(self, act: _Act) -> None:
         ratios = self.store.get_ratios(act.plan.id)
         status = act.controller.status()
         active = next((r["layer"] for r in status["layers"] if r["phase"] == "active"), "")
-        arms = _window(self.served_log, act.plan.id, self.now - 12 * HOUR)
         row: dict[str, Any] = {
             "time": self.now,
-            "day": round((self.now - START) / DAY, 4),
+            "day": round(day_number(self.now), 4),
             "plan": act.plan.id,
+            "candidate": act.plan.candidate.code,
             "status": status["status"],
             "active": active,
         }
         row.update({f"ratio_{n}": ratios.get(n, 0.0) for n in LAYER_SHARES})
-        for version in Version:
-            arm = arms.get((active, version))
-            n = arm.requests if arm else 0
-            row[f"{version.value}_requests_12h"] = n
-            # fewer than 10 requests make a rate that is mostly noise; leave the cell empty
-            rate = round(arm.completion_rate, 4) if arm and n >= 10 else None
-            row[f"{version.value}_completion_12h"] = rate
         row["requests"], row["exposed_users"] = self.served, self.result.exposed_users
         self.result.timeline.append(row)
 
@@ -455,7 +461,7 @@ class _Simulation:
         result.audit.sort(key=lambda e: (e["time"], e["plan"]))
         final = self.store.get_ratios(act.plan.id)
         after = _window(self.served_log, act.plan.id, self.now - self.scenario.aftercare)
-        whole = _window(self.served_log, act.plan.id, START + (result.restart_day or 0) * DAY)
+        whole = _window(self.served_log, act.plan.id, START)  # act two's plan: since v2.1 shipped
         result.completion_after = _weighted(after, Version.CANDIDATE)
         for name, row in result.layers.items():
             arm = whole.get((name, Version.CANDIDATE))

@@ -22,8 +22,28 @@ LAYER_SHARES: dict[str, float] = {
     "vip": 0.045,
 }
 """The article's population: internal testers, early adopters, normal, high value, VIP."""
+STABLE_CODE = "v1.8"
+"""The stable version of both acts: the FAQ rule engine."""
 START = 1_793_577_600.0  # 2026-11-02 00:00 UTC, a multiple of the tick
 DAY, HOUR = 86400.0, 3600.0
+
+
+def day_number(t: float) -> float:
+    """Simulated time as a 1-based day number: day 1 00:00 is 1.0, day 2 12:00 is 2.5. The text,
+    the timeline and the plot all count days this way."""
+    return 1 + (t - START) / DAY
+
+
+def at_day(day: float) -> float:
+    """The simulated time of a 1-based day number (the inverse of :func:`day_number`)."""
+    return START + (day - 1) * DAY
+
+
+def day_time(t: float) -> str:
+    """``day  2 16:15``: the day number and the time of day."""
+    elapsed = t - START
+    minutes = int(elapsed % DAY // 60)
+    return f"day {int(elapsed // DAY) + 1:>2} {minutes // 60:02d}:{minutes % 60:02d}"
 
 
 # --------------------------------------------------------------------------- the scenario
@@ -36,6 +56,10 @@ class Scenario:
     """Sampled requests per simulated hour, per layer."""
     steps: Mapping[str, tuple[float, ...]]
     min_samples: Mapping[str, int]
+    min_users_at_timeout: Mapping[str, int]
+    """Per layer: the candidate users a step needs before its timeout may promote on "no harm
+    found". The sample is thin (a few requests per simulated hour), so the small layers are
+    promoted on a handful of users; the report says so for every promotion."""
     bake_time: float
     max_step_time: Mapping[str, float]
     """Per layer; with ``promote_if_no_harm`` a step is promoted at its timeout if no harm was
@@ -62,6 +86,7 @@ DEFAULT = Scenario(
         "vip": (0.25, 0.5, 1.0),
     },
     min_samples={"internal": 5, "early_adopter": 5, "normal": 60, "high_value": 5, "vip": 4},
+    min_users_at_timeout={**dict.fromkeys(LAYER_SHARES, 4), "internal": 3, "normal": 30},
     bake_time=2 * HOUR,
     max_step_time={**dict.fromkeys(LAYER_SHARES, 8 * HOUR), "normal": 24 * HOUR},
 )
@@ -70,6 +95,7 @@ QUICK = Scenario(
     rates=_RATES,
     steps=dict.fromkeys(LAYER_SHARES, (0.5, 1.0)),
     min_samples={"internal": 2, "early_adopter": 3, "normal": 60, "high_value": 3, "vip": 3},
+    min_users_at_timeout={**dict.fromkeys(LAYER_SHARES, 3), "internal": 2, "normal": 30},
     bake_time=1 * HOUR,
     max_step_time={**dict.fromkeys(LAYER_SHARES, 3 * HOUR), "normal": 12 * HOUR},
     fix_delay=3 * HOUR,
@@ -91,6 +117,7 @@ def demo_plan(plan_id: str, candidate: str, changelog: str, scenario: Scenario) 
         layer: dict[str, Any] = {"name": name, "steps": list(scenario.steps[name])}
         layer["gates"] = {
             "min_samples": scenario.min_samples[name],
+            "min_users_at_timeout": scenario.min_users_at_timeout[name],
             "bake_time": scenario.bake_time,
             "max_step_time": scenario.max_step_time[name],
         }
@@ -103,7 +130,7 @@ def demo_plan(plan_id: str, candidate: str, changelog: str, scenario: Scenario) 
         {
             "id": plan_id,
             "stable": {
-                "code": "v1.8",
+                "code": STABLE_CODE,
                 "model_name": "rules-engine",
                 "changelog": "FAQ rule engine",
             },

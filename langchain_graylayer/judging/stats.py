@@ -22,12 +22,10 @@ from langchain_graylayer.errors import ConfigurationError
 
 __all__ = [
     "MIN_TRIALS",
-    "ArmCounts",
     "Comparison",
     "RareEventResult",
     "RatioMoments",
     "SRMResult",
-    "compare_proportions",
     "compare_ratios",
     "cs_halfwidth",
     "event_split_log_bf",
@@ -121,25 +119,6 @@ def cs_halfwidth(
 
 
 @dataclass(frozen=True)
-class ArmCounts:
-    """Successes out of trials for one arm of a Bernoulli metric.
-
-    Example:
-        >>> ArmCounts(successes=85, trials=100)
-        ArmCounts(successes=85, trials=100)
-    """
-
-    successes: int
-    trials: int
-
-    def __post_init__(self) -> None:
-        if self.trials < 0:
-            raise ConfigurationError("trials", self.trials, "an integer >= 0")
-        if not 0 <= self.successes <= self.trials:
-            raise ConfigurationError("successes", self.successes, f"0..{self.trials} (trials)")
-
-
-@dataclass(frozen=True)
 class Comparison:
     """An always-valid comparison of candidate vs stable on one metric.
 
@@ -149,8 +128,10 @@ class Comparison:
     ``−inf, inf`` for means, and ``harm`` and ``non_inferior`` are False.
 
     Example:
-        >>> c = compare_proportions(ArmCounts(30, 100), ArmCounts(850, 1000), alpha=0.05,
-        ...                         n_star=1100, higher_is_better=True, margin=0.02)
+        >>> bad = RatioMoments(100, 30, 100, 30, 100, 30)          # 30 % of 100 users
+        >>> good = RatioMoments(1000, 850, 1000, 850, 1000, 850)   # 85 % of 1 000 users
+        >>> c = compare_ratios(bad, good, alpha=0.05, n_star=1100, higher_is_better=True,
+        ...                    margin=0.02)
         >>> c.harm, c.non_inferior, round(c.estimate, 2)
         (True, False, -0.55)
     """
@@ -210,50 +191,6 @@ def _guard(cfg: _Settings, min_n: tuple[str, int], nc: int, ns: int) -> str | No
         if n < min_n[1]:
             return f"{arm} has {n} observations; need at least {min_n[1]} per arm"
     return None
-
-
-def compare_proportions(
-    cand: ArmCounts,
-    stable: ArmCounts,
-    *,
-    alpha: float,
-    n_star: float,
-    higher_is_better: bool,
-    margin: float,
-    min_trials: int = MIN_TRIALS,
-) -> Comparison:
-    """Anytime-valid harm and non-inferiority tests for a difference of two proportions.
-
-    The estimate is the raw difference of rates. The standard error uses Laplace-smoothed rates
-    ``(x + 1)/(n + 2)`` (a variance floor after Agresti & Caffo, 2000), so 0 failures vs
-    0 failures still gives a positive width. Bounds are the one-sided AsympCS (Waudby-Smith et
-    al. eq. 134; GrowthBook Safe Rollouts' rule: one-sided, sequential, threshold zero),
-    clipped to [−1, 1].
-
-    Args:
-        cand: Candidate counts.
-        stable: Concurrent stable counts in the same layer.
-        alpha: Level of each one-sided bound, in (0, 0.5).
-        n_star: Tuning N*, total trials of both arms (:func:`mixture_rho2`).
-        higher_is_better: True for success rates (completion), False for failure rates (errors).
-        margin: Non-inferiority margin δ ≥ 0 in rate units (0.02 = 2 points).
-        min_trials: With fewer trials in either arm the result is inconclusive.
-
-    Example:
-        >>> c = compare_proportions(ArmCounts(0, 50), ArmCounts(0, 500), alpha=0.05,
-        ...                         n_star=550, higher_is_better=False, margin=0.1)
-        >>> c.harm, round(c.upper, 3), c.non_inferior
-        (False, 0.054, True)
-    """
-    nc, ns = cand.trials, stable.trials
-    cfg = (alpha, n_star, higher_is_better, margin)
-    reason = _guard(cfg, ("min_trials", min_trials), nc, ns)
-    estimate = cand.successes / nc - stable.successes / ns if nc and ns else math.nan
-    se = math.nan
-    if reason is None:
-        pc, ps = (cand.successes + 1) / (nc + 2), (stable.successes + 1) / (ns + 2)
-        se = math.sqrt(pc * (1 - pc) / nc + ps * (1 - ps) / ns)
-    return _compare(estimate, se, (nc, ns), cfg, 1.0, reason)
 
 
 @dataclass(frozen=True, slots=True)

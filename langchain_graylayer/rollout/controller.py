@@ -202,17 +202,17 @@ class RolloutController(RunnableSerializable[Any, list[dict[str, Any]]]):
         """The users the next layer to open is expected to see within its maximum step time,
         from its stable traffic since the plan started (recorded under the layer's ``pre``
         step): distinct users so far, scaled linearly to the step's time. Empty when unknown
-        (the first layer, or less than an hour of data)."""
+        (the first layer, or less data than an hour or the step's time)."""
         pending = [n for n in self.plan.layer_names if state.layer(n).phase is LayerPhase.PENDING]
         if not pending or state.started_at is None:
             return {}
         layer = pending[0]
-        seen = self.clock() - state.started_at
-        if seen < 3600.0:
+        seen, horizon = self.clock() - state.started_at, self.plan.gates_for(layer).max_step_time
+        if seen < min(3600.0, horizon):
             return {}
         arms = self.store.read_evidence(self.plan.id, layer, _pre_key(state))
         users = sum(arm.users for arm in arms.values())
-        return {layer: users * self.plan.gates_for(layer).max_step_time / seen}
+        return {layer: users * horizon / seen}
 
     def _apply(self, change: tx.Transition) -> list[AuditEntry]:
         """Commit a transition in one write; then run the cleanup it asks for, and audit it."""

@@ -217,7 +217,7 @@ def _open(at: _Now, state: PlanState, layer: str, operator: str) -> Transition:
             reason += (
                 f"; sized to its traffic: about {reach:.0f} users come in "
                 f"{gates.max_step_time / 3600:g} h, so {spec.steps[0]:.0%} would see "
-                f"{spec.steps[0] * reach:.0f} candidate users of the "
+                f"{spec.steps[0] * reach:.1f} candidate users of the "
                 f"{gates.min_users_at_timeout} needed; starting at {ratio:.0%}"
             )
     entry = at.entry(
@@ -235,6 +235,8 @@ def _resize(at: _Now, state: PlanState, layer: str, verdict: Verdict) -> Transit
         return None
     reach = (verdict.n_candidate + verdict.n_stable) * gates.max_step_time / max(verdict.elapsed, 1)
     later = spec.steps[current.step + 1 :]
+    if reach <= 0:  # nobody came at all: a larger step would not help (the alert says so)
+        return None
     index = current.step + 1 + first_step(later, reach, gates.min_users_at_timeout)
     if index >= len(spec.steps) or spec.steps[index] >= 1.0 or not later:
         return None

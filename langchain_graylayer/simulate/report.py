@@ -14,7 +14,6 @@ import numpy as np
 from scipy.stats import binom, binomtest
 
 from langchain_graylayer._tables import markdown_table
-from langchain_graylayer.simulate.engines import ENGINES
 from langchain_graylayer.simulate.traffic import SCENARIOS
 
 
@@ -280,63 +279,12 @@ def write_csv(path: Path, summaries: Sequence[dict[str, Any]]) -> None:
 
 
 def plot(path: Path, summaries: Sequence[dict[str, Any]]) -> bool:
-    """Write ``simulate.png``: false rollback, escape and exposure per scenario and engine.
+    """Write ``simulate.png`` (:func:`~langchain_graylayer.simulate.plot.plot_summaries`).
     Returns False (and writes nothing) without matplotlib."""
     try:
-        import matplotlib
+        from langchain_graylayer.simulate.plot import plot_summaries
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        plot_summaries(path, summaries)
     except ImportError:
         return False
-    engines = sorted({s["engine"] for s in summaries}, key=lambda e: ENGINES.index(e))
-    colours = {"ours": "tab:blue", "article": "tab:red"}
-    panels: list[tuple[str, list[dict[str, Any]], str]] = [
-        ("false rollback rate (good candidates)", [s for s in summaries if not s["bad"]],
-         "rollback"),
-        ("escape rate: reached 100% (bad candidates)", [s for s in summaries if s["bad"]],
-         "full"),
-        ("users exposed when caught (median, 95% CI)", [s for s in summaries if s["bad"]],
-         "exposed_at_catch"),
-    ]  # fmt: skip
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
-    for ax, (title, rows, key) in zip(axes, panels, strict=True):
-        scenarios = list(dict.fromkeys(s["scenario"] for s in rows))
-        for i, engine in enumerate(engines):
-            offset = (i - (len(engines) - 1) / 2) * 0.25
-            for j, sid in enumerate(scenarios):
-                s = next((r for r in rows if r["scenario"] == sid and r["engine"] == engine), None)
-                if s is None:
-                    continue
-                if key == "exposed_at_catch":
-                    d = s[key]
-                    if not d["median"]:  # none caught (or at 0 users: not on a log scale)
-                        continue
-                    y, (lo, hi) = d["median"], d["median_ci95"]
-                else:
-                    y, (lo, hi) = s[key]["rate"], s[key]["ci95"]
-                ax.bar(j + offset, y, width=0.25, color=colours.get(engine, "grey"), alpha=0.75,
-                       label=engine if j == 0 else None)  # fmt: skip
-                ax.errorbar(
-                    j + offset,
-                    y,
-                    yerr=[[max(y - lo, 0.0)], [max(hi - y, 0.0)]],
-                    color="black",
-                    capsize=3,
-                )
-        ax.set_xticks(range(len(scenarios)), scenarios, rotation=45)
-        ax.set_title(title, fontsize=10)
-        if key == "exposed_at_catch":
-            ax.set_yscale("log")
-            ax.axhline(
-                656, color="grey", linestyle=":", linewidth=1, label="656 (prototype, −5 pts)"
-            )
-        else:
-            ax.set_ylim(0, 1.05)
-            ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
-        ax.legend(fontsize=8)
-    fig.suptitle("graylayer simulate: the product's controller vs the article's QoS rule")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
     return True

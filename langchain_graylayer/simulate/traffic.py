@@ -20,11 +20,10 @@ Written from first principles, not from the judge's assumptions:
 * **Late feedback**: feedback and complaints may arrive hours after their request; they count
   in the arm (layer, step, version) the request was served under, as the product does.
 
-Evidence is kept per arm as each user's counters (:data:`~langchain_graylayer.store.evidence
-.FIELDS`) with the arm's Gram matrix updated incrementally — the same numbers
-:class:`~langchain_graylayer.store.evidence.ArmAccumulator` keeps, in numpy for speed (a test
-holds the two equal). :class:`SimStore` is a real ``MemoryStore`` whose evidence methods read
-and write this traffic, so the controller under test is the product's own.
+Evidence is kept per arm as each user's counters with the arm's Gram matrix updated
+incrementally (:class:`~langchain_graylayer.simulate.arms.UserArm`). :class:`SimStore` is a real
+``MemoryStore`` whose evidence methods read and write this traffic, so the controller under test
+is the product's own.
 """
 
 from __future__ import annotations
@@ -40,7 +39,8 @@ from scipy.special import ndtr
 
 from langchain_graylayer.plan.assignment import ACTIVITY_CLASSES, activity_class
 from langchain_graylayer.plan.bucketing import BUCKETS, ratio_threshold
-from langchain_graylayer.store.evidence import FIELDS, ArmTotals, UnitDelta, field_pair
+from langchain_graylayer.simulate.arms import N_FIELDS, SeenUsers, UserArm
+from langchain_graylayer.store.evidence import FIELDS, ArmTotals, UnitDelta
 from langchain_graylayer.store.memory import MemoryStore
 
 Array = npt.NDArray[Any]
@@ -63,9 +63,6 @@ night-time's edge; the low is twelve hours later."""
 
 STABLE, CANDIDATE = 0, 1
 F = {name: index for index, name in enumerate(FIELDS)}
-N_FIELDS = len(FIELDS)
-_PAIRS = [(i, j) for i in range(N_FIELDS) for j in range(i, N_FIELDS)]
-_PAIR_KEYS = [field_pair(FIELDS[i], FIELDS[j]) for i, j in _PAIRS]
 
 
 # ----------------------------------------------------------------------------- population
@@ -279,78 +276,6 @@ def _beta(rng: np.random.Generator, mean: Array, icc: float) -> Array:
     return result
 
 
-# ----------------------------------------------------------------------------- evidence
-class _Seen:
-    """A ``pre`` arm (a layer's stable traffic before it opens): the controller reads only how
-    many distinct users it saw, so that is all this keeps."""
-
-    __slots__ = ("seen",)
-
-    def __init__(self, size: int) -> None:
-        self.seen = np.zeros(size, dtype=bool)
-
-    def add(self, users: Array, activity: Array, counts: Array) -> None:
-        self.seen[users] = True
-
-    def totals(self) -> ArmTotals:
-        return ArmTotals(users=int(self.seen.sum()))
-
-    @property
-    def users(self) -> int:
-        return int(self.seen.sum())
-
-
-class _Arm:
-    """One arm's user records and totals (the numpy twin of ``ArmAccumulator``)."""
-
-    __slots__ = ("classes", "gram", "positives", "row_of", "rows", "sums", "users")
-
-    def __init__(self, size: int) -> None:
-        self.row_of = np.full(size, -1, dtype=np.int64)
-        self.rows = np.zeros((64, N_FIELDS))
-        self.users = 0
-        self.classes = np.zeros(ACTIVITY_CLASSES, dtype=np.int64)
-        self.sums = np.zeros(N_FIELDS)
-        self.gram = np.zeros((N_FIELDS, N_FIELDS))
-        self.positives = np.zeros(N_FIELDS, dtype=np.int64)
-
-    def add(self, users: Array, activity: Array, counts: Array) -> None:
-        """Add ``counts[i]`` (a row of FIELDS) to user ``users[i]`` (a layer-local index)."""
-        if not len(users):
-            return
-        unique, inverse = np.unique(users, return_inverse=True)
-        delta = np.zeros((len(unique), N_FIELDS))
-        np.add.at(delta, inverse, counts)
-        new = unique[self.row_of[unique] < 0]
-        if len(new):
-            new_activity = np.zeros(len(unique), dtype=np.int64)
-            new_activity[inverse] = activity
-            fresh = self.row_of[unique] < 0
-            need = self.users + len(new)
-            if need > len(self.rows):
-                grown = np.zeros((max(need, 2 * len(self.rows)), N_FIELDS))
-                grown[: self.users] = self.rows[: self.users]
-                self.rows = grown
-            self.row_of[new] = np.arange(self.users, need)
-            self.users = need
-            self.classes += np.bincount(new_activity[fresh], minlength=ACTIVITY_CLASSES)
-        rows = self.row_of[unique]
-        old = self.rows[rows]
-        now = old + delta
-        self.gram += now.T @ now - old.T @ old
-        self.sums += delta.sum(axis=0)
-        self.positives += (now > 0).sum(axis=0) - (old > 0).sum(axis=0)
-        self.rows[rows] = now
-
-    def totals(self) -> ArmTotals:
-        sums = {name: float(self.sums[i]) for i, name in enumerate(FIELDS) if self.sums[i]}
-        products = {key: float(self.gram[i, j]) for key, (i, j) in zip(_PAIR_KEYS, _PAIRS,
-                                                                        strict=True)}  # fmt: skip
-        positives = {name: int(self.positives[i]) for i, name in enumerate(FIELDS)}
-        return ArmTotals(self.users, tuple(int(c) for c in self.classes), sums, products,
-                         positives)  # fmt: skip
-
-
 # ----------------------------------------------------------------------------- traffic
 class Traffic:
     """The population's sessions, tick by tick, under the layers' current ratios and steps.
@@ -417,7 +342,7 @@ class Traffic:
                                                                 strict=False)]  # fmt: skip
         self._delay = round(sc.feedback_delay_h * 3600 / TICK)
         self._pending: dict[int, list[tuple[tuple[int, str, int], Array, Array]]] = {}
-        self.arms: dict[tuple[int, str, int], _Arm | _Seen] = {}
+        self.arms: dict[tuple[int, str, int], UserArm | SeenUsers] = {}
         self.cum = np.zeros((ticks + 1, n_layers, 2, N_FIELDS))
         """Request-level counts per tick (cumulative), for the article's window rule."""
         self.exposed_users = np.zeros(n, dtype=bool)
@@ -504,12 +429,12 @@ class Traffic:
         self.cum[t + 1] = self.cum[t] + row
         self.ticks = t + 1
 
-    def _arm(self, key: tuple[int, str, int]) -> _Arm | _Seen:
+    def _arm(self, key: tuple[int, str, int]) -> UserArm | SeenUsers:
         arm = self.arms.get(key)
         if arm is None:
             layer = key[0]
             size = int(self.start[layer + 1] - self.start[layer])
-            arm = self.arms[key] = _Seen(size) if key[1].startswith("pre@") else _Arm(size)
+            arm = self.arms[key] = SeenUsers(size) if key[1].startswith("pre@") else UserArm(size)
         return arm
 
     def _outcomes(

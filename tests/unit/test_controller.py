@@ -18,7 +18,7 @@ from langchain_graylayer.rollout.cleanup import ChatHistoryCleanup
 from langchain_graylayer.rollout.controller import RolloutController
 from langchain_graylayer.rollout.state import LayerPhase, PlanStatus
 
-GATES = {"min_samples": 40, "bake_time": 60, "max_step_time": 300}
+GATES = {"min_samples": 40, "min_users_at_timeout": 10, "bake_time": 60, "max_step_time": 300}
 
 
 def make_plan(**kw: Any) -> RolloutPlan:
@@ -279,3 +279,40 @@ def test_a_layer_that_starts_at_100_percent_completes_and_opens_the_next() -> No
     controller = world.controller()
     assert world.run(controller, ticks=2) == ["start_layer", "start_layer"]
     assert world.store.get_ratios("refund-v2") == {"early": 1.0, "late": 0.1}
+
+
+def test_a_layer_opens_at_the_first_step_its_traffic_can_fill() -> None:
+    plan = make_plan(
+        layers=[
+            {"name": "early", "members": [f"u{i}" for i in range(400)], "steps": [0.5, 1.0]},
+            {"name": "late", "score_range": [0, 1], "steps": [0.001, 0.2, 1.0]},
+        ]
+    )
+    world = World(p_candidate=0.9, plan=plan)
+    controller = world.controller()
+    world.run(controller, ticks=40)
+    start = next(e for e in controller.audit() if e.action == "start_layer" and e.layer == "late")
+    # its stable users, counted under the "pre" step while "early" rolled out, say that 0.1%
+    # would see about one candidate user in a step's 300 s: it opens at 20%
+    assert start.new_ratio == 0.2
+    assert start.details["first_step"] == 1
+    assert start.details["reach"] > 100
+    assert "sized to its traffic" in start.reason
+
+
+def test_a_step_that_times_out_starved_moves_to_a_step_its_traffic_fills() -> None:
+    plan = make_plan(
+        layers=[
+            {"name": "early", "members": [f"u{i}" for i in range(400)],
+             "steps": [0.005, 0.5, 1.0]},
+            {"name": "late", "score_range": [0, 1], "steps": [0.1, 1.0]},
+        ]
+    )  # fmt: skip
+    world = World(p_candidate=0.9, plan=plan)
+    controller = world.controller()
+    world.run(controller, ticks=12)  # 360 s: past the 300 s step time, with ~2 candidate users
+    resized = [e for e in controller.audit() if e.reason.startswith("resized to the layer's")]
+    assert [(e.layer, e.old_ratio, e.new_ratio) for e in resized] == [("early", 0.005, 0.5)]
+    assert resized[0].verdict is not None
+    assert resized[0].verdict["rule"] in ("timeout_too_few_users", "no_candidate_traffic")
+    assert resized[0].verdict["alert"] is True

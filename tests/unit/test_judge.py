@@ -31,7 +31,8 @@ from langchain_graylayer.judging.judge import (
 )
 from langchain_graylayer.judging.stats import cs_halfwidth, exceeds_floor
 from langchain_graylayer.plan.gates import Gates, Guardrail, GuardrailMetric, Judging
-from langchain_graylayer.simulate.traffic import N_FIELDS, _Arm
+from langchain_graylayer.simulate.arms import N_FIELDS
+from langchain_graylayer.simulate.arms import UserArm as _Arm
 from langchain_graylayer.store.evidence import (
     FIELDS,
     ArmAccumulator,

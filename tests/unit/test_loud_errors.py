@@ -81,5 +81,3 @@ def test_positional_arguments_name_the_keywords() -> None:
         GrayRouter(ECHO, ECHO, PLAN)  # type: ignore[misc]
     with pytest.raises(TypeError, match=r"RolloutController\(plan=\.\.\., store=\.\.\."):
         RolloutController(PLAN, MemoryStore())  # type: ignore[misc]
-
-

@@ -39,7 +39,7 @@ from langchain_graylayer.judging.stats import (
 )
 from langchain_graylayer.plan.assignment import ACTIVITY_CLASSES
 from langchain_graylayer.plan.gates import GuardrailMetric
-from langchain_graylayer.simulate.traffic import _Arm
+from langchain_graylayer.simulate.arms import UserArm as _Arm
 from langchain_graylayer.store.evidence import (
     FIELDS,
     ArmAccumulator,
@@ -288,7 +288,7 @@ def test_accumulator_keeps_the_totals_of_its_users_records(
 def test_the_simulators_numpy_arm_keeps_the_same_totals(
     seed: int, users: int, updates: int, batch: int
 ) -> None:
-    """``simulate.traffic._Arm`` (batched, numpy) and ``ArmAccumulator`` (one delta at a time)
+    """``simulate.arms.UserArm`` (batched, numpy) and ``ArmAccumulator`` (one delta at a time)
     agree on every total after the same deltas."""
     deltas, _ = random_updates(seed, users, updates)
     reference, twin = ArmAccumulator(), _Arm(users)
