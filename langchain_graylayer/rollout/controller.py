@@ -55,6 +55,7 @@ from langchain_graylayer.rollout.state import (
     LayerPhase,
     PlanState,
 )
+from langchain_graylayer.store.evidence import PRE_STEP
 from langchain_graylayer.store.protocols import Store
 
 __all__ = ["RolloutController", "replica_name"]
@@ -65,7 +66,7 @@ _CONTROLLERS = itertools.count(1)
 
 
 def _pre_key(state: PlanState) -> str:
-    return "" if state.started_at is None else f"pre@{state.started_at:.3f}"
+    return "" if state.started_at is None else f"{PRE_STEP}{state.started_at:.3f}"
 
 
 def replica_name() -> str:

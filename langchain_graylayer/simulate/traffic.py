@@ -40,7 +40,7 @@ from scipy.special import ndtr
 from langchain_graylayer.plan.assignment import ACTIVITY_CLASSES, activity_class
 from langchain_graylayer.plan.bucketing import BUCKETS, ratio_threshold
 from langchain_graylayer.simulate.arms import N_FIELDS, SeenUsers, UserArm
-from langchain_graylayer.store.evidence import FIELDS, ArmTotals, UnitDelta
+from langchain_graylayer.store.evidence import FIELDS, PRE_STEP, ArmTotals, UnitDelta
 from langchain_graylayer.store.memory import MemoryStore
 
 Array = npt.NDArray[Any]
@@ -434,7 +434,7 @@ class Traffic:
         if arm is None:
             layer = key[0]
             size = int(self.start[layer + 1] - self.start[layer])
-            arm = self.arms[key] = SeenUsers(size) if key[1].startswith("pre@") else UserArm(size)
+            arm = self.arms[key] = SeenUsers(size) if key[1].startswith(PRE_STEP) else UserArm(size)
         return arm
 
     def _outcomes(

@@ -28,6 +28,7 @@ from langchain_graylayer.plan.assignment import ACTIVITY_CLASSES, activity_class
 __all__ = [
     "ACTIVITY_CLASSES",
     "FIELDS",
+    "PRE_STEP",
     "ArmAccumulator",
     "ArmKey",
     "ArmTotals",
@@ -59,6 +60,11 @@ FIELDS: tuple[str, ...] = (
 requests over the plan's latency SLO; ``scores``/``score_sum`` the NPS-style feedback scores."""
 
 
+PRE_STEP = "pre@"
+"""Step keys of a layer's traffic before it opens start with this: its stable users are counted
+(how many come sizes its first step), nothing else is kept."""
+
+
 @dataclass(frozen=True, slots=True)
 class ArmKey:
     """Which arm: the plan's layer, the step it was routed under, the version."""
@@ -66,6 +72,11 @@ class ArmKey:
     layer: str
     step: str
     version: str
+
+    @property
+    def counts_users_only(self) -> bool:
+        """A ``pre`` arm: only its distinct users are kept (a HyperLogLog in Redis)."""
+        return self.step.startswith(PRE_STEP)
 
 
 @dataclass(frozen=True, slots=True)

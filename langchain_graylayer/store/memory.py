@@ -14,6 +14,7 @@ from langchain_graylayer.plan.assignment import LayerAssignment
 from langchain_graylayer.plan.plan import Version
 from langchain_graylayer.plan.profile import UserProfile
 from langchain_graylayer.store.evidence import (
+    PRE_STEP,
     ArmAccumulator,
     ArmKey,
     ArmTotals,
@@ -69,6 +70,7 @@ class MemoryStore:
         self._evidence_ttl = evidence_ttl
         self._evidence_swept = float("-inf")
         self._fold_lock = threading.Lock()
+        self._seen: dict[tuple[str, ArmKey], tuple[set[str], float]] = {}
         self._profiles: dict[str, UserProfile] = {}
         self._layers: ExpiringLRU[str, dict[str, LayerAssignment]] = ExpiringLRU(
             max_cached_layers, clock
@@ -214,6 +216,11 @@ class MemoryStore:
         with self._lock:
             now = self._clock()
             for delta in deltas:
+                if delta.arm.counts_users_only:  # a pre arm: who came, nothing else
+                    users = self._seen.get((plan_id, delta.arm), (set(), now))[0]
+                    users.add(delta.user)
+                    self._seen[(plan_id, delta.arm)] = (users, now)
+                    continue
                 key = (plan_id, delta.arm)
                 held = self._evidence.get(key)
                 arm = held[0] if held is not None else ArmAccumulator()
@@ -224,10 +231,19 @@ class MemoryStore:
                 horizon = now - self._evidence_ttl
                 for key in [k for k, (_, at) in self._evidence.items() if at < horizon]:
                     del self._evidence[key]
+                for key in [k for k, (_, at) in self._seen.items() if at < horizon]:
+                    del self._seen[key]
 
     def read_evidence(self, plan_id: str, layer: str, step: str) -> dict[str, ArmTotals]:
         # The products are brought up to date here, outside the store's lock, so a request
         # adding evidence never waits for a read (readers take turns on their own lock).
+        if step.startswith(PRE_STEP):
+            with self._lock:
+                return {
+                    arm.version: ArmTotals(users=len(users))
+                    for (plan, arm), (users, _) in self._seen.items()
+                    if plan == plan_id and arm.layer == layer and arm.step == step
+                }
         with self._fold_lock:
             with self._lock:
                 arms = [

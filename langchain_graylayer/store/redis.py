@@ -430,13 +430,17 @@ class RedisStore:
 
     def add_evidence(self, plan_id: str, deltas: Sequence[UnitDelta]) -> None:
         arms: dict[ArmKey, list[Any]] = {}
+        seen: dict[ArmKey, set[str]] = {}
         for delta in deltas:
+            if delta.arm.counts_users_only:
+                seen.setdefault(delta.arm, set()).add(delta.user)
+                continue
             counts = [(name, value) for name, value in delta.counts.items() if value]
             args = arms.setdefault(delta.arm, [])
             args += [delta.user, delta.activity, len(counts)]
             for name, value in counts:
                 args += [name, repr(float(value))]
-        if not arms:
+        if not arms and not seen:
             return
         with self._guard("add_evidence", plan_id):
             pipe = self._client.pipeline(transaction=False)
@@ -446,19 +450,31 @@ class RedisStore:
                     args=[_millis(self._evidence_ttl), *args],
                     client=pipe,
                 )
+            for arm, users in seen.items():  # 12 kB per arm however many users come
+                key = self._arm_keys(plan_id, arm)[1]
+                pipe.pfadd(key, *sorted(users))
+                pipe.pexpire(key, _millis(self._evidence_ttl))
             pipe.execute()
 
     def read_evidence(self, plan_id: str, layer: str, step: str) -> dict[str, ArmTotals]:
         versions = [v.value for v in Version]
-        totals_keys = [self._arm_keys(plan_id, ArmKey(layer, step, v))[0] for v in versions]
-        with self._guard("read_evidence", totals_keys[0]):
+        arms = [ArmKey(layer, step, v) for v in versions]
+        with self._guard("read_evidence", plan_id):
             pipe = self._client.pipeline(transaction=False)
-            for key in totals_keys:
-                pipe.hgetall(key)
+            for arm in arms:
+                totals, users = self._arm_keys(plan_id, arm)
+                if arm.counts_users_only:
+                    pipe.pfcount(users)
+                else:
+                    pipe.hgetall(totals)
             replies = pipe.execute()
-        return {
-            version: _totals(raw) for version, raw in zip(versions, replies, strict=True) if raw
-        }
+        result = {}
+        for arm, reply in zip(arms, replies, strict=True):
+            if arm.counts_users_only and reply:
+                result[arm.version] = ArmTotals(users=int(reply))
+            elif not arm.counts_users_only and reply:
+                result[arm.version] = _totals(reply)
+        return result
 
     # nonces -------------------------------------------------------------------------------
     def claim_once(self, key: str, ttl: float) -> bool:
