@@ -194,13 +194,20 @@ def _scenarios() -> dict[str, Scenario]:
             bad_feedback=0.10,
             feedback_delay_h=6.0,
         ),
-        "U1": Scenario("U1", "A/A, default plan, per-user correlation 0.3", False, plan="default"),
+        "U1": Scenario(
+            "U1",
+            "A/A, default plan (96 h), per-user correlation 0.3",
+            False,
+            plan="default",
+            hours=96.0,
+        ),
         "U2": Scenario(
             "U2",
-            "A/A, default plan, per-user correlation 0.1",
+            "A/A, default plan (96 h), per-user correlation 0.1",
             False,
             plan="default",
             population={"icc": 0.1},
+            hours=96.0,
         ),
         "U3": Scenario(
             "U3",
@@ -242,10 +249,11 @@ def _scenarios() -> dict[str, Scenario]:
         ),
         "U5": Scenario(
             "U5",
-            "completion −5 points, default plan",
+            "completion −5 points, default plan (96 h)",
             True,
             -0.05,
             plan="default",
+            hours=96.0,
         ),
     }
 
