@@ -95,8 +95,11 @@ def profile_for(n: int) -> UserProfile | None:
 
 
 def seed(store: Store, plan: RolloutPlan, users: list[str]) -> None:
-    for layer in plan.layer_names:
-        store.set_ratio(plan.id, layer, RATIO)
+    # The ratios and step keys a controller commits: every routed request also records its
+    # user's evidence for the judge (in-process for MemoryStore, a background writer for Redis).
+    ratios = dict.fromkeys(plan.layer_names, RATIO)
+    steps = dict.fromkeys(plan.layer_names, "0@1700000000.000")
+    store.commit(plan.id, ratios=ratios, state="{}", audit=[], steps=steps)
     for n, user in enumerate(users):
         profile = profile_for(n)
         if profile is not None:
