@@ -8,8 +8,9 @@ analysis (what is randomised, and what comes back); ``docs/statistics.md`` says 
 The first rule that applies wins:
 
 1. no candidate user in the step → **hold** (silence is never a reason to act);
-2. the candidate alone breaks a hard floor (error rate above ``max_error_rate``) → **rollback**,
-   unless stable fails too (above half the floor) in the same step: an upstream outage;
+2. the candidate alone is significantly above a hard floor (error rate over ``max_error_rate``,
+   an always-valid one-sample bound with its share of alpha) → **rollback**, unless stable
+   fails too (above half the floor) in the same step: an upstream outage;
 3. no concurrent stable user → **hold**;
 4. the users' split is not what the ratio says, overall or within an activity class
    (sequential SRM, once ``srm_min_users`` are in) → **hold** and alert: a comparison over a
@@ -20,11 +21,12 @@ The first rule that applies wins:
 6. promotion needs ``min_samples`` candidate users, ``bake_time`` at the step, the longest
    feedback ``delay`` of the guardrails past the bake, and non-inferiority within each
    guardrail's margin → **promote**; otherwise **hold**, until ``max_step_time``, when the
-   timeout policy promotes if no harm was found *and* at least ``min_users_at_timeout``
-   candidate users were seen — absence of harm in a handful of users is not evidence — or
-   holds with an alert saying what would unblock it.
+   timeout policy promotes if no harm was found, at least ``min_users_at_timeout`` candidate
+   users were seen — absence of harm in a handful of users is not evidence — and no guardrail
+   is *behind* (trailing by more than its margin at the plan's alpha), or holds with an alert
+   saying what would unblock it.
 
-The article's QoS score is computed for both arms and reported in every verdict; it gates
+The source article's QoS score is computed for both arms and reported in every verdict; it gates
 promotion only when the plan says so (``judging.qos_gate``).
 """
 
