@@ -16,6 +16,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from langchain_graylayer.measuring.feedback import FeedbackKind
 from langchain_graylayer.measuring.labels import Outcome, RunLabels
 from langchain_graylayer.plan.gates import GuardrailMetric
 from langchain_graylayer.plan.plan import RolloutPlan
@@ -25,6 +26,12 @@ from langchain_graylayer.store.protocols import EvidenceStore
 __all__ = ["EvidenceRecorder", "RequestResult"]
 
 logger = logging.getLogger(__name__)
+
+_FEEDBACK_FIELD = {
+    FeedbackKind.BAD: "bad",
+    FeedbackKind.GOOD: "good",
+    FeedbackKind.COMPLAINT: "complaints",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,14 +91,13 @@ class EvidenceRecorder:
         """A background completion judge accepted the request's answer after it ended."""
         self._add(labels, {"completions": 1.0})
 
-    def record_feedback(self, labels: RunLabels, kind: object, score: float | None = None) -> None:
+    def record_feedback(
+        self, labels: RunLabels, kind: FeedbackKind | None, score: float | None = None
+    ) -> None:
         """Feedback on a run, counted in the step the run was routed under."""
-        name = getattr(kind, "value", kind)
         counts = {"bad": 0.0, "good": 0.0, "complaints": 0.0}
-        if name == "complaint":
-            counts["complaints"] = 1.0
-        elif name in ("bad", "good"):
-            counts[str(name)] = 1.0
+        if kind is not None:
+            counts[_FEEDBACK_FIELD[kind]] = 1.0
         if score is not None:
             counts.update(scores=1.0, score_sum=float(score))
         self._add(labels, counts)
