@@ -1,4 +1,5 @@
-"""``graylayer demo``: the article's e-commerce case study, played on real agents in simulated days.
+"""``graylayer demo``: the source article's e-commerce case, played on real agents in simulated
+days.
 
 Two versions of a customer-service agent built with ``langchain.agents.create_agent`` (offline,
 rule-following fake chat models; real ``lookup_order`` and ``issue_refund`` tools) are served

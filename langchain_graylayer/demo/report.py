@@ -1,5 +1,5 @@
 """What a finished run prints: the layers, the decisions (each with the candidate users it was
-decided on), the rollback, and whether the article's three requirements were met."""
+decided on), the rollback, and whether the source article's three requirements were met."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ FEW_USERS = Gates().min_users_at_timeout
 """Below this many candidate users (the product's default minimum before a timeout may promote),
 a promotion is flagged as decided on few users."""
 MAX_EXPOSURE = 0.001
-"""The article's requirement: a fault reaches at most 0.1% of users."""
+"""The source article's requirement: a fault reaches at most 0.1% of users."""
 FULL_ROLLOUT_DAY = 10
 MIN_RESOLUTION = 0.85
 
@@ -105,19 +105,20 @@ def rollback_lines(r: DemoResult) -> list[str]:
 
 
 def requirement_lines(r: DemoResult) -> list[str]:
-    """The article's three requirements, each met or missed, and by how much."""
+    """The source article's three requirements, each met or missed, and by how much."""
     exposure = (
         f"  exposure to the bug ≤ {MAX_EXPOSURE:.1%} of users: {r.exposure_share:.3%} "
         f"({r.exposed_users} of {r.users} users got a wrong refund answer, "
-        f"{len(r.wrong_answers)} answers; article: 0.09% of 5M): "
+        f"{len(r.wrong_answers)} answers; source: 0.09% of 5M): "
         + _against(r.exposure_share, MAX_EXPOSURE, at_most=True, digits=3)
     )
     resolution = (
         f"  resolution ≥ {MIN_RESOLUTION:.0%} after the rollout: {r.completion_after:.1%} "
         f"(v2.1 at 100%, layer-share weighted; before: {r.completion_before:.1%} with v1.8; "
-        "article: 60% → 87%): " + _against(r.completion_after, MIN_RESOLUTION, at_most=False)
+        "source: 60% → 87%): " + _against(r.completion_after, MIN_RESOLUTION, at_most=False)
     )
-    return ["requirements (the article's case study):", exposure, _rollout_line(r), resolution]
+    head = "requirements (the source article's case study, docs/background.md):"
+    return [head, exposure, _rollout_line(r), resolution]
 
 
 def _rollout_line(r: DemoResult) -> str:

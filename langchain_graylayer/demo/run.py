@@ -345,7 +345,7 @@ class _Simulation:
         for name, row in self.result.layers.items():
             echo(
                 f"  {name:<13} {int(row['users']):>6} users  {row['share']:6.2%} "
-                f"(article {row['target']:.1%})  {sc.rates[name]:g} requests/h sampled"
+                f"(source {row['target']:.1%})  {sc.rates[name]:g} requests/h sampled"
             )
         echo(
             f"\nact one: {plan.candidate.code} ({plan.candidate.changelog}) vs {plan.stable.code} "

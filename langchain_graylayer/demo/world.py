@@ -21,7 +21,7 @@ LAYER_SHARES: dict[str, float] = {
     "high_value": 0.15,
     "vip": 0.045,
 }
-"""The article's population: internal testers, early adopters, normal, high value, VIP."""
+"""The source article's population: internal testers, early adopters, normal, high value, VIP."""
 STABLE_CODE = "v1.8"
 """The stable version of both acts: the FAQ rule engine."""
 START = 1_793_577_600.0  # 2026-11-02 00:00 UTC, a multiple of the tick
@@ -105,7 +105,7 @@ QUICK = Scenario(
 
 
 def demo_plan(plan_id: str, candidate: str, changelog: str, scenario: Scenario) -> RolloutPlan:
-    """The demo's plan: the article's five layers, short steps, gates sized to the sample."""
+    """The demo's plan: the source article's five layers, short steps, gates sized to the sample."""
     layers: list[dict[str, Any]] = []
     ranges = {
         "early_adopter": [0.8, 1.0],
@@ -227,8 +227,8 @@ class Customer:
 
 
 def make_population(n: int, rng: np.random.Generator, plan: RolloutPlan) -> list[Customer]:
-    """``n`` customers in the article's layer shares: tagged staff, then A-RFM habits drawn per
-    target layer and redrawn until the real scorer puts them in that layer."""
+    """``n`` customers in the source article's layer shares: tagged staff, then A-RFM habits
+    drawn per target layer and redrawn until the real scorer puts them in that layer."""
     scorer = LayerScorer(plan.scoring, clock=lambda: START)
     customers: list[Customer] = []
     for name, share in LAYER_SHARES.items():
