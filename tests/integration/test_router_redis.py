@@ -97,3 +97,41 @@ async def test_async_requests_route_through_redis_off_the_event_loop(
     for user, answer in zip(users, answers, strict=True):
         assert answer == f"{router.route(user).version.value}:q"
     assert len(store.pinned_sessions(PLAN.id)) == len(users)
+
+
+def test_evidence_from_two_replicas_adds_up_exactly_in_redis(
+    make_redis_store: Callable[..., RedisStore],
+) -> None:
+    """Each replica writes its users' evidence from a background thread; the controller's store
+    reads the sum over both, per user: a user served by both replicas is one user."""
+    from langchain_graylayer import RolloutController
+
+    admin = make_redis_store()
+    controller = RolloutController(plan=PLAN, store=admin)
+    controller.step()  # opens the first layer (early_adopter) at its first step
+    controller.set_ratio("early_adopter", 0.5, operator="test")
+    step = admin.get_steps(PLAN.id)["early_adopter"]
+    a, b = replica(make_redis_store()), replica(make_redis_store())
+    profile = UserProfile(last_use_time=time.time(), use_count=60, accept_score=9)  # early
+    users = [f"u{i}" for i in range(40)]
+    for user in users:
+        admin.put_profile(user, profile)
+    time.sleep(0.6)  # both replicas see the new ratio and step
+    for user in users:
+        a.invoke("q", cfg(user))
+        b.invoke("q", cfg(user))  # the same user again, on the other replica
+    b.invoke("q", cfg(users[0]))
+    deadline = time.monotonic() + 5.0
+    while True:
+        arms = admin.read_evidence(PLAN.id, "early_adopter", step)
+        requests = sum(arm.total("requests") for arm in arms.values())
+        if requests == 2 * len(users) + 1 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert requests == 2 * len(users) + 1
+    assert sum(arm.users for arm in arms.values()) == len(users)
+    cand = sum(a.route(u).version is Version.CANDIDATE for u in users)
+    assert arms["candidate"].users == cand
+    # u0 made three requests: its square is in the Gram matrix of its arm
+    squares = sum(arm.product("requests", "requests") for arm in arms.values())
+    assert squares == 4 * (len(users) - 1) + 9
