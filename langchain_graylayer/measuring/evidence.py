@@ -72,7 +72,10 @@ class EvidenceRecorder:
         self._last_warning = float("-inf")
 
     def request(self, labels: RunLabels, result: RequestResult) -> None:
-        """A routed request ended (``completed`` as the completion judge said)."""
+        """A routed request ended (``completed`` as the completion judge said). A cancelled
+        request (the client went away) is no evidence either way and is not recorded."""
+        if result.outcome is Outcome.CANCELLED:
+            return
         slo = self._slo.get(labels.layer)
         failed = result.outcome is not Outcome.OK
         self._add(labels, {

@@ -41,6 +41,7 @@ from langchain_graylayer.measuring.labels import (
     REQUEST_ID_KEY,
     Outcome,
     RunLabels,
+    cancelled,
     labels_from_metadata,
 )
 from langchain_graylayer.measuring.prometheus import GraylayerMetrics, default_metrics
@@ -165,7 +166,9 @@ class Measurer:
         if request is None:
             return None
         seconds = time.perf_counter() - request.started
-        if error is not None:
+        if cancelled(error):  # the client went away: not the version's failure
+            outcome, completed = Outcome.CANCELLED, False
+        elif error is not None:
             outcome, completed = Outcome.ERROR, False
         elif request.fallback:  # stable answered: the candidate did not complete the task
             outcome, completed = Outcome.FALLBACK, False

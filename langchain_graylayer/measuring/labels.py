@@ -3,6 +3,7 @@ the handlers read back), the labels, and how a request ended."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,7 @@ __all__ = [
     "REQUEST_ID_KEY",
     "SESSION_KEY",
     "VERSION_KEY",
+    "cancelled",
     "labels_from_metadata",
     "layer_tag",
     "plan_tag",
@@ -56,6 +58,15 @@ class Outcome(StrEnum):
     ERROR = "error"
     FALLBACK = "fallback"
     """The candidate failed and stable answered (counted against the candidate)."""
+    CANCELLED = "cancelled"
+    """The run was cancelled before it ended — most often the client went away mid-stream.
+    It says nothing about the version: never an error, and no evidence for the judge."""
+
+
+def cancelled(error: BaseException | None) -> bool:
+    """True for the exceptions that cancel a run rather than fail it: asyncio's cancellation
+    and a generator closed by its consumer (a client that disconnected mid-stream)."""
+    return isinstance(error, (asyncio.CancelledError, GeneratorExit))
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,6 +41,7 @@ from langchain_graylayer.measuring.labels import (
     VERSION_KEY,
     Outcome,
     RunLabels,
+    cancelled,
     layer_tag,
     plan_tag,
     version_tag,
@@ -90,7 +91,9 @@ class Call:
             return
         if result is None:  # measured by a handler of the caller's: what this call saw
             seconds = time.perf_counter() - self.started_at
-            if error is not None or self.fell_back:
+            if cancelled(error):
+                result = RequestResult(Outcome.CANCELLED, seconds, completed=False)
+            elif error is not None or self.fell_back:
                 outcome = Outcome.ERROR if error is not None else Outcome.FALLBACK
                 result = RequestResult(outcome, seconds, completed=False)
             else:

@@ -188,3 +188,61 @@ def test_unrouted_requests_add_no_evidence() -> None:
     router, _, store, _ = world()
     router.invoke("q", {})  # no user id: stable, unrouted
     assert store.read_evidence(PLAN.id, "everyone", step_of(store)) == {}
+
+
+def _cancelled_world(candidate: Any) -> tuple[GrayRouter[str, str], MemoryStore, Any, str]:
+    from prometheus_client import CollectorRegistry
+
+    from langchain_graylayer import GraylayerMetrics
+
+    metrics = GraylayerMetrics(registry=CollectorRegistry())
+    router, _, store, _ = world(candidate=candidate)
+    router = GrayRouter(
+        stable=RunnableLambda(lambda q: "stable"), candidate=candidate, plan=PLAN, store=store,
+        metrics=metrics,
+    )  # fmt: skip
+    return router, store, metrics.registry, users_of(router, Version.CANDIDATE, 1)[0]
+
+
+def _outcomes(registry: Any) -> dict[str, float | None]:
+    labels = {"plan": PLAN.id, "version": "candidate", "layer": "everyone"}
+    return {
+        outcome: registry.get_sample_value(
+            "graylayer_requests_total", {**labels, "outcome": outcome}
+        )
+        for outcome in ("cancelled", "error")
+    }
+
+
+def test_a_cancelled_run_is_not_a_candidate_failure() -> None:
+    """asyncio cancels the request (the client went away): its own outcome, no evidence."""
+    import asyncio
+
+    async def slow(question: str) -> str:
+        await asyncio.sleep(10)
+        return "never"
+
+    router, store, registry, user = _cancelled_world(RunnableLambda(slow))
+
+    async def cancel_mid_run() -> None:
+        task = asyncio.ensure_future(router.ainvoke("q", {"configurable": {"user_id": user}}))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(cancel_mid_run())
+    assert store.read_evidence(PLAN.id, "everyone", step_of(store)) == {}
+    assert _outcomes(registry) == {"cancelled": 1.0, "error": 0.0}
+
+
+def test_a_stream_its_client_closed_is_not_a_candidate_failure() -> None:
+    def chunks(question: str) -> Any:
+        yield from ("one ", "two ", "three")
+
+    router, store, registry, user = _cancelled_world(RunnableLambda(chunks))
+    stream = router.stream("q", {"configurable": {"user_id": user}})
+    assert next(stream) == "one "
+    stream.close()  # the client went away after the first chunk
+    assert store.read_evidence(PLAN.id, "everyone", step_of(store)) == {}
+    assert _outcomes(registry) == {"cancelled": 1.0, "error": 0.0}
