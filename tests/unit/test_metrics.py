@@ -139,7 +139,8 @@ def test_init_arms_exports_a_zero_series_for_every_arm() -> None:
             return {frozenset(arm.items()) for arm in arms}
         return {frozenset({**arm, extra: value}.items()) for arm in arms for value in values}
 
-    assert series("graylayer_requests_total") == every_arm("outcome", ("ok", "error", "fallback", "cancelled"))
+    outcomes = ("ok", "error", "fallback", "cancelled")
+    assert series("graylayer_requests_total") == every_arm("outcome", outcomes)
     assert series("graylayer_request_duration_seconds_count") == every_arm()
     assert series("graylayer_task_completions_total") == every_arm()
     assert series("graylayer_tokens_total") == every_arm("direction", ("input", "output"))
