@@ -96,6 +96,9 @@ def summarise(runs: Sequence[dict[str, Any]], scenario: str, engine: str) -> dic
         "timeout": _rate(outcomes["timeout"], n),
         "caught": _rate(len(catches), n),
         "srm_alerted": _rate(sum(r["srm_alerts"] > 0 for r in rows), n),
+        "silent_stalls": _rate(
+            sum(r["outcome"] == "timeout" and not r.get("alerts") for r in rows), n
+        ),
         "silent_rollbacks": sum(bool(r.get("silent")) for r in rows),
         "caught_by": dict(Counter(c[3] for c in catches).most_common()),
         "rollback_where": dict(where.most_common()),
@@ -139,18 +142,18 @@ def tables(summaries: Sequence[dict[str, Any]]) -> str:
         rows = [
             (s["scenario"], s["engine"], s["seeds"], _pct(s["rollback"]),
              f"{s['srm_alerted']['rate']:.1%}", _pct(s["full"]), _q(s["hours_to_full"], 1),
-             _q(s["users_to_full"]), _top(s["caught_by"]))
+             _q(s["users_to_full"]), _pct(s["silent_stalls"]), _top(s["caught_by"]))
             for s in good
         ]  # fmt: skip
         header = [
             "scenario", "engine", "seeds", "false rollback [95% CI]", "SRM alert",
             "reached 100% [95% CI]", "hours to 100%: median [CI] / p90",
-            "users to 100%: median [CI] / p90", "rolled back by",
+            "users to 100%: median [CI] / p90", "stalled without an alert", "rolled back by",
         ]  # fmt: skip
         out += [
             "Good candidates (a rollback is a false rollback):",
             "",
-            markdown_table(rows, header, align="llrlrlrrl"),
+            markdown_table(rows, header, align="llrlrlrrll"),
             "",
         ]
     if bad:

@@ -251,6 +251,14 @@ def _scenarios() -> dict[str, Scenario]:
             population={"sessions_per_hour": 50.0, "users": 1000},
             hours=96.0,
         ),
+        "T3": Scenario(
+            "T3",
+            "tiny traffic (50 sessions/h, 1 000 users): A/A, default plan",
+            False,
+            population={"sessions_per_hour": 50.0, "users": 1000},
+            plan="default",
+            hours=96.0,
+        ),
         "U5": Scenario(
             "U5",
             "completion −5 points, default plan (96 h)",

@@ -324,6 +324,32 @@ def test_rare_event_test_controls_false_harm_and_detects_a_tenfold_rate() -> Non
     assert harm_rate(0.20) >= 0.99
 
 
+def test_rare_event_test_is_powered_for_fivefold_complaints_at_a_half_step() -> None:
+    """Issue #14's row: complaints 0.3% → 1.5% of requests at a 50% step, a look every 5 min, at
+    the harm test's share of the simulator plan's budget (0.05 / (7 tests × 11 steps) / 2).
+    At the simulator's ``high_value`` traffic (~1 100 requests/h) it fires in ~85% of runs
+    within 6 h; with no difference, never (Ville's bound: ≤ 0.03%)."""
+    rng = np.random.default_rng(14)
+    alpha, looks_per_hour, reps = 0.05 / (7 * 11) / 2, 12, 300
+
+    def fired_within(requests_per_hour: float, p_cand: float, hours: int) -> float:
+        per_look = requests_per_hour / looks_per_hour * 0.5  # each arm's requests per look
+        cand = rng.poisson(per_look * p_cand, (reps, hours * looks_per_hour)).cumsum(axis=1)
+        stable = rng.poisson(per_look * 0.003, (reps, hours * looks_per_hour)).cumsum(axis=1)
+        fired = 0
+        for rep in range(reps):
+            for look in range(hours * looks_per_hour):
+                x_c, x_s = int(cand[rep, look]), int(stable[rep, look])
+                if rare_event_harm(x_c, look + 1, x_s, look + 1, alpha, k=4.0, pi=0.5).harm:
+                    fired += 1
+                    break
+        return fired / reps
+
+    assert fired_within(1100, 0.003, 6) == 0.0
+    assert fired_within(1100, 0.015, 1) <= 0.05  # an hour is too short at this traffic
+    assert fired_within(1100, 0.015, 6) >= 0.75
+
+
 def test_sequential_srm_flags_lost_candidate_units_but_not_an_exact_split() -> None:
     rng = np.random.default_rng(11)
     users, looks = 200, 100  # up to 20 000 users, expected 50/50
