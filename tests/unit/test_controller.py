@@ -17,6 +17,7 @@ from langchain_graylayer.measuring.prometheus import GraylayerMetrics
 from langchain_graylayer.rollout.cleanup import ChatHistoryCleanup
 from langchain_graylayer.rollout.controller import RolloutController
 from langchain_graylayer.rollout.state import LayerPhase, PlanStatus
+from langchain_graylayer.rollout.transition import first_step
 
 GATES = {"min_samples": 40, "min_users_at_timeout": 10, "bake_time": 60, "max_step_time": 300}
 
@@ -279,6 +280,29 @@ def test_a_layer_that_starts_at_100_percent_completes_and_opens_the_next() -> No
     controller = world.controller()
     assert world.run(controller, ticks=2) == ["start_layer", "start_layer"]
     assert world.store.get_ratios("refund-v2") == {"early": 1.0, "late": 0.1}
+
+
+FIRST_STEPS = [
+    # steps, users the layer reaches in a step's time (None: unknown), minimum, index opened at
+    ((0.01, 0.1, 0.5, 1.0), None, 30, 0),  # no measurement yet: the plan's first step
+    ((0.01, 0.1, 0.5, 1.0), 3000.0, 30, 0),  # 30 users at 1 %
+    ((0.01, 0.1, 0.5, 1.0), 2999.0, 30, 1),  # 29.99 at 1 %: 10 %
+    ((0.01, 0.1, 0.5, 1.0), 300.0, 30, 1),
+    ((0.01, 0.1, 0.5, 1.0), 60.0, 30, 2),
+    ((0.01, 0.1, 0.5, 1.0), 5.0, 30, 2),  # never enough: the last step below 100 %
+    ((0.01, 0.1, 0.5, 1.0), 0.0, 30, 2),  # an empty pre step
+    ((0.01, 1.0), 10.0, 30, 0),
+    ((1.0,), 10.0, 30, 0),  # a single step: nothing to choose
+    ((0.05, 0.2, 1.0), 150.0, 30, 1),
+    ((0.05, 0.2, 1.0), 600.0, 30, 0),
+]
+
+
+@pytest.mark.parametrize(("steps", "reach", "minimum", "expected"), FIRST_STEPS)
+def test_first_step_from_a_table(
+    steps: tuple[float, ...], reach: float | None, minimum: int, expected: int
+) -> None:
+    assert first_step(steps, reach, minimum) == expected
 
 
 def test_a_layer_opens_at_the_first_step_its_traffic_can_fill() -> None:
