@@ -28,7 +28,8 @@ d. **Redis restart without persistence**: a human rollback, then Redis killed an
    (issue #15, item 3, is another change: this reports, it does not judge).
 
 A store-hang scenario (SIGSTOP of Redis) lives in ``benchmarks/faults_store_hang.py``: when that
-module exists and has ``scenario() -> dict``, its figures join the table (``--only h``).
+module exists and has ``run() -> dict`` (its figures: ``phases``, ``added_p95_ms``, ...), they
+join the table (``--only h``).
 """
 
 from __future__ import annotations
@@ -309,6 +310,14 @@ class Cluster:
                     total += float(line.rsplit(" ", 1)[1])
         return total
 
+    def health(self, counter: str) -> int:
+        """A router counter since start (``degraded``: answered by stable, graylayer failed),
+        summed over the replicas."""
+        return sum(
+            int(self.api("GET", "/status", replica=i)["health"]["since_start"].get(counter, 0))
+            for i in range(len(self.replicas))
+        )
+
 
 def duplicates(audit: list[dict[str, Any]]) -> int:
     """State-changing audit entries that repeat one already there (the same action, layer and
@@ -428,7 +437,7 @@ def redis_restart(cluster: Cluster, *, persistent: bool, seconds: float = 8.0) -
         cluster.api("POST", "/rollback", {"operator": "faults-suite", "reason": "rehearsal"})
     wait_until(lambda: cluster.status().get("status") is not None, 5, "status")
     before = cluster.status()
-    audit_before = len(cluster.audit())
+    audit_before, degraded = len(cluster.audit()), cluster.health("degraded")
     with background_load(cluster.urls, seconds, rate=20.0) as during:
         time.sleep(2.0)
         cluster.redis.kill()
@@ -443,6 +452,7 @@ def redis_restart(cluster: Cluster, *, persistent: bool, seconds: float = 8.0) -
     return {
         "requests served / failed": f"{during.served} / {during.failed}",
         "failures by kind": dict(during.statuses - Counter({"200": during.served})) or "-",
+        "served by stable as degraded (store down)": cluster.health("degraded") - degraded,
         "status before / after": f"{before.get('status')} / {after.get('status')}",
         "audit entries before / after": f"{audit_before} / {len(cluster.audit())}",
         "ratio of 'all' before / after": f"{before['layers'][0]['ratio']} / "
@@ -451,14 +461,26 @@ def redis_restart(cluster: Cluster, *, persistent: bool, seconds: float = 8.0) -
 
 
 def store_hang() -> dict[str, Any] | None:
-    """(h) The store-hang scenario of ``benchmarks/faults_store_hang.py``, when it exists."""
+    """(h) The store-hang scenario of ``benchmarks/faults_store_hang.py`` (Redis stopped with
+    SIGSTOP under load; another change), when it is there: its ``run()`` returns the figures."""
     sys.path.insert(0, str(HERE))
     try:
         import faults_store_hang  # type: ignore[import-not-found]
     except ImportError:
         return None
-    scenario = getattr(faults_store_hang, "scenario", None)
-    return dict(scenario()) if callable(scenario) else None
+    run = getattr(faults_store_hang, "run", None)
+    if not callable(run):
+        return None
+    result: dict[str, Any] = run()
+    figures: dict[str, Any] = {
+        f"{phase}: served / failed, p50 / p95 ms": f"{p.get('served')} / {p.get('failed')}, "
+        f"{p.get('p50_ms')} / {p.get('p95_ms')}"
+        for phase, p in result.get("phases", {}).items()
+    }
+    for key in ("added_p50_ms", "added_p95_ms", "switched_version_during_hang"):
+        if key in result:
+            figures[key.replace("_", " ")] = result[key]
+    return figures
 
 
 # --------------------------------------------------------------------------- main
@@ -500,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
     if "h" in chosen:
         hang = store_hang()
         figures["(h) store hang"] = hang or {
-            "figures": "benchmarks/faults_store_hang.py with scenario() is not there (yet)"
+            "figures": "benchmarks/faults_store_hang.py (with run()) is not there (yet)"
         }
     print_table(figures)
     print(f"\ntotal {time.monotonic() - started:.0f} s")

@@ -7,13 +7,15 @@ users are still served (the router answers a failed candidate run from stable):
 * :func:`with_chaos` wraps any Runnable — a ``create_agent`` agent, a LangGraph graph, a chain —
   with the faults of a :class:`~langchain_graylayer.plan.chaos.Chaos`. Faults are injected through
   the run's callbacks, so tools and chat models deep inside the agent fail or slow down without
-  touching its code: a failed tool call raises from the tool, as a broken tool would.
+  touching its code: a failed tool call raises from the tool, as a broken tool would (it raises
+  as the tool starts, so the tool's run reports no error of its own: the metrics count the failed
+  request, not a tool error).
 * A plan's ``chaos:`` block does the same for ``GrayRouter`` (see :func:`apply_plan_chaos`), but
   only in a process that opts in with ``GRAYLAYER_ALLOW_CHAOS=1``, and it says so loudly.
 * :class:`ChaosStore` wraps a store: :meth:`ChaosStore.hang` makes every call wait (a stopped
   Redis), :meth:`ChaosStore.fail` makes every call raise ``StoreError`` (a lost Redis).
 
-Example — a candidate whose tool fails on 30% of calls, in a test::
+Example — a candidate that crashes on every run, in a test::
 
     >>> from langchain_core.runnables import RunnableLambda
     >>> from langchain_graylayer.plan.chaos import Chaos
