@@ -350,3 +350,20 @@ def test_a_router_on_a_failing_store_answers_from_stable() -> None:
     store.fail()
     assert answer_of(router.invoke(QUESTION, {"configurable": {"user_id": "u2"}})) == "v1: shipped"
     assert store.faults >= 1
+
+
+def test_graylayer_serve_refuses_a_chaos_plan_without_the_opt_in(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from langchain_graylayer.cli.main import main
+
+    monkeypatch.delenv("GRAYLAYER_ALLOW_CHAOS", raising=False)
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("id: p\nlayers: [{name: all, members: [u1]}]\nchaos: {tool_error_rate: 0.3}\n")
+    agents = "examples.customer_service.agents"
+    code = main(["serve", "--plan", str(plan), "--stable", f"{agents}:stable",
+                 "--candidate", f"{agents}:candidate", "--port", "0"])  # fmt: skip
+    assert code == 2
+    error = capsys.readouterr().err
+    assert "chaos" in error
+    assert "GRAYLAYER_ALLOW_CHAOS=1" in error
