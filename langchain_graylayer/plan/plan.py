@@ -21,6 +21,7 @@ from langchain_graylayer.errors import ConfigurationError, add_note
 from langchain_graylayer.plan._config import ConfigModel, Seconds, to_configuration_error
 from langchain_graylayer.plan.assignment import LayerAssignment, LayerReason, activity_class
 from langchain_graylayer.plan.bucketing import BUCKETS
+from langchain_graylayer.plan.chaos import Chaos
 from langchain_graylayer.plan.gates import Gates, Judging
 from langchain_graylayer.plan.profile import (
     WEIGHT_TOLERANCE,
@@ -199,6 +200,9 @@ class RolloutPlan(ConfigModel):
     """Default gates of every layer (min samples, bake time, guardrails, timeout policy)."""
     judging: Judging = Field(default_factory=Judging)
     """Plan-wide judging: error budget, hard floors, QoS, rollback scope."""
+    chaos: Chaos | None = None
+    """Faults to inject into a version, for a rehearsal in staging; ``None`` (the default):
+    none. A router refuses a plan with chaos unless ``GRAYLAYER_ALLOW_CHAOS=1`` is set."""
 
     _id = field_validator("id")(classmethod(lambda cls, v: _check_name(v)))
 

@@ -153,6 +153,10 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
 
     @override
     def model_post_init(self, context: Any, /) -> None:
+        if self.plan.chaos is not None:  # a rehearsal: refused unless the process opted in
+            from langchain_graylayer.testing.chaos import apply_plan_chaos
+
+            self.stable, self.candidate = apply_plan_chaos(self.plan, self.stable, self.candidate)
         store = for_requests(
             self.store, ratio_refresh=self.ratio_refresh_interval, clock=self.clock
         )

@@ -101,14 +101,18 @@ def mount_admin(
         return {"window_seconds": 300, "recent": router.recent_counts(300),
                 "since_start": router.counts()}  # fmt: skip
 
+    # a plan that rehearses faults says so in every status (the key is absent otherwise)
+    rehearsal = router.plan.chaos
+    chaos = {} if rehearsal is None else {"chaos": rehearsal.model_dump(mode="json")}
+
     @api.get("/status")
     async def status() -> dict[str, Any]:
         if controller is None:
             ratios = await asyncio.to_thread(router.store.get_ratios, router.plan.id)
             return {"plan": router.plan.id, "status": "no controller", "layers": [
                 {"layer": name, "ratio": ratios.get(name, 0.0)} for name in router.plan.layer_names
-            ], "health": health()}  # fmt: skip
-        return {**await asyncio.to_thread(controller.status), "health": health()}
+            ], "health": health(), **chaos}  # fmt: skip
+        return {**await asyncio.to_thread(controller.status), "health": health(), **chaos}
 
     @api.get("/audit")
     async def audit(limit: int = 200) -> list[dict[str, Any]]:

@@ -170,6 +170,8 @@ class CachedStore:
                 return
             add()
             self._buffered += count
+            if self._buffered == count:  # was empty: wake the writer (it gathers a batch)
+                self._pending.notify_all()
         if self._writer is None:
             with self._plans_lock:
                 if self._writer is None:

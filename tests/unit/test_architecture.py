@@ -18,10 +18,11 @@ ROOT = "langchain_graylayer"
 LAYERS: dict[str, int] = {
     # the foundation: small modules every layer may use
     "errors": 0, "_compat": 0, "_cache": 0, "_tables": 0,
-    "_types": 1, "testing": 1,
+    "_types": 1,
     "plan": 2,       # what a rollout is: bucketing, profiles and scoring, rules, layers, gates
     "store": 3,      # where state lives: small protocols, memory, redis, the caching adapter
     "judging": 4,    # numbers in, verdicts out (pure)
+    "testing": 4,    # fake chat models; fault injection (plan chaos, a store that hangs)
     "measuring": 5,  # Prometheus, windows, handlers, tracing, journal, feedback, the sources
     "routing": 6,    # the decision, the assigner, GrayRouter, the request context
     "rollout": 6,    # plan state, transition() (pure), the controller shell, cleanup

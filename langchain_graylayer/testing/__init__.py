@@ -1,4 +1,6 @@
-"""Offline chat models for tests, demos and benchmarks: agents that call real tools, no network.
+"""Offline chat models for tests, demos and benchmarks: agents that call real tools, no network;
+and fault injection (:mod:`langchain_graylayer.testing.chaos`: :func:`with_chaos`,
+:class:`ChaosStore`) to rehearse failures in CI.
 
 :class:`ScriptedChatModel` replies with whatever its script says for the conversation so far. It
 accepts ``bind_tools`` (so ``create_agent`` and LangGraph's prebuilt agents can use it), reports
@@ -39,13 +41,20 @@ from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import ConfigDict
 
+from langchain_graylayer.plan.chaos import Chaos
+from langchain_graylayer.testing.chaos import ChaosStore, InjectedFault, with_chaos
+
 __all__ = [
     "DEFAULT_USAGE",
+    "Chaos",
+    "ChaosStore",
+    "InjectedFault",
     "Script",
     "ScriptedChatModel",
     "calls_then_answers",
     "in_order",
     "since_question",
+    "with_chaos",
 ]
 
 Script = Callable[[list[BaseMessage], tuple[str, ...]], AIMessage | str]
