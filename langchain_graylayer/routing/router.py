@@ -36,7 +36,13 @@ from langchain_graylayer.measuring.completion import CompletionJudge
 from langchain_graylayer.measuring.evidence import EvidenceRecorder
 from langchain_graylayer.measuring.feedback import FeedbackKind, FeedbackRecorder, RunIndex
 from langchain_graylayer.measuring.journal import ToolCallJournal
-from langchain_graylayer.measuring.labels import FALLBACK_TAG, RunLabels, version_tag
+from langchain_graylayer.measuring.labels import (
+    FALLBACK_TAG,
+    RunLabels,
+    cancelled,
+    interrupted,
+    version_tag,
+)
 from langchain_graylayer.measuring.prometheus import GraylayerMetrics, default_metrics
 from langchain_graylayer.measuring.tracing import GraylayerTracingHandler
 from langchain_graylayer.plan._config import to_configuration_error
@@ -361,10 +367,14 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
         return self.candidate if version is Version.CANDIDATE else self.stable
 
     def _falls_back(self, call: Call, exc: BaseException) -> bool:
+        """Whether stable answers after the candidate raised ``exc``. Never for what is not a
+        failure of the candidate: cancellation, ``KeyboardInterrupt``, and LangGraph's control
+        flow (an ``interrupt()`` waiting for a person, a command to the parent graph), which
+        must reach the graph above untouched so that the thread resumes on the candidate."""
         decision = call.decision
         if decision.version is not Version.CANDIDATE or not self.plan.fallback_to_stable:
             return False
-        if not isinstance(exc, Exception):  # never swallow cancellation or KeyboardInterrupt
+        if not isinstance(exc, Exception) or cancelled(exc) or interrupted(exc):
             return False
         self._state.assigner.health.add("fallback")
         logger.warning(
@@ -483,6 +493,7 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
             call.ended(None, exc)
             run_manager.on_chain_error(exc)
             raise
+        call.paused = final.paused
         self._answered(call, final.value)
         run_manager.on_chain_end(final.value)
 
@@ -516,6 +527,7 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
             call.ended(None, exc)
             await run_manager.on_chain_error(exc)
             raise
+        call.paused = final.paused
         self._answered(call, final.value)
         await run_manager.on_chain_end(final.value)
 

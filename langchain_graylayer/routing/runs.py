@@ -18,6 +18,8 @@ from langchain_core.messages import BaseMessageChunk
 from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import get_async_callback_manager_for_config
 
+from langchain_graylayer.measuring.labels import carries_interrupt
+
 try:  # langchain-core 1.x makes UUIDv7 run ids; keep ours of the same kind
     from langchain_core.utils.uuid import uuid7 as _uuid7
 except ImportError:  # pragma: no cover - releases without it
@@ -112,14 +114,18 @@ def merge_message_pair(previous: Any, chunk: Any) -> Any:
 
 class Accumulator(Generic[Output]):
     """The streamed run's output: the sum of its chunks, or the last chunk when they do not add
-    up (e.g. LangGraph's per-node update dicts), so the completion judge still sees the answer."""
+    up (e.g. LangGraph's per-node update dicts), so the completion judge still sees the answer;
+    and whether a chunk said the run paused at a LangGraph ``interrupt()``."""
 
     def __init__(self) -> None:
         self.value: Output | None = None
         self.started = False
+        self.paused = False
         self._addable = True
 
     def add(self, chunk: Output) -> None:
+        if not self.paused and carries_interrupt(chunk):
+            self.paused = True
         if isinstance(chunk, (tuple, list)):
             self.value, self.started = merge_message_pair(self.value, chunk), True
             self._addable = False  # never concatenate tuples or lists of chunks

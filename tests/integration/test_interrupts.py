@@ -1,0 +1,282 @@
+"""Human-in-the-loop candidates behind GrayRouter: a LangGraph ``interrupt()`` is not a failure.
+
+The candidate is a real ``create_agent`` agent whose refund tool asks a person with
+``interrupt()``, or a plain ``StateGraph`` node that does, with LangGraph's ``InMemorySaver``; the
+resume is ``Command(resume=...)`` on the same thread. The interrupt must reach the caller (never
+stable's answer), count as ``interrupted`` (never an error, never evidence for the judge), and the
+thread must resume on the version it was interrupted on, even after the ratio fell to 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from typing import Any, TypedDict
+
+import pytest
+from langchain.agents import create_agent
+from langchain_core.messages import AIMessage
+from langchain_core.runnables import RunnableLambda
+from langchain_core.tools import tool
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.errors import GraphInterrupt, ParentCommand
+from langgraph.graph import END, START, StateGraph
+from langgraph.types import Command, interrupt
+from prometheus_client import CollectorRegistry
+
+from langchain_graylayer import (
+    GraylayerMetrics,
+    GrayRouter,
+    MemoryStore,
+    RolloutController,
+    RolloutPlan,
+    Version,
+)
+from langchain_graylayer.testing import ScriptedChatModel, calls_then_answers
+
+PLAN = RolloutPlan.from_dict(
+    {
+        "id": "refund-v2",
+        "layers": [{"name": "everyone", "score_range": [0, 1], "steps": [0.5, 1.0]}],
+        "default_layer": "everyone",
+    }
+)
+QUESTION = {"messages": [("user", "Please refund order A-1.")]}
+STABLE_ANSWER = "[v1] Refunds open once the order arrives."
+CANDIDATE_ANSWER = "[v2] Your refund is on its way."
+
+
+@tool
+def issue_refund(order_id: str) -> str:
+    """Refund an order, once a person approved it."""
+    decision = interrupt({"approve_refund": order_id})
+    return f"refund of {order_id}: {decision}"
+
+
+@tool
+def lookup_order(order_id: str) -> str:
+    """Return the shipping status of an order."""
+    return f"order {order_id} is shipped"
+
+
+def stable_agent() -> Any:
+    model = ScriptedChatModel(script=calls_then_answers(["lookup_order"], STABLE_ANSWER))
+    return create_agent(model=model, tools=[lookup_order], name="support_v1",
+                        checkpointer=InMemorySaver())  # fmt: skip
+
+
+def candidate_agent() -> Any:
+    """v2 asks a person before it refunds (``interrupt()`` inside its tool)."""
+    model = ScriptedChatModel(script=calls_then_answers(["issue_refund"], CANDIDATE_ANSWER))
+    return create_agent(model=model, tools=[issue_refund], name="support_v2",
+                        checkpointer=InMemorySaver())  # fmt: skip
+
+
+class World:
+    def __init__(self, stable: Any, candidate: Any) -> None:
+        self.store = MemoryStore()
+        self.registry = CollectorRegistry()
+        self.router: GrayRouter[Any, Any] = GrayRouter(
+            stable=stable, candidate=candidate, plan=PLAN, store=self.store,
+            metrics=GraylayerMetrics(registry=self.registry),
+        )  # fmt: skip
+        RolloutController(plan=PLAN, store=self.store).step()  # "everyone" at 50%, a step open
+        self.step = self.store.get_steps(PLAN.id)["everyone"]
+
+    def user_on(self, version: Version) -> str:
+        return next(
+            u for u in (f"u{i}" for i in range(500)) if self.router.route(u).version is version
+        )
+
+    def requests(self, outcome: str, version: Version = Version.CANDIDATE) -> float:
+        labels = {"plan": PLAN.id, "version": version.value, "layer": "everyone",
+                  "outcome": outcome}  # fmt: skip
+        return self.registry.get_sample_value("graylayer_requests_total", labels) or 0.0
+
+    def evidence_requests(self, version: Version = Version.CANDIDATE) -> float:
+        arm = self.store.read_evidence(PLAN.id, "everyone", self.step).get(version.value)
+        return 0.0 if arm is None else arm.total("requests")
+
+
+def last_text(output: Any) -> str:
+    return str(output["messages"][-1].content)
+
+
+def run(world: World, mode: str, input: Any, config: dict[str, Any]) -> list[Any]:
+    """What the caller receives: one output (invoke) or the streamed chunks."""
+    router = world.router
+    if mode == "invoke":
+        return [router.invoke(input, config)]
+    if mode == "stream":
+        return list(router.stream(input, config, stream_mode="values"))
+
+    async def collect() -> list[Any]:
+        return [chunk async for chunk in router.astream(input, config, stream_mode="values")]
+
+    return asyncio.run(collect())
+
+
+@pytest.mark.parametrize("mode", ["invoke", "stream", "astream"])
+def test_an_interrupted_candidate_pauses_and_resumes_on_the_candidate(mode: str) -> None:
+    world = World(stable_agent(), candidate_agent())
+    user = world.user_on(Version.CANDIDATE)
+    config = {"configurable": {"user_id": user, "thread_id": f"chat-{mode}"}}
+
+    paused = run(world, mode, QUESTION, config)
+
+    assert "__interrupt__" in paused[-1], paused  # the person is asked, not stable's answer
+    assert paused[-1]["__interrupt__"][0].value == {"approve_refund": "A-1"}
+    assert all(STABLE_ANSWER not in str(chunk) for chunk in paused)
+    assert world.router.counts()["fallback"] == 0
+    assert world.requests("interrupted") == 1
+    assert world.requests("error") == world.requests("fallback") == world.requests("ok") == 0
+    assert world.evidence_requests() == 0  # not a failure, not a completion: no evidence yet
+
+    world.store.set_ratio(PLAN.id, "everyone", 0.0)  # the ratio falls while a person decides
+    resumed = run(world, mode, Command(resume="approved"), config)
+
+    assert last_text(resumed[-1]) == CANDIDATE_ANSWER
+    assert "refund of A-1: approved" in str(resumed[-1]["messages"])
+    assert world.requests("ok") == 1
+    assert world.requests("error") == world.requests("fallback") == 0
+    assert world.requests("ok", Version.STABLE) == 0
+
+
+def approval_node(state: Ticket) -> Ticket:
+    decision = interrupt({"approve_refund": state["question"]})
+    return {"answer": f"{CANDIDATE_ANSWER} ({decision})"}
+
+
+class Ticket(TypedDict, total=False):
+    question: str
+    answer: str
+
+
+def ticket_graph(node: Any, **compile: Any) -> Any:
+    graph = StateGraph(Ticket)
+    graph.add_node("answer", node)
+    graph.add_edge(START, "answer")
+    graph.add_edge("answer", END)
+    return graph.compile(**compile)
+
+
+@pytest.mark.parametrize("mode", ["invoke", "astream"])
+def test_an_interrupt_bubbles_through_a_router_inside_a_parent_graph(mode: str) -> None:
+    """The router as a node of a checkpointed parent graph: the candidate is a subgraph, and its
+    ``GraphInterrupt`` must travel up through the router to the parent, untouched."""
+    stable = ticket_graph(lambda state: {"answer": STABLE_ANSWER})
+    world = World(stable, ticket_graph(approval_node))
+    parent = ticket_graph(world.router, checkpointer=InMemorySaver())
+    user = world.user_on(Version.CANDIDATE)
+    config = {"configurable": {"user_id": user, "thread_id": "ticket-7"}}
+
+    def call(input: Any) -> Any:
+        if mode == "invoke":
+            return parent.invoke(input, config)
+
+        async def last() -> Any:
+            chunks = [c async for c in parent.astream(input, config, stream_mode="values")]
+            return chunks[-1]
+
+        return asyncio.run(last())
+
+    paused = call({"question": "refund A-1"})
+    assert paused.get("answer") != STABLE_ANSWER
+    assert paused["__interrupt__"][0].value == {"approve_refund": "refund A-1"}
+    assert world.router.counts()["fallback"] == 0
+    assert world.requests("interrupted") == 1
+    assert world.requests("error") == world.requests("fallback") == 0
+    assert world.evidence_requests() == 0
+
+    world.store.set_ratio(PLAN.id, "everyone", 0.0)
+    resumed = call(Command(resume="approved"))
+
+    assert resumed["answer"] == f"{CANDIDATE_ANSWER} (approved)"
+    assert world.requests("ok") == 1
+    assert world.requests("ok", Version.STABLE) == 0
+
+
+def call(router: GrayRouter[Any, Any], mode: str, config: dict[str, Any]) -> None:
+    """Run a plain question through ``router`` the way ``mode`` says, to the end."""
+    if mode == "invoke":
+        router.invoke("refund?", config)
+    elif mode == "ainvoke":
+        asyncio.run(router.ainvoke("refund?", config))
+    elif mode == "stream":
+        list(router.stream("refund?", config))
+    else:
+
+        async def drain() -> None:
+            async for _ in router.astream("refund?", config):
+                pass
+
+        asyncio.run(drain())
+
+
+@pytest.mark.parametrize(
+    "signal",
+    [GraphInterrupt(()), ParentCommand(Command(graph=Command.PARENT, goto="elsewhere"))],
+    ids=["GraphInterrupt", "ParentCommand"],
+)
+@pytest.mark.parametrize("mode", ["invoke", "ainvoke", "stream", "astream"])
+def test_langgraph_control_flow_passes_through_untouched(signal: Exception, mode: str) -> None:
+    def candidate(question: str) -> str:
+        raise signal
+
+    world = World(RunnableLambda(lambda q: STABLE_ANSWER), RunnableLambda(candidate))
+    user = world.user_on(Version.CANDIDATE)
+    config = {"configurable": {"user_id": user, "session_id": "s1"}}
+
+    with pytest.raises(type(signal)) as raised:
+        call(world.router, mode, config)
+
+    assert raised.value is signal
+    assert world.router.counts()["fallback"] == 0
+    assert world.requests("interrupted") == 1
+    assert world.requests("error") == world.requests("fallback") == 0
+    assert world.evidence_requests() == 0
+
+
+@pytest.mark.parametrize("mode", ["invoke", "stream"])
+def test_a_cancelled_future_is_a_cancellation_not_a_candidate_failure(mode: str) -> None:
+    """``concurrent.futures.CancelledError`` is an ``Exception`` (asyncio's is not): a run whose
+    work was cancelled must neither fall back to stable nor count against the candidate."""
+
+    def candidate(question: str) -> str:
+        raise concurrent.futures.CancelledError()
+
+    world = World(RunnableLambda(lambda q: STABLE_ANSWER), RunnableLambda(candidate))
+    config = {"configurable": {"user_id": world.user_on(Version.CANDIDATE)}}
+
+    with pytest.raises(concurrent.futures.CancelledError):
+        call(world.router, mode, config)
+
+    assert world.router.counts()["fallback"] == 0
+    assert world.requests("cancelled") == 1
+    assert world.requests("error") == world.requests("fallback") == 0
+    assert world.evidence_requests() == 0
+
+
+def test_a_real_candidate_failure_still_falls_back_to_stable() -> None:
+    def candidate(question: str) -> str:
+        raise ConnectionError("model endpoint unreachable")
+
+    world = World(RunnableLambda(lambda q: STABLE_ANSWER), RunnableLambda(candidate))
+    config = {"configurable": {"user_id": world.user_on(Version.CANDIDATE)}}
+    assert world.router.invoke("refund?", config) == STABLE_ANSWER
+    assert world.router.counts()["fallback"] == 1
+    assert world.requests("fallback") == 1
+    assert world.evidence_requests() == 1
+
+
+def test_an_interrupted_answer_is_not_judged_complete() -> None:
+    """The default completion judge never sees a paused run as a completed task."""
+    world = World(stable_agent(), candidate_agent())
+    config = {"configurable": {"user_id": world.user_on(Version.CANDIDATE), "thread_id": "t"}}
+    world.router.invoke(QUESTION, config)
+    completions = world.registry.get_sample_value(
+        "graylayer_task_completions_total",
+        {"plan": PLAN.id, "version": "candidate", "layer": "everyone"},
+    )
+    assert completions == 0
+    assert isinstance(world.router.invoke(Command(resume="no"), config)["messages"][-1], AIMessage)
