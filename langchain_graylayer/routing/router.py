@@ -51,7 +51,13 @@ from langchain_graylayer.routing.assigner import Assigner, ProfileLoader
 from langchain_graylayer.routing.context import current_request
 from langchain_graylayer.routing.decision import RoutingDecision
 from langchain_graylayer.routing.observer import Call, RunObserver
-from langchain_graylayer.routing.runs import Accumulator, new_run_id, own_run_manager
+from langchain_graylayer.routing.runs import (
+    Accumulator,
+    new_run_id,
+    own_run_manager,
+    paused_in_state,
+    paused_in_state_async,
+)
 from langchain_graylayer.store.cached import for_requests
 from langchain_graylayer.store.memory import MemoryStore
 from langchain_graylayer.store.protocols import Store
@@ -476,8 +482,9 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
         final = Accumulator[Output]()
         try:
             child = patch_config(call.config, callbacks=run_manager.get_child())
+            runnable = self._runnable(call.decision.version)
             try:
-                for chunk in self._runnable(call.decision.version).stream(input, child, **kwargs):
+                for chunk in runnable.stream(input, child, **kwargs):
                     final.add(chunk)
                     yield chunk
             except Exception as exc:
@@ -485,15 +492,15 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
                 # answers together; fall back only when nothing was sent yet.
                 if final.started or not self._falls_back(call, exc):
                     raise
-                fallback = self._fallback_config(call, run_manager)
-                for chunk in self.stable.stream(input, fallback, **kwargs):
+                runnable, child = self.stable, self._fallback_config(call, run_manager)
+                for chunk in runnable.stream(input, child, **kwargs):
                     final.add(chunk)
                     yield chunk
         except BaseException as exc:
             call.ended(None, exc)
             run_manager.on_chain_error(exc)
             raise
-        call.paused = final.paused
+        call.paused = final.paused or paused_in_state(runnable, child, kwargs)
         self._answered(call, final.value)
         run_manager.on_chain_end(final.value)
 
@@ -511,23 +518,23 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
         final = Accumulator[Output]()
         try:
             child = patch_config(call.config, callbacks=run_manager.get_child())
+            runnable = self._runnable(call.decision.version)
             try:
-                runnable = self._runnable(call.decision.version)
                 async for chunk in runnable.astream(input, child, **kwargs):
                     final.add(chunk)
                     yield chunk
             except Exception as exc:
                 if final.started or not self._falls_back(call, exc):
                     raise
-                fallback = self._fallback_config(call, run_manager)
-                async for chunk in self.stable.astream(input, fallback, **kwargs):
+                runnable, child = self.stable, self._fallback_config(call, run_manager)
+                async for chunk in runnable.astream(input, child, **kwargs):
                     final.add(chunk)
                     yield chunk
         except BaseException as exc:
             call.ended(None, exc)
             await run_manager.on_chain_error(exc)
             raise
-        call.paused = final.paused
+        call.paused = final.paused or await paused_in_state_async(runnable, child, kwargs)
         self._answered(call, final.value)
         await run_manager.on_chain_end(final.value)
 

@@ -31,6 +31,8 @@ __all__ = [
     "merge_message_pair",
     "new_run_id",
     "own_run_manager",
+    "paused_in_state",
+    "paused_in_state_async",
     "with_handlers",
 ]
 
@@ -110,6 +112,42 @@ def merge_message_pair(previous: Any, chunk: Any) -> Any:
     ):
         message = previous[0] + message
     return (message, chunk[1])
+
+
+_MODES_WITH_INTERRUPTS = frozenset({"values", "updates"})
+
+
+def _chunks_hide_interrupts(kwargs: dict[str, Any]) -> bool:
+    """True when the stream modes asked for never carry ``__interrupt__`` (``messages`` alone,
+    ``custom``, ...); a graph's default mode and ``values``/``updates`` do."""
+    modes = kwargs.get("stream_mode")
+    if modes is None:
+        return False
+    modes = [modes] if isinstance(modes, str) else list(modes)
+    return not _MODES_WITH_INTERRUPTS.intersection(modes)
+
+
+def paused_in_state(runnable: Any, config: RunnableConfig, kwargs: dict[str, Any]) -> bool:
+    """Whether a streamed LangGraph run whose chunks could not show it paused at an
+    ``interrupt()``: asked of its checkpointed state, only then. Never raises."""
+    if not _chunks_hide_interrupts(kwargs) or not hasattr(runnable, "get_state"):
+        return False
+    try:
+        return bool(runnable.get_state(config).interrupts)
+    except Exception:  # no checkpointer, no thread: nothing paused that could resume
+        return False
+
+
+async def paused_in_state_async(
+    runnable: Any, config: RunnableConfig, kwargs: dict[str, Any]
+) -> bool:
+    """:func:`paused_in_state` for async code."""
+    if not _chunks_hide_interrupts(kwargs) or not hasattr(runnable, "aget_state"):
+        return False
+    try:
+        return bool((await runnable.aget_state(config)).interrupts)
+    except Exception:
+        return False
 
 
 class Accumulator(Generic[Output]):

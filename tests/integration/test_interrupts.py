@@ -142,6 +142,32 @@ def test_an_interrupted_candidate_pauses_and_resumes_on_the_candidate(mode: str)
     assert world.requests("ok", Version.STABLE) == 0
 
 
+@pytest.mark.parametrize("mode", ["stream", "astream"])
+def test_an_interrupt_no_chunk_shows_is_read_from_the_checkpointed_state(mode: str) -> None:
+    """``stream_mode="messages"`` alone streams tokens, never ``__interrupt__``: the router asks
+    the candidate's checkpointer whether the run paused."""
+    world = World(stable_agent(), candidate_agent())
+    config = {"configurable": {"user_id": world.user_on(Version.CANDIDATE), "thread_id": "m-1"}}
+    router = world.router
+
+    if mode == "stream":
+        chunks = list(router.stream(QUESTION, config, stream_mode="messages"))
+    else:
+
+        async def collect() -> list[Any]:
+            return [c async for c in router.astream(QUESTION, config, stream_mode="messages")]
+
+        chunks = asyncio.run(collect())
+
+    assert chunks  # the model's tool call, streamed
+    assert world.requests("interrupted") == 1
+    assert world.requests("ok") == world.requests("error") == 0
+    assert world.evidence_requests() == 0
+    resumed = list(router.stream(Command(resume="approved"), config, stream_mode="messages"))
+    assert CANDIDATE_ANSWER in "".join(str(message.content) for message, _ in resumed)
+    assert world.requests("ok") == 1
+
+
 def approval_node(state: Ticket) -> Ticket:
     decision = interrupt({"approve_refund": state["question"]})
     return {"answer": f"{CANDIDATE_ANSWER} ({decision})"}
