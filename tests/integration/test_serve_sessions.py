@@ -13,21 +13,17 @@ from typing import Any
 
 import httpx
 import pytest
+import test_serve
 from langgraph.checkpoint.memory import InMemorySaver
-from test_serve import (  # the app under test and its helpers
-    MODES,
-    PLAN,
-    PREFIX,
-    Served,
-    _fresh_sse_exit_event,  # noqa: F401 - an autouse fixture
-    answer_of,
-    serve,  # noqa: F401 - the fixture
-    text_of,
-)
+from test_serve import MODES, PLAN, PREFIX, Served, answer_of, text_of
 
 from examples.customer_service.agents import build_candidate, build_stable
 from langchain_graylayer import Version
 from langchain_graylayer.store.protocols import conversation_key
+
+# test_serve.py's fixtures, registered here under these names: the app factory, and its autouse
+serve_app = test_serve.serve
+fresh_sse_exit_event = test_serve._fresh_sse_exit_event
 
 FOLLOW_UP = {"input": {"messages": [{"type": "human", "content": "And where is order A-1002?"}]}}
 FIRST_QUESTION = "Please refund order A-1001."
@@ -38,19 +34,19 @@ def texts(response: httpx.Response) -> list[str]:
     return [text_of(message) for message in response.json()["output"]["messages"]]
 
 
-def checkpointed(serve: Callable[..., Served], langserve: bool, **options: Any) -> tuple[
-    Served, InMemorySaver
-]:
+def checkpointed(
+    serve_app: Callable[..., Served], langserve: bool, **options: Any
+) -> tuple[Served, InMemorySaver]:
     saver = InMemorySaver()  # one checkpointer for both versions, as a deployment might have
     agents = (build_stable(checkpointer=saver), build_candidate(checkpointer=saver))
-    return serve(langserve=langserve, agents=agents, **options), saver
+    return serve_app(langserve=langserve, agents=agents, **options), saver
 
 
 @pytest.mark.parametrize("langserve", MODES)
 def test_two_users_with_one_session_id_never_share_a_checkpointer_thread(
-    serve: Callable[..., Served], langserve: bool
+    serve_app: Callable[..., Served], langserve: bool
 ) -> None:
-    app, saver = checkpointed(serve, langserve)
+    app, saver = checkpointed(serve_app, langserve)
 
     alice = app.post("invoke", "alice", session="chat-1")
     bob = app.post("invoke", "bob", session="chat-1", body=FOLLOW_UP)
@@ -68,9 +64,9 @@ def test_two_users_with_one_session_id_never_share_a_checkpointer_thread(
 
 @pytest.mark.parametrize("langserve", MODES)
 def test_another_users_session_id_neither_serves_nor_moves_a_pinned_conversation(
-    serve: Callable[..., Served], langserve: bool
+    serve_app: Callable[..., Served], langserve: bool
 ) -> None:
-    app, _ = checkpointed(serve, langserve)
+    app, _ = checkpointed(serve_app, langserve)
     app.set_vip_ratio(0.5)
     alice = app.user_on(Version.CANDIDATE)
     mallory = app.user_on(Version.STABLE)
@@ -93,9 +89,9 @@ def test_another_users_session_id_neither_serves_nor_moves_a_pinned_conversation
 
 @pytest.mark.parametrize("langserve", MODES)
 def test_a_trusted_clients_thread_id_is_scoped_to_its_user_too(
-    serve: Callable[..., Served], langserve: bool
+    serve_app: Callable[..., Served], langserve: bool
 ) -> None:
-    app, saver = checkpointed(serve, langserve, trust_client_user_id=True)
+    app, saver = checkpointed(serve_app, langserve, trust_client_user_id=True)
     for user in ("alice", "bob"):
         configurable = {"user_id": user, "session_id": "t-1"}
         response = app.post("invoke", configurable=configurable)
