@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import subprocess
+import sys
 from typing import Any, TypedDict
 
 import pytest
@@ -306,3 +308,53 @@ def test_an_interrupted_answer_is_not_judged_complete() -> None:
     )
     assert completions == 0
     assert isinstance(world.router.invoke(Command(resume="no"), config)["messages"][-1], AIMessage)
+
+
+@pytest.mark.parametrize(
+    ("value", "paused"),
+    [
+        ({"messages": [], "__interrupt__": ()}, True),  # invoke's state, stream "values"
+        ({"__interrupt__": ()}, True),  # stream "updates"
+        (("updates", {"__interrupt__": ()}), True),  # several stream modes
+        ((("agent:1",), "updates", {"__interrupt__": ()}), True),  # subgraphs=True
+        ({"type": "updates", "ns": (), "data": {"__interrupt__": ()}}, True),  # version="v2"
+        ({"messages": []}, False),
+        (("messages", {"langgraph_node": "model"}), False),
+        ({"data": {"__interrupt__": ()}}, False),  # not a stream part
+        ("__interrupt__", False),
+        (None, False),
+        ((1, 2, 3, {"__interrupt__": ()}), False),
+    ],
+)
+def test_what_says_a_run_paused(value: Any, paused: bool) -> None:
+    from langchain_graylayer.measuring.labels import carries_interrupt
+
+    assert carries_interrupt(value) is paused
+
+
+def test_a_paused_graph_output_of_version_v2_says_so() -> None:
+    from langchain_graylayer.measuring.labels import carries_interrupt
+
+    graph = ticket_graph(approval_node, checkpointer=InMemorySaver())
+    config = {"configurable": {"thread_id": "v2"}}
+    assert carries_interrupt(graph.invoke({"question": "q"}, config, version="v2"))
+    done = graph.invoke(Command(resume="yes"), config, version="v2")
+    assert not carries_interrupt(done)
+
+
+def test_without_langgraph_a_candidate_failure_still_falls_back() -> None:
+    """LangGraph stays optional: with it unimportable the router still tells failures apart."""
+    code = (
+        "import sys; sys.modules['langgraph'] = None\n"
+        "from langchain_core.runnables import RunnableLambda\n"
+        "from langchain_graylayer import GrayRouter, MemoryStore, RolloutPlan\n"
+        "store = MemoryStore(); store.set_ratio('p', 'vip', 1.0)\n"
+        "def broken(q): raise ConnectionError('down')\n"
+        "router = GrayRouter(stable=RunnableLambda(lambda q: 'stable'),\n"
+        "    candidate=RunnableLambda(broken), plan=RolloutPlan.default('p'), store=store,\n"
+        "    instrument=False)\n"
+        "answer = router.invoke('q', {'configurable': {'user_id': 'u1'}})\n"
+        "print(answer, router.counts()['fallback'])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["stable", "1"]
