@@ -103,15 +103,17 @@ def interrupted(error: BaseException | None) -> bool:
 def carries_interrupt(value: Any) -> bool:
     """True when a run's output or a streamed chunk says the run paused at an ``interrupt()``:
     a state or update with ``__interrupt__`` (also as ``(mode, chunk)`` or ``(namespace, mode,
-    chunk)`` from several stream modes), or LangGraph's ``GraphOutput`` with interrupts."""
-    if isinstance(value, Mapping):
+    chunk)`` from several stream modes, or a ``version="v2"`` stream part), or LangGraph's
+    ``GraphOutput`` with interrupts. Cheap: it runs on every streamed chunk."""
+    if isinstance(value, dict):  # LangGraph's states, updates and stream parts are dicts
         if INTERRUPT_KEY in value:
             return True
         data = value.get("data")  # a ``version="v2"`` stream part
-        return isinstance(data, Mapping) and INTERRUPT_KEY in data and "type" in value
-    if isinstance(value, tuple) and 2 <= len(value) <= 3:
-        return isinstance(value[-1], Mapping) and INTERRUPT_KEY in value[-1]
-    return bool(getattr(value, "interrupts", None)) and hasattr(value, "value")
+        return isinstance(data, dict) and INTERRUPT_KEY in data and "type" in value
+    if isinstance(value, tuple):
+        last = value[-1] if 2 <= len(value) <= 3 else None
+        return isinstance(last, dict) and INTERRUPT_KEY in last
+    return type(value).__name__ == "GraphOutput" and bool(getattr(value, "interrupts", ()))
 
 
 @dataclass(frozen=True, slots=True)
