@@ -358,3 +358,32 @@ def test_without_langgraph_a_candidate_failure_still_falls_back() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["stable", "1"]
+
+
+def test_an_interrupt_is_no_error_in_the_trace() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import StatusCode
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    store = MemoryStore()
+    store.set_ratio(PLAN.id, "everyone", 1.0)
+    router: GrayRouter[Any, Any] = GrayRouter(
+        stable=ticket_graph(lambda state: {"answer": STABLE_ANSWER}),
+        candidate=ticket_graph(approval_node),
+        plan=PLAN, store=store, metrics=GraylayerMetrics(registry=CollectorRegistry()),
+        tracer=provider.get_tracer("test"),
+    )  # fmt: skip
+    parent = ticket_graph(router, checkpointer=InMemorySaver())
+    config = {"configurable": {"user_id": "u1", "thread_id": "traced"}}
+
+    assert "__interrupt__" in parent.invoke({"question": "refund A-1"}, config)
+
+    requests = [s for s in exporter.get_finished_spans() if s.name.startswith("invoke_agent")]
+    assert len(requests) == 1
+    assert requests[0].status.status_code is not StatusCode.ERROR
+    assert requests[0].attributes["graylayer.interrupted"] is True
+    assert "error.type" not in requests[0].attributes
