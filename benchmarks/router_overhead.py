@@ -50,7 +50,7 @@ from prometheus_client import CollectorRegistry
 from langchain_graylayer import GrayRouter, MemoryStore, RolloutPlan, UserProfile
 from langchain_graylayer.measuring.prometheus import GraylayerMetrics
 from langchain_graylayer.plan.bucketing import bucket, in_candidate
-from langchain_graylayer.store import SessionPin, Store
+from langchain_graylayer.store import SessionPin, Store, conversation_key
 
 PLAN_ID = "bench"
 RATIO = 0.5
@@ -299,12 +299,12 @@ def warm_up(variants: list[Variant], calls: int) -> None:
         if isinstance(router, GrayRouter) and variant.configs is not None:
             for config in variant.configs:
                 configurable = config["configurable"]
-                decision = router.route(configurable["user_id"])
+                user = configurable["user_id"]
+                decision = router.route(user)
                 if "session_id" in configurable:
-                    pin = SessionPin(decision.version, decision.layer, time.time())
-                    router.store.pin_session(
-                        router.plan.id, configurable["session_id"], pin, router.plan.session_ttl
-                    )
+                    pin = SessionPin(decision.version, decision.layer, time.time(), user)
+                    key = conversation_key(user, configurable["session_id"])  # the user's own
+                    router.store.pin_session(router.plan.id, key, pin, router.plan.session_ttl)
         variant.run_block(calls)
 
 

@@ -39,6 +39,7 @@ from langchain_graylayer.rollout.controller import RolloutController
 from langchain_graylayer.rollout.state import AuditEntry
 from langchain_graylayer.routing.router import GrayRouter
 from langchain_graylayer.store.memory import MemoryStore
+from langchain_graylayer.store.protocols import split_conversation_key
 
 
 # --------------------------------------------------------------------------- the result
@@ -415,8 +416,9 @@ class _Simulation:
         report = self.act1.controller.last_rollback_report
         moved = report.sessions_moved if report else ()
         self.result.sessions_moved = len(moved)
+        sessions = [split_conversation_key(key)[1] for key in moved]  # hooks get (user, session)
         self.result.histories_cleared = sum(
-            self.history_sizes.get(s, 0) for s in moved if not self.history(s).messages
+            self.history_sizes.get(s, 0) for s in sessions if not self.history(s).messages
         )
         for call in report.compensation if report else ():
             args = call.get("arguments") or {}

@@ -73,8 +73,9 @@ class EvidenceRecorder:
 
     def request(self, labels: RunLabels, result: RequestResult) -> None:
         """A routed request ended (``completed`` as the completion judge said). A cancelled
-        request (the client went away) is no evidence either way and is not recorded."""
-        if result.outcome is Outcome.CANCELLED:
+        request (the client went away) and an interrupted one (paused for a person; its resumed
+        run counts) are no evidence either way and are not recorded."""
+        if result.outcome in (Outcome.CANCELLED, Outcome.INTERRUPTED):
             return
         slo = self._slo.get(labels.layer)
         failed = result.outcome is not Outcome.OK

@@ -42,6 +42,8 @@ from langchain_graylayer.measuring.labels import (
     Outcome,
     RunLabels,
     cancelled,
+    carries_interrupt,
+    interrupted,
     labels_from_metadata,
 )
 from langchain_graylayer.measuring.prometheus import GraylayerMetrics, default_metrics
@@ -146,11 +148,12 @@ class Measurer:
             request.fallback = True
 
     def chain_end(
-        self, run_id: UUID, outputs: Any, error: BaseException | None
+        self, run_id: UUID, outputs: Any, error: BaseException | None, *, paused: bool = False
     ) -> RequestResult | None:
-        """Measure a request that ended; its result, for the evidence (``None``: not ours)."""
+        """Measure a request that ended; its result, for the evidence (``None``: not ours).
+        ``paused``: the caller saw the run stop at a LangGraph interrupt (e.g. in a chunk)."""
         try:
-            return self._chain_end(run_id, outputs, error)
+            return self._chain_end(run_id, outputs, error, paused)
         except Exception:
             logger.exception("graylayer callback chain_end failed; the request goes on")
             with contextlib.suppress(Exception):
@@ -158,7 +161,7 @@ class Measurer:
             return None
 
     def _chain_end(
-        self, run_id: UUID, outputs: Any, error: BaseException | None
+        self, run_id: UUID, outputs: Any, error: BaseException | None, paused: bool
     ) -> RequestResult | None:
         with self._lock:
             request = self._requests.pop(run_id)
@@ -168,6 +171,8 @@ class Measurer:
         seconds = time.perf_counter() - request.started
         if cancelled(error):  # the client went away: not the version's failure
             outcome, completed = Outcome.CANCELLED, False
+        elif paused or interrupted(error) or (error is None and carries_interrupt(outputs)):
+            outcome, completed = Outcome.INTERRUPTED, False  # it resumes later: not ended
         elif error is not None:
             outcome, completed = Outcome.ERROR, False
         elif request.fallback:  # stable answered: the candidate did not complete the task

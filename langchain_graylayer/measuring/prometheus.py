@@ -6,7 +6,8 @@ names are public API (dashboards and alerts are written against them):
 ==========================================  =========  ==========================================
 metric                                      type       extra labels
 ==========================================  =========  ==========================================
-``graylayer_requests_total``                counter    ``outcome`` = ok | error | fallback
+``graylayer_requests_total``                counter    ``outcome`` = ok | error | fallback |
+                                                       cancelled | interrupted
 ``graylayer_request_duration_seconds``      histogram
 ``graylayer_tool_calls_total``              counter    ``tool``, ``status`` = ok | error
 ``graylayer_tool_results_total``            counter    ``status`` = ok | error (all tools)

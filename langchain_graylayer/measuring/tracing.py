@@ -38,6 +38,7 @@ from langchain_graylayer.measuring.labels import (
     REQUEST_ID_KEY,
     SESSION_KEY,
     VERSION_KEY,
+    interrupted,
 )
 
 __all__ = ["GraylayerTracingHandler"]
@@ -252,6 +253,9 @@ class GraylayerTracingHandler(BaseCallbackHandler):
                 request.output_tokens += usage[1]
         if any(usage):
             run.span.set_attributes({INPUT_TOKENS: usage[0], OUTPUT_TOKENS: usage[1]})
+        if isinstance(failure, BaseException) and interrupted(failure):  # paused, not failed
+            run.span.set_attribute("graylayer.interrupted", True)
+            failure = None
         if isinstance(failure, BaseException):
             run.span.record_exception(failure)
             failure = type(failure).__name__

@@ -1,9 +1,12 @@
 """What a rollback does beyond the ratio: move sessions, clean memory, list side effects.
 
 After a rollback the candidate's pinned sessions are re-pinned to stable, registered
-:class:`CleanupHook` s receive their session ids (built-ins clear LangChain chat-message histories
-and delete LangGraph checkpointer threads), and a compensation report lists the candidate's tool
-calls in the affected window — the refund issued, the ticket closed — for people to review.
+:class:`CleanupHook` s receive their conversation keys (built-ins clear LangChain chat-message
+histories and delete LangGraph checkpointer threads), and a compensation report lists the
+candidate's tool calls in the affected window — the refund issued, the ticket closed — for people
+to review. A conversation key is ``conversation_key(user_id, session_id)``
+(:mod:`langchain_graylayer.store.protocols`): pins are kept per user, and behind
+``add_gray_routes`` it is also the conversation's LangGraph ``thread_id``.
 
 The tool calls come from :class:`ToolCallJournal`, a callback handler the router attaches: it
 appends every candidate tool call (optionally only the plan's ``side_effect_tools``) to the store.
@@ -19,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from langchain_graylayer.plan.plan import RolloutPlan, Version
-from langchain_graylayer.store.protocols import SessionPin, Store
+from langchain_graylayer.store.protocols import SessionPin, Store, split_conversation_key
 
 __all__ = [
     "ChatHistoryCleanup",
@@ -34,7 +37,8 @@ logger = logging.getLogger(__name__)
 
 @runtime_checkable
 class CleanupHook(Protocol):
-    """Receives the session ids the candidate served, after a rollback."""
+    """Receives the conversation keys the candidate served, after a rollback
+    (``split_conversation_key`` gives each one's user id and session id)."""
 
     name: str
 
@@ -48,7 +52,7 @@ class ChatHistoryCleanup:
         >>> from langchain_core.chat_history import InMemoryChatMessageHistory
         >>> histories = {"s1": InMemoryChatMessageHistory()}
         >>> histories["s1"].add_user_message("refund please")
-        >>> ChatHistoryCleanup(lambda sid: histories[sid])(["s1"])
+        >>> ChatHistoryCleanup(lambda sid: histories[sid])(["alice:s1"])  # alice's session s1
         >>> histories["s1"].messages
         []
     """
@@ -57,25 +61,41 @@ class ChatHistoryCleanup:
 
     def __init__(self, factory: Callable[[str], Any]) -> None:
         """``factory(session_id)`` returns a ``BaseChatMessageHistory`` (the same factory you
-        give ``RunnableWithMessageHistory``)."""
+        give ``RunnableWithMessageHistory``); it gets each conversation's session id."""
         self.factory = factory
 
     def __call__(self, session_ids: Sequence[str]) -> None:
-        for session_id in session_ids:
-            self.factory(session_id).clear()
+        for key in session_ids:
+            self.factory(_session_of(key)).clear()
 
 
 class CheckpointerCleanup:
-    """Deletes each session's thread from a LangGraph checkpointer (``delete_thread``)."""
+    """Deletes each conversation's thread from a LangGraph checkpointer (``delete_thread``).
+
+    The thread is the conversation key, as ``add_gray_routes`` names threads; where your own code
+    passes ``thread_id`` to the router, say how: ``thread_id=lambda user, session: session``.
+    """
 
     name = "langgraph_checkpointer"
 
-    def __init__(self, checkpointer: Any) -> None:
+    def __init__(
+        self, checkpointer: Any, thread_id: Callable[[str, str], str] | None = None
+    ) -> None:
         self.checkpointer = checkpointer
+        self.thread_id = thread_id
 
     def __call__(self, session_ids: Sequence[str]) -> None:
-        for session_id in session_ids:
-            self.checkpointer.delete_thread(session_id)
+        for key in session_ids:
+            thread = key
+            if self.thread_id is not None and ":" in key:
+                thread = self.thread_id(*split_conversation_key(key))
+            self.checkpointer.delete_thread(thread)
+
+
+def _session_of(key: str) -> str:
+    """The session id of a conversation key (a pin stored before pins were kept per user was
+    keyed by its bare session id: a key without ``:`` is one)."""
+    return split_conversation_key(key)[1] if ":" in key else key
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,9 @@ It answers "which version does this user get, and why" from the plan, the store 
 session pin first, then the user's layer (cached), then the sticky bucket against the layer's
 ratio. :meth:`Assigner.route` only looks (the command line and admin tools explain with it);
 :meth:`Assigner.assign` routes a request and pins its session (``GrayRouter`` uses it per
-request, serving layers before the run starts).
+request, serving layers before the run starts). A session belongs to its user: its pin is kept
+under ``conversation_key(user_id, session_id)``, so another user who sends the same session id
+has a conversation of their own, and can neither follow, change nor pre-empt this one's pin.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from langchain_graylayer.plan.plan import RolloutPlan, Version
 from langchain_graylayer.plan.profile import LayerScorer, UserProfile
 from langchain_graylayer.routing.decision import RouteReason, RoutingDecision
 from langchain_graylayer.routing.health import RouterHealth
-from langchain_graylayer.store.protocols import RoutingStore, SessionPin
+from langchain_graylayer.store.protocols import RoutingStore, SessionPin, conversation_key
 
 __all__ = ["Assigner", "ProfileLoader"]
 
@@ -68,14 +70,15 @@ class Assigner:
             return self._degraded(exc, session_id)
 
     def assign(self, user_id: str | None, session_id: str | None) -> RoutingDecision:
-        """Route one request and pin its session (the first writer wins across replicas)."""
+        """Route one request and pin its user's session (the first writer wins across replicas)."""
         try:
             decision = self._route(user_id, session_id)
             if session_id and decision.routed and decision.reason is not RouteReason.PINNED:
                 pin = SessionPin(decision.version, decision.layer, self.clock(), user_id)
-                held = self.store.pin_session(self.plan.id, session_id, pin, self.plan.session_ttl)
-                # Another replica pinned this user's session first: follow it. A session id
-                # pinned by another user is neither followed nor re-pinned.
+                key = conversation_key(user_id, session_id)
+                held = self.store.pin_session(self.plan.id, key, pin, self.plan.session_ttl)
+                # Another replica pinned this user's session first: follow it (a pin that is
+                # not this user's, which no router writes under this key, is never followed).
                 if held.belongs_to(user_id) and held.version is not decision.version:
                     decision = RoutingDecision(
                         self.plan.id, held.version, held.layer, RouteReason.PINNED,
@@ -94,7 +97,11 @@ class Assigner:
         plan = self.plan
         if not user_id:
             return RoutingDecision(plan.id, Version.STABLE, None, RouteReason.NO_USER_ID)
-        pin = self.store.get_pin(plan.id, session_id) if session_id else None
+        pin = (
+            self.store.get_pin(plan.id, conversation_key(user_id, session_id))
+            if session_id
+            else None
+        )
         assignment = self._layer_of(user_id)
         # Consent withdrawn mid-conversation wins over the pin: opt-out is always stable.
         if (

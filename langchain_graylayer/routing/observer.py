@@ -42,6 +42,8 @@ from langchain_graylayer.measuring.labels import (
     Outcome,
     RunLabels,
     cancelled,
+    carries_interrupt,
+    interrupted,
     layer_tag,
     plan_tag,
     version_tag,
@@ -61,7 +63,8 @@ class Call:
     evidence goes."""
 
     __slots__ = (
-        "config", "decision", "evidence", "fell_back", "labels", "measurer", "run_id", "started_at",
+        "config", "decision", "evidence", "fell_back", "labels", "measurer", "paused", "run_id",
+        "started_at",
     )  # fmt: skip
 
     def __init__(
@@ -77,6 +80,8 @@ class Call:
         self.labels = labels_of(decision)
         self.started_at = time.perf_counter()
         self.fell_back = False
+        self.paused = False
+        """A streamed chunk said the run paused at a LangGraph ``interrupt()``."""
 
     def started(self) -> None:
         self.started_at = time.perf_counter()
@@ -86,13 +91,15 @@ class Call:
     def ended(self, output: Any, error: BaseException | None = None) -> None:
         result = None
         if self.measurer is not None:
-            result = self.measurer.chain_end(self.run_id, output, error)
+            result = self.measurer.chain_end(self.run_id, output, error, paused=self.paused)
         if self.evidence is None or self.labels is None or not self.labels.attributable:
             return
         if result is None:  # measured by a handler of the caller's: what this call saw
             seconds = time.perf_counter() - self.started_at
             if cancelled(error):
                 result = RequestResult(Outcome.CANCELLED, seconds, completed=False)
+            elif self.interrupted(output, error):
+                result = RequestResult(Outcome.INTERRUPTED, seconds, completed=False)
             elif error is not None or self.fell_back:
                 outcome = Outcome.ERROR if error is not None else Outcome.FALLBACK
                 result = RequestResult(outcome, seconds, completed=False)
@@ -100,6 +107,12 @@ class Call:
                 completed = default_completion_judge(output)
                 result = RequestResult(Outcome.OK, seconds, completed=completed)
         self.evidence.request(self.labels, result)
+
+    def interrupted(self, output: Any, error: BaseException | None = None) -> bool:
+        """True when the run paused at a LangGraph interrupt rather than ended."""
+        if error is not None:
+            return interrupted(error)
+        return self.paused or carries_interrupt(output)
 
     def fallback_config(self) -> RunnableConfig:
         """The stable retry's config: relabelled stable and tagged fallback (the request now
@@ -225,6 +238,8 @@ class RunObserver:
         """The request answered: hand its output to a background completion judge, if any."""
         background, handler = self.background, self.handler
         if background is None or handler is None or call.labels is None:
+            return
+        if call.interrupted(output):  # paused for a person: nothing to judge until it resumes
             return
         handler.mark_completed(call.run_id, False)  # counted when (and if) the judge accepts
         labels = call.labels

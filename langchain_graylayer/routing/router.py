@@ -36,7 +36,13 @@ from langchain_graylayer.measuring.completion import CompletionJudge
 from langchain_graylayer.measuring.evidence import EvidenceRecorder
 from langchain_graylayer.measuring.feedback import FeedbackKind, FeedbackRecorder, RunIndex
 from langchain_graylayer.measuring.journal import ToolCallJournal
-from langchain_graylayer.measuring.labels import FALLBACK_TAG, RunLabels, version_tag
+from langchain_graylayer.measuring.labels import (
+    FALLBACK_TAG,
+    RunLabels,
+    cancelled,
+    interrupted,
+    version_tag,
+)
 from langchain_graylayer.measuring.prometheus import GraylayerMetrics, default_metrics
 from langchain_graylayer.measuring.tracing import GraylayerTracingHandler
 from langchain_graylayer.plan._config import to_configuration_error
@@ -45,7 +51,13 @@ from langchain_graylayer.routing.assigner import Assigner, ProfileLoader
 from langchain_graylayer.routing.context import current_request
 from langchain_graylayer.routing.decision import RoutingDecision
 from langchain_graylayer.routing.observer import Call, RunObserver
-from langchain_graylayer.routing.runs import Accumulator, new_run_id, own_run_manager
+from langchain_graylayer.routing.runs import (
+    Accumulator,
+    new_run_id,
+    own_run_manager,
+    paused_in_state,
+    paused_in_state_async,
+)
 from langchain_graylayer.store.cached import for_requests
 from langchain_graylayer.store.memory import MemoryStore
 from langchain_graylayer.store.protocols import Store
@@ -365,10 +377,14 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
         return self.candidate if version is Version.CANDIDATE else self.stable
 
     def _falls_back(self, call: Call, exc: BaseException) -> bool:
+        """Whether stable answers after the candidate raised ``exc``. Never for what is not a
+        failure of the candidate: cancellation, ``KeyboardInterrupt``, and LangGraph's control
+        flow (an ``interrupt()`` waiting for a person, a command to the parent graph), which
+        must reach the graph above untouched so that the thread resumes on the candidate."""
         decision = call.decision
         if decision.version is not Version.CANDIDATE or not self.plan.fallback_to_stable:
             return False
-        if not isinstance(exc, Exception):  # never swallow cancellation or KeyboardInterrupt
+        if not isinstance(exc, Exception) or cancelled(exc) or interrupted(exc):
             return False
         self._state.assigner.health.add("fallback")
         logger.warning(
@@ -470,8 +486,9 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
         final = Accumulator[Output]()
         try:
             child = patch_config(call.config, callbacks=run_manager.get_child())
+            runnable = self._runnable(call.decision.version)
             try:
-                for chunk in self._runnable(call.decision.version).stream(input, child, **kwargs):
+                for chunk in runnable.stream(input, child, **kwargs):
                     final.add(chunk)
                     yield chunk
             except Exception as exc:
@@ -479,14 +496,15 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
                 # answers together; fall back only when nothing was sent yet.
                 if final.started or not self._falls_back(call, exc):
                     raise
-                fallback = self._fallback_config(call, run_manager)
-                for chunk in self.stable.stream(input, fallback, **kwargs):
+                runnable, child = self.stable, self._fallback_config(call, run_manager)
+                for chunk in runnable.stream(input, child, **kwargs):
                     final.add(chunk)
                     yield chunk
         except BaseException as exc:
             call.ended(None, exc)
             run_manager.on_chain_error(exc)
             raise
+        call.paused = final.paused or paused_in_state(runnable, child, kwargs)
         self._answered(call, final.value)
         run_manager.on_chain_end(final.value)
 
@@ -504,22 +522,23 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
         final = Accumulator[Output]()
         try:
             child = patch_config(call.config, callbacks=run_manager.get_child())
+            runnable = self._runnable(call.decision.version)
             try:
-                runnable = self._runnable(call.decision.version)
                 async for chunk in runnable.astream(input, child, **kwargs):
                     final.add(chunk)
                     yield chunk
             except Exception as exc:
                 if final.started or not self._falls_back(call, exc):
                     raise
-                fallback = self._fallback_config(call, run_manager)
-                async for chunk in self.stable.astream(input, fallback, **kwargs):
+                runnable, child = self.stable, self._fallback_config(call, run_manager)
+                async for chunk in runnable.astream(input, child, **kwargs):
                     final.add(chunk)
                     yield chunk
         except BaseException as exc:
             call.ended(None, exc)
             await run_manager.on_chain_error(exc)
             raise
+        call.paused = final.paused or await paused_in_state_async(runnable, child, kwargs)
         self._answered(call, final.value)
         await run_manager.on_chain_end(final.value)
 

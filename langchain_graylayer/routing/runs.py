@@ -18,6 +18,8 @@ from langchain_core.messages import BaseMessageChunk
 from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import get_async_callback_manager_for_config
 
+from langchain_graylayer.measuring.labels import carries_interrupt
+
 try:  # langchain-core 1.x makes UUIDv7 run ids; keep ours of the same kind
     from langchain_core.utils.uuid import uuid7 as _uuid7
 except ImportError:  # pragma: no cover - releases without it
@@ -29,6 +31,8 @@ __all__ = [
     "merge_message_pair",
     "new_run_id",
     "own_run_manager",
+    "paused_in_state",
+    "paused_in_state_async",
     "with_handlers",
 ]
 
@@ -110,16 +114,56 @@ def merge_message_pair(previous: Any, chunk: Any) -> Any:
     return (message, chunk[1])
 
 
+_MODES_WITH_INTERRUPTS = frozenset({"values", "updates"})
+
+
+def _chunks_hide_interrupts(kwargs: dict[str, Any]) -> bool:
+    """True when the stream modes asked for never carry ``__interrupt__`` (``messages`` alone,
+    ``custom``, ...); a graph's default mode and ``values``/``updates`` do."""
+    modes = kwargs.get("stream_mode")
+    if modes is None:
+        return False
+    modes = [modes] if isinstance(modes, str) else list(modes)
+    return not _MODES_WITH_INTERRUPTS.intersection(modes)
+
+
+def paused_in_state(runnable: Any, config: RunnableConfig, kwargs: dict[str, Any]) -> bool:
+    """Whether a streamed LangGraph run whose chunks could not show it paused at an
+    ``interrupt()``: asked of its checkpointed state, only then. Never raises."""
+    if not _chunks_hide_interrupts(kwargs) or not hasattr(runnable, "get_state"):
+        return False
+    try:
+        return bool(runnable.get_state(config).interrupts)
+    except Exception:  # no checkpointer, no thread: nothing paused that could resume
+        return False
+
+
+async def paused_in_state_async(
+    runnable: Any, config: RunnableConfig, kwargs: dict[str, Any]
+) -> bool:
+    """:func:`paused_in_state` for async code."""
+    if not _chunks_hide_interrupts(kwargs) or not hasattr(runnable, "aget_state"):
+        return False
+    try:
+        return bool((await runnable.aget_state(config)).interrupts)
+    except Exception:
+        return False
+
+
 class Accumulator(Generic[Output]):
     """The streamed run's output: the sum of its chunks, or the last chunk when they do not add
-    up (e.g. LangGraph's per-node update dicts), so the completion judge still sees the answer."""
+    up (e.g. LangGraph's per-node update dicts), so the completion judge still sees the answer;
+    and whether a chunk said the run paused at a LangGraph ``interrupt()``."""
 
     def __init__(self) -> None:
         self.value: Output | None = None
         self.started = False
+        self.paused = False
         self._addable = True
 
     def add(self, chunk: Output) -> None:
+        if not self.paused and carries_interrupt(chunk):
+            self.paused = True
         if isinstance(chunk, (tuple, list)):
             self.value, self.started = merge_message_pair(self.value, chunk), True
             self._addable = False  # never concatenate tuples or lists of chunks

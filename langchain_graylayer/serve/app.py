@@ -28,6 +28,7 @@ from langchain_graylayer.measuring.prometheus import default_metrics
 from langchain_graylayer.routing.context import current_request, update_request
 from langchain_graylayer.routing.router import identity_of
 from langchain_graylayer.serve.middleware import Identify, VersionHeaders
+from langchain_graylayer.store.protocols import conversation_key
 
 if TYPE_CHECKING:
     from fastapi import FastAPI, Request
@@ -59,10 +60,14 @@ def config_modifier(
             configurable["user_id"] = user_id
         if session_id:
             configurable["session_id"] = session_id
-            configurable["thread_id"] = session_id  # LangGraph checkpointers key on thread_id
         config["configurable"] = configurable
+        resolved = identity_of(cast(RunnableConfig, config))
+        if resolved[1] is not None:
+            # A conversation is (user, session): its LangGraph thread is the user's own, so two
+            # users who send the same session id never continue each other's checkpointer thread.
+            configurable["session_id"] = resolved[1]  # what the router reads, before thread_id
+            configurable["thread_id"] = conversation_key(resolved[0], resolved[1])
         if context is not None:
-            resolved = identity_of(cast(RunnableConfig, config))
             if resolved != context.identity:  # only client-sent ids differ from the headers'
                 update_request(identity=resolved, decision=await router.aroute_request(*resolved))
             if context.run_id is not None:

@@ -24,6 +24,8 @@ from langchain_graylayer.store.protocols import (
     StateStore,
     Store,
     check_ratio,
+    conversation_key,
+    split_conversation_key,
 )
 
 if TYPE_CHECKING:
@@ -43,7 +45,9 @@ __all__ = [  # RedisStore: lazily, it needs the [redis] extra
     "StateStore",
     "Store",
     "check_ratio",
+    "conversation_key",
     "for_requests",
+    "split_conversation_key",
 ]
 
 

@@ -6,7 +6,7 @@ protocol            what it keeps                                             wh
 ``RatioStore``      each layer's candidate ratio and current step             router, controller
 ``EvidenceStore``   per-user counters of each arm and their totals            router, controller
 ``ProfileStore``    user profiles and the cached layer of each user           router, admin API
-``PinStore``        session pins: the version a conversation started on      router, cleanup
+``PinStore``        pins: the version each user's conversation started on   router, cleanup
 ``StateStore``      the controller's plan state and audit log, atomically     controller
 ``LeaseStore``      leases: which controller replica acts                     controller
 ``JournalStore``    the candidate's tool calls, for compensation              journal, cleanup
@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
+from urllib.parse import quote, unquote
 
 from langchain_graylayer.errors import ConfigurationError
 from langchain_graylayer.plan.assignment import LayerAssignment
@@ -48,6 +49,8 @@ __all__ = [
     "StateStore",
     "Store",
     "check_ratio",
+    "conversation_key",
+    "split_conversation_key",
 ]
 
 
@@ -62,6 +65,36 @@ def check_ratio(ratio: float) -> float:
     return float(ratio)
 
 
+def conversation_key(user_id: str | None, session_id: str) -> str:
+    """One user's conversation: the session id scoped to its user.
+
+    Pins are stored under it, so two users who send the same session id never share a pin; behind
+    ``add_gray_routes`` it is also the LangGraph ``thread_id``, so they never share a checkpointer
+    thread either. The user id is percent-encoded (so it holds no ``:``), the session id follows
+    as it is: one key per ``(user, session)``, and :func:`split_conversation_key` inverts it.
+
+    Example:
+        >>> conversation_key("alice", "chat-1")
+        'alice:chat-1'
+        >>> conversation_key("a:b", "c"), conversation_key("a", "b:c")
+        ('a%3Ab:c', 'a:b:c')
+    """
+    return f"{quote(user_id or '', safe='')}:{session_id}"
+
+
+def split_conversation_key(key: str) -> tuple[str, str]:
+    """``(user_id, session_id)`` of a :func:`conversation_key` (e.g. one a cleanup hook got).
+
+    Example:
+        >>> split_conversation_key("j%C3%B6rg:chat:1")
+        ('jörg', 'chat:1')
+    """
+    user, separator, session = key.partition(":")
+    if not separator:
+        raise ValueError(f"not a conversation key (no ':'): {key!r}")
+    return unquote(user), session
+
+
 @dataclass(frozen=True, slots=True)
 class SessionPin:
     """The version (and layer) a conversation started on, and whose conversation it is."""
@@ -70,7 +103,9 @@ class SessionPin:
     layer: str | None
     created_at: float
     user_id: str | None = None
-    """The user who started the session; another user sending the same id is not pinned."""
+    """The user whose conversation it is. The router stores each pin under
+    :func:`conversation_key` and follows it only for this user: a pin without one is
+    followed by nobody."""
 
     def encode(self) -> str:
         """Compact form for stores: ``version|layer|created_at|user_id`` (user id last, as is)."""
@@ -83,8 +118,8 @@ class SessionPin:
         return cls(Version(version), layer or None, float(created), (user or [""])[0] or None)
 
     def belongs_to(self, user_id: str | None) -> bool:
-        """True when the pin applies to ``user_id`` (pins without a user apply to anyone)."""
-        return self.user_id is None or self.user_id == user_id
+        """True when the pin is ``user_id``'s (a pin without a user belongs to nobody)."""
+        return self.user_id is not None and self.user_id == user_id
 
 
 @runtime_checkable
@@ -134,7 +169,11 @@ class ProfileStore(Protocol):
 
 @runtime_checkable
 class PinStore(Protocol):
-    """Session pins: the version each conversation started on."""
+    """Session pins: the version each conversation started on.
+
+    A store keeps pins under the key it is given; the router gives each user's conversation its
+    own, :func:`conversation_key` ``(user_id, session_id)``, and so do ``pinned_sessions``' keys.
+    """
 
     def get_pin(self, plan_id: str, session_id: str) -> SessionPin | None:
         """The version the session is pinned to, or ``None``."""
@@ -147,7 +186,7 @@ class PinStore(Protocol):
     def pinned_sessions(
         self, plan_id: str, version: Version | None = None
     ) -> dict[str, SessionPin]:
-        """Live pins of a plan (optionally of one version), by session id."""
+        """Live pins of a plan (optionally of one version), by the key they were pinned under."""
         ...
 
     def repin_session(self, plan_id: str, session_id: str, pin: SessionPin, ttl: float) -> None:

@@ -8,7 +8,7 @@ Key layout (``{prefix}`` is ``"graylayer"`` unless you pass ``prefix=``)::
     {prefix}:{ev:<plan>:<layer>:<step>:<version>}:totals  hash  users, class:i, s:f, p:f:g, pos:f
     {prefix}:profile:{user_id}              string  UserProfile.model_dump_json()
     {prefix}:layer:{user_id}                hash    plan_id -> LayerAssignment.encode(); PEXPIRE ttl
-    {prefix}:pin:{plan_id}:{session_id}     string  SessionPin.encode(); SET NX PX (repin: SET PX)
+    {prefix}:pin:{plan_id}:{user}:{session} string  SessionPin.encode(); SET NX PX (repin: SET PX)
     {prefix}:state:{plan_id}                string  the controller's plan state (JSON)
     {prefix}:audit:{plan_id}                stream  "entry" -> audit entry (JSON); MAXLEN ~ 100000
     {prefix}:lease:{name}                   string  the holder; SET NX PX ttl, renewed by PEXPIRE
@@ -18,6 +18,8 @@ Key layout (``{prefix}`` is ``"graylayer"`` unless you pass ``prefix=``)::
 The layer cache TTL is per *user* key, not per plan: caching a user's layer in one plan restarts
 the clock of that user's cached layers in every plan (as :class:`MemoryStore` does). Plan ids
 never contain ``:`` (:class:`~langchain_graylayer.plan.RolloutPlan` forbids it); session ids may.
+A pin's key ends with its :func:`~langchain_graylayer.store.protocols.conversation_key`: the user
+id percent-encoded, then the session id.
 ``commit`` writes ratios, state and audit entry in one MULTI/EXEC transaction; leases are taken,
 renewed and released by Lua scripts, so a holder check and its write cannot interleave.
 

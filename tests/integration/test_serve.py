@@ -49,7 +49,7 @@ from langchain_graylayer.measuring.feedback import FeedbackSigner
 from langchain_graylayer.measuring.labels import LAYER_KEY, VERSION_KEY, RunLabels
 from langchain_graylayer.routing.assigner import Assigner
 from langchain_graylayer.serve.app import add_gray_routes
-from langchain_graylayer.store import Store
+from langchain_graylayer.store import Store, conversation_key
 
 ROOT = Path(__file__).resolve().parents[2]
 PLAN = RolloutPlan.from_yaml(ROOT / "examples" / "customer_service" / "plan.yaml")
@@ -474,10 +474,10 @@ def test_an_identify_function_replaces_the_headers(
 
     assert answer_of(signed_in).startswith(PREFIX[Version.CANDIDATE])
     assert_coloured(signed_in, Version.CANDIDATE, "vip")
-    pin = app.store.get_pin(PLAN.id, "victors-chat")
+    pin = app.store.get_pin(PLAN.id, conversation_key(victor, "victors-chat"))
     assert pin is not None
     assert pin.belongs_to(victor)
-    assert app.store.get_pin(PLAN.id, "other-chat") is None
+    assert app.store.pinned_sessions(PLAN.id).keys() == {conversation_key(victor, "victors-chat")}
     # No valid token: nobody, whatever X-User-ID says.
     assert answer_of(forged).startswith(PREFIX[Version.STABLE])
     assert_coloured(forged, Version.STABLE, "unrouted")

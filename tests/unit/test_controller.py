@@ -18,6 +18,7 @@ from langchain_graylayer.rollout.cleanup import ChatHistoryCleanup
 from langchain_graylayer.rollout.controller import RolloutController
 from langchain_graylayer.rollout.state import LayerPhase, PlanStatus
 from langchain_graylayer.rollout.transition import first_step
+from langchain_graylayer.store.protocols import conversation_key
 
 GATES = {"min_samples": 40, "min_users_at_timeout": 10, "bake_time": 60, "max_step_time": 300}
 
@@ -133,10 +134,11 @@ def test_a_clearly_worse_candidate_is_rolled_back_and_cleaned_up() -> None:
     assert rollback.verdict is not None
     assert rollback.old_ratio == 0.1
     # the pinned conversation moved to stable and its memory was cleaned
-    assert world.store.get_pin("refund-v2", "chat-9").version is Version.STABLE  # type: ignore[union-attr]
+    conversation = conversation_key(candidate_user, "chat-9")  # pins are kept per user
+    assert world.store.get_pin("refund-v2", conversation).version is Version.STABLE  # type: ignore[union-attr]
     assert histories["chat-9"].messages == []
     cleanup = next(e for e in controller.audit() if e.action == "cleanup")
-    assert cleanup.details["sessions_moved"] == ["chat-9"]
+    assert cleanup.details["sessions_moved"] == [conversation]
     assert cleanup.details["hooks"] == {"chat_history": "ok"}
     # after a rollback automation does nothing more
     assert world.run(controller, ticks=5) == []

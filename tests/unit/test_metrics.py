@@ -70,6 +70,7 @@ def test_every_record_lands_in_its_series() -> None:
     metrics.record_request(LABELS, Outcome.FALLBACK, 0.4, completed=False)
     metrics.record_request(LABELS, Outcome.OK, 0.6, completed=False)
     metrics.record_request(LABELS, Outcome.CANCELLED, 0.1, completed=False)  # client went away
+    metrics.record_request(LABELS, Outcome.INTERRUPTED, 0.3, completed=False)  # asks a person
     metrics.record_completion(LABELS)  # a background judge accepted it
     metrics.record_tool(LABELS, "lookup", ok=True)
     metrics.record_tokens(LABELS, input=120, output=30)
@@ -78,9 +79,9 @@ def test_every_record_lands_in_its_series() -> None:
     metrics.record_feedback(LABELS, None, 10)
 
     requests = "graylayer_requests_total"
-    assert [sample(registry, requests, outcome=o.value) for o in Outcome] == [1, 1, 1, 1]
-    assert sample(registry, "graylayer_request_duration_seconds_count") == 4
-    assert sample(registry, "graylayer_request_duration_seconds_sum") == pytest.approx(1.3)
+    assert [sample(registry, requests, outcome=o.value) for o in Outcome] == [1, 1, 1, 1, 1]
+    assert sample(registry, "graylayer_request_duration_seconds_count") == 5
+    assert sample(registry, "graylayer_request_duration_seconds_sum") == pytest.approx(1.6)
     assert sample(registry, "graylayer_task_completions_total") == 1
     tools = "graylayer_tool_calls_total"
     assert sample(registry, tools, tool="lookup", status="ok") == 1
@@ -139,7 +140,7 @@ def test_init_arms_exports_a_zero_series_for_every_arm() -> None:
             return {frozenset(arm.items()) for arm in arms}
         return {frozenset({**arm, extra: value}.items()) for arm in arms for value in values}
 
-    outcomes = ("ok", "error", "fallback", "cancelled")
+    outcomes = ("ok", "error", "fallback", "cancelled", "interrupted")
     assert series("graylayer_requests_total") == every_arm("outcome", outcomes)
     assert series("graylayer_request_duration_seconds_count") == every_arm()
     assert series("graylayer_task_completions_total") == every_arm()

@@ -25,6 +25,7 @@ from langchain_graylayer.measuring.labels import LAYER_KEY, PLAN_KEY, REQUEST_ID
 from langchain_graylayer.plan import LayerReason, bucket, in_candidate
 from langchain_graylayer.routing.context import RequestContext, request_context
 from langchain_graylayer.routing.decision import RouteReason
+from langchain_graylayer.store.protocols import conversation_key
 
 PLAN_ID = "refund-v2"
 
@@ -191,7 +192,7 @@ class TestSessions:
         assert router.invoke("q", config) == "candidate:q"
         store.set_ratio(PLAN_ID, "vip", 0.0)
         assert router.invoke("q", config) == "candidate:q"
-        assert set(store.pinned_sessions(PLAN_ID)) == {"t-9"}
+        assert set(store.pinned_sessions(PLAN_ID)) == {conversation_key("u1", "t-9")}
 
     def test_layer_change_never_moves_an_inflight_session(self) -> None:
         store = MemoryStore()
@@ -218,8 +219,11 @@ class TestSessions:
         assert router.invoke("q", cfg("alice", "shared-id")) == "candidate:q"
         store.set_ratio(PLAN_ID, "vip", 0.0)
         assert router.invoke("q", cfg("mallory", "shared-id")) == "stable:q"
-        assert router.route("mallory", "shared-id").reason is RouteReason.OUT_OF_RATIO
-        assert store.get_pin(PLAN_ID, "shared-id").user_id == "alice"  # type: ignore[union-attr]
+        mallorys = router.route("mallory", "shared-id")  # her own conversation, pinned to stable
+        assert (mallorys.version, mallorys.reason) == (Version.STABLE, RouteReason.PINNED)
+        pin = store.get_pin(PLAN_ID, conversation_key("alice", "shared-id"))
+        assert pin is not None
+        assert pin.user_id == "alice"
         assert router.invoke("q", cfg("alice", "shared-id")) == "candidate:q"
 
     def test_route_does_not_pin(self) -> None:
@@ -568,7 +572,7 @@ class TestDecidedAhead:
         store.set_ratio(PLAN_ID, "vip", 1.0)
         router = make_router(store)
         router.route_request("u1", "s1")
-        pin = store.get_pin(PLAN_ID, "s1")
+        pin = store.get_pin(PLAN_ID, conversation_key("u1", "s1"))
         assert pin is not None
         assert pin.version is Version.CANDIDATE
 
