@@ -1,12 +1,12 @@
 """The client commands of ``graylayer``, registered by :mod:`.main`.
 
-* ``status``, ``audit``, ``pause``, ``resume``, ``rollback``, ``promote`` (and ``route --url``):
-  talk to a running server's admin API. They use the standard library only (``urllib``), so the
-  client needs no extra.
+* ``status``, ``audit``, ``pause``, ``resume``, ``rollback``, ``promote``, ``restart``, ``ratio``
+  and ``route``: talk to a running server's admin API. They use the standard library only
+  (``urllib``), so the client needs no extra.
 
 Client errors are one line and exit code 2 (through :func:`.cli.main`): the server cannot be
 reached, the admin token is wrong or missing (401), or the server refused the action (its detail,
-for 409 and 422).
+for 409, 422 and 503).
 """
 
 from __future__ import annotations

@@ -20,6 +20,12 @@ PUT      ``/api/profiles/{user_id}``         a ``UserProfile``
 POST     ``/api/consent/{user_id}``          ``{"allow_gray": bool}``
 GET      ``/api/route/{user_id}``            which version and why (``?session_id=``)
 =======  ==================================  =============================================
+
+An action answers its audit entry with ``changed`` (false when there was nothing to do, e.g. a
+second rollback: nothing is written and the entry is the one that rolled the plan back) and the
+plan's ``status``. Bad bodies are 422 (NaN and Infinity included), what the plan's state forbids
+is 409 (a ratio after a rollback, before a restart), and a store that is down is 503 with
+``{"detail": ..., "store": "unavailable"}``.
 """
 
 # No "from __future__ import annotations": FastAPI must resolve the route signatures,
