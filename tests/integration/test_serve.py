@@ -843,7 +843,8 @@ def test_the_admin_api_operates_the_rollout(serve: Callable[..., Served]) -> Non
     assert status["status"] == "running"
     assert [layer["layer"] for layer in status["layers"]] == PLAN.layer_names
     nothing = {"requests": 0, "unrouted": 0, "degraded": 0, "fallback": 0}
-    health = {k: v for k, v in status["health"].items() if k not in ("started_at", "uptime_seconds")}
+    since = ("started_at", "uptime_seconds")
+    health = {k: v for k, v in status["health"].items() if k not in since}
     assert health == {"window_seconds": 300, "recent": nothing, "since_start": nothing}
 
     opened = ok("POST", "/promote", {"operator": "ops", "layer": "internal"})
