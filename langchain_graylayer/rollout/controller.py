@@ -12,6 +12,12 @@ A thin shell around pure parts. One tick (:meth:`RolloutController.step`):
 * after a rollback, moves the candidate's sessions back to stable, runs the cleanup hooks and
   audits what they did.
 
+Before judging, a tick checks the store: a plan state lost (none, another epoch, an older
+version than this replica last saw) is written back from this replica's memory and held
+(``restore``: a running plan is paused, a rolled-back one stays so — a plan is never started
+again on its own); a ratio moved outside the controller is put back (``revert``). Replicas that
+are not the leader read the state each tick too, so the one that saw the latest state wins.
+
 Humans pause, resume, promote, roll back, set ratios and restart through the same shape; the
 automation never undoes a human decision.
 """
@@ -141,7 +147,8 @@ class RolloutController(RunnableSerializable[Any, list[dict[str, Any]]]):
     def step(self) -> list[AuditEntry]:
         """Judge the active layer once and act. Returns what was done (may be empty).
 
-        A replica that is not the leader only reads the plan's state, to remember it. A tick
+        A replica that is not the leader reads the plan's state, to remember it (and writes it
+        back if the store lost it). A tick
         that finds the state lost writes back the state it saw and holds (``restore``); one that
         finds a ratio moved outside the controller puts it back (``revert``); either is all the
         tick does. Never raises for a store or metrics outage: the tick is skipped (logged).
@@ -310,7 +317,12 @@ class RolloutController(RunnableSerializable[Any, list[dict[str, Any]]]):
             state, ratios, fix = self._load_and_check()
             if fix is not None:
                 state, ratios = fix.state, {**ratios, **fix.ratios}
-            change = run(self.plan, state, ratios, self.clock(), operator=operator, **args)
+            try:
+                change = run(self.plan, state, ratios, self.clock(), operator=operator, **args)
+            except GraylayerError:
+                if fix is not None:  # refused, but what the store lost is written back anyway
+                    self._apply(fix)
+                raise
             own = bool(change.entries)
             before = 0 if fix is None else len(fix.entries)
             if fix is not None:

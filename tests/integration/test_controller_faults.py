@@ -107,6 +107,22 @@ def test_a_human_rollback_survives_the_store_losing_everything(
         leader.set_ratio("internal", 0.5, operator="mallory")
 
 
+def test_a_refused_command_on_a_lost_state_still_writes_it_back(
+    make_redis_store: Callable[..., RedisStore], redis_url: str
+) -> None:
+    ctl = controller(make_redis_store(), "replica-a")
+    ctl.step()
+    ctl.rollback("wrong refund rule", operator="carol")
+    flushall(redis_url)
+
+    with pytest.raises(PlanStateError, match="restart"):
+        ctl.set_ratio("internal", 0.5, operator="mallory")
+
+    assert actions(ctl) == ["restore"]
+    assert ctl.status()["status"] == PlanStatus.ROLLED_BACK.value
+    assert ctl.step() == []
+
+
 def test_a_running_plan_whose_state_is_lost_is_held_not_restarted(
     make_redis_store: Callable[..., RedisStore], redis_url: str
 ) -> None:
@@ -424,3 +440,102 @@ def test_status_health_says_since_when_it_counts(
     assert health["uptime_seconds"] >= 0
     assert set(health["recent"]) == {"requests", "unrouted", "degraded", "fallback"}
     assert Version.CANDIDATE.value == "candidate"
+
+
+# --------------------------------------------------------------------------- the issue's run
+def test_two_graylayer_serve_replicas_keep_a_rollback_through_a_redis_restart(
+    own_redis: Callable[[], ManagedProcess],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The reproduction of #15, item 3, as it was reported: two ``graylayer serve`` replicas on
+    one redis-server, a human rollback, Redis restarted without persistence; six seconds later
+    the old code served the rolled-back candidate to half of ``internal`` again."""
+    import json
+    import sys
+    import time
+
+    import httpx
+    from _servers import wait_until
+
+    from langchain_graylayer.cli.main import main
+
+    server = own_redis()
+    here = Path(__file__).parent
+    plan = ROOT / "examples" / "plan.yaml"
+    replicas = []
+    for name in ("replica-1", "replica-2"):  # the audit names them ($GRAYLAYER_REPLICA)
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        args = [sys.executable, "-m", "langchain_graylayer.cli", "serve", "--plan", str(plan),
+                "--stable", "_cli_agents:stable", "--candidate", "_cli_agents:candidate",
+                "--port", str(port), "--interval", "1", "--admin-token", TOKEN,
+                "--redis-url", server.url]  # type: ignore[attr-defined]  # fmt: skip
+        process = ManagedProcess(
+            args, name=f"graylayer serve ({name})", timeout=30, cwd=here,
+            ready=lambda url=url: _status_of(url) is not None,
+        )  # fmt: skip
+        replicas.append((url, process))
+    cli = ["--token", TOKEN, "--operator", "carol"]
+    try:
+        for index, (_, process) in enumerate(replicas, 1):
+            monkeypatch.setenv("GRAYLAYER_REPLICA", f"replica-{index}")
+            process.__enter__()
+        first, second = (url for url, _ in replicas)
+        wait_until(lambda: _phase(first, "internal") == "active", 15, "the first layer opens")
+        assert main(["rollback", "--url", second, "--reason", "wrong refunds", *cli]) == 0
+        assert _status_of(first)["status"] == "rolled_back"  # type: ignore[index]
+        time.sleep(1.5)  # a tick of each replica: both have seen the rollback
+
+        server.stop()
+        time.sleep(1.0)  # both replicas' ticks fail meanwhile, and change nothing
+        own_redis()  # the same port, empty
+        wait_until(lambda: _restored(first), 15, "a replica restores the plan's state")
+        time.sleep(6.0)  # what the issue waited
+
+        for url in (first, second):
+            status = _status_of(url)
+            assert status is not None
+            assert status["status"] == "rolled_back", status
+            assert {layer["ratio"] for layer in status["layers"]} == {0.0}
+        capsys.readouterr()
+        assert main(["audit", "--url", first, "--json", *cli]) == 0
+        actions = [entry["action"] for entry in json.loads(capsys.readouterr().out)]
+        assert "start_layer" not in actions
+        assert actions.count("restore") == 1, actions
+        for user in ("alice", "bob"):  # members of internal: routed without a profile
+            response = httpx.post(
+                f"{first}/agent/invoke", json={"input": {"question": "refund?"}},
+                headers={"X-User-ID": user}, timeout=10,
+            )  # fmt: skip
+            assert response.headers["x-agent-version"] == "stable"
+    finally:
+        for _, process in replicas:
+            process.stop()
+
+
+def _status_of(url: str) -> dict[str, Any] | None:
+    import httpx
+
+    try:
+        response = httpx.get(f"{url}{API}/status", headers=ADMIN, timeout=2)
+    except httpx.HTTPError:
+        return None
+    return response.json() if response.status_code == 200 else None  # type: ignore[no-any-return]
+
+
+def _phase(url: str, layer: str) -> str | None:
+    status = _status_of(url)
+    if status is None:
+        return None
+    return next(row["phase"] for row in status["layers"] if row["layer"] == layer)
+
+
+def _restored(url: str) -> bool:
+    import httpx
+
+    try:
+        response = httpx.get(f"{url}{API}/audit", headers=ADMIN, timeout=2)
+    except httpx.HTTPError:
+        return False
+    return response.status_code == 200 and any(e["action"] == "restore" for e in response.json())
