@@ -15,8 +15,9 @@ A thin shell around pure parts. One tick (:meth:`RolloutController.step`):
 Before judging, a tick checks the store: a plan state lost (none, another epoch, an older
 version than this replica last saw) is written back from this replica's memory and held
 (``restore``: a running plan is paused, a rolled-back one stays so — a plan is never started
-again on its own); a ratio moved outside the controller is put back (``revert``). Replicas that
-are not the leader read the state each tick too, so the one that saw the latest state wins.
+again on its own), or held as its audit log says when no replica remembers it; a ratio moved
+outside the controller is put back (``revert``). Replicas that are not the leader read the state
+each tick too, so the one that saw the latest state wins.
 
 Humans pause, resume, promote, roll back, set ratios and restart through the same shape; the
 automation never undoes a human decision.
@@ -336,7 +337,7 @@ class RolloutController(RunnableSerializable[Any, list[dict[str, Any]]]):
 
     def _why(self, state: PlanState) -> AuditEntry:
         for entry in reversed(self.audit(limit=200)):
-            if entry.action in _STATUS_SETTERS:
+            if entry.action in tx.STATUS_CHANGES:
                 return entry
         latest = self.audit(limit=1)
         if not latest:
@@ -415,7 +416,12 @@ class RolloutController(RunnableSerializable[Any, list[dict[str, Any]]]):
             logger.error("plan %s: %s", self.plan.id, lost.entries[0].reason)
             return lost.state, ratios, lost
         if found is None:
-            return PlanState.fresh(self.plan), ratios, None
+            history = self.audit(limit=50)  # a plan that never started has none
+            if not history:
+                return PlanState.fresh(self.plan), ratios, None
+            lost = tx.recover(self.plan, history, ratios, self.clock())
+            logger.error("plan %s: %s", self.plan.id, lost.entries[0].reason)
+            return lost.state, ratios, lost
         if found.ratios is None:  # a document from before the controller kept its ratios
             served = {name: ratios.get(name, 0.0) for name in self.plan.layer_names}
             found = replace(found, ratios=MappingProxyType(served))
@@ -478,7 +484,3 @@ _COMMANDS: dict[str, Callable[..., tx.Transition]] = {
     "set_ratio": tx.set_ratio,
     "restart": tx.restart,
 }
-_STATUS_SETTERS = frozenset({
-    AuditAction.PAUSE, AuditAction.ROLLBACK, AuditAction.COMPLETE, AuditAction.RESTORE,
-    AuditAction.RESUME, AuditAction.RESTART,
-})  # fmt: skip

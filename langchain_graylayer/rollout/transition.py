@@ -36,6 +36,7 @@ __all__ = [
     "active_layer",
     "pause",
     "promote",
+    "recover",
     "restart",
     "restore",
     "resume",
@@ -492,3 +493,48 @@ def restore(
         },
     )  # fmt: skip
     return Transition(_stamped(held, now), own, (entry,), counts=False)
+
+
+_HOLD_AS = {
+    AuditAction.ROLLBACK: PlanStatus.ROLLED_BACK,
+    AuditAction.COMPLETE: PlanStatus.COMPLETED,
+}
+STATUS_CHANGES: frozenset[AuditAction] = frozenset({
+    AuditAction.PAUSE, AuditAction.RESUME, AuditAction.ROLLBACK, AuditAction.RESTART,
+    AuditAction.COMPLETE, AuditAction.RESTORE,
+})  # fmt: skip
+"""The audit actions that change a plan's status."""
+
+
+def recover(
+    plan: RolloutPlan,
+    history: Sequence[AuditEntry],
+    ratios: Mapping[str, float],
+    now: float,
+) -> Transition:
+    """The store holds the plan's audit log (``history``, oldest first) but no state, and no
+    replica remembers one: part of the store was lost (an evicted key, a partial restore). Hold
+    what the log says: rolled back (every ratio 0) when its latest change of status is a
+    rollback, completed when it is the end, else paused at the ratios served — never a plan
+    started again on its own. Layers are shown pending: their steps are not known."""
+    latest = next((e for e in reversed(history) if e.action in STATUS_CHANGES), None)
+    status = PlanStatus.PAUSED if latest is None else _HOLD_AS.get(latest.action, PlanStatus.PAUSED)
+    own = {name: ratios.get(name, 0.0) for name in plan.layer_names}
+    if status is PlanStatus.ROLLED_BACK:
+        own = dict.fromkeys(plan.layer_names, 0.0)
+    # Not marked restored: a replica that remembers the lost state finds this one older (another
+    # epoch, never restored) and writes back its own.
+    held = replace(PlanState.fresh(plan), status=status, started_at=now)
+    said = (
+        "no change of status" if latest is None else f"{latest.action.value} by {latest.operator}"
+    )
+    reason = (
+        f"the store holds this plan's audit log but not its state, and no replica remembers it; "
+        f"the log's latest change of status is {said}: holding {status.value}"
+        + (" until a human resumes or restarts it" if status is PlanStatus.PAUSED else "")
+    )
+    entry = _Now(plan, ratios, now).entry(
+        AuditAction.RESTORE, None, None, None, reason,
+        details={"found": None, "from_audit": True, "status": status.value, "ratios": own},
+    )  # fmt: skip
+    return Transition(_stamped(held, now), own, (entry,))

@@ -200,6 +200,32 @@ def test_a_plan_started_afresh_by_a_replica_that_saw_nothing_is_replaced(
     assert new.store.get_ratios(PLAN.id)["internal"] == 0.0
 
 
+def test_a_state_key_lost_alone_is_held_from_the_audit_log_until_a_memory_overrides_it(
+    make_redis_store: Callable[..., RedisStore], redis_url: str
+) -> None:
+    """Only the state key is gone (evicted, say): a replica that never saw the plan finds its
+    audit log and holds the rollback it records; the replica that saw the state writes its own."""
+    old = controller(make_redis_store(), "replica-a")
+    old.step()
+    old.rollback("wrong refund rule", operator="carol")
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.delete(f"graylayer:state:{PLAN.id}", f"graylayer:lease:controller:{PLAN.id}")
+    finally:
+        client.close()
+
+    new = controller(make_redis_store(), "replica-new")
+    recovered = new.step()
+    assert [e.action.value for e in recovered] == ["restore"]
+    assert "audit log but not its state" in recovered[0].reason
+    assert new.status()["status"] == PlanStatus.ROLLED_BACK.value
+    assert [e.action.value for e in old.step()] == ["restore"]  # it remembers the layers too
+    assert new.step() == []
+    assert old.step() == []
+    internal = new.status()["layers"][0]
+    assert (internal["phase"], internal["ratio"]) == ("rolled_back", 0.0)
+
+
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[Callable[[], ManagedProcess]]:
     """A ``redis-server`` of this test on a fixed port, without persistence; calling the

@@ -12,7 +12,13 @@ import pytest
 
 from langchain_graylayer import RolloutPlan
 from langchain_graylayer.rollout import transition as tx
-from langchain_graylayer.rollout.state import AuditAction, LayerPhase, PlanState, PlanStatus
+from langchain_graylayer.rollout.state import (
+    AuditAction,
+    AuditEntry,
+    LayerPhase,
+    PlanState,
+    PlanStatus,
+)
 
 PLAN = RolloutPlan.default("refund-v2")
 NOW = 1_000_000.0
@@ -134,3 +140,30 @@ def test_a_document_from_before_epochs_reads_and_gets_one_at_its_next_commit() -
     assert read.status is PlanStatus.ROLLED_BACK
     assert (bool(written.epoch), written.version) == (True, 1)
     assert PlanState.from_json(written.to_json(), PLAN) == written
+
+
+RECOVERIES = [
+    # (actions in the audit log, oldest first; status held; ratios held when served is 0.1)
+    (["start_layer", "rollback", "cleanup"], PlanStatus.ROLLED_BACK, 0.0),
+    (["start_layer", "rollback", "restart", "start_layer"], PlanStatus.PAUSED, 0.1),
+    (["start_layer", "pause"], PlanStatus.PAUSED, 0.1),
+    (["start_layer", "promote"], PlanStatus.PAUSED, 0.1),
+    (["start_layer", "complete_layer", "complete"], PlanStatus.COMPLETED, 0.1),
+]
+
+
+@pytest.mark.parametrize(("history", "status", "ratio"), RECOVERIES)
+def test_a_state_lost_with_its_audit_log_kept_holds_what_the_log_says(
+    history: list[str], status: PlanStatus, ratio: float
+) -> None:
+    entries = [
+        AuditEntry(NOW, "carol", PLAN.id, AuditAction(action), None, None, None, "r")
+        for action in history
+    ]
+
+    change = tx.recover(PLAN, entries, {"early_adopter": 0.1}, NOW)
+
+    assert change.state.status is status
+    assert change.ratios["early_adopter"] == ratio
+    assert change.state.restored_at is None  # a replica that remembers more overrides it
+    assert [e.action for e in change.entries] == [AuditAction.RESTORE]
