@@ -31,6 +31,7 @@ from langchain_graylayer.rollout.state import (
 )
 
 __all__ = [
+    "STATUS_CHANGES",
     "Cleanup",
     "Transition",
     "active_layer",
