@@ -149,10 +149,10 @@ class RolloutController(RunnableSerializable[Any, list[dict[str, Any]]]):
         """Judge the active layer once and act. Returns what was done (may be empty).
 
         A replica that is not the leader reads the plan's state, to remember it (and writes it
-        back if the store lost it). A tick
-        that finds the state lost writes back the state it saw and holds (``restore``); one that
-        finds a ratio moved outside the controller puts it back (``revert``); either is all the
-        tick does. Never raises for a store or metrics outage: the tick is skipped (logged).
+        back if the store lost it). A tick that finds the state lost writes back the state it
+        saw and holds (``restore``); one that finds a ratio moved outside the controller puts it
+        back (``revert``); either is all the tick does. Never raises for a store or metrics
+        outage: the tick is skipped (logged).
         """
         try:
             if not self.store.try_lease(self._lease_name, self.holder, self.lease_ttl):

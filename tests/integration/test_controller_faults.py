@@ -421,6 +421,18 @@ def test_nan_and_infinity_in_a_ratio_are_a_422(
     assert store.read_audit(PLAN.id) == []
 
 
+def test_nan_in_a_profile_is_a_422(make_redis_store: Callable[..., RedisStore]) -> None:
+    store = make_redis_store()
+    client = app_on(store)
+    headers = {**ADMIN, "Content-Type": "application/json"}
+
+    response = client.put(f"{API}/profiles/carol", content='{"accept_score": NaN}', headers=headers)
+
+    assert response.status_code == 422, response.text
+    assert "accept_score" in response.text
+    assert store.get_profile("carol") is None
+
+
 def test_with_the_redis_server_stopped_the_admin_api_answers_503(
     own_redis: Callable[[], ManagedProcess],
 ) -> None:
