@@ -11,10 +11,11 @@ Subcommands:
 * ``validate PLAN``: load a plan file and print its layers, or the error that makes it invalid;
 * ``route USER_ID``: which version a user gets and why (``--redis-url`` reads live state,
   ``--url`` asks a running server);
-* ``ratio LAYER [RATIO]``: read or set a layer's ratio in a Redis store;
+* ``ratio [LAYER] [--set R]``: a running server's served ratios, or move one through its
+  controller (audited; nothing writes ratios to the store behind the controller's back);
 * ``bucket SALT USER_ID``: the user's sticky bucket, for checking another implementation;
 * ``serve`` (:mod:`.serve`), and the clients of a running server's admin API ``status``,
-  ``audit``, ``pause``, ``resume``, ``rollback``, ``promote`` (:mod:`.remote`).
+  ``audit``, ``pause``, ``resume``, ``rollback``, ``promote``, ``restart`` (:mod:`.remote`).
 
 The commands that run here are in :mod:`.local`.
 """

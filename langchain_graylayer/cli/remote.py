@@ -1,12 +1,12 @@
 """The client commands of ``graylayer``, registered by :mod:`.main`.
 
-* ``status``, ``audit``, ``pause``, ``resume``, ``rollback``, ``promote`` (and ``route --url``):
-  talk to a running server's admin API. They use the standard library only (``urllib``), so the
-  client needs no extra.
+* ``status``, ``audit``, ``pause``, ``resume``, ``rollback``, ``promote``, ``restart``, ``ratio``
+  and ``route``: talk to a running server's admin API. They use the standard library only
+  (``urllib``), so the client needs no extra.
 
 Client errors are one line and exit code 2 (through :func:`.cli.main`): the server cannot be
 reached, the admin token is wrong or missing (401), or the server refused the action (its detail,
-for 409 and 422).
+for 409, 422 and 503).
 """
 
 from __future__ import annotations
@@ -169,6 +169,8 @@ def _status(args: argparse.Namespace) -> int:
         return 0
     leader = f" (controller leader: {data['leader']})" if data.get("leader") else ""
     print(f"plan {data.get('plan')}: {data.get('status')}{leader}")
+    if data.get("alert"):
+        print(f"  ALERT: {data['alert']}")
     for name, version in (data.get("versions") or {}).items():
         model = f" ({version['model_name']})" if version.get("model_name") else ""
         about = f": {version['changelog']}" if version.get("changelog") else ""
@@ -178,8 +180,11 @@ def _status(args: argparse.Namespace) -> int:
         steps = layer.get("steps")
         step = "-" if steps is None else f"{layer.get('step', -1) + 1}/{len(steps)}"
         manual = " (manual)" if layer.get("manual") else ""
+        served = _percent(layer.get("ratio"))
+        if layer.get("moved_outside"):  # served, not what the controller set (reverted soon)
+            served += f" (controller: {_percent(layer.get('controller_ratio'))})"
         rows.append((
-            layer["layer"], _percent(layer.get("ratio")), step, layer.get("phase", "-") + manual,
+            layer["layer"], served, step, layer.get("phase", "-") + manual,
             layer.get("last_action") or "-", _clip(layer.get("last_reason")),
         ))  # fmt: skip
     print(table(rows, ["layer", "ratio", "step", "phase", "decision", "reason"]))
@@ -251,7 +256,11 @@ def _print_entry(args: argparse.Namespace, entry: dict[str, Any]) -> None:
     where = f"layer {entry['layer']}" if entry.get("layer") else f"plan {entry.get('plan')}"
     ratios = _ratios(entry)
     change = "" if ratios == "-" else f" {ratios}"
-    print(f"{entry.get('action')}: {where}{change} by {entry.get('operator')}: {entry['reason']}")
+    done = f"{entry.get('action')}: {where}{change} by {entry.get('operator')}: {entry['reason']}"
+    if entry.get("changed") is False:  # pausing a paused plan, rolling a rolled-back one back
+        print(f"nothing to do: plan {entry.get('plan')} is {entry.get('status')} (since {done})")
+        return
+    print(done)
 
 
 def _route(args: argparse.Namespace) -> int:

@@ -12,6 +12,13 @@ A thin shell around pure parts. One tick (:meth:`RolloutController.step`):
 * after a rollback, moves the candidate's sessions back to stable, runs the cleanup hooks and
   audits what they did.
 
+Before judging, a tick checks the store: a plan state lost (none, another epoch, an older
+version than this replica last saw) is written back from this replica's memory and held
+(``restore``: a running plan is paused, a rolled-back one stays so — a plan is never started
+again on its own), or held as its audit log says when no replica remembers it; a ratio moved
+outside the controller is put back (``revert``). Replicas that are not the leader read the state
+each tick too, so the one that saw the latest state wins.
+
 Humans pause, resume, promote, roll back, set ratios and restart through the same shape; the
 automation never undoes a human decision.
 """
@@ -20,13 +27,15 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from types import MappingProxyType
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig, RunnableSerializable
@@ -54,11 +63,12 @@ from langchain_graylayer.rollout.state import (
     AuditEntry,
     LayerPhase,
     PlanState,
+    PlanStatus,
 )
 from langchain_graylayer.store.evidence import PRE_STEP
 from langchain_graylayer.store.protocols import Store
 
-__all__ = ["RolloutController", "replica_name"]
+__all__ = ["Outcome", "RolloutController", "replica_name"]
 
 logger = logging.getLogger(__name__)
 
@@ -122,6 +132,9 @@ class RolloutController(RunnableSerializable[Any, list[dict[str, Any]]]):
 
     _stop: threading.Event = PrivateAttr(default_factory=threading.Event)
     _last_report: RollbackReport | None = PrivateAttr(default=None)
+    _seen: PlanState | None = PrivateAttr(default=None)
+    """The last state this replica read or wrote in the store: if the store loses it (a Redis
+    restarted without persistence), this replica writes it back and holds."""
 
     # ------------------------------------------------------------------ Runnable
     @override
@@ -135,13 +148,19 @@ class RolloutController(RunnableSerializable[Any, list[dict[str, Any]]]):
     def step(self) -> list[AuditEntry]:
         """Judge the active layer once and act. Returns what was done (may be empty).
 
-        Never raises for a store or metrics outage: the tick is skipped (logged).
+        A replica that is not the leader reads the plan's state, to remember it (and writes it
+        back if the store lost it). A tick that finds the state lost writes back the state it
+        saw and holds (``restore``); one that finds a ratio moved outside the controller puts it
+        back (``revert``); either is all the tick does. Never raises for a store or metrics
+        outage: the tick is skipped (logged).
         """
         try:
             if not self.store.try_lease(self._lease_name, self.holder, self.lease_ttl):
-                return []
+                return self._watch()
             with self._write_lock():
-                state, ratios = self._load()
+                state, ratios, fix = self._load_and_check()
+                if fix is not None:
+                    return self._apply(fix)
                 verdict = self._judge_active(state, ratios)
                 opening = verdict is None or verdict.action is Action.PROMOTE
                 reach = self._reach(state) if opening else None
@@ -150,6 +169,15 @@ class RolloutController(RunnableSerializable[Any, list[dict[str, Any]]]):
         except (GraylayerError, OSError) as exc:
             logger.warning("controller tick skipped (%s); nothing was changed", exc)
             return []
+
+    def _watch(self) -> list[AuditEntry]:
+        """A follower's tick: read the plan's state so this replica remembers it, and write it
+        back if the store lost it (whichever replica saw the latest state wins)."""
+        if self._load()[2] is None:
+            return []
+        with self._write_lock():
+            lost = self._load()[2]
+            return [] if lost is None else self._apply(lost)
 
     def run(self, interval: float = 30.0, *, max_steps: int | None = None) -> None:
         """Step every ``interval`` seconds until :meth:`stop` (or ``max_steps``)."""
@@ -219,12 +247,12 @@ class RolloutController(RunnableSerializable[Any, list[dict[str, Any]]]):
         """Commit a transition in one write; then run the cleanup it asks for, and audit it."""
         entries = [replace(entry, replica=self.holder) for entry in change.entries]
         change = replace(change, entries=tuple(entries))
-        self._commit(change.state, change.ratios, change.entries)
+        state = self._commit(change.state, change.ratios, change.entries, count=change.counts)
         if change.cleanup is not None:
-            entries.append(self._clean_up(change))
+            entries.append(self._clean_up(change, state))
         return entries
 
-    def _clean_up(self, change: tx.Transition) -> AuditEntry:
+    def _clean_up(self, change: tx.Transition, state: PlanState) -> AuditEntry:
         rollback = change.entries[-1]
         cleanup = change.cleanup
         assert cleanup is not None
@@ -238,64 +266,101 @@ class RolloutController(RunnableSerializable[Any, list[dict[str, Any]]]):
             action=AuditAction.CLEANUP, layer=rollback.layer, old_ratio=None, new_ratio=None,
             reason=report.summary(), details=report.to_dict(), replica=self.holder,
         )  # fmt: skip
-        self._commit(change.state, {}, (entry,))
+        self._commit(state, {}, (entry,))
         return entry
 
     # ------------------------------------------------------------------ humans
     def pause(self, *, operator: str, reason: str = "paused by a human") -> AuditEntry:
         """Stop automatic actions (the ratios stay as they are) until :meth:`resume`."""
-        return self._manual(operator, tx.pause, reason=reason)
+        return self.act("pause", operator=operator, reason=reason).entry
 
     def resume(self, *, operator: str, reason: str = "resumed by a human") -> AuditEntry:
         """Resume a paused plan."""
-        return self._manual(operator, tx.resume, reason=reason)
+        return self.act("resume", operator=operator, reason=reason).entry
 
     def promote(
         self, layer: str, *, operator: str, reason: str = "promoted by a human"
     ) -> AuditEntry:
         """Move ``layer`` to its next step now (or open it when it is pending)."""
-        return self._manual(operator, tx.promote, layer=layer, reason=reason)
+        return self.act("promote", operator=operator, layer=layer, reason=reason).entry
 
     def rollback(self, reason: str, *, operator: str) -> AuditEntry:
         """Roll the whole plan back now: ratios to 0, candidate sessions moved and cleaned."""
-        return self._manual(operator, tx.rollback, reason=reason)
+        return self.act("rollback", operator=operator, reason=reason).entry
 
     def set_ratio(self, layer: str, ratio: float, *, operator: str, reason: str = "") -> AuditEntry:
         """Set a layer's ratio by hand; automation will not roll this layer back on its own."""
-        return self._manual(operator, tx.set_ratio, layer=layer, ratio=ratio, reason=reason)
+        args = {"layer": layer, "ratio": ratio, "reason": reason}
+        return self.act("set_ratio", operator=operator, **args).entry
 
     def restart(self, *, operator: str, reason: str = "restarted by a human") -> AuditEntry:
         """Start the plan again from its first layer (e.g. after a rollback and a fix)."""
-        return self._manual(operator, tx.restart, reason=reason)
+        return self.act("restart", operator=operator, reason=reason).entry
 
-    def _manual(
-        self, operator: str, command: Callable[..., tx.Transition], **args: Any
-    ) -> AuditEntry:
+    def act(self, command: str, *, operator: str, **args: Any) -> Outcome:
+        """Run a human command by name (``pause``, ``resume``, ``promote``, ``rollback``,
+        ``set_ratio``, ``restart``; ``args`` as the method of that name takes them) and say
+        whether it changed anything: pausing a plan that is not running and rolling back a
+        rolled-back one change nothing and write nothing; their outcome carries the entry
+        that put the plan where it is.
+
+        Raises:
+            ConfigurationError: an unknown command, no operator, or a bad argument.
+            PlanStateError: the command is not possible in the plan's state (409 in the API).
+            StoreError: the store is down (503 in the API); nothing was changed.
+        """
         if not operator:
             raise ConfigurationError("operator", operator, "the name of the person acting")
+        run = _COMMANDS.get(command)
+        if run is None:
+            raise ConfigurationError("command", command, f"one of {', '.join(_COMMANDS)}")
         with self._write_lock(wait=5.0):
-            state, ratios = self._load()
-            change = command(self.plan, state, ratios, self.clock(), operator=operator, **args)
-            if change.entries:
-                return self._apply(change)[0]
-        # Nothing to do (pausing a paused plan, rolling a rolled-back one back): nothing is
-        # written, and the answer is the entry that did it.
+            state, ratios, fix = self._load_and_check()
+            if fix is not None:
+                state, ratios = fix.state, {**ratios, **fix.ratios}
+            try:
+                change = run(self.plan, state, ratios, self.clock(), operator=operator, **args)
+            except GraylayerError:
+                if fix is not None:  # refused, but what the store lost is written back anyway
+                    self._apply(fix)
+                raise
+            own = bool(change.entries)
+            before = 0 if fix is None else len(fix.entries)
+            if fix is not None:
+                change = fix.then(change)
+            written = self._apply(change) if change.entries else []
+        if own:
+            return Outcome(written[before], True, change.state.status)
+        # Nothing to do (pausing a paused plan, rolling a rolled-back one back): nothing of
+        # the command's is written, and the answer is the entry that put the plan there.
+        return Outcome(self._why(change.state), False, change.state.status)
+
+    def _why(self, state: PlanState) -> AuditEntry:
+        for entry in reversed(self.audit(limit=200)):
+            if entry.action in tx.STATUS_CHANGES:
+                return entry
         latest = self.audit(limit=1)
-        if not latest:  # pragma: no cover - a plan that was never started has nothing to undo
-            raise PlanStateError(f"plan {self.plan.id} has not started")
+        if not latest:
+            raise PlanStateError(f"plan {self.plan.id} is {state.status.value} with no audit log")
         return latest[0]
 
     # ------------------------------------------------------------------ reading
     def status(self) -> dict[str, Any]:
-        """Per layer: ratio, step, phase, latest verdict and reason; and the plan's status."""
-        state, ratios = self._load()
+        """Per layer: the ratio served (the store's), the one the controller set, step, phase,
+        latest verdict and reason; the plan's status, and an ``alert`` when the store lost the
+        plan's state (the state shown is then the one this replica remembers, held)."""
+        state, ratios, lost = self._load()
+        own = state.ratios or {}
         layers = []
         for spec in self.plan.layers:
             layer = state.layer(spec.name)
+            served = ratios.get(spec.name, 0.0)
             layers.append({
                 "layer": spec.name,
                 "phase": layer.phase.value,
-                "ratio": ratios.get(spec.name, 0.0),
+                "ratio": served,
+                "controller_ratio": own.get(spec.name, 0.0),
+                "moved_outside": not math.isclose(served, own.get(spec.name, 0.0), abs_tol=1e-9),
                 "step": layer.step,
                 "steps": list(spec.steps),
                 "manual": layer.manual,
@@ -307,7 +372,9 @@ class RolloutController(RunnableSerializable[Any, list[dict[str, Any]]]):
         versions = {"stable": self.plan.stable.model_dump(),
                     "candidate": self.plan.candidate.model_dump()}  # fmt: skip
         return {"plan": self.plan.id, "status": state.status.value, "versions": versions,
-                "layers": layers, "leader": self.store.lease_holder(self._lease_name)}  # fmt: skip
+                "layers": layers, "leader": self.store.lease_holder(self._lease_name),
+                "epoch": state.epoch, "version": state.version,
+                "alert": None if lost is None else lost.entries[0].reason}  # fmt: skip
 
     def audit(self, limit: int | None = None) -> list[AuditEntry]:
         """The plan's audit log, oldest first (the newest ``limit`` entries when given)."""
@@ -337,12 +404,48 @@ class RolloutController(RunnableSerializable[Any, list[dict[str, Any]]]):
         finally:
             self.store.release_lease(name, holder)
 
-    def _load(self) -> tuple[PlanState, dict[str, float]]:
+    def _load(self) -> tuple[PlanState, dict[str, float], tx.Transition | None]:
+        """The plan's state and the ratios served; and, when the store lost the state this
+        replica saw there, the restore to write (its state is the one returned)."""
         text = self.store.get_plan_state(self.plan.id)
-        state = PlanState.fresh(self.plan) if text is None else PlanState.from_json(text, self.plan)
-        return state, self.store.get_ratios(self.plan.id)
+        ratios = self.store.get_ratios(self.plan.id)
+        found = None if text is None else PlanState.from_json(text, self.plan)
+        seen = self._seen
+        if seen is not None and (found is None or found.regressed_from(seen)):
+            lost = tx.restore(self.plan, seen, found, ratios, self.clock())
+            logger.error("plan %s: %s", self.plan.id, lost.entries[0].reason)
+            return lost.state, ratios, lost
+        if found is None:
+            history = self.audit(limit=50)  # a plan that never started has none
+            if not history:
+                return PlanState.fresh(self.plan), ratios, None
+            lost = tx.recover(self.plan, history, ratios, self.clock())
+            logger.error("plan %s: %s", self.plan.id, lost.entries[0].reason)
+            return lost.state, ratios, lost
+        if found.ratios is None:  # a document from before the controller kept its ratios
+            served = {name: ratios.get(name, 0.0) for name in self.plan.layer_names}
+            found = replace(found, ratios=MappingProxyType(served))
+        self._seen = found
+        return found, ratios, None
 
-    def _commit(self, state: PlanState, ratios: Any, entries: Sequence[AuditEntry]) -> None:
+    def _load_and_check(self) -> tuple[PlanState, dict[str, float], tx.Transition | None]:
+        """:meth:`_load`, and what must be written before anything else: the restore of a
+        lost state, or the revert of ratios moved outside the controller."""
+        state, ratios, lost = self._load()
+        fix = lost or tx.revert_stray_ratios(self.plan, state, ratios, self.clock())
+        return state, ratios, fix
+
+    def _commit(
+        self,
+        state: PlanState,
+        ratios: Mapping[str, float],
+        entries: Sequence[AuditEntry],
+        *,
+        count: bool = True,
+    ) -> PlanState:
+        """Write ``state`` (one version more unless ``count`` is false) with ``ratios`` and
+        ``entries``; return it as written, and remember it."""
+        state = state.committed(ratios, count=count)
         # A ratio that moves starts a step: routers attribute runs to its key from now on. A
         # layer not open yet collects its stable traffic under a "pre" step, which sizes its
         # first step when it opens.
@@ -356,3 +459,28 @@ class RolloutController(RunnableSerializable[Any, list[dict[str, Any]]]):
             audit=[entry.to_json() for entry in entries],
             steps=steps,
         )
+        self._seen = state
+        return state
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a human command did (:meth:`RolloutController.act`)."""
+
+    entry: AuditEntry
+    """The command's audit entry; when nothing changed, the entry that put the plan where
+    it is (a rollback's, a pause's)."""
+    changed: bool
+    """False when the command had nothing to do and wrote nothing."""
+    status: PlanStatus
+    """The plan's status after the command."""
+
+
+_COMMANDS: dict[str, Callable[..., tx.Transition]] = {
+    "pause": tx.pause,
+    "resume": tx.resume,
+    "promote": tx.promote,
+    "rollback": tx.rollback,
+    "set_ratio": tx.set_ratio,
+    "restart": tx.restart,
+}

@@ -8,6 +8,7 @@ Documents written before ``last_action``/``last_rule`` existed are read as they 
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from types import MappingProxyType
@@ -64,6 +65,10 @@ class AuditAction(StrEnum):
     RESUME = "resume"
     SET_RATIO = "set_ratio"
     RESTART = "restart"
+    REVERT = "revert"
+    """A ratio moved outside the controller, put back to the one the controller set."""
+    RESTORE = "restore"
+    """The store lost the plan's state; a replica wrote back the state it had seen, held."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,13 +147,54 @@ class PlanState:
     layers: Mapping[str, LayerState]
     started_at: float | None = None
     updated_at: float | None = None
+    epoch: str = ""
+    """Who this state is: drawn once when the plan's state is first created, kept by every
+    commit (a restart included). A replica that finds another epoch, or none, in the store knows
+    that the state it saw was lost (``""`` in documents from before epochs)."""
+    version: int = 0
+    """How many commits made this state: a replica that finds a lower version than the one it
+    saw knows that the store lost writes."""
+    restored_at: float | None = None
+    """When a replica last wrote this state back after the store lost it (``None``: never)."""
+    ratios: Mapping[str, float] | None = None
+    """The ratio of every layer as the controller last set it (``None`` in documents from before
+    this was kept): a ratio in the store that differs was moved outside the controller."""
     extra: Mapping[str, Any] = field(default_factory=dict)
     """Keys of the stored document this version does not know, kept as they were."""
 
     @classmethod
     def fresh(cls, plan: RolloutPlan) -> PlanState:
-        """A plan that has not started: running, every layer pending."""
-        return cls(PlanStatus.RUNNING, MappingProxyType(dict.fromkeys(plan.layer_names, _PENDING)))
+        """A plan that has not started: running, every layer pending, every ratio 0."""
+        return cls(
+            PlanStatus.RUNNING,
+            MappingProxyType(dict.fromkeys(plan.layer_names, _PENDING)),
+            epoch=uuid.uuid4().hex[:16],
+            ratios=MappingProxyType(dict.fromkeys(plan.layer_names, 0.0)),
+        )
+
+    def committed(self, ratios: Mapping[str, float], *, count: bool = True) -> PlanState:
+        """The state as a commit writes it: with ``ratios`` applied, one version more (unless
+        ``count`` is false: a restored state keeps the version it was seen at)."""
+        known = dict(self.ratios or {})
+        known.update(ratios)
+        return replace(
+            self,
+            epoch=self.epoch or uuid.uuid4().hex[:16],
+            version=self.version + count,
+            ratios=MappingProxyType(known),
+        )
+
+    def regressed_from(self, seen: PlanState) -> bool:
+        """True when this state, found in the store, is older than ``seen``, a state this
+        replica saw there before: fewer commits, or another epoch — unless that other epoch's
+        state was restored after ``seen`` was (a replica that remembered more wrote it back over
+        a plan started afresh; every replica then follows it)."""
+        if seen.epoch and self.epoch != seen.epoch:
+            later = self.restored_at is not None and (
+                seen.restored_at is None or self.restored_at > seen.restored_at
+            )
+            return not later
+        return self.version < seen.version
 
     def layer(self, name: str) -> LayerState:
         return self.layers[name]
@@ -170,6 +216,10 @@ class PlanState:
             "status": self.status.value,
             "started_at": self.started_at,
             "updated_at": self.updated_at,
+            "epoch": self.epoch,
+            "version": self.version,
+            "restored_at": self.restored_at,
+            "ratios": None if self.ratios is None else dict(self.ratios),
             "layers": {name: layer.to_dict() for name, layer in self.layers.items()},
         }
         return json.dumps(document)
@@ -183,11 +233,18 @@ class PlanState:
             name: LayerState.from_dict(stored[name]) if name in stored else _PENDING
             for name in plan.layer_names
         }
+        ratios = document.pop("ratios", None)
         return cls(
             status=PlanStatus(document.pop("status", PlanStatus.RUNNING.value)),
             layers=MappingProxyType(layers),
             started_at=document.pop("started_at", None),
             updated_at=document.pop("updated_at", None),
+            epoch=str(document.pop("epoch", "") or ""),
+            version=int(document.pop("version", 0) or 0),
+            restored_at=document.pop("restored_at", None),
+            ratios=None
+            if ratios is None
+            else MappingProxyType({str(k): float(v) for k, v in ratios.items()}),
             extra=MappingProxyType(document),
         )
 

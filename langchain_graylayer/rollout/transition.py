@@ -13,6 +13,7 @@ human set is not rolled back automatically (the harm is alerted instead).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -30,13 +31,17 @@ from langchain_graylayer.rollout.state import (
 )
 
 __all__ = [
+    "STATUS_CHANGES",
     "Cleanup",
     "Transition",
     "active_layer",
     "pause",
     "promote",
+    "recover",
     "restart",
+    "restore",
     "resume",
+    "revert_stray_ratios",
     "rollback",
     "set_ratio",
     "transition",
@@ -60,6 +65,9 @@ class Transition:
     ratios: Mapping[str, float] = field(default_factory=dict)
     entries: tuple[AuditEntry, ...] = ()
     cleanup: Cleanup | None = None
+    counts: bool = True
+    """False for a restore: the state is written at the version it was seen at, so a replica
+    that saw a later version still finds it older and restores its own."""
 
     def then(self, other: Transition) -> Transition:
         """This transition followed by ``other`` (computed from this one's state)."""
@@ -68,6 +76,7 @@ class Transition:
             {**self.ratios, **other.ratios},
             (*self.entries, *other.entries),
             other.cleanup or self.cleanup,
+            self.counts or other.counts,
         )
 
 
@@ -221,8 +230,9 @@ def _open(at: _Now, state: PlanState, layer: str, operator: str) -> Transition:
                 f"{gates.min_users_at_timeout} needed; starting at {ratio:.0%}"
             )
     entry = at.entry(
-        AuditAction.START_LAYER, layer, 0.0, ratio, reason, operator=operator, details=details
-    )
+        AuditAction.START_LAYER, layer, at.ratio(layer), ratio, reason, operator=operator,
+        details=details,
+    )  # fmt: skip
     return Transition(_stamped(state, at.now), {layer: ratio}, (entry,))
 
 
@@ -415,5 +425,117 @@ def restart(
     entry = _Now(plan, ratios, now).entry(
         AuditAction.RESTART, None, None, None, reason, operator=operator
     )
-    fresh = PlanState.fresh(plan)
+    # The same epoch and the next version: replicas that saw the old state see a newer one,
+    # not a lost one.
+    fresh = replace(PlanState.fresh(plan), epoch=state.epoch, version=state.version)
     return Transition(_stamped(fresh, now), dict.fromkeys(plan.layer_names, 0.0), (entry,))
+
+
+# ----------------------------------------------------------------------------- the store's faults
+def revert_stray_ratios(
+    plan: RolloutPlan, state: PlanState, ratios: Mapping[str, float], now: float
+) -> Transition | None:
+    """Put back every ratio that differs from the one the controller set (someone wrote the
+    store directly: no operator, no audit entry), one ``revert`` entry each, old and new ratio
+    as served and as restored. ``None`` when every ratio is the controller's."""
+    if state.ratios is None:  # a document from before the controller kept its ratios
+        return None
+    at = _Now(plan, ratios, now)
+    own = {name: state.ratios.get(name, 0.0) for name in plan.layer_names}
+    moved = {n: r for n, r in own.items() if not math.isclose(at.ratio(n), r, abs_tol=1e-9)}
+    if not moved:
+        return None
+    how = "Move ratios through the controller: `graylayer ratio LAYER --set R` or POST /api/ratio"
+    entries = tuple(
+        at.entry(
+            AuditAction.REVERT,
+            name,
+            at.ratio(name),
+            ratio,
+            f"{name}'s ratio was moved to {at.ratio(name):.2%} outside the controller (no "
+            f"operator, no audit entry); put back to {ratio:.2%}. {how}",
+            details={"moved_outside_controller": True},
+        )
+        for name, ratio in moved.items()
+    )
+    return Transition(_stamped(state, now), moved, entries)
+
+
+def restore(
+    plan: RolloutPlan,
+    seen: PlanState,
+    found: PlanState | None,
+    ratios: Mapping[str, float],
+    now: float,
+) -> Transition:
+    """The store lost the plan's state: it holds none (``found`` is ``None``), another epoch's,
+    or an older version than ``seen``, the last state this replica saw there. Write ``seen``
+    back, at its version, with its ratios, and hold: a running plan is paused (its evidence is
+    gone too), a paused, rolled-back or completed one stays so — automation never starts a plan
+    again on its own, and a human's rollback survives as long as one replica remembers it."""
+    running = seen.status is PlanStatus.RUNNING
+    held = replace(seen, status=PlanStatus.PAUSED if running else seen.status, restored_at=now)
+    own = {name: (seen.ratios or {}).get(name, 0.0) for name in plan.layer_names}
+    if found is None:
+        what = "no state at all"
+    else:
+        what = f"epoch {found.epoch or '-'} version {found.version} ({found.status.value})"
+    reason = (
+        f"the store lost this plan's state: expected epoch {seen.epoch} at version "
+        f"{seen.version} or later, found {what}; restored the state this replica last saw "
+        f"({seen.status.value})" + ("; paused until a human resumes" if running else "; holding")
+    )
+    entry = _Now(plan, ratios, now).entry(
+        AuditAction.RESTORE, None, None, None, reason, details={
+            "expected": {"epoch": seen.epoch, "version": seen.version},
+            "found": None if found is None else {"epoch": found.epoch, "version": found.version},
+            "status_before": seen.status.value, "ratios": own,
+            "served_when_found": {name: ratios.get(name, 0.0) for name in plan.layer_names},
+        },
+    )  # fmt: skip
+    return Transition(_stamped(held, now), own, (entry,), counts=False)
+
+
+_HOLD_AS = {
+    AuditAction.ROLLBACK: PlanStatus.ROLLED_BACK,
+    AuditAction.COMPLETE: PlanStatus.COMPLETED,
+}
+STATUS_CHANGES: frozenset[AuditAction] = frozenset({
+    AuditAction.PAUSE, AuditAction.RESUME, AuditAction.ROLLBACK, AuditAction.RESTART,
+    AuditAction.COMPLETE, AuditAction.RESTORE,
+})  # fmt: skip
+"""The audit actions that change a plan's status."""
+
+
+def recover(
+    plan: RolloutPlan,
+    history: Sequence[AuditEntry],
+    ratios: Mapping[str, float],
+    now: float,
+) -> Transition:
+    """The store holds the plan's audit log (``history``, oldest first) but no state, and no
+    replica remembers one: part of the store was lost (an evicted key, a partial restore). Hold
+    what the log says: rolled back (every ratio 0) when its latest change of status is a
+    rollback, completed when it is the end, else paused at the ratios served — never a plan
+    started again on its own. Layers are shown pending: their steps are not known."""
+    latest = next((e for e in reversed(history) if e.action in STATUS_CHANGES), None)
+    status = PlanStatus.PAUSED if latest is None else _HOLD_AS.get(latest.action, PlanStatus.PAUSED)
+    own = {name: ratios.get(name, 0.0) for name in plan.layer_names}
+    if status is PlanStatus.ROLLED_BACK:
+        own = dict.fromkeys(plan.layer_names, 0.0)
+    # Not marked restored: a replica that remembers the lost state finds this one older (another
+    # epoch, never restored) and writes back its own.
+    held = replace(PlanState.fresh(plan), status=status, started_at=now)
+    said = (
+        "no change of status" if latest is None else f"{latest.action.value} by {latest.operator}"
+    )
+    reason = (
+        f"the store holds this plan's audit log but not its state, and no replica remembers it; "
+        f"the log's latest change of status is {said}: holding {status.value}"
+        + (" until a human resumes or restarts it" if status is PlanStatus.PAUSED else "")
+    )
+    entry = _Now(plan, ratios, now).entry(
+        AuditAction.RESTORE, None, None, None, reason,
+        details={"found": None, "from_audit": True, "status": status.value, "ratios": own},
+    )  # fmt: skip
+    return Transition(_stamped(held, now), own, (entry,))

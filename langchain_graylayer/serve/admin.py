@@ -20,6 +20,12 @@ PUT      ``/api/profiles/{user_id}``         a ``UserProfile``
 POST     ``/api/consent/{user_id}``          ``{"allow_gray": bool}``
 GET      ``/api/route/{user_id}``            which version and why (``?session_id=``)
 =======  ==================================  =============================================
+
+An action answers its audit entry with ``changed`` (false when there was nothing to do, e.g. a
+second rollback: nothing is written and the entry is the one that rolled the plan back) and the
+plan's ``status``. Bad bodies are 422 (NaN and Infinity included), what the plan's state forbids
+is 409 (a ratio after a rollback, before a restart), and a store that is down is 503 with
+``{"detail": ..., "store": "unavailable"}``.
 """
 
 # No "from __future__ import annotations": FastAPI must resolve the route signatures,
@@ -27,6 +33,8 @@ GET      ``/api/route/{user_id}``            which version and why (``?session_i
 
 import asyncio
 import hmac
+import math
+import time
 from dataclasses import asdict
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -38,7 +46,6 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from langchain_graylayer.rollout.controller import RolloutController
-    from langchain_graylayer.rollout.state import AuditEntry
     from langchain_graylayer.routing.router import GrayRouter
 
 __all__ = ["mount_admin"]
@@ -52,11 +59,31 @@ def mount_admin(
     token: str | None,
 ) -> None:
     """Mount the admin API and the dashboard under ``prefix``."""
-    from fastapi import APIRouter, Depends, Header, HTTPException
+    from fastapi import APIRouter, Depends, Header, HTTPException, Request, Response
+    from fastapi.encoders import jsonable_encoder
+    from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, JSONResponse
+    from fastapi.routing import APIRoute
     from pydantic import BaseModel, Field
 
     prefix = "/" + prefix.strip("/")
+    mounted_at = time.time()
+
+    class FiniteErrors(APIRoute):
+        """Answers a body that fails validation with 422 even when it holds NaN or Infinity:
+        FastAPI's own handler echoes the input, which JSON cannot carry, and fails with 500."""
+
+        def get_route_handler(self) -> Any:
+            handler = super().get_route_handler()
+
+            async def route(request: Request) -> Response:
+                try:
+                    return await handler(request)
+                except RequestValidationError as exc:
+                    errors = _finite(jsonable_encoder(exc.errors()))
+                    return JSONResponse({"detail": errors}, status_code=422)
+
+            return route
 
     def authorised(authorization: str | None = Header(default=None)) -> None:
         if not token:
@@ -70,7 +97,9 @@ def mount_admin(
             raise HTTPException(409, "no controller is configured for this app")
         return controller
 
-    api = APIRouter(prefix=f"{prefix}/api", dependencies=[Depends(authorised)])
+    api = APIRouter(
+        prefix=f"{prefix}/api", dependencies=[Depends(authorised)], route_class=FiniteErrors
+    )
 
     class Action(BaseModel):
         operator: str = Field(min_length=1, max_length=100)
@@ -80,26 +109,32 @@ def mount_admin(
         layer: str = Field(min_length=1, max_length=63)
 
     class RatioAction(LayerAction):
-        ratio: float = Field(ge=0, le=1)
+        ratio: float = Field(ge=0, le=1, allow_inf_nan=False)
 
     class Consent(BaseModel):
         allow_gray: bool
 
-    async def act(call: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    async def act(command: str, **args: Any) -> dict[str, Any]:
+        """Run a controller command; its audit entry, ``changed`` (false when there was
+        nothing to do: the entry is then the one that put the plan where it is) and the plan's
+        ``status`` after it."""
         try:
-            entry: AuditEntry = await asyncio.to_thread(call, *args, **kwargs)
+            outcome = await asyncio.to_thread(need_controller().act, command, **args)
         except ConfigurationError as exc:
             raise HTTPException(422, str(exc)) from None
         except StoreError:
             raise  # 503, by the handler below
         except GraylayerError as exc:
             raise HTTPException(409, str(exc)) from None
-        return entry.to_dict()
+        return {**outcome.entry.to_dict(), "changed": outcome.changed,
+                "status": outcome.status.value}  # fmt: skip
 
     def health() -> dict[str, Any]:
-        """This replica's router: counts over the last five minutes, and since start."""
+        """This replica's router: counts over the last five minutes, and since the app was
+        built (``started_at``, ``uptime_seconds``)."""
         return {"window_seconds": 300, "recent": router.recent_counts(300),
-                "since_start": router.counts()}  # fmt: skip
+                "since_start": router.counts(), "started_at": mounted_at,
+                "uptime_seconds": round(time.time() - mounted_at, 1)}  # fmt: skip
 
     # a plan that rehearses faults says so in every status (the key is absent otherwise)
     rehearsal = router.plan.chaos
@@ -123,34 +158,30 @@ def mount_admin(
 
     @api.post("/pause")
     async def pause(body: Action) -> dict[str, Any]:
-        return await act(
-            need_controller().pause, operator=body.operator, reason=body.reason or "paused"
-        )
+        return await act("pause", operator=body.operator, reason=body.reason or "paused")
 
     @api.post("/resume")
     async def resume(body: Action) -> dict[str, Any]:
-        return await act(
-            need_controller().resume, operator=body.operator, reason=body.reason or "resumed"
-        )
+        return await act("resume", operator=body.operator, reason=body.reason or "resumed")
 
     @api.post("/promote")
     async def promote(body: LayerAction) -> dict[str, Any]:
-        return await act(need_controller().promote, body.layer, operator=body.operator,
+        return await act("promote", layer=body.layer, operator=body.operator,
                          reason=body.reason or "promoted by a human")  # fmt: skip
 
     @api.post("/rollback")
     async def rollback(body: Action) -> dict[str, Any]:
-        return await act(need_controller().rollback, body.reason or "rolled back by a human",
-                         operator=body.operator)  # fmt: skip
+        return await act("rollback", operator=body.operator,
+                         reason=body.reason or "rolled back by a human")  # fmt: skip
 
     @api.post("/restart")
     async def restart(body: Action) -> dict[str, Any]:
-        return await act(need_controller().restart, operator=body.operator,
+        return await act("restart", operator=body.operator,
                          reason=body.reason or "restarted by a human")  # fmt: skip
 
     @api.post("/ratio")
     async def ratio(body: RatioAction) -> dict[str, Any]:
-        return await act(need_controller().set_ratio, body.layer, body.ratio,
+        return await act("set_ratio", layer=body.layer, ratio=body.ratio,
                          operator=body.operator, reason=body.reason)  # fmt: skip
 
     @api.put("/profiles/{user_id}")
@@ -191,3 +222,15 @@ def mount_admin(
     async def store_down(_: Any, exc: StoreError) -> JSONResponse:
         detail = f"the store is unavailable, nothing was read or changed: {exc}"
         return JSONResponse({"detail": detail, "store": "unavailable"}, status_code=503)
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN or infinite float spelled as a string (JSON has no such
+    numbers)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value

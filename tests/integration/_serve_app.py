@@ -2,9 +2,10 @@
 
 It is the customer-service example (``examples/customer_service/app.py``: LangServe routes, the
 controller thread in the lifespan) with two changes a test needs: the ``vip`` layer starts at
-``GRAYLAYER_TEST_VIP_RATIO`` (so the test can predict each user's version), and ``lookup_order``
-takes ``GRAYLAYER_TEST_TOOL_DELAY`` seconds (so a stream that is really incremental shows a gap
-between its first chunk and its end). Run it from the repository root::
+``GRAYLAYER_TEST_VIP_RATIO``, set through a controller (so the test can predict each user's
+version), and ``lookup_order`` takes ``GRAYLAYER_TEST_TOOL_DELAY`` seconds (so a stream that
+is really incremental shows a gap between its first chunk and its end). Run it from the
+repository root::
 
     python -m uvicorn _serve_app:app --app-dir tests/integration --port 8000
 """
@@ -21,7 +22,7 @@ from prometheus_client import CollectorRegistry
 
 from examples.customer_service import agents
 from examples.customer_service.app import PLAN, create_app
-from langchain_graylayer import GraylayerMetrics, MemoryStore
+from langchain_graylayer import GraylayerMetrics, MemoryStore, RolloutController
 
 VIP_RATIO = float(os.environ.get("GRAYLAYER_TEST_VIP_RATIO", "0.5"))
 TOOL_DELAY = float(os.environ.get("GRAYLAYER_TEST_TOOL_DELAY", "0"))
@@ -44,7 +45,10 @@ def _agent(prompt: str, *extra: Any, name: str) -> Any:
 
 
 store = MemoryStore()
-store.set_ratio(PLAN.id, "vip", VIP_RATIO)
+# Through a controller, as a person would (the app's controller puts back any ratio it did not set)
+RolloutController(plan=PLAN, store=store, holder="test-setup").set_ratio(
+    "vip", VIP_RATIO, operator="test", reason="the test predicts each user's version"
+)
 app = create_app(
     store=store,
     metrics=GraylayerMetrics(registry=CollectorRegistry()),

@@ -297,6 +297,14 @@ def test_ratio_and_restart_go_through_the_controller(
     code, out, err = in_process(capsys, "ratio", *client(server))
     assert code == 0, err
     assert {line.split()[1] for line in out.splitlines()[2:]} == {"0%"}
+    refused = in_process(capsys, "ratio", "vip", "--set", "0.25", *client(server))
+    assert refused[0] == 2
+    assert "rolled back" in refused[2]
+    assert "restart" in refused[2]
+    for again in (["rollback", "--reason", "again"], ["pause"]):  # idempotent: nothing written
+        code, out, err = in_process(capsys, *again, *client(server))
+        assert (code, err) == (0, "")
+        assert out.startswith("nothing to do: plan refund-agent-v2 is rolled_back (since rollback:")
 
     assert ok(run("restart", *client(server), "--reason", "v2.1 fixes the refunds")).startswith(
         f"restart: plan refund-agent-v2 by {OPERATOR}: v2.1 fixes the refunds"

@@ -401,3 +401,28 @@ def test_a_store_outage_shows_degraded_and_when_the_data_was_fresh(
     expect(tab.page.locator("#message")).to_contain_text("the store is unavailable")
     expect(tab.page.locator("#btn-rollback")).to_be_disabled()
     expect(tab.page.get_by_test_id("ratio-early_adopter")).to_have_text("1%")  # still shown
+
+
+def test_shows_what_is_served_a_ratio_moved_outside_and_a_lost_state(
+    served: Served, tab: Tab
+) -> None:
+    tab.page.clock.install()
+    tab.sign_in(served)
+    expect(tab.page.get_by_test_id("ratio-vip")).to_have_text("0%")
+    expect(tab.page.get_by_test_id("alert")).to_be_hidden()
+
+    served.store.set_ratio(PLAN_ID, "vip", 0.25)  # behind the controller's back
+    tab.page.clock.run_for(5_100)
+    expect(tab.page.get_by_test_id("ratio-vip")).to_have_text("25%")  # what routers serve
+    expect(tab.page.get_by_test_id("moved-vip")).to_contain_text("controller: 0%")
+    assert [e.action.value for e in served.controller.step()] == ["revert"]
+    tab.page.clock.run_for(5_100)
+    expect(tab.page.get_by_test_id("ratio-vip")).to_have_text("0%")
+    expect(tab.page.get_by_test_id("moved-vip")).to_have_count(0)
+    expect(tab.page.locator("#audit tbody tr").first).to_contain_text("revert")
+
+    served.store.get_plan_state = lambda plan_id: None  # type: ignore[method-assign]
+    tab.page.clock.run_for(5_100)
+    expect(tab.page.get_by_test_id("alert")).to_contain_text("lost this plan's state")
+    expect(tab.page.locator("#status")).to_have_text("paused")  # held, as it will be written
+    assert tab.errors == []
