@@ -16,8 +16,10 @@ from langchain_graylayer.errors import (
     FeedbackTokenReusedError,
     InvalidFeedbackTokenError,
     StoreError,
+    UnknownRunError,
 )
 from langchain_graylayer.measuring.feedback import FeedbackKind
+from langchain_graylayer.serve.inputs import FiniteFloat, InputModel
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -87,14 +89,23 @@ def _mount_plain(
     modifier: Callable[[dict[str, Any], Any], Awaitable[dict[str, Any]]],
 ) -> None:
     from fastapi import Request
+    from fastapi.exceptions import RequestValidationError
     from fastapi.responses import StreamingResponse
-    from pydantic import BaseModel
+    from pydantic import Field, ValidationError
 
-    class Call(BaseModel):
+    class Call(InputModel):
         input: Any
-        config: dict[str, Any] = {}
+        config: dict[str, Any] = Field(default_factory=dict)
+
+    schema: Any = router.get_input_schema()
 
     async def config_of(call: Call, request: Request) -> dict[str, Any]:
+        try:  # as LangServe does: an input the agent cannot take is a 422, and nothing runs
+            schema.model_validate(call.input)
+        except ValidationError as exc:
+            raise RequestValidationError(
+                [{**e, "loc": ("body", "input", *e["loc"])} for e in exc.errors()]
+            ) from None
         config = {"configurable": dict(call.config.get("configurable") or {})}
         return await modifier(config, request)
 
@@ -107,18 +118,25 @@ def _mount_plain(
     @app.post(f"{path}/stream")
     async def stream(call: Call, request: Request) -> StreamingResponse:
         config = await config_of(call, request)
+        metadata = f"event: metadata\ndata: {json.dumps({'run_id': str(config.get('run_id'))})}\n\n"
 
         async def events() -> AsyncIterator[str]:
-            yield f"event: metadata\ndata: {json.dumps({'run_id': str(config.get('run_id'))})}\n\n"
+            # Metadata after the first chunk, as LangServe does: the headers go out with the
+            # first bytes, and by then the router has recorded the run (its feedback token).
+            sent = False
             try:
                 async for chunk in router.astream(call.input, config):  # type: ignore[arg-type]
+                    if not sent:
+                        sent = True
+                        yield metadata
                     yield f"event: data\ndata: {json.dumps(jsonable(chunk))}\n\n"
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the agent failed: tell the client, in-band
                 error = {"status_code": 500, "message": f"{type(exc).__name__}: {exc}"}
-                yield f"event: error\ndata: {json.dumps(error)}\n\n"
-            yield "event: end\n\n"
+                yield f"{'' if sent else metadata}event: error\ndata: {json.dumps(error)}\n\n"
+                sent = True
+            yield f"{'' if sent else metadata}event: end\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
@@ -127,12 +145,12 @@ def _mount_feedback(
     app: "FastAPI", router: "GrayRouter[Any, Any]", path: str, signer: "FeedbackSigner"
 ) -> None:
     from fastapi import Header, HTTPException
-    from pydantic import BaseModel, Field
+    from pydantic import Field
 
-    class Feedback(BaseModel):
+    class Feedback(InputModel):
         run_id: str = Field(min_length=1, max_length=100)
         kind: FeedbackKind | None = None
-        score: float | None = Field(default=None, ge=0, le=10)
+        score: FiniteFloat | None = Field(default=None, ge=0, le=10)
         token: str | None = Field(default=None, max_length=2000)
 
     @app.post(f"{path}/feedback", status_code=202)
@@ -154,6 +172,8 @@ def _mount_feedback(
             raise HTTPException(409, f"feedback refused: {exc}") from None
         except InvalidFeedbackTokenError as exc:
             raise HTTPException(401, f"feedback refused: {exc}") from None
+        except UnknownRunError as exc:
+            raise HTTPException(404, f"feedback refused: {exc}") from None
         except ConfigurationError as exc:
             raise HTTPException(422, str(exc)) from None
         except StoreError as exc:
