@@ -19,7 +19,7 @@ from langchain_graylayer.errors import (
     UnknownRunError,
 )
 from langchain_graylayer.measuring.feedback import FeedbackKind
-from langchain_graylayer.serve.inputs import FiniteFloat, InputModel
+from langchain_graylayer.serve.inputs import FiniteFloat, InputModel, oversized_int
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from langchain_graylayer.measuring.feedback import FeedbackSigner
     from langchain_graylayer.routing.router import GrayRouter
 
-__all__ = ["jsonable", "mount_agent"]
+__all__ = ["check_input", "jsonable", "mount_agent"]
 
 
 def jsonable(value: Any) -> Any:
@@ -65,12 +65,14 @@ def mount_agent(
         else:
             use_langserve = True
     if use_langserve:
+        from fastapi import Depends
         from langserve import add_routes
 
         add_routes(
             app,
             router,
             path=path,
+            dependencies=[Depends(_input_check(router))],
             per_req_config_modifier=modifier,
             enabled_endpoints=[
                 "invoke", "batch", "stream", "stream_events", "playground",
@@ -82,6 +84,75 @@ def mount_agent(
     _mount_feedback(app, router, path, signer)
 
 
+def check_input(schema: Any, value: Any, loc: tuple[str | int, ...]) -> None:
+    """Validate an agent input as LangServe does, but as a 422 whatever fails.
+
+    Raises:
+        RequestValidationError: the input does not fit the agent's input schema; a validator
+            that raised something else than a ``ValidationError`` (e.g. LangChain's message
+            coercion, a ``TypeError``) is also the client's input, never a 500.
+    """
+    from fastapi.exceptions import RequestValidationError
+    from pydantic import ValidationError
+
+    try:
+        schema.model_validate(value)
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**e, "loc": (*loc, *e["loc"])} for e in exc.errors(include_url=False)]
+        ) from None
+    except (TypeError, ValueError, LookupError, AttributeError) as exc:
+        error = {"type": "value_error", "loc": loc, "msg": f"{type(exc).__name__}: {exc}"}
+        raise RequestValidationError([error]) from None
+
+
+def _input_check(router: "GrayRouter[Any, Any]") -> Callable[[Any], Awaitable[None]]:
+    """A dependency of the LangServe routes: their inputs are checked before LangServe's own
+    validation, which lets a batch's bad input or a raising validator escape as a 500."""
+    from fastapi import Request
+    from fastapi.exceptions import RequestValidationError
+
+    schema = router.get_input_schema()
+
+    async def checked(request: Request) -> None:
+        endpoint = request.url.path.rsplit("/", 1)[-1]
+        if request.method != "POST" or endpoint not in _RUNS:
+            return
+        try:
+            body = await request.json()
+        except ValueError:  # LangServe's 422 too, except that bytes not UTF-8 escaped as a 500
+            raise RequestValidationError(
+                [{"type": "json_invalid", "loc": ("body",), "msg": "Invalid JSON body (UTF-8)"}]
+            ) from None
+        if not isinstance(body, dict):
+            return
+        where = oversized_int(body)
+        if where is not None:
+            raise RequestValidationError([{"type": "int_too_big", "loc": ("body", *where),
+                                           "msg": "an integer within 64 bits"}])  # fmt: skip
+        if "config" in body and body["config"] is None:  # LangServe's invoke: a TypeError
+            raise RequestValidationError([_not_an_object(("body", "config"))])
+        if endpoint == "batch":
+            inputs = body.get("inputs")
+            if "inputs" in body and not isinstance(inputs, list):  # LangServe: a TypeError
+                raise RequestValidationError([{"type": "list_type", "loc": ("body", "inputs"),
+                                               "msg": "Input should be a valid list"}])  # fmt: skip
+            for i, value in enumerate(inputs or []):
+                check_input(schema, value, ("body", "inputs", i))
+        elif "input" in body:
+            check_input(schema, body["input"], ("body", "input"))
+
+    return checked
+
+
+def _not_an_object(loc: tuple[str, ...]) -> dict[str, Any]:
+    return {"type": "dict_type", "loc": loc, "msg": "Input should be a valid dictionary"}
+
+
+_RUNS = ("invoke", "batch", "stream", "stream_log", "stream_events")
+"""The LangServe endpoints that run the agent on a body's input(s)."""
+
+
 def _mount_plain(
     app: "FastAPI",
     router: "GrayRouter[Any, Any]",
@@ -89,9 +160,8 @@ def _mount_plain(
     modifier: Callable[[dict[str, Any], Any], Awaitable[dict[str, Any]]],
 ) -> None:
     from fastapi import Request
-    from fastapi.exceptions import RequestValidationError
     from fastapi.responses import StreamingResponse
-    from pydantic import Field, ValidationError
+    from pydantic import Field
 
     class Call(InputModel):
         input: Any
@@ -100,12 +170,7 @@ def _mount_plain(
     schema: Any = router.get_input_schema()
 
     async def config_of(call: Call, request: Request) -> dict[str, Any]:
-        try:  # as LangServe does: an input the agent cannot take is a 422, and nothing runs
-            schema.model_validate(call.input)
-        except ValidationError as exc:
-            raise RequestValidationError(
-                [{**e, "loc": ("body", "input", *e["loc"])} for e in exc.errors()]
-            ) from None
+        check_input(schema, call.input, ("body", "input"))  # as LangServe: a 422, nothing runs
         config = {"configurable": dict(call.config.get("configurable") or {})}
         return await modifier(config, request)
 

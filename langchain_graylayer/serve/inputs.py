@@ -33,6 +33,7 @@ __all__ = [
     "check_id",
     "id_from_header",
     "json_safe",
+    "oversized_int",
     "send_json",
     "validation_error_handler",
 ]
@@ -86,6 +87,22 @@ def id_from_header(name: str, raw: bytes) -> str | None:
     except UnicodeDecodeError:
         raise BadInput(400, f"{name}: not valid UTF-8; send identity ids as UTF-8 bytes") from None
     return check_id(name, text)
+
+
+def oversized_int(value: Any) -> tuple[str | int, ...] | None:
+    """Where in a parsed JSON ``value`` an integer lies outside the signed/unsigned 64-bit range
+    (which LangServe's serializer cannot write back, a 500), or ``None``."""
+    stack: list[tuple[Any, tuple[str | int, ...]]] = [(value, ())]
+    while stack:
+        item, loc = stack.pop()
+        if isinstance(item, int) and not isinstance(item, bool):
+            if not -(2**63) <= item < 2**64:
+                return loc
+        elif isinstance(item, dict):
+            stack.extend((v, (*loc, str(k))) for k, v in item.items())
+        elif isinstance(item, list):
+            stack.extend((v, (*loc, i)) for i, v in enumerate(item))
+    return None
 
 
 def json_safe(value: Any) -> Any:

@@ -7,19 +7,11 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
 from langchain_graylayer._types import Identity
 from langchain_graylayer.measuring.feedback import FeedbackSigner
 from langchain_graylayer.routing.context import RequestContext, current_request, request_context
 from langchain_graylayer.routing.runs import new_run_id
-from langchain_graylayer.serve.inputs import (
-    BadInput,
-    check_id,
-    id_from_header,
-    json_safe,
-    send_json,
-)
+from langchain_graylayer.serve.inputs import BadInput, check_id, id_from_header, send_json
 
 if TYPE_CHECKING:
     from fastapi import Request
@@ -103,13 +95,10 @@ class VersionHeaders:
         run_id = new_run_id()
         server_trace: list[str] = []
         held: list[dict[str, Any]] = []
-        started = False
 
         async def with_headers(message: dict[str, Any]) -> None:
-            nonlocal started
             if message["type"] == "http.response.start":
                 held.append(message)  # until the body: the run has been recorded by then
-                started = True
                 return
             if held:
                 start = held.pop()
@@ -124,24 +113,15 @@ class VersionHeaders:
 
         context = RequestContext(who, None if batch else run_id, decision)
         with request_context(context):
-            try:
-                tracer = getattr(self.router, "tracer", None)
-                if tracer is None:
-                    await self.app(scope, receive, with_headers)
-                    return
-                # A server span makes the request's trace id known before a stream's first
-                # byte: the router's request span, started later inside the stream, is its child.
-                with tracer.start_as_current_span(f"{scope.get('method', 'POST')} {path}") as span:
-                    server_trace.append(format(span.get_span_context().trace_id, "032x"))
-                    await self.app(scope, receive, with_headers)
-            except ValidationError as exc:
-                # LangServe's batch validates each input outside FastAPI's handling: a bad one
-                # escapes as a 500. It is the client's input, and nothing ran: a 422.
-                if started:
-                    raise
-                fields = ("type", "loc", "msg", "input")
-                errors = [{k: v for k, v in e.items() if k in fields} for e in exc.errors()]
-                await send_json(send, 422, {"detail": json_safe(errors)})
+            tracer = getattr(self.router, "tracer", None)
+            if tracer is None:
+                await self.app(scope, receive, with_headers)
+                return
+            # A server span makes the request's trace id known before a stream's first byte:
+            # the router's request span, started later inside the stream, becomes its child.
+            with tracer.start_as_current_span(f"{scope.get('method', 'POST')} {path}") as span:
+                server_trace.append(format(span.get_span_context().trace_id, "032x"))
+                await self.app(scope, receive, with_headers)
 
     def _headers(
         self,

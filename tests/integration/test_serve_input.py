@@ -152,6 +152,37 @@ def test_a_token_from_another_replica_counts_here(serve: Callable[..., Served]) 
     assert replay.status_code == 409, replay.text  # one store: the token counts once
 
 
+# LangServe lets these escape its validation as a 500 (found by tests/integration/test_fuzz_http.py)
+LANGSERVE_500S: dict[str, tuple[str, bytes]] = {
+    "config null": ("invoke", b'{"input": {"messages": []}, "config": null}'),
+    "message a list": ("invoke", b'{"input": {"messages": [[null, null]]}}'),
+    "batch inputs a number": ("batch", b'{"inputs": 5}'),
+    "batch input not an object": ("batch", b'{"inputs": [42]}'),
+    "body not UTF-8": ("invoke", b'{"input": "\xca\xfe"}'),
+    "integer over 64 bits": (
+        "invoke",
+        b'{"input": {"messages": [{"type": "human", "content": "hi", "id": null,'
+        b' "additional_kwargs": {"n": 3711180097207670931456}}]}}',
+    ),
+}
+
+
+@pytest.mark.parametrize("case", LANGSERVE_500S)
+def test_input_langserve_would_answer_with_a_500_is_a_422(
+    serve: Callable[..., Served], case: str
+) -> None:
+    app = serve(raise_server_exceptions=False)
+    endpoint, body = LANGSERVE_500S[case]
+
+    headers = {"Content-Type": "application/json", "X-User-ID": "u"}
+
+    response = app.client.post(f"/agent/{endpoint}", content=body, headers=headers)
+
+    assert response.status_code == 422, response.text
+    _no_announcement(response)
+    assert _runs_measured(app) == 0
+
+
 # --------------------------------------------------------------------------- item 8: encodings
 IDS = {
     "latin": "jörg",
