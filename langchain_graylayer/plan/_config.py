@@ -110,7 +110,7 @@ def load_yaml(
             names the limit.
 
     Example:
-        >>> load_yaml("a: &x [1, 2]\nb: *x")
+        >>> load_yaml("a: &x [1, 2]\\nb: *x")
         {'a': [1, 2], 'b': [1, 2]}
     """
     raw = text.encode("utf-8") if isinstance(text, str) else text
