@@ -5,9 +5,11 @@ it, and only for runs that ran:
 
 * :class:`RunIndex` remembers ``run id → labels`` for the runs a router served (bounded, expiring);
   :meth:`FeedbackRecorder.for_run` counts feedback for a run it finds there, and refuses the rest;
-* behind a server with many replicas, a :class:`FeedbackSigner` token (issued with the response
-  of a run that ran) carries the labels, so any replica can count it; :meth:`FeedbackRecorder.
-  for_token` verifies it and claims its nonce in the store, so a token counts once.
+* behind a server with many replicas, a :class:`FeedbackSigner` token carries the labels, so any
+  replica can count it. :meth:`FeedbackRecorder.token_for` issues one only for a run in the
+  index (a run that ran), naming the index that recorded it; :meth:`FeedbackRecorder.for_token`
+  verifies it, refuses a token whose own index does not know its run (never recorded, or its
+  window has passed), and claims its nonce in the store, so a token counts once.
 
 Example:
     >>> from prometheus_client import CollectorRegistry
@@ -21,8 +23,10 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import secrets
 import threading
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from langchain_graylayer._cache import ExpiringLRU
@@ -45,6 +49,7 @@ __all__ = [
     "FeedbackSigner",
     "FeedbackSink",
     "RunIndex",
+    "TokenClaims",
     "check_feedback",
 ]
 
@@ -88,16 +93,29 @@ class RunIndex:
         self, *, ttl: float = 7 * 86400.0, max_runs: int = 100_000, clock: Clock = time.time
     ) -> None:
         self.ttl = ttl
+        self.clock = clock
+        self.id = secrets.token_hex(8)
+        """Names this index in the tokens issued for its runs (one per router and process)."""
         self._runs: ExpiringLRU[str, tuple[str, str, str, str, str, int]] = ExpiringLRU(
             max_runs, clock
         )
         self._lock = threading.Lock()
+        self._forgot_at: float | None = None  # when a live run last made room for a new one
 
     def record(self, run_id: str, labels: RunLabels) -> None:
         served = (labels.plan, labels.version, labels.layer, labels.step, labels.unit,
                   labels.activity)  # fmt: skip
         with self._lock:
+            evictions = self._runs.evictions
             self._runs.set(run_id, served, self.ttl)
+            if self._runs.evictions != evictions:
+                self._forgot_at = self.clock()
+
+    def remembers_since(self, when: float) -> bool:
+        """True when no run was dropped to make room since ``when``: a run that was here then
+        and is missing now has been forgotten only by expiry."""
+        forgot_at = self._forgot_at
+        return forgot_at is None or forgot_at < when
 
     def labels_of(self, run_id: str) -> RunLabels | None:
         """The labels ``run_id`` was served under, or ``None`` (never served, or forgotten)."""
@@ -151,6 +169,12 @@ class FeedbackRecorder:
         self._count(labels, checked, score)
         return labels
 
+    def token_for(self, signer: FeedbackSigner, run_id: str) -> str | None:
+        """A feedback token for a run in the index (one that ran), or ``None``: the labels are
+        the ones the run was recorded under."""
+        labels = self.index.labels_of(run_id)
+        return None if labels is None else signer.sign(run_id, labels, recorded_by=self.index.id)
+
     def for_token(
         self,
         signer: FeedbackSigner,
@@ -162,22 +186,58 @@ class FeedbackRecorder:
     ) -> RunLabels:
         """Count feedback carried by a signed token, once.
 
+        A token names the run index that recorded its run. When that is this recorder's index,
+        the run must still be there under the same labels; a token from another index (another
+        replica, or before a restart) is trusted for its signature.
+
         Raises:
-            InvalidFeedbackTokenError: forged, malformed, expired, for another run, or used before.
+            InvalidFeedbackTokenError: forged, malformed, expired, for another run, used before,
+                or not issued for a recorded run.
+            UnknownRunError: this recorder issued the token's index but never recorded the run
+                (or its feedback window has passed).
             ConfigurationError: a bad kind or score; nothing is counted and the token stays unused.
             StoreError: the nonce could not be claimed; nothing is counted.
         """
         checked = check_feedback(kind, score)
-        labels = signer.verify(token, run_id)
+        claims = signer.claims(token, run_id)
+        self._check_recorded(claims, run_id)
         if not nonces.claim_once(f"feedback:{signer.fingerprint(token)}", signer.ttl):
             raise FeedbackTokenReusedError("this token was already used")
-        self._count(labels, checked, score)
-        return labels
+        self._count(claims.labels, checked, score)
+        return claims.labels
+
+    def _check_recorded(self, claims: TokenClaims, run_id: str) -> None:
+        if claims.recorded_by is None:
+            raise InvalidFeedbackTokenError(
+                "feedback token names no run index: it was not issued for a run that ran"
+            )
+        if claims.recorded_by != self.index.id:
+            return  # recorded by another replica's router, which alone could check it
+        recorded = self.index.labels_of(run_id)
+        if recorded is None and self.index.remembers_since(claims.issued_at):
+            raise UnknownRunError(
+                f"run {run_id} is not a run this router recorded, or its feedback window "
+                f"({self.index.ttl:g} s) has passed; the feedback was not counted"
+            )
+        if recorded is not None and recorded != claims.labels:
+            raise InvalidFeedbackTokenError("feedback token labels differ from the run's")
 
     def _count(self, labels: RunLabels, kind: FeedbackKind | None, score: float | None) -> None:
         for sink in (self.metrics, self.evidence):
             if sink is not None:
                 sink.record_feedback(labels, kind, score)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenClaims:
+    """What a verified feedback token says."""
+
+    labels: RunLabels
+    """The labels the run was served under."""
+    recorded_by: str | None
+    """The :attr:`RunIndex.id` that recorded the run (``None``: a token of an older release)."""
+    issued_at: float
+    """When the token was signed (POSIX seconds, whole seconds)."""
 
 
 class FeedbackSigner:
@@ -190,9 +250,11 @@ class FeedbackSigner:
     Example:
         >>> signer = FeedbackSigner(b"k" * 32, ttl=60, clock=lambda: 1000.0)
         >>> labels = RunLabels("refund-v2", "candidate", "normal")
-        >>> token = signer.sign("run-1", labels)
+        >>> token = signer.sign("run-1", labels, recorded_by="index-1")
         >>> signer.verify(token, "run-1") == labels
         True
+        >>> signer.claims(token, "run-1").recorded_by
+        'index-1'
     """
 
     def __init__(
@@ -219,9 +281,13 @@ class FeedbackSigner:
             signer_kwargs={"digest_method": hashlib.sha256},
         )
 
-    def sign(self, run_id: str, labels: RunLabels) -> str:
+    def sign(self, run_id: str, labels: RunLabels, *, recorded_by: str | None = None) -> str:
+        """A token for ``run_id``; ``recorded_by`` names the run index that recorded the run
+        (:meth:`FeedbackRecorder.token_for` passes it; a token without one is refused)."""
         body = {"r": run_id, "p": labels.plan, "v": labels.version, "l": labels.layer,
                 "s": labels.step, "u": labels.unit, "a": labels.activity}  # fmt: skip
+        if recorded_by is not None:
+            body["i"] = recorded_by
         return str(self._serializer.dumps(body))
 
     def verify(self, token: str, run_id: str) -> RunLabels:
@@ -230,20 +296,35 @@ class FeedbackSigner:
         Raises:
             InvalidFeedbackTokenError: forged, malformed, expired or for another run.
         """
+        return self.claims(token, run_id).labels
+
+    def claims(self, token: str, run_id: str) -> TokenClaims:
+        """Everything a valid token for ``run_id`` says.
+
+        Raises:
+            InvalidFeedbackTokenError: forged, malformed, expired or for another run.
+        """
         from itsdangerous import BadSignature, SignatureExpired
 
         try:
-            body = self._serializer.loads(token, max_age=self.ttl)
+            body, signed_at = self._serializer.loads(token, max_age=self.ttl, return_timestamp=True)
         except SignatureExpired:
             raise InvalidFeedbackTokenError("feedback token has expired") from None
         except BadSignature:
             raise InvalidFeedbackTokenError("feedback token signature does not match") from None
         if not isinstance(body, dict) or body.get("r") != run_id:
             raise InvalidFeedbackTokenError("feedback token is for another run")
-        return RunLabels(
-            str(body["p"]), str(body["v"]), str(body["l"]), str(body.get("s", "")),
-            str(body.get("u", "")), int(body.get("a", 0)),
-        )  # fmt: skip
+        try:
+            labels = RunLabels(
+                str(body["p"]), str(body["v"]), str(body["l"]), str(body.get("s", "")),
+                str(body.get("u", "")), int(body.get("a", 0)),
+            )  # fmt: skip
+        except (KeyError, TypeError, ValueError):
+            raise InvalidFeedbackTokenError("feedback token is malformed") from None
+        recorded_by = body.get("i")
+        return TokenClaims(
+            labels, None if recorded_by is None else str(recorded_by), signed_at.timestamp()
+        )
 
     @staticmethod
     def fingerprint(token: str) -> str:

@@ -13,12 +13,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from langchain_graylayer._compat import StrEnum
 from langchain_graylayer.errors import ConfigurationError, add_note
-from langchain_graylayer.plan._config import ConfigModel, Seconds, to_configuration_error
+from langchain_graylayer.plan._config import (
+    MAX_YAML_BYTES,
+    ConfigModel,
+    Seconds,
+    load_yaml,
+    to_configuration_error,
+)
 from langchain_graylayer.plan.assignment import LayerAssignment, LayerReason, activity_class
 from langchain_graylayer.plan.bucketing import BUCKETS
 from langchain_graylayer.plan.chaos import Chaos
@@ -331,9 +336,11 @@ class RolloutPlan(ConfigModel):
         """
         path = Path(path)
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as exc:
+            with path.open("rb") as file:  # never more than the limit, whatever the file is
+                raw = file.read(MAX_YAML_BYTES + 1)
+        except OSError as exc:
             raise ConfigurationError(str(path), "<file>", f"a readable YAML file ({exc})") from None
+        data = load_yaml(raw, field=str(path))  # bounded: size, nesting, alias expansion
         try:
             return cls.from_dict(data)
         except ConfigurationError as exc:

@@ -2,40 +2,136 @@
 
 from __future__ import annotations
 
-import itertools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-import yaml
-
 from langchain_graylayer.errors import ConfigurationError
+from langchain_graylayer.plan._config import load_yaml
 
-__all__ = ["SENSITIVE_ATTRIBUTES", "TagRule", "sensitive_word"]
+__all__ = [
+    "NOT_SENSITIVE",
+    "SENSITIVE_ATTRIBUTES",
+    "SENSITIVE_CATEGORIES",
+    "TagRule",
+    "attribute_words",
+    "sensitive_category",
+    "sensitive_word",
+]
+
+SENSITIVE_CATEGORIES: dict[str, tuple[str, ...]] = {
+    # GDPR Art. 9(1): the special categories of personal data
+    "racial or ethnic origin": (
+        "race", "racial", "ethnicity", "ethnic", "ethnicities", "ethn", "caste", "tribe",
+        "skin colour", "skin color", "skin tone", "ancestry", "ethnic origin", "racial origin",
+    ),
+    "political opinions": ("political", "politics", "party affiliation", "voting"),
+    "religious or philosophical beliefs": (
+        "religion", "religious", "relig", "faith", "belief", "beliefs", "worldview",
+        "denomination",
+    ),
+    "trade union membership": ("trade union", "union member", "union membership", "unionized"),
+    "genetic data": ("genetic", "genetics", "genome", "dna", "genotype"),
+    "biometric data": ("biometric", "biometrics", "fingerprint", "face id"),
+    "health": (
+        "health", "medical", "disease", "diagnosis", "illness", "medication",
+        "prescription", "mental", "hiv",
+    ),
+    "sex life or sexual orientation": (
+        "sexual", "sexuality", "orientation", "sex life", "lgbt", "lgbtq", "gay", "lesbian",
+        "bisexual", "heterosexual", "homosexual",
+    ),
+    # GDPR Art. 10, and the protected characteristics of EU, UK and US anti-discrimination law
+    "criminal convictions and offences": ("criminal", "conviction", "convictions", "offence",
+                                          "offense", "arrest", "arrests"),
+    "age": ("age", "dob", "birthdate", "birthday", "birth date", "birth year", "date of birth",
+            "year of birth", "born"),
+    "sex and gender": ("sex", "gender", "transgender", "gender identity"),
+    "marital or family status": ("marital", "married", "marriage", "spouse", "civil partnership",
+                                 "family status"),
+    "pregnancy and maternity": ("pregnancy", "pregnant", "maternity", "paternity"),
+    "disability": ("disability", "disabilities", "disabled", "disab", "handicap", "impairment"),
+    "national origin and citizenship": (
+        "nationality", "national origin", "citizenship", "citizen", "birth country",
+        "birth place", "birthplace", "country of birth", "place of birth", "immigration",
+        "immigrant", "migrant", "refugee", "asylum", "native language", "mother tongue",
+    ),
+    "veteran status": ("veteran",),
+}  # fmt: skip
+"""Protected categories and the words that name them: a tag rule on an attribute named by any of
+them is refused (see :func:`sensitive_word`). GDPR Art. 9 and 10, plus the characteristics
+anti-discrimination law protects (EU Charter Art. 21, UK Equality Act 2010, US Civil Rights Act
+Title VII, ADEA, ADA, PDA)."""
 
 SENSITIVE_ATTRIBUTES: frozenset[str] = frozenset(
+    "_".join(term.split()) for terms in SENSITIVE_CATEGORIES.values() for term in terms
+)
+"""Every word and phrase (words joined by ``_``) of :data:`SENSITIVE_CATEGORIES`."""
+
+NOT_SENSITIVE: frozenset[str] = frozenset(
     {
-        "race", "racial", "ethnicity", "ethnic", "nationality", "caste",
-        "gender", "sex", "sexual", "sexuality",
-        "religion", "religious", "faith",
-        "health", "medical", "disability", "diagnosis", "pregnancy", "pregnant",
-        "political", "politics", "genetic", "biometric", "trade_union",
+        "race_team", "race_car", "race_track", "race_condition", "arms_race", "race_day",
+        "screen_orientation", "device_orientation", "page_orientation", "image_orientation",
+        "account_age", "cache_age", "session_age", "token_age", "max_age", "data_age",
+        "health_check", "service_health", "system_health", "account_health", "health_score",
+        "device_fingerprint", "browser_fingerprint",
     }
 )  # fmt: skip
-"""Words that make a tag unusable for layering (special categories of personal data)."""
+"""Two-word phrases in which a sensitive word means something else (a racing team, a screen's
+orientation, an account's age, a service's health): that word is not counted there."""
+
+_LONGEST = max(len(term.split("_")) for term in SENSITIVE_ATTRIBUTES)
+
+
+def attribute_words(attribute: str) -> list[str]:
+    """``attribute`` split into lower-case words at ``.``, ``_``, ``-``, spaces, digits and
+    camelCase: ``"user.skinColour2"`` → ``["user", "skin", "colour", "2"]``."""
+    spaced = re.sub(r"([a-z0-9])([A-Z])|([A-Z])([A-Z][a-z])|([A-Za-z])([0-9])|([0-9])([A-Za-z])",
+                    lambda m: " ".join(g for g in m.groups() if g), attribute)  # fmt: skip
+    return [w for w in re.split(r"[^A-Za-z0-9]+", spaced.lower()) if w]
 
 
 def sensitive_word(attribute: str) -> str | None:
-    """Return the sensitive word that ``attribute`` contains, if any.
+    """The sensitive word or phrase ``attribute`` is named by, if any.
 
-    The attribute is split into words at ``.``, ``_``, ``-``, spaces and camelCase, so
-    ``"user.sexualOrientation"`` and ``"trade-union"`` are caught while ``"usage"`` is not.
+    Whole words count, never substrings (``"usage"``, ``"agent"``, ``"language"`` pass);
+    phrases of up to three words count too (``"skin_colour"``, ``"birth_country"``), and a
+    plural ``s`` is ignored. A word inside a phrase of :data:`NOT_SENSITIVE` is not counted
+    (``"race_team"``).
+
+    Example:
+        >>> sensitive_word("user.maritalStatus"), sensitive_word("race_team")
+        ('marital', None)
     """
-    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", attribute)
-    words = [w for w in re.split(r"[^A-Za-z0-9]+", spaced.lower()) if w]
-    pairs = [f"{a}_{b}" for a, b in itertools.pairwise(words)]
-    return next((w for w in [*words, *pairs] if w in SENSITIVE_ATTRIBUTES), None)
+    words = attribute_words(attribute)
+    excused: set[int] = set()
+    for i in range(len(words) - 1):
+        if f"{words[i]}_{words[i + 1]}" in NOT_SENSITIVE:
+            excused.update((i, i + 1))
+    for size in range(_LONGEST, 0, -1):  # the longest phrase names the category best
+        for i in range(len(words) - size + 1):
+            span = range(i, i + size)
+            if size == 1 and i in excused:
+                continue
+            phrase = "_".join(words[j] for j in span)
+            singular = phrase[:-1] if phrase.endswith("s") and len(phrase) > 3 else phrase
+            for term in (phrase, singular):
+                if term in SENSITIVE_ATTRIBUTES:
+                    return term
+    return None
+
+
+def sensitive_category(attribute: str) -> str | None:
+    """The protected category ``attribute`` falls in (``"age"``, ``"health"``, ...), if any."""
+    word = sensitive_word(attribute)
+    if word is None:
+        return None
+    return next(
+        name
+        for name, terms in SENSITIVE_CATEGORIES.items()
+        if word in {"_".join(t.split()) for t in terms}
+    )
 
 
 _RULE = re.compile(r"^\s*([A-Za-z_][\w.\-]*)\s*(==|!=|not\s+in|in)\s*(.+?)\s*$")
@@ -73,13 +169,16 @@ class TagRule:
             raise ConfigurationError(
                 "",
                 text,
-                f"a rule on an allowed attribute: {attribute!r} is sensitive ({word!r}); "
-                "layering may not use race, ethnicity, gender, religion, health, sexual "
-                "orientation, political opinion or similar attributes",
+                f"a rule on an allowed attribute: {attribute!r} is sensitive ({word!r}: "
+                f"{sensitive_category(attribute)}); layering may not use a protected "
+                "characteristic (racial or ethnic origin, political opinions, religion, trade "
+                "union membership, genetic or biometric data, health, sex life or sexual "
+                "orientation, criminal record, age, sex or gender, marital status, pregnancy, "
+                "disability, national origin)",
             )
-        try:
-            parsed = yaml.safe_load(raw)
-        except yaml.YAMLError:
+        try:  # a rule is one line: a small bound on what its value may expand to
+            parsed = load_yaml(raw, max_bytes=10_000, max_nodes=1_000)
+        except ConfigurationError:
             parsed = None
         if operator in ("in", "not in"):
             if not isinstance(parsed, list) or not parsed:

@@ -1118,7 +1118,10 @@ def test_feedback_with_a_store_that_is_down_is_a_503_not_a_500(
     """BUG (minor): the single-use check's ``StoreError`` escapes the feedback route as a 500."""
     app = serve(store=dead_store, controller=False, raise_server_exceptions=False)
     run_id = "01a20a4a-0000-7000-8000-000000000001"
-    token = FeedbackSigner(SECRET).sign(run_id, RunLabels(PLAN.id, "candidate", "vip"))
+    # A run another replica recorded: only its signature vouches for it, then the store.
+    token = FeedbackSigner(SECRET).sign(
+        run_id, RunLabels(PLAN.id, "candidate", "vip"), recorded_by="another-replica"
+    )
 
     response = app.client.post(
         "/agent/feedback", json={"run_id": run_id, "kind": "bad", "token": token}
