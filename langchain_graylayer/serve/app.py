@@ -54,6 +54,11 @@ def config_modifier(
     and routed here (the run and the response headers then use that decision).
     """
 
+    keeps_threads = any(
+        getattr(version, "checkpointer", None) not in (None, False)
+        for version in (router.stable, router.candidate)
+    )
+
     async def modify(config: dict[str, Any], request: Request) -> dict[str, Any]:
         from fastapi import HTTPException
 
@@ -74,6 +79,12 @@ def config_modifier(
             # users who send the same session id never continue each other's checkpointer thread.
             configurable["session_id"] = resolved[1]  # what the router reads, before thread_id
             configurable["thread_id"] = conversation_key(resolved[0], resolved[1])
+        elif keeps_threads:  # LangGraph would fail on a missing thread_id: say so, clearly
+            raise HTTPException(
+                400,
+                "this agent keeps conversations (a LangGraph checkpointer): send a session "
+                "(the X-Session-ID header, or your identify() function's session id)",
+            )
         if context is not None:
             try:
                 for field, value in zip(("user_id", "session_id"), resolved, strict=True):

@@ -100,3 +100,19 @@ def test_a_trusted_clients_thread_id_is_scoped_to_its_user_too(
         thread = {"configurable": {"thread_id": conversation_key(user, "t-1")}}
         assert saver.get_tuple(thread) is not None
     assert saver.get_tuple({"configurable": {"thread_id": "t-1"}}) is None
+
+
+@pytest.mark.parametrize("langserve", MODES)
+@pytest.mark.parametrize("user", ["alice", None])
+def test_a_checkpointed_agent_without_a_session_is_a_clear_400_not_a_500(
+    serve_app: Callable[..., Served], langserve: bool, user: str | None
+) -> None:
+    app, saver = checkpointed(serve_app, langserve)
+
+    response = app.post("invoke", user)
+
+    assert response.status_code == 400, response.text
+    assert "X-Session-ID" in response.json()["detail"]
+    assert "X-Agent-Version" not in response.headers  # nothing ran
+    assert list(saver.list(None)) == []
+    assert texts(app.post("invoke", user, session="chat-1"))[0] == FIRST_QUESTION
