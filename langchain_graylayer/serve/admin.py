@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from langchain_graylayer.errors import ConfigurationError, GraylayerError, StoreError
 from langchain_graylayer.plan.profile import UserProfile
+from langchain_graylayer.serve.inputs import BadInput, check_id
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -68,6 +69,13 @@ def mount_admin(
 
     prefix = "/" + prefix.strip("/")
     mounted_at = time.time()
+
+    def checked(field: str, value: str | None) -> str | None:
+        # The ids the headers may carry, no longer: a longer one could never match a request.
+        try:
+            return None if value is None else check_id(field, value)
+        except BadInput as exc:
+            raise HTTPException(exc.status, exc.detail) from None
 
     class FiniteErrors(APIRoute):
         """Answers a body that fails validation with 422 even when it holds NaN or Infinity:
@@ -186,11 +194,13 @@ def mount_admin(
 
     @api.put("/profiles/{user_id}")
     async def put_profile(user_id: str, profile: UserProfile) -> dict[str, Any]:
+        checked("user_id", user_id)
         await asyncio.to_thread(router.store.put_profile, user_id, profile)
         return {"user_id": user_id, "stored": True}
 
     @api.post("/consent/{user_id}")
     async def consent(user_id: str, body: Consent) -> dict[str, Any]:
+        checked("user_id", user_id)
         current = await asyncio.to_thread(router.store.get_profile, user_id)
         updated = (current or UserProfile()).model_copy(update={"allow_gray": body.allow_gray})
         await asyncio.to_thread(router.store.put_profile, user_id, updated)
@@ -198,6 +208,7 @@ def mount_admin(
 
     @api.get("/route/{user_id}")
     async def route(user_id: str, session_id: str | None = None) -> dict[str, Any]:
+        checked("user_id", user_id), checked("session_id", session_id)
         decision = await asyncio.to_thread(router.route, user_id, session_id)
         data = {k: getattr(v, "value", v) for k, v in asdict(decision).items()}
         return {**data, "explanation": decision.explain()}

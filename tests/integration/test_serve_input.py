@@ -275,6 +275,29 @@ def test_a_trusted_body_user_id_that_is_too_long_is_a_400(serve: Callable[..., S
     _no_announcement(response)
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("PUT", "/profiles/{id}", {"tags": {}}),
+        ("POST", "/consent/{id}", {"allow_gray": False}),
+        ("GET", "/route/{id}", None),
+        ("GET", "/route/alice?session_id={id}", None),
+    ],
+)
+def test_an_admin_id_too_long_for_any_request_is_a_400(
+    serve: Callable[..., Served], method: str, path: str, body: dict[str, Any] | None
+) -> None:
+    """An id no header may carry could never match a request: set it and nothing applies."""
+    app = serve()
+    long_id = "u" * (MAX_ID_LENGTH + 1)
+
+    response = app.client.request(method, API + path.format(id=long_id), json=body, headers=ADMIN)
+
+    assert response.status_code == 400, response.text
+    assert f"at most {MAX_ID_LENGTH}" in response.json()["detail"]
+    assert app.store.get_profile(long_id) is None
+
+
 # --------------------------------------------------------------------------- item 9: NaN
 @pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity"])
 @pytest.mark.parametrize("langserve", MODES)
