@@ -842,7 +842,7 @@ def test_the_admin_api_operates_the_rollout(serve: Callable[..., Served]) -> Non
     status = ok("GET", "/status")
     assert status["status"] == "running"
     assert [layer["layer"] for layer in status["layers"]] == PLAN.layer_names
-    nothing = {"requests": 0, "unrouted": 0, "degraded": 0, "fallback": 0}
+    nothing = {"requests": 0, "unrouted": 0, "degraded": 0, "stale": 0, "fallback": 0}
     assert status["health"] == {"window_seconds": 300, "recent": nothing, "since_start": nothing}
 
     opened = ok("POST", "/promote", {"operator": "ops", "layer": "internal"})
