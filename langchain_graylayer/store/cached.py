@@ -16,9 +16,11 @@ asking at every call whether it is one:
   ``max_known`` of them, for at most ``stale_for`` seconds);
 * when the store hangs or fails — a few slow or failed calls in a row — the breaker opens and
   the request path stops asking it: ratios, pins, layers and profiles come from the last known
-  values, a request that needs one that is not known gets stable (``StoreUnavailableError``
-  reaches the router, which serves stable), buffered writes wait (bounded) and a background
-  probe closes the breaker when the store answers again.
+  values; a session not known here counts as unpinned and a new pin is kept here until the
+  store is back (it is written at the session's next request then); a request whose layer or
+  ratios are not known gets stable (``StoreUnavailableError`` reaches the router, which serves
+  stable); buffered writes wait (bounded) and a background probe closes the breaker when the
+  store answers again.
 
 A networked store that can make a copy of itself with shorter timeouts
 (:class:`TimeoutScoped`, as ``RedisStore`` does) is called on the request path through that
@@ -39,7 +41,7 @@ from langchain_graylayer.errors import StoreError
 from langchain_graylayer.plan.assignment import LayerAssignment
 from langchain_graylayer.plan.plan import Version
 from langchain_graylayer.plan.profile import UserProfile
-from langchain_graylayer.store.breaker import BreakerState, CircuitBreaker
+from langchain_graylayer.store.breaker import CircuitBreaker
 from langchain_graylayer.store.evidence import ArmTotals, UnitDelta
 from langchain_graylayer.store.protocols import RoutingStore, SessionPin, Store
 
@@ -133,7 +135,7 @@ class CachedStore:
         max_buffered: Journal entries and evidence deltas buffered at most; more are dropped
             (and counted) while the store is away.
         breaker: Guards the request path's calls; default: open after 3 calls in a row that
-            fail or take 50 ms or more, probe every second in the background.
+            fail or take 100 ms or more, probe every second in the background.
         stale_for: Seconds a known pin, layer or profile may be served while the store is
             away (the next request of the user, when the store answers, refreshes it).
         max_known: Pins, layers and profiles remembered at most (least recently used go).
@@ -144,7 +146,9 @@ class CachedStore:
         self.clock = clock
         self.flush_interval = flush_interval
         self.max_buffered = max_buffered
-        self.breaker = breaker or CircuitBreaker(probe=self._probe, name="graylayer store")
+        self.breaker = breaker or CircuitBreaker(
+            slow_call=0.1, probe=self._probe, name="graylayer store"
+        )
         self.dropped = 0
         """Journal entries and evidence not written: a buffer was full while the store was
         away, or a write failed (a write that timed out may still land: it is never retried,
@@ -203,8 +207,10 @@ class CachedStore:
     # the store's health ------------------------------------------------------------------
     @property
     def available(self) -> bool:
-        """False while the breaker is open (or half open): requests get the last known state."""
-        return self.breaker.state is BreakerState.CLOSED
+        """False while the breaker is open (or half open): requests get the last known state.
+        Asking starts the background probe when one is due (so an idle replica, scraped by
+        Prometheus, finds out too)."""
+        return self.breaker.available()
 
     def health(self) -> dict[str, Any]:
         """The breaker's state and counters, reads served stale, writes buffered and dropped."""
@@ -267,14 +273,29 @@ class CachedStore:
             logger.debug("could not cache a layer in the store", exc_info=True)
 
     def get_pin(self, plan_id: str, session_id: str) -> SessionPin | None:
+        """The session's pin; while the store is away, the last one known here, else ``None``
+        (the request is routed by its layer and ratio, as a new session would be)."""
         key = ("pin", plan_id, session_id)
-        return self._read(key, self.requests.get_pin, plan_id, session_id)
+        try:
+            return self._read(key, self.requests.get_pin, plan_id, session_id)
+        except StoreError:
+            self.stale_reads += 1
+            return None
 
     def pin_session(self, plan_id: str, session_id: str, pin: SessionPin, ttl: float) -> SessionPin:
-        """Pin through the store (first writer wins across replicas); raises while the store
-        is away, so a session that cannot be pinned is served stable."""
-        held = self.breaker.call(self.requests.pin_session, plan_id, session_id, pin, ttl)
-        self._known.set(("pin", plan_id, session_id), held, ttl)
+        """Pin through the store (first writer wins across replicas). While the store is away
+        the pin is kept here only: the session stays on its version in this replica, and is
+        pinned in the store at its first request once the store answers."""
+        key = ("pin", plan_id, session_id)
+        try:
+            held = self.breaker.call(self.requests.pin_session, plan_id, session_id, pin, ttl)
+        except StoreError:
+            known = self._known.get(key)
+            held = pin if known is None or known[0] is None else known[0]
+            self.stale_reads += 1
+            self._known.set(key, held, ttl)
+            return held
+        self._known.set(key, held, ttl)
         return held
 
     def pinned_sessions(

@@ -211,6 +211,36 @@ def test_the_breaker_closes_after_the_hang_and_evidence_resumes(server: Pausable
         store.close()
 
 
+def test_a_new_conversation_during_the_hang_is_routed_and_pinned_once_the_store_is_back(
+    server: PausableRedis,
+) -> None:
+    store = RedisStore(server.url)
+    store.set_ratio(PLAN.id, "vip", 1.0)
+    router = replica(store)
+    requests = cached(router)
+    try:
+        assert router.invoke("q", cfg("u1")) == "candidate:q"  # u1's layer is known here
+        with server.hung():
+            for _ in range(3):  # the breaker opens on the first requests that meet the hang
+                router.invoke("q", cfg("u0"))
+            assert not requests.available
+            new = {"configurable": {"user_id": "u1", "session_id": "chat-new"}}
+            assert router.invoke("q", new) == "candidate:q"  # routed by its layer and ratio
+            assert router.invoke("q", new) == "candidate:q"  # pinned here meanwhile
+            # a user this replica never saw: no layer known, so stable (degraded)
+            stranger = {"configurable": {"user_id": "u-stranger", "session_id": "chat-x"}}
+            assert router.invoke("q", stranger) == "stable:q"
+        assert router.counts()["degraded"] >= 1
+        assert store.get_pin(PLAN.id, "chat-new") is None  # not written while away
+        wait_until(lambda: requests.available, 5.0, "the breaker closing after SIGCONT")
+        assert router.invoke("q", new) == "candidate:q"
+        pin = store.get_pin(PLAN.id, "chat-new")
+        assert pin is not None
+        assert pin.version is Version.CANDIDATE
+    finally:
+        store.close()
+
+
 def test_the_writer_buffer_is_bounded_while_the_store_is_away(server: PausableRedis) -> None:
     store = RedisStore(server.url)
     buffered = CachedStore(store, requests=store.with_timeout(0.1), max_buffered=100)
@@ -223,7 +253,7 @@ def test_the_writer_buffer_is_bounded_while_the_store_is_away(server: PausableRe
         with server.hung():
             for n in range(3):  # requests meet the hang first: the breaker opens
                 with pytest.raises(StoreError):
-                    buffered.get_pin(PLAN.id, f"chat-{n}")
+                    buffered.get_profile(f"user-{n}")
             assert not buffered.available
             started = time.perf_counter()
             for n in range(1000):
