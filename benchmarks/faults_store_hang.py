@@ -242,22 +242,25 @@ async def _drive(
     events: dict[str, Any] = {}
 
     async def fault() -> None:
-        await asyncio.sleep(before)
+        # One /metrics scrape in the middle of each phase (a scrape costs the server a few ms of
+        # CPU): the baseline pays what the hang's reading of graylayer_store_available pays.
+        await asyncio.sleep(before / 2)
+        events["available_before"] = await asyncio.to_thread(_store_available, base)
+        await asyncio.sleep(max(0.0, t0 + before - time.perf_counter()))
         os.kill(redis_pid, signal.SIGSTOP)
         events["stopped_at"] = time.perf_counter() - t0
         try:
             await asyncio.sleep(hang / 2)
             events["available_during"] = await asyncio.to_thread(_store_available, base)
-            await asyncio.sleep(hang / 2)
+            await asyncio.sleep(max(0.0, t0 + before + hang - time.perf_counter()))
         finally:
             os.kill(redis_pid, signal.SIGCONT)
         events["continued_at"] = continued = time.perf_counter() - t0
-        for _ in range(40):  # the breaker closes at the first probe after SIGCONT (scrapes
-            # cost the server CPU: a few a second at most)
+        for _ in range(20):  # the breaker closes at the first probe after SIGCONT
             if await asyncio.to_thread(_store_available, base) == 1.0:
                 events["closed_after_s"] = round(time.perf_counter() - t0 - continued, 2)
                 break
-            await asyncio.sleep(0.25)
+            await asyncio.sleep(0.5)
 
     samples, _ = await asyncio.gather(_load(base, before + hang + after, rate, t0), fault())
     stopped, continued = events["stopped_at"], events["continued_at"]
@@ -285,6 +288,7 @@ async def _drive(
             (round(s.started - stopped, 2), round(s.seconds * 1000, 1))
             for s in sorted(phases["hang"], key=lambda s: -s.seconds)[:8]
         ],
+        "store_available_before_hang": events.get("available_before"),
         "store_available_during_hang": events.get("available_during"),
         "breaker_closed_after_sigcont_s": events.get("closed_after_s"),
         "router_health": None if health is None else health.json().get("health"),
@@ -307,7 +311,8 @@ def report(result: dict[str, Any]) -> str:
         f"added latency during the hang (vs before, same run): p50 {result['added_p50_ms']:+.1f} "
         f"ms, p95 {result['added_p95_ms']:+.1f} ms",
         f"answers whose version changed during the hang: {result['switched_version_during_hang']}",
-        f"graylayer_store_available mid-hang: {result['store_available_during_hang']}; breaker "
+        f"graylayer_store_available before: {result['store_available_before_hang']}, mid-hang: "
+        f"{result['store_available_during_hang']}; breaker "
         f"closed {result['breaker_closed_after_sigcont_s']} s after SIGCONT",
     ]
     health = result.get("router_health")

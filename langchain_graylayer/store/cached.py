@@ -155,6 +155,7 @@ class CachedStore:
         so nothing is counted twice)."""
         self.stale_reads = 0
         """Reads answered from the last known state because the store did not answer."""
+        self._stale_lock = threading.Lock()
         self._known = _Known(max_known, stale_for, clock)
         self._plans: dict[str, _Ratios] = {}
         self._plans_lock = threading.Lock()
@@ -183,7 +184,7 @@ class CachedStore:
                 cached.loaded_at = now
                 if cached.ratios is None:
                     raise
-                self.stale_reads += 1
+                self._stale()
                 logger.debug("ratio refresh failed; keeping the last known ratios", exc_info=True)
             cached.loaded_at = now
             return cached
@@ -224,6 +225,10 @@ class CachedStore:
             "dropped": dropped,
         }
 
+    def _stale(self) -> None:
+        with self._stale_lock:
+            self.stale_reads += 1
+
     def _probe(self) -> None:
         ping = getattr(self.requests, "ping", None)
         if callable(ping):
@@ -240,7 +245,7 @@ class CachedStore:
             known = self._known.get(key)
             if known is None:
                 raise
-            self.stale_reads += 1
+            self._stale()
             return known[0]  # type: ignore[no-any-return]
         self._known.set(key, value)
         return value
@@ -279,7 +284,7 @@ class CachedStore:
         try:
             return self._read(key, self.requests.get_pin, plan_id, session_id)
         except StoreError:
-            self.stale_reads += 1
+            self._stale()
             return None
 
     def pin_session(self, plan_id: str, session_id: str, pin: SessionPin, ttl: float) -> SessionPin:
@@ -292,7 +297,7 @@ class CachedStore:
         except StoreError:
             known = self._known.get(key)
             held = pin if known is None or known[0] is None else known[0]
-            self.stale_reads += 1
+            self._stale()
             self._known.set(key, held, ttl)
             return held
         self._known.set(key, held, ttl)

@@ -22,8 +22,9 @@ from typing import Any
 import pytest
 from _servers import ManagedProcess, free_port, wait_until
 from langchain_core.runnables import RunnableLambda
+from prometheus_client import CollectorRegistry
 
-from langchain_graylayer import GrayRouter, RolloutPlan, Version
+from langchain_graylayer import GraylayerMetrics, GrayRouter, RolloutPlan, Version
 from langchain_graylayer.errors import StoreError
 from langchain_graylayer.routing.decision import RouteReason
 from langchain_graylayer.store.breaker import BreakerState
@@ -151,7 +152,7 @@ async def test_a_router_serves_every_request_during_a_hang_without_waiting_on_it
         stop = asyncio.Event()
         lag = asyncio.create_task(loop_lag(stop))
         with server.hung():
-            during = await paced(router, 3.0, 50)
+            during = await paced(router, 5.0, 50)
             assert cached(router).breaker.state is not BreakerState.CLOSED
         stop.set()
 
@@ -160,7 +161,8 @@ async def test_a_router_serves_every_request_during_a_hang_without_waiting_on_it
         # the same answer as before the hang: its pin, from this replica's last known state
         assert all(answer == versions[user] for user, answer, _ in during)
         added = p95([seconds for *_, seconds in during]) - baseline
-        assert added <= 0.05, f"p95 added latency {added * 1000:.0f} ms during the hang"
+        slowest = sorted(round(seconds * 1000) for *_, seconds in during)[-15:]
+        assert added <= 0.05, f"p95 added {added * 1000:.0f} ms; slowest (ms): {slowest}"
         assert max(seconds for *_, seconds in during) < 1.0
         assert await lag < 0.05, "the event loop was blocked"
         assert router.counts()["stale"] >= len(during) - 10
@@ -172,8 +174,18 @@ async def test_a_router_serves_every_request_during_a_hang_without_waiting_on_it
 def test_the_breaker_closes_after_the_hang_and_evidence_resumes(server: PausableRedis) -> None:
     store = RedisStore(server.url)
     store.commit(PLAN.id, ratios={"vip": 1.0}, state="{}", audit=[], steps={"vip": "0@1.000"})
-    router = replica(store)
+    registry = CollectorRegistry()
+    router = GrayRouter(
+        stable=RunnableLambda(lambda q: f"stable:{q}"),
+        candidate=RunnableLambda(lambda q: f"candidate:{q}"),
+        plan=PLAN,
+        store=store,
+        metrics=GraylayerMetrics(registry=registry),
+    )
     requests = cached(router)
+
+    def gauge() -> float | None:
+        return registry.get_sample_value("graylayer_store_available", {"plan": PLAN.id})
 
     def served(user: str) -> Any:
         return router.invoke("q", cfg(user))
@@ -192,9 +204,11 @@ def test_the_breaker_closes_after_the_hang_and_evidence_resumes(server: Pausable
             while time.monotonic() - started < 2.0:  # the breaker opens, requests go on
                 assert all(served(u) == "candidate:q" for u in USERS[:10])
             assert requests.breaker.state is not BreakerState.CLOSED
+            assert gauge() == 0.0
             assert not requests.flush(timeout=0.2)  # the writer holds its batch
             during = router.counts()["requests"] - len(USERS)
         wait_until(lambda: requests.available, 5.0, "the breaker closing after SIGCONT")
+        assert gauge() == 1.0
         assert served(USERS[0]) == "candidate:q"
         assert requests.flush()
 
