@@ -1035,6 +1035,7 @@ def test_metrics_show_the_graylayer_family_and_no_user_id(
         "graylayer_feedback_score": "histogram",
         "graylayer_unrouted_requests_total": "counter",
         "graylayer_layer_ratio": "gauge",
+        "graylayer_store_available": "gauge",
         "graylayer_handler_errors_total": "counter",
     }
     secrets = {*users, *(f"session-of-{user}" for user in users), MALLORY}
