@@ -37,7 +37,6 @@ from collections.abc import Callable, Hashable, Sequence
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from langchain_graylayer._cache import ExpiringLRU
-from langchain_graylayer.errors import StoreError
 from langchain_graylayer.plan.assignment import LayerAssignment
 from langchain_graylayer.plan.plan import Version
 from langchain_graylayer.plan.profile import UserProfile
@@ -176,17 +175,17 @@ class CachedStore:
         with cached.lock:
             if cached.ratios is not None and now - cached.loaded_at < self.ratio_refresh:
                 return cached
+            cached.loaded_at = now  # the next attempt at the next refresh, success or not
             try:
                 ratios = self.breaker.call(self.requests.get_ratios, plan_id)
                 steps = self.breaker.call(self.requests.get_steps, plan_id)
-                cached.ratios, cached.steps = ratios, steps
             except Exception:
-                cached.loaded_at = now
                 if cached.ratios is None:
                     raise
                 self._stale()
                 logger.debug("ratio refresh failed; keeping the last known ratios", exc_info=True)
-            cached.loaded_at = now
+            else:
+                cached.ratios, cached.steps = ratios, steps
             return cached
 
     def get_ratios(self, plan_id: str) -> dict[str, float]:
@@ -241,7 +240,7 @@ class CachedStore:
         does not answer (its error when nothing is known)."""
         try:
             value = self.breaker.call(read, *args)
-        except StoreError:
+        except Exception:
             known = self._known.get(key)
             if known is None:
                 raise
@@ -274,7 +273,7 @@ class CachedStore:
         self._known.set(("layer", plan_id, user_id), assignment, ttl)
         try:
             self.breaker.call(self.requests.cache_layer, plan_id, user_id, assignment, ttl)
-        except StoreError:
+        except Exception:
             logger.debug("could not cache a layer in the store", exc_info=True)
 
     def get_pin(self, plan_id: str, session_id: str) -> SessionPin | None:
@@ -283,7 +282,7 @@ class CachedStore:
         key = ("pin", plan_id, session_id)
         try:
             return self._read(key, self.requests.get_pin, plan_id, session_id)
-        except StoreError:
+        except Exception:
             self._stale()
             return None
 
@@ -294,7 +293,8 @@ class CachedStore:
         key = ("pin", plan_id, session_id)
         try:
             held = self.breaker.call(self.requests.pin_session, plan_id, session_id, pin, ttl)
-        except StoreError:
+        except Exception:
+            logger.debug("could not pin a session in the store; pinned here", exc_info=True)
             known = self._known.get(key)
             held = pin if known is None or known[0] is None else known[0]
             self._stale()
