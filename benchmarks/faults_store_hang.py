@@ -292,6 +292,7 @@ async def _drive(
         "store_available_during_hang": events.get("available_during"),
         "breaker_closed_after_sigcont_s": events.get("closed_after_s"),
         "router_health": None if health is None else health.json().get("health"),
+        "samples": [(round(s.started, 3), round(s.seconds * 1000, 1), s.ok) for s in samples],
     }
 
 
