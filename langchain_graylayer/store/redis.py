@@ -253,7 +253,7 @@ class RedisStore:
                 )
             client = _client(url, socket_timeout)
         self._url = url
-        self._copies: list[RedisStore] = []
+        self._copies: dict[float, RedisStore] = {}
         self._owns_client = url is not None
         self._client: Any = client
         self._prefix = prefix
@@ -272,13 +272,14 @@ class RedisStore:
         """
         if self._url is None:
             return self
-        copy = RedisStore(
-            self._url,
-            prefix=self._prefix,
-            socket_timeout=seconds,
-            evidence_ttl=self._evidence_ttl,
-        )
-        self._copies.append(copy)
+        copy = self._copies.get(seconds)
+        if copy is None:  # one copy per timeout, however many routers share this store
+            copy = self._copies[seconds] = RedisStore(
+                self._url,
+                prefix=self._prefix,
+                socket_timeout=seconds,
+                evidence_ttl=self._evidence_ttl,
+            )
         return copy
 
     @contextmanager
@@ -523,7 +524,7 @@ class RedisStore:
 
     def close(self) -> None:
         """Close the connections of a client this store built; a client passed in stays open."""
-        for copy in self._copies:
+        for copy in self._copies.values():
             copy.close()
         if self._owns_client:
             with self._guard("close", self._prefix):
