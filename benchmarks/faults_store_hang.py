@@ -14,7 +14,8 @@ What it does, all on loopback:
    :data:`PROFILES` (a quarter of the users are staff: the ``internal`` layer, which the
    controller's first tick opens at 50%, so both versions serve);
 3. drives ``--rate`` requests a second (open loop: a request starts on schedule whether or not
-   the ones before have answered) of ``httpx`` clients with a 5 s timeout, each request one
+   the ones before have answered) of ``httpx`` clients with a 5 s timeout (the whole request,
+   not only each of its phases), each request one
    user's turn in their conversation (``X-User-ID``, ``X-Session-ID``), after a warm-up in
    which every user is seen once;
 4. after ``--before`` seconds, ``SIGSTOP`` s redis-server for ``--hang`` seconds, then
@@ -55,6 +56,8 @@ from langchain_graylayer.plan.profile import UserProfile
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "fault-suite-admin-token-0123456789"
+CLIENT_TIMEOUT = 5.0
+"""Seconds a client waits for its answer, all in: later is a failed request."""
 USERS = [f"user-{i}" for i in range(100)]
 PROFILES = {user: UserProfile(tags={"group": "staff"}) for user in USERS[::4]}
 """A quarter of the users are staff: the ``internal`` layer of ``examples/plan.yaml``."""
@@ -140,17 +143,19 @@ async def _load(base: str, seconds: float, rate: float, t0: float) -> list[Sampl
 
     samples: list[Sample] = []
     limits = httpx.Limits(max_connections=500, max_keepalive_connections=100)
-    async with httpx.AsyncClient(base_url=base, timeout=5.0, limits=limits) as client:
+    async with httpx.AsyncClient(base_url=base, timeout=CLIENT_TIMEOUT, limits=limits) as client:
 
         async def one(n: int) -> None:
             user = USERS[n % len(USERS)]
             headers = {"X-User-ID": user, "X-Session-ID": f"chat-{user}"}
             body = {"input": {"question": f"turn {n}"}}
             started = time.perf_counter()
-            try:
-                response = await client.post("/agent/invoke", json=body, headers=headers)
+            try:  # httpx's timeout bounds each phase (pool, connect, read): 5 s in all here
+                response = await asyncio.wait_for(
+                    client.post("/agent/invoke", json=body, headers=headers), CLIENT_TIMEOUT
+                )
                 ok, version = response.status_code == 200, response.headers.get("X-Agent-Version")
-            except httpx.HTTPError:
+            except (httpx.HTTPError, asyncio.TimeoutError):
                 ok, version = False, None
             samples.append(Sample(started - t0, time.perf_counter() - started, ok, user, version))
 

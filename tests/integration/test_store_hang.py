@@ -300,6 +300,10 @@ def test_a_call_that_timed_out_is_not_retried(server: PausableRedis) -> None:
 def test_the_request_path_gets_its_own_short_timeout(server: PausableRedis) -> None:
     store = RedisStore(server.url, socket_timeout=2.0)
     fast = store.with_timeout(0.1)
+    assert store.with_timeout(0.1) is fast  # one copy, however many routers ask
+    client = redis.Redis.from_url(server.url)
+    assert RedisStore(client=client).with_timeout(0.1).ping() is None  # its own client's
+    client.close()
     try:
         with server.hung():
             started = time.monotonic()
