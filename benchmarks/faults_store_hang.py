@@ -133,9 +133,14 @@ class Sample:
     started: float
     """Seconds since the load began."""
     seconds: float
-    ok: bool
+    status: str
+    """The HTTP status, or the client's error (e.g. ``TimeoutError``)."""
     user: str
     version: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "200"
 
 
 async def _load(base: str, seconds: float, rate: float, t0: float) -> list[Sample]:
@@ -154,10 +159,13 @@ async def _load(base: str, seconds: float, rate: float, t0: float) -> list[Sampl
                 response = await asyncio.wait_for(
                     client.post("/agent/invoke", json=body, headers=headers), CLIENT_TIMEOUT
                 )
-                ok, version = response.status_code == 200, response.headers.get("X-Agent-Version")
-            except (httpx.HTTPError, asyncio.TimeoutError):
-                ok, version = False, None
-            samples.append(Sample(started - t0, time.perf_counter() - started, ok, user, version))
+                status = str(response.status_code)
+                version = response.headers.get("X-Agent-Version")
+            except (httpx.HTTPError, asyncio.TimeoutError) as exc:
+                status, version = type(exc).__name__, None
+            samples.append(
+                Sample(started - t0, time.perf_counter() - started, status, user, version)
+            )
 
         tasks = []
         begin = time.perf_counter()
@@ -176,10 +184,15 @@ def _quantile(values: list[float], q: float) -> float:
 
 def _phase(samples: list[Sample]) -> dict[str, Any]:
     seconds = [s.seconds for s in samples if s.ok]
+    failures: dict[str, int] = {}
+    for sample in samples:
+        if not sample.ok:
+            failures[sample.status] = failures.get(sample.status, 0) + 1
     return {
         "requests": len(samples),
         "served": sum(s.ok for s in samples),
         "failed": sum(not s.ok for s in samples),
+        "failures": failures,
         "p50_ms": round(_quantile(seconds, 0.50) * 1000, 1),
         "p95_ms": round(_quantile(seconds, 0.95) * 1000, 1),
         "max_ms": round(max(seconds, default=float("nan")) * 1000, 1),
@@ -297,7 +310,7 @@ async def _drive(
         "store_available_during_hang": events.get("available_during"),
         "breaker_closed_after_sigcont_s": events.get("closed_after_s"),
         "router_health": None if health is None else health.json().get("health"),
-        "samples": [(round(s.started, 3), round(s.seconds * 1000, 1), s.ok) for s in samples],
+        "samples": [(round(s.started, 3), round(s.seconds * 1000, 1), s.status) for s in samples],
     }
 
 
@@ -311,7 +324,7 @@ def report(result: dict[str, Any]) -> str:
     for name, p in result["phases"].items():
         lines.append(
             f"{name:8} {p['requests']:>8} {p['served']:>7} {p['failed']:>7} {p['p50_ms']:>8} "
-            f"{p['p95_ms']:>8} {p['max_ms']:>8}"
+            f"{p['p95_ms']:>8} {p['max_ms']:>8}  {p['failures'] or ''}"
         )
     lines += [
         f"added latency during the hang (vs before, same run): p50 {result['added_p50_ms']:+.1f} "
