@@ -5,6 +5,7 @@ Every exception derives from :class:`GraylayerError`::
     GraylayerError
     ├── ConfigurationError (also a ValueError)   an invalid plan, rule or argument
     ├── StoreError                               the state store could not be read or written
+    │   └── StoreUnavailableError                not asked: its circuit breaker is open
     ├── UnknownRunError (also a LookupError)     feedback for a run id unknown or expired
     ├── InvalidFeedbackTokenError                a feedback token forged, expired or for another
     │   │                                        run
@@ -31,6 +32,7 @@ __all__ = [
     "InvalidFeedbackTokenError",
     "PlanStateError",
     "StoreError",
+    "StoreUnavailableError",
     "UnknownRunError",
     "add_note",
 ]
@@ -65,6 +67,11 @@ class ConfigurationError(GraylayerError, ValueError):
 
 class StoreError(GraylayerError):
     """The state store (memory, Redis, ...) failed to read or write."""
+
+
+class StoreUnavailableError(StoreError):
+    """The store was not asked: its circuit breaker is open after slow or failed calls (the
+    request path then serves this replica's last known state, or stable)."""
 
 
 class UnknownRunError(GraylayerError, LookupError):

@@ -17,6 +17,7 @@ metric                                      type       extra labels
 ``graylayer_feedback_score``                histogram  (NPS-style 0-10 scores)
 ``graylayer_unrouted_requests_total``       counter    only ``plan`` and ``reason``
 ``graylayer_layer_ratio``                   gauge      only ``plan`` and ``layer``
+``graylayer_store_available``               gauge      only ``plan`` (0: breaker open, last known)
 ``graylayer_handler_errors_total``          counter    none (failures inside graylayer's handlers)
 ==========================================  =========  ==========================================
 
@@ -143,6 +144,13 @@ class GraylayerMetrics:
             ["plan", "layer"],
             registry=registry,
         )
+        self.store_available = Gauge(
+            "graylayer_store_available",
+            "1 while the request path's store answers; 0 while its circuit breaker is open and "
+            "requests are served from this replica's last known state (or stable).",
+            ["plan"],
+            registry=registry,
+        )
         self.handler_errors = Counter(
             "graylayer_handler_errors_total",
             "Failures inside graylayer's callback handlers (logged, never raised).",
@@ -221,12 +229,17 @@ class GraylayerMetrics:
         self.unrouted.labels(plan_id, reason).inc()
 
     def watch_ratios(self, plan: RolloutPlan, store: RatioStore) -> None:
-        """Export each layer's ratio as read from ``store`` at scrape time (NaN if unreadable).
+        """Export each layer's ratio as read from ``store`` at scrape time (NaN if unreadable),
+        and whether the store answers (``graylayer_store_available``).
 
         Not available in prometheus_client's multiprocess mode (no ``set_function`` there).
         """
         for layer in plan.layer_names:
             self.ratio.labels(plan.id, layer).set_function(_ratio_reader(store, plan.id, layer))
+        # A networked store as the request path sees it (a CachedStore) says whether it answers.
+        self.store_available.labels(plan.id).set_function(
+            lambda: float(getattr(store, "available", True))
+        )
 
 
 def _ratio_reader(store: RatioStore, plan_id: str, layer: str) -> Callable[[], float]:

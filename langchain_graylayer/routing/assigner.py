@@ -57,7 +57,8 @@ class Assigner:
         self.profile_loader = profile_loader
         self.clock = clock
         self.health = RouterHealth()
-        """Requests, ``unrouted``, ``degraded`` and (counted by the router) ``fallback``."""
+        """Requests, ``unrouted``, ``degraded``, ``stale`` and (counted by the router)
+        ``fallback``."""
         self._scorer = LayerScorer(plan.scoring, clock=clock)
         self._layer_names = frozenset(plan.layer_names)
         self._last_warning = float("-inf")
@@ -91,6 +92,8 @@ class Assigner:
             self.health.add("degraded")
         elif not decision.routed:
             self.health.add("unrouted")
+        elif not getattr(self.store, "available", True):  # a CachedStore with its breaker open
+            self.health.add("stale")
         return decision
 
     def _route(self, user_id: str | None, session_id: str | None) -> RoutingDecision:

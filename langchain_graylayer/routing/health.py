@@ -13,10 +13,11 @@ from collections.abc import Callable
 
 __all__ = ["KINDS", "RouterHealth"]
 
-KINDS = ("requests", "unrouted", "degraded", "fallback")
+KINDS = ("requests", "unrouted", "degraded", "stale", "fallback")
 """``requests``: every request the router saw; ``unrouted``: no user id, or opted out (stable by
-design); ``degraded``: routing failed inside graylayer (stable by necessity); ``fallback``: the
-candidate raised and stable answered."""
+design); ``degraded``: routing failed inside graylayer (stable by necessity); ``stale``: routed
+while the store did not answer (its circuit breaker open), from this replica's last known
+ratios, layers and pins; ``fallback``: the candidate raised and stable answered."""
 
 
 class RouterHealth:

@@ -11,7 +11,21 @@ asking at every call whether it is one:
 * the candidate's tool-call journal and the evidence of every run are written by one background
   thread, every ``flush_interval`` seconds, from bounded buffers, so a request never waits on
   them (when a buffer is full, entries are dropped and counted);
-* profiles, the layer cache and session pins go straight to the store.
+* profiles, cached layers and session pins are read from the store on every request, through a
+  :class:`~.breaker.CircuitBreaker`, and the last value seen of each is remembered (up to
+  ``max_known`` of them, for at most ``stale_for`` seconds);
+* when the store hangs or fails — a few slow or failed calls in a row — the breaker opens and
+  the request path stops asking it: ratios, pins, layers and profiles come from the last known
+  values; a session not known here counts as unpinned and a new pin is kept here until the
+  store is back (it is written at the session's next request then); a request whose layer or
+  ratios are not known gets stable (``StoreUnavailableError`` reaches the router, which serves
+  stable); buffered writes wait (bounded) and a background probe closes the breaker when the
+  store answers again.
+
+A networked store that can make a copy of itself with shorter timeouts
+(:class:`TimeoutScoped`, as ``RedisStore`` does) is called on the request path through that
+copy (``request_timeout``, 0.1 s by default): the request path never waits the long timeouts
+the controller and the admin API use.
 """
 
 from __future__ import annotations
@@ -19,17 +33,53 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
+from langchain_graylayer._cache import ExpiringLRU
 from langchain_graylayer.plan.assignment import LayerAssignment
 from langchain_graylayer.plan.plan import Version
 from langchain_graylayer.plan.profile import UserProfile
+from langchain_graylayer.store.breaker import CircuitBreaker
 from langchain_graylayer.store.evidence import ArmTotals, UnitDelta
 from langchain_graylayer.store.protocols import RoutingStore, SessionPin, Store
 
-__all__ = ["CachedStore", "for_requests"]
+__all__ = ["CachedStore", "TimeoutScoped", "for_requests"]
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@runtime_checkable
+class TimeoutScoped(Protocol):
+    """A networked store that can hand out a copy of itself with shorter network timeouts."""
+
+    def with_timeout(self, seconds: float) -> Store:
+        """The same store, on its own connections, waiting at most ``seconds`` a call."""
+        ...
+
+
+class _Known:
+    """The last value the store gave for each key, bounded and expiring; thread-safe."""
+
+    def __init__(self, max_entries: int, ttl: float, clock: Callable[[], float]) -> None:
+        self.ttl = ttl
+        self._values: ExpiringLRU[Hashable, tuple[Any]] = ExpiringLRU(max_entries, clock)
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable) -> tuple[Any] | None:
+        """``(value,)`` (the value may be ``None``: known to be absent), or ``None``."""
+        with self._lock:
+            return self._values.get(key)
+
+    def set(self, key: Hashable, value: Any, ttl: float | None = None) -> None:
+        with self._lock:
+            self._values.set(key, (value,), self.ttl if ttl is None else min(ttl, self.ttl))
+
+    def pop(self, key: Hashable) -> None:
+        with self._lock:
+            self._values.pop(key)
 
 
 class _Ratios:
@@ -43,7 +93,8 @@ class _Ratios:
 
 
 class CachedStore:
-    """Ratios from memory and journal writes in the background, in front of a networked store.
+    """A networked store as the request path sees it: ratios from memory, writes in the
+    background, reads through a circuit breaker, the last known state when the store is away.
 
     Example:
         >>> from langchain_graylayer.store.memory import MemoryStore
@@ -63,19 +114,48 @@ class CachedStore:
         self,
         store: Store,
         *,
+        requests: RoutingStore | None = None,
         ratio_refresh: float = 0.5,
         clock: Callable[[], float] = time.time,
         flush_interval: float = 0.5,
         max_buffered: int = 100_000,
+        breaker: CircuitBreaker | None = None,
+        stale_for: float = 300.0,
+        max_known: int = 100_000,
     ) -> None:
+        """Args:
+        store: The store; the background writer and every call outside the request path
+            (profiles put, pins listed, evidence read) use it as it is.
+        requests: The same store as the request path should call it (short timeouts);
+            default ``store``.
+        ratio_refresh: Seconds between reads of a plan's ratios and steps.
+        clock: POSIX seconds (ratio refresh, how old a known value is).
+        flush_interval: Seconds the writer gathers a batch.
+        max_buffered: Journal entries and evidence deltas buffered at most; more are dropped
+            (and counted) while the store is away.
+        breaker: Guards the request path's calls; default: open after 3 calls in a row that
+            fail or take 100 ms or more, probe every second in the background.
+        stale_for: Seconds a known pin, layer or profile may be served while the store is
+            away (the next request of the user, when the store answers, refreshes it).
+        max_known: Pins, layers and profiles remembered at most (least recently used go).
+        """
         self.store = store
+        self.requests: RoutingStore = store if requests is None else requests
         self.ratio_refresh = ratio_refresh
         self.clock = clock
         self.flush_interval = flush_interval
         self.max_buffered = max_buffered
+        self.breaker = breaker or CircuitBreaker(
+            slow_call=0.1, probe=self._probe, name="graylayer store"
+        )
         self.dropped = 0
-        """Journal entries and evidence not written because a buffer was full (the store too
-        slow or down for long)."""
+        """Journal entries and evidence not written: a buffer was full while the store was
+        away, or a write failed (a write that timed out may still land: it is never retried,
+        so nothing is counted twice)."""
+        self.stale_reads = 0
+        """Reads answered from the last known state because the store did not answer."""
+        self._stale_lock = threading.Lock()
+        self._known = _Known(max_known, stale_for, clock)
         self._plans: dict[str, _Ratios] = {}
         self._plans_lock = threading.Lock()
         self._journal: list[tuple[str, str]] = []
@@ -95,14 +175,17 @@ class CachedStore:
         with cached.lock:
             if cached.ratios is not None and now - cached.loaded_at < self.ratio_refresh:
                 return cached
+            cached.loaded_at = now  # the next attempt at the next refresh, success or not
             try:
-                ratios, steps = self.store.get_ratios(plan_id), self.store.get_steps(plan_id)
-                cached.ratios, cached.steps = ratios, steps
+                ratios = self.breaker.call(self.requests.get_ratios, plan_id)
+                steps = self.breaker.call(self.requests.get_steps, plan_id)
             except Exception:
                 if cached.ratios is None:
                     raise
-                logger.warning("ratio refresh failed; keeping the last known ratios", exc_info=True)
-            cached.loaded_at = now
+                self._stale()
+                logger.debug("ratio refresh failed; keeping the last known ratios", exc_info=True)
+            else:
+                cached.ratios, cached.steps = ratios, steps
             return cached
 
     def get_ratios(self, plan_id: str) -> dict[str, float]:
@@ -121,26 +204,104 @@ class CachedStore:
         with self._plans_lock:
             self._plans.pop(plan_id, None)  # read again at the next request
 
-    # profiles, the layer cache and pins: straight to the store ---------------------------
+    # the store's health ------------------------------------------------------------------
+    @property
+    def available(self) -> bool:
+        """False while the breaker is open (or half open): requests get the last known state.
+        Asking starts the background probe when one is due (so an idle replica, scraped by
+        Prometheus, finds out too)."""
+        return self.breaker.available()
+
+    def health(self) -> dict[str, Any]:
+        """The breaker's state and counters, reads served stale, writes buffered and dropped."""
+        with self._pending:
+            buffered, dropped = self._buffered, self.dropped
+        return {
+            "available": self.available,
+            "breaker": self.breaker.snapshot(),
+            "stale_reads": self.stale_reads,
+            "buffered": buffered,
+            "dropped": dropped,
+        }
+
+    def _stale(self) -> None:
+        with self._stale_lock:
+            self.stale_reads += 1
+
+    def _probe(self) -> None:
+        ping = getattr(self.requests, "ping", None)
+        if callable(ping):
+            ping()
+        else:
+            self.requests.get_steps(next(iter(self._plans), "graylayer-probe"))
+
+    def _read(self, key: Hashable, read: Callable[..., T], *args: Any) -> T:
+        """``read(*args)`` through the breaker, remembered; the last known value when the store
+        does not answer (its error when nothing is known)."""
+        try:
+            value = self.breaker.call(read, *args)
+        except Exception:
+            known = self._known.get(key)
+            if known is None:
+                raise
+            self._stale()
+            return known[0]  # type: ignore[no-any-return]
+        self._known.set(key, value)
+        return value
+
+    # profiles, the layer cache and pins: read through the breaker -----------------------
     def get_profile(self, user_id: str) -> UserProfile | None:
-        return self.store.get_profile(user_id)
+        return self._read(("profile", user_id), self.requests.get_profile, user_id)
 
     def put_profile(self, user_id: str, profile: UserProfile) -> None:
         self.store.put_profile(user_id, profile)
+        self._known.pop(("profile", user_id))
+        with self._plans_lock:
+            plans = list(self._plans)
+        for plan_id in plans:
+            self._known.pop(("layer", plan_id, user_id))
 
     def get_cached_layer(self, plan_id: str, user_id: str) -> LayerAssignment | None:
-        return self.store.get_cached_layer(plan_id, user_id)
+        key = ("layer", plan_id, user_id)
+        return self._read(key, self.requests.get_cached_layer, plan_id, user_id)
 
     def cache_layer(
         self, plan_id: str, user_id: str, assignment: LayerAssignment, ttl: float
     ) -> None:
-        self.store.cache_layer(plan_id, user_id, assignment, ttl)
+        """Cache the layer in the store and here; while the store is away, only here (it is a
+        cache: the layer is computed again when it is missing)."""
+        self._known.set(("layer", plan_id, user_id), assignment, ttl)
+        try:
+            self.breaker.call(self.requests.cache_layer, plan_id, user_id, assignment, ttl)
+        except Exception:
+            logger.debug("could not cache a layer in the store", exc_info=True)
 
     def get_pin(self, plan_id: str, session_id: str) -> SessionPin | None:
-        return self.store.get_pin(plan_id, session_id)
+        """The session's pin; while the store is away, the last one known here, else ``None``
+        (the request is routed by its layer and ratio, as a new session would be)."""
+        key = ("pin", plan_id, session_id)
+        try:
+            return self._read(key, self.requests.get_pin, plan_id, session_id)
+        except Exception:
+            self._stale()
+            return None
 
     def pin_session(self, plan_id: str, session_id: str, pin: SessionPin, ttl: float) -> SessionPin:
-        return self.store.pin_session(plan_id, session_id, pin, ttl)
+        """Pin through the store (first writer wins across replicas). While the store is away
+        the pin is kept here only: the session stays on its version in this replica, and is
+        pinned in the store at its first request once the store answers."""
+        key = ("pin", plan_id, session_id)
+        try:
+            held = self.breaker.call(self.requests.pin_session, plan_id, session_id, pin, ttl)
+        except Exception:
+            logger.debug("could not pin a session in the store; pinned here", exc_info=True)
+            known = self._known.get(key)
+            held = pin if known is None or known[0] is None else known[0]
+            self._stale()
+            self._known.set(key, held, ttl)
+            return held
+        self._known.set(key, held, ttl)
+        return held
 
     def pinned_sessions(
         self, plan_id: str, version: Version | None = None
@@ -149,6 +310,7 @@ class CachedStore:
 
     def repin_session(self, plan_id: str, session_id: str, pin: SessionPin, ttl: float) -> None:
         self.store.repin_session(plan_id, session_id, pin, ttl)
+        self._known.set(("pin", plan_id, session_id), pin, ttl)
 
     # the journal and the evidence: written in the background ---------------------------
     def record_tool_call(self, plan_id: str, entry: str) -> None:
@@ -196,21 +358,28 @@ class CachedStore:
                 while not self._buffered:
                     self._pending.wait()
                 self._pending.wait(self.flush_interval)  # gather a batch
+                if not self.breaker.available():  # the store is away: keep the batch, bounded
+                    continue
                 journal, evidence = self._journal, self._evidence
                 self._journal, self._evidence = [], {}
                 self._writing, self._buffered = self._buffered, 0
+            lost = 0
             for plan_id, entry in journal:
                 try:
                     self.store.record_tool_call(plan_id, entry)
                 except Exception:
-                    logger.exception("could not journal a candidate tool call")
+                    lost += 1
+                    self.breaker.record_failure()
+                    logger.warning("could not journal a candidate tool call", exc_info=True)
             for plan_id, deltas in evidence.items():
                 try:
                     self.store.add_evidence(plan_id, deltas)
-                except Exception:
-                    self.dropped += len(deltas)
+                except Exception:  # never retried: a write that timed out may still land
+                    lost += len(deltas)
+                    self.breaker.record_failure()
                     logger.warning("could not write %d evidence deltas", len(deltas), exc_info=True)
             with self._pending:
+                self.dropped += lost
                 self._writing = 0
                 self._pending.notify_all()
 
@@ -220,10 +389,16 @@ class CachedStore:
 
 
 def for_requests(
-    store: Store, *, ratio_refresh: float = 0.5, clock: Callable[[], float] = time.time
+    store: Store,
+    *,
+    ratio_refresh: float = 0.5,
+    clock: Callable[[], float] = time.time,
+    request_timeout: float = 0.1,
 ) -> RoutingStore:
     """``store`` as the request path should use it: a networked store wrapped in a
-    :class:`CachedStore`, an in-process one as it is."""
+    :class:`CachedStore` (called through a copy with ``request_timeout`` seconds of network
+    timeout when it is :class:`TimeoutScoped`), an in-process one as it is."""
     if not store.networked:
         return store
-    return CachedStore(store, ratio_refresh=ratio_refresh, clock=clock)
+    requests = store.with_timeout(request_timeout) if isinstance(store, TimeoutScoped) else None
+    return CachedStore(store, requests=requests, ratio_refresh=ratio_refresh, clock=clock)

@@ -185,6 +185,28 @@ def _entries(reply: Any) -> list[str]:
     return entries
 
 
+def _client(url: str, timeout: float) -> Any:
+    """A decoding client with ``timeout`` seconds for a connection or a reply.
+
+    One immediate retry heals a pooled connection the server dropped (a restart); redis-py's
+    default (ten retries with backoff) would hold a request for seconds in an outage. A call
+    that *timed out* is never retried: it would double the wait, and a server that is only slow
+    could run a write (an evidence increment, a journal entry) twice.
+    """
+    try:
+        return redis.Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
+        )
+    except ValueError as exc:  # e.g. an http:// URL
+        raise ConfigurationError(
+            "url", url, f"a redis://, rediss:// or unix:// URL ({exc})"
+        ) from exc
+
+
 class RedisStore:
     """State in Redis, so that every replica routes and pins alike.
 
@@ -231,20 +253,9 @@ class RedisStore:
                 raise ConfigurationError(
                     "url", url, "a Redis URL such as 'redis://localhost:6379/0', or client="
                 )
-            # One immediate retry heals a pooled connection the server dropped; redis-py's
-            # default (ten retries with backoff) would hold a request for seconds in an outage.
-            try:
-                client = redis.Redis.from_url(
-                    url,
-                    decode_responses=True,
-                    socket_timeout=socket_timeout,
-                    socket_connect_timeout=socket_timeout,
-                    retry=Retry(NoBackoff(), 1),
-                )
-            except ValueError as exc:  # e.g. an http:// URL
-                raise ConfigurationError(
-                    "url", url, f"a redis://, rediss:// or unix:// URL ({exc})"
-                ) from exc
+            client = _client(url, socket_timeout)
+        self._url = url
+        self._copies: dict[float, RedisStore] = {}
         self._owns_client = url is not None
         self._client: Any = client
         self._prefix = prefix
@@ -253,6 +264,25 @@ class RedisStore:
         self._release_script: Any = self._client.register_script(_RELEASE_SCRIPT)
         self._evidence_script: Any = self._client.register_script(_EVIDENCE_SCRIPT)
         self._evidence_ttl = evidence_ttl
+
+    def with_timeout(self, seconds: float) -> RedisStore:
+        """This store on its own connections that wait at most ``seconds`` for a connection or
+        a reply: what the request path calls (``for_requests`` asks for it), while the
+        controller and the admin API keep ``socket_timeout``. ``close()`` closes it too.
+
+        A store built with ``client=`` cannot copy its client's settings: it returns itself.
+        """
+        if self._url is None:
+            return self
+        copy = self._copies.get(seconds)
+        if copy is None:  # one copy per timeout, however many routers share this store
+            copy = self._copies[seconds] = RedisStore(
+                self._url,
+                prefix=self._prefix,
+                socket_timeout=seconds,
+                evidence_ttl=self._evidence_ttl,
+            )
+        return copy
 
     @contextmanager
     def _guard(self, operation: str, key: str) -> Iterator[None]:
@@ -496,6 +526,8 @@ class RedisStore:
 
     def close(self) -> None:
         """Close the connections of a client this store built; a client passed in stays open."""
+        for copy in self._copies.values():
+            copy.close()
         if self._owns_client:
             with self._guard("close", self._prefix):
                 self._client.close()

@@ -98,6 +98,12 @@ class ManagedProcess:
     ) -> None:
         self.stop()
 
+    @property
+    def pid(self) -> int:
+        """The process id of the running server (to signal it, e.g. SIGSTOP for a hang)."""
+        assert self._process is not None, f"{self.name} is not running"
+        return self._process.pid
+
     def _ready_or_dead(self) -> bool:
         assert self._process is not None
         return self._process.poll() is not None or self.ready()

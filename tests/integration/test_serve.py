@@ -842,7 +842,7 @@ def test_the_admin_api_operates_the_rollout(serve: Callable[..., Served]) -> Non
     status = ok("GET", "/status")
     assert status["status"] == "running"
     assert [layer["layer"] for layer in status["layers"]] == PLAN.layer_names
-    nothing = {"requests": 0, "unrouted": 0, "degraded": 0, "fallback": 0}
+    nothing = {"requests": 0, "unrouted": 0, "degraded": 0, "stale": 0, "fallback": 0}
     since = ("started_at", "uptime_seconds")
     health = {k: v for k, v in status["health"].items() if k not in since}
     assert health == {"window_seconds": 300, "recent": nothing, "since_start": nothing}
@@ -1037,6 +1037,7 @@ def test_metrics_show_the_graylayer_family_and_no_user_id(
         "graylayer_feedback_score": "histogram",
         "graylayer_unrouted_requests_total": "counter",
         "graylayer_layer_ratio": "gauge",
+        "graylayer_store_available": "gauge",
         "graylayer_handler_errors_total": "counter",
     }
     secrets = {*users, *(f"session-of-{user}" for user in users), MALLORY}

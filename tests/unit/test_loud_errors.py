@@ -50,7 +50,7 @@ def test_unrouted_does_not_count_degraded() -> None:
     r = router(store=Down())
     r.invoke("hi", {"configurable": {"user_id": "u1"}})
     r.invoke("hi", {})
-    assert r.counts() == {"requests": 2, "unrouted": 1, "degraded": 1, "fallback": 0}
+    assert r.counts() == {"requests": 2, "unrouted": 1, "degraded": 1, "stale": 0, "fallback": 0}
 
 
 @pytest.mark.parametrize(
