@@ -30,6 +30,7 @@ from langchain_graylayer.routing.decision import RouteReason
 from langchain_graylayer.store.breaker import BreakerState
 from langchain_graylayer.store.cached import CachedStore
 from langchain_graylayer.store.evidence import ArmKey, UnitDelta
+from langchain_graylayer.store.protocols import conversation_key
 
 redis = pytest.importorskip("redis", reason='pip install "langchain-graylayer[redis]"')
 from langchain_graylayer.store.redis import RedisStore  # noqa: E402
@@ -245,10 +246,11 @@ def test_a_new_conversation_during_the_hang_is_routed_and_pinned_once_the_store_
             stranger = {"configurable": {"user_id": "u-stranger", "session_id": "chat-x"}}
             assert router.invoke("q", stranger) == "stable:q"
         assert router.counts()["degraded"] >= 1
-        assert store.get_pin(PLAN.id, "chat-new") is None  # not written while away
+        key = conversation_key("u1", "chat-new")
+        assert store.get_pin(PLAN.id, key) is None  # not written while away
         wait_until(lambda: requests.available, 5.0, "the breaker closing after SIGCONT")
         assert router.invoke("q", new) == "candidate:q"
-        pin = store.get_pin(PLAN.id, "chat-new")
+        pin = store.get_pin(PLAN.id, key)
         assert pin is not None
         assert pin.version is Version.CANDIDATE
     finally:
