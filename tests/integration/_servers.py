@@ -6,6 +6,7 @@ which command to run and how to tell that the server is ready.
 
 from __future__ import annotations
 
+import random
 import shlex
 import socket
 import subprocess
@@ -19,11 +20,25 @@ __all__ = ["ManagedProcess", "free_port", "wait_until"]
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on (the OS picks it)."""
+    """A TCP port on 127.0.0.1 that nothing listens on, below the ephemeral range.
+
+    A port the OS picks (bind to 0) is an ephemeral one, and between this check and the server's
+    bind any outgoing connection on the machine may take it ("address already in use" under
+    load). Ports in 20000-32767 are never handed out to outgoing connections on Linux.
+    """
+    rng = random.Random()
+    for _ in range(50):
+        port = rng.randrange(20_000, 32_768)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        chosen: int = sock.getsockname()[1]
+        return chosen
 
 
 def wait_until(

@@ -476,7 +476,7 @@ def test_status_health_says_since_when_it_counts(
 
     assert set(health) >= {"recent", "since_start", "started_at", "uptime_seconds"}
     assert health["uptime_seconds"] >= 0
-    assert set(health["recent"]) == {"requests", "unrouted", "degraded", "fallback"}
+    assert set(health["recent"]) == {"requests", "unrouted", "degraded", "stale", "fallback"}
     assert Version.CANDIDATE.value == "candidate"
 
 
