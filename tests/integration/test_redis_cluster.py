@@ -1,0 +1,78 @@
+"""The controller and the router on a real three-node Redis Cluster (fixtures in conftest)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from langchain_graylayer import RolloutPlan
+from langchain_graylayer.errors import ConfigurationError
+from langchain_graylayer.rollout.controller import RolloutController
+from langchain_graylayer.store.redis import RedisStore
+
+PLAN = RolloutPlan.default("refund-v2")
+
+
+def controller(store: RedisStore, holder: str, **kw: Any) -> RolloutController:
+    return RolloutController(plan=PLAN, store=store, holder=holder, **kw)
+
+
+def test_the_controller_steps_and_rolls_back_on_the_cluster(
+    make_cluster_store: Callable[..., RedisStore],
+) -> None:
+    store = make_cluster_store()
+    leader = controller(store, "leader")
+
+    assert [e.action for e in leader.step()] == ["start_layer"]
+    assert store.get_ratios(PLAN.id)["early_adopter"] > 0
+
+    leader.rollback("p99 latency doubled", operator="alice")
+
+    assert set(store.get_ratios(PLAN.id).values()) == {0.0}
+    assert leader.status()["status"] == "rolled_back"
+    actions = [(e.operator, e.action) for e in leader.audit()]
+    assert actions[:2] == [("controller", "start_layer"), ("alice", "rollback")]
+
+
+def test_two_controllers_on_the_cluster_never_both_act(
+    make_cluster_store: Callable[..., RedisStore],
+) -> None:
+    replicas = [controller(make_cluster_store(), f"replica-{i}") for i in range(2)]
+    acted: list[str] = []
+    lock = threading.Lock()
+
+    def tick(replica: RolloutController) -> None:
+        for _ in range(10):
+            for _entry in replica.step():
+                with lock:
+                    acted.append(replica.holder)
+
+    threads = [threading.Thread(target=tick, args=(r,)) for r in replicas]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert len(set(acted)) == 1
+    audit = replicas[1].audit()
+    assert [e.action for e in audit].count("start_layer") == 1
+    assert replicas[0].status() == replicas[1].status()
+
+
+def test_a_url_with_cluster_true_finds_every_node(
+    make_cluster_store: Callable[..., RedisStore], redis_cluster_ports: list[int]
+) -> None:
+    store = make_cluster_store(url=f"redis://127.0.0.1:{redis_cluster_ports[1]}/0", cluster=True)
+    plans = [f"plan-{i}" for i in range(12)]  # spread over the three nodes' slots
+    for plan_id in plans:
+        store.commit(plan_id, ratios={"vip": 0.5}, state="{}", audit=["started"])
+    assert all(store.get_ratios(p) == {"vip": 0.5} for p in plans)
+    assert all(store.read_audit(p) == ["started"] for p in plans)
+    store.close()
+
+
+def test_a_prefix_with_a_brace_is_refused(make_cluster_store: Callable[..., RedisStore]) -> None:
+    with pytest.raises(ConfigurationError, match=r"prefix: .*without '\{' or '\}'"):
+        make_cluster_store(prefix="team{a}")
