@@ -76,3 +76,32 @@ def test_a_url_with_cluster_true_finds_every_node(
 def test_a_prefix_with_a_brace_is_refused(make_cluster_store: Callable[..., RedisStore]) -> None:
     with pytest.raises(ConfigurationError, match=r"prefix: .*without '\{' or '\}'"):
         make_cluster_store(prefix="team{a}")
+
+
+def test_two_routers_on_the_cluster_route_alike_and_share_session_pins(
+    make_cluster_store: Callable[..., RedisStore],
+) -> None:
+    from langchain_core.runnables import RunnableLambda
+
+    from langchain_graylayer import GrayRouter
+    from langchain_graylayer.plan.plan import Version
+
+    first, second = make_cluster_store(), make_cluster_store()
+    first.commit(PLAN.id, ratios=dict.fromkeys(PLAN.layer_names, 0.5), state="{}", audit=[])
+    routers = [
+        GrayRouter(
+            stable=RunnableLambda(lambda q: f"v1: {q}"),
+            candidate=RunnableLambda(lambda q: f"v2: {q}"),
+            plan=PLAN,
+            store=store,
+            instrument=False,
+        )
+        for store in (first, second)
+    ]
+    users = [f"user-{n}" for n in range(200)]
+    by_first = {u: routers[0].route_request(u, f"chat-{u}").version for u in users}
+    by_second = {u: routers[1].route_request(u, f"chat-{u}").version for u in users}
+
+    assert by_first == by_second
+    assert set(by_first.values()) == {Version.STABLE, Version.CANDIDATE}  # both arms on show
+    assert len(second.pinned_sessions(PLAN.id)) == len(users)  # pins over all three nodes
