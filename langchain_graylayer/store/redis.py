@@ -197,6 +197,27 @@ def _entries(reply: Any) -> list[str]:
     return entries
 
 
+def _client(url: str, timeout: float, cluster: bool) -> Any:
+    """A decoding client (a ``RedisCluster`` if ``cluster``) with ``timeout`` seconds for a
+    connection or a reply.
+
+    One immediate retry heals a pooled connection the server dropped; redis-py's default (ten
+    retries with backoff) would hold a request for seconds in an outage.
+    """
+    try:
+        return (RedisCluster if cluster else redis.Redis).from_url(
+            url,
+            decode_responses=True,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 1),
+        )
+    except ValueError as exc:  # e.g. an http:// URL
+        raise ConfigurationError(
+            "url", url, f"a redis://, rediss:// or unix:// URL ({exc})"
+        ) from exc
+
+
 class RedisStore:
     """State in Redis, so that every replica routes and pins alike.
 
@@ -252,20 +273,7 @@ class RedisStore:
                 raise ConfigurationError(
                     "url", url, "a Redis URL such as 'redis://localhost:6379/0', or client="
                 )
-            # One immediate retry heals a pooled connection the server dropped; redis-py's
-            # default (ten retries with backoff) would hold a request for seconds in an outage.
-            try:
-                client = (RedisCluster if cluster else redis.Redis).from_url(
-                    url,
-                    decode_responses=True,
-                    socket_timeout=socket_timeout,
-                    socket_connect_timeout=socket_timeout,
-                    retry=Retry(NoBackoff(), 1),
-                )
-            except ValueError as exc:  # e.g. an http:// URL
-                raise ConfigurationError(
-                    "url", url, f"a redis://, rediss:// or unix:// URL ({exc})"
-                ) from exc
+            client = _client(url, socket_timeout, cluster)
         self._owns_client = url is not None
         self._client: Any = client
         self._cluster = isinstance(client, RedisCluster)

@@ -102,7 +102,8 @@ def redis_cluster_ports(tmp_path_factory: pytest.TempPathFactory) -> Iterator[li
 def make_cluster_store(redis_cluster_ports: list[int]) -> Iterator[Callable[..., Any]]:
     """A factory of ``RedisStore`` instances on the (emptied) cluster, closed afterwards.
 
-    ``make_cluster_store()`` passes a ``RedisCluster`` client; keywords go to ``RedisStore``.
+    ``make_cluster_store()`` passes a ``RedisCluster`` client; keywords go to ``RedisStore``
+    (``url=..., cluster=True`` for a store that builds its own).
     """
     import redis
     from redis.cluster import RedisCluster
@@ -116,6 +117,7 @@ def make_cluster_store(redis_cluster_ports: list[int]) -> Iterator[Callable[...,
         finally:
             node.close()
     clients: list[Any] = []
+    stores: list[RedisStore] = []
 
     def make(**kwargs: Any) -> RedisStore:
         if "client" not in kwargs and "url" not in kwargs:
@@ -123,9 +125,13 @@ def make_cluster_store(redis_cluster_ports: list[int]) -> Iterator[Callable[...,
                                   decode_responses=True)  # fmt: skip
             clients.append(client)
             kwargs["client"] = client
-        return RedisStore(**kwargs)
+        store = RedisStore(**kwargs)
+        stores.append(store)
+        return store
 
     yield make
+    for store in stores:
+        store.close()  # closes the clients URL stores built; a client= stays open
     for client in clients:
         client.close()
 

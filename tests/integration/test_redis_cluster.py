@@ -70,7 +70,6 @@ def test_a_url_with_cluster_true_finds_every_node(
         store.commit(plan_id, ratios={"vip": 0.5}, state="{}", audit=["started"])
     assert all(store.get_ratios(p) == {"vip": 0.5} for p in plans)
     assert all(store.read_audit(p) == ["started"] for p in plans)
-    store.close()
 
 
 def test_a_prefix_with_a_brace_is_refused(make_cluster_store: Callable[..., RedisStore]) -> None:
@@ -79,14 +78,18 @@ def test_a_prefix_with_a_brace_is_refused(make_cluster_store: Callable[..., Redi
 
 
 def test_two_routers_on_the_cluster_route_alike_and_share_session_pins(
-    make_cluster_store: Callable[..., RedisStore],
+    make_cluster_store: Callable[..., RedisStore], redis_cluster_ports: list[int]
 ) -> None:
     from langchain_core.runnables import RunnableLambda
 
     from langchain_graylayer import GrayRouter
     from langchain_graylayer.plan.plan import Version
 
-    first, second = make_cluster_store(), make_cluster_store()
+    # URL stores, as `graylayer serve` builds them: the request path's copy is a cluster too
+    first, second = (
+        make_cluster_store(url=f"redis://127.0.0.1:{port}/0", cluster=True)
+        for port in redis_cluster_ports[:2]
+    )
     first.commit(PLAN.id, ratios=dict.fromkeys(PLAN.layer_names, 0.5), state="{}", audit=[])
     routers = [
         GrayRouter(
