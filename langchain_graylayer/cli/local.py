@@ -210,7 +210,7 @@ def redis_migrate(args: argparse.Namespace) -> int:
     """``graylayer redis-migrate``: move plan keys to the cluster-safe layout; 1 if any remain."""
     from langchain_graylayer.store.redis import RedisStore
 
-    store = RedisStore(args.redis_url, prefix=args.prefix, cluster=args.cluster)
+    store = RedisStore(args.redis_url, prefix=args.prefix)
     try:
         store.ping()
         done = store.migrate_layout()

@@ -69,8 +69,9 @@ def _parser() -> argparse.ArgumentParser:
     migrate = sub.add_parser(
         "redis-migrate", help="move plan keys to the cluster-safe layout (once, after upgrading)"
     )
-    migrate.add_argument("--redis-url", required=True, help="redis://host:port/db")
-    migrate.add_argument("--cluster", action="store_true", help="the URL is a cluster node")
+    migrate.add_argument(
+        "--redis-url", required=True, help="redis://host:port/db, or redis+cluster://node:port"
+    )
     migrate.add_argument("--prefix", default="graylayer", help="key prefix (default: %(default)s)")
     migrate.set_defaults(func=local.redis_migrate)
     # `graylayer simulate` parses its own options in .simulate, imported only when it runs

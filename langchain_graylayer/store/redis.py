@@ -147,6 +147,9 @@ end
 return 1
 """
 
+_CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+"""URL schemes of a Redis Cluster, and the scheme redis-py's ``RedisCluster.from_url`` takes."""
+
 _STREAM_MAXLEN = 100_000
 """Approximate bound (``MAXLEN ~``) of each plan's audit stream and tool-call journal."""
 
@@ -197,16 +200,18 @@ def _entries(reply: Any) -> list[str]:
     return entries
 
 
-def _client(url: str, timeout: float, cluster: bool) -> Any:
-    """A decoding client (a ``RedisCluster`` if ``cluster``) with ``timeout`` seconds for a
-    connection or a reply.
+def _client(url: str, timeout: float) -> Any:
+    """A decoding client with ``timeout`` seconds for a connection or a reply; a
+    ``RedisCluster`` for a ``redis+cluster://`` or ``rediss+cluster://`` URL.
 
     One immediate retry heals a pooled connection the server dropped; redis-py's default (ten
     retries with backoff) would hold a request for seconds in an outage.
     """
+    scheme, _, rest = url.partition("://")
+    cluster = scheme in _CLUSTER_SCHEMES
     try:
         return (RedisCluster if cluster else redis.Redis).from_url(
-            url,
+            f"{_CLUSTER_SCHEMES[scheme]}://{rest}" if cluster else url,
             decode_responses=True,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
@@ -214,16 +219,16 @@ def _client(url: str, timeout: float, cluster: bool) -> Any:
         )
     except ValueError as exc:  # e.g. an http:// URL
         raise ConfigurationError(
-            "url", url, f"a redis://, rediss:// or unix:// URL ({exc})"
+            "url", url, f"a redis://, rediss://, redis+cluster:// or unix:// URL ({exc})"
         ) from exc
 
 
 class RedisStore:
     """State in Redis, so that every replica routes and pins alike.
 
-    Pass a URL (the store builds and owns a client with ``decode_responses=True``; add
-    ``cluster=True`` for a Redis Cluster) or a client of your own, decoding or not: a
-    ``redis.Redis``, a ``redis.cluster.RedisCluster``, or a Sentinel-managed primary
+    Pass a URL (the store builds and owns a client with ``decode_responses=True``;
+    ``redis+cluster://`` names any node of a Redis Cluster) or a client of your own, decoding
+    or not: a ``redis.Redis``, a ``redis.cluster.RedisCluster``, or a Sentinel-managed primary
     (``redis.sentinel.Sentinel(...).master_for(name)``). Calls block on the network, so
     ``networked`` is true: where requests are served it is wrapped in a ``CachedStore``, and async
     code calls it off the event loop.
@@ -233,7 +238,7 @@ class RedisStore:
         >>> store.set_ratio("refund-v2", "early_adopter", 0.1)  # doctest: +SKIP
         >>> store.get_ratios("refund-v2")  # doctest: +SKIP
         {'early_adopter': 0.1}
-        >>> on_a_cluster = RedisStore("redis://10.0.0.5:7000", cluster=True)  # doctest: +SKIP
+        >>> on_a_cluster = RedisStore("redis+cluster://10.0.0.5:7000")  # doctest: +SKIP
     """
 
     networked = True
@@ -246,19 +251,19 @@ class RedisStore:
         prefix: str = "graylayer",
         socket_timeout: float = 0.5,
         evidence_ttl: float = 7 * 86400.0,
-        cluster: bool = False,
     ) -> None:
         """Connect to Redis.
 
         Args:
-            url: A Redis URL such as ``"redis://localhost:6379/0"``.
+            url: A Redis URL such as ``"redis://localhost:6379/0"``, or
+                ``"redis+cluster://10.0.0.5:7000"`` for a Redis Cluster (any node; the client
+                finds the others).
             client: An existing client instead of ``url`` (``redis.Redis``, ``RedisCluster``
                 or a Sentinel primary); ``close()`` leaves it open.
             prefix: Namespace of every key, so several deployments can share a server; no
                 braces (they would change the keys' cluster hash tags).
             evidence_ttl: Seconds an arm's evidence is kept after its last write.
             socket_timeout: Seconds to wait for a connection or a reply (URL clients only).
-            cluster: ``url`` names a node of a Redis Cluster (the client finds the others).
 
         Raises:
             ConfigurationError: unless exactly one of ``url`` and ``client`` is given, when
@@ -273,7 +278,7 @@ class RedisStore:
                 raise ConfigurationError(
                     "url", url, "a Redis URL such as 'redis://localhost:6379/0', or client="
                 )
-            client = _client(url, socket_timeout, cluster)
+            client = _client(url, socket_timeout)
         self._owns_client = url is not None
         self._client: Any = client
         self._cluster = isinstance(client, RedisCluster)
@@ -283,18 +288,6 @@ class RedisStore:
         self._release_script: Any = self._client.register_script(_RELEASE_SCRIPT)
         self._evidence_script: Any = self._client.register_script(_EVIDENCE_SCRIPT)
         self._evidence_ttl = evidence_ttl
-
-    def _mget(self, keys: list[str]) -> list[Any]:
-        """MGET, split by slot on a cluster (which refuses a cross-slot MGET)."""
-        if self._cluster:
-            return list(self._client.mget_nonatomic(keys))
-        return list(self._client.mget(keys))
-
-    def _batch(self) -> Any:
-        """A non-transactional pipeline, or on a cluster its stand-in (see ``Unpipelined``)."""
-        if self._cluster:
-            return Unpipelined(self._client)
-        return self._client.pipeline(transaction=False)
 
     @contextmanager
     def _guard(self, operation: str, key: str) -> Iterator[None]:
@@ -308,6 +301,18 @@ class RedisStore:
 
     def _plan_key(self, plan_id: str, kind: str) -> str:
         return plan_key(self._prefix, plan_id, kind)
+
+    def _mget(self, keys: list[str]) -> list[Any]:
+        """MGET, split by slot on a cluster (which refuses a cross-slot MGET)."""
+        if self._cluster:
+            return list(self._client.mget_nonatomic(keys))
+        return list(self._client.mget(keys))
+
+    def _batch(self) -> Any:
+        """A non-transactional pipeline, or on a cluster its stand-in (see ``Unpipelined``)."""
+        if self._cluster:
+            return Unpipelined(self._client)
+        return self._client.pipeline(transaction=False)
 
     # ratios -------------------------------------------------------------------------------
     def get_ratios(self, plan_id: str) -> dict[str, float]:

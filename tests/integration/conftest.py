@@ -103,7 +103,7 @@ def make_cluster_store(redis_cluster_ports: list[int]) -> Iterator[Callable[...,
     """A factory of ``RedisStore`` instances on the (emptied) cluster, closed afterwards.
 
     ``make_cluster_store()`` passes a ``RedisCluster`` client; keywords go to ``RedisStore``
-    (``url=..., cluster=True`` for a store that builds its own).
+    (``url="redis+cluster://..."`` for a store that builds its own).
     """
     import redis
     from redis.cluster import RedisCluster

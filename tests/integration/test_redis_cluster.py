@@ -61,10 +61,10 @@ def test_two_controllers_on_the_cluster_never_both_act(
     assert replicas[0].status() == replicas[1].status()
 
 
-def test_a_url_with_cluster_true_finds_every_node(
+def test_a_redis_cluster_url_finds_every_node(
     make_cluster_store: Callable[..., RedisStore], redis_cluster_ports: list[int]
 ) -> None:
-    store = make_cluster_store(url=f"redis://127.0.0.1:{redis_cluster_ports[1]}/0", cluster=True)
+    store = make_cluster_store(url=f"redis+cluster://127.0.0.1:{redis_cluster_ports[1]}/0")
     plans = [f"plan-{i}" for i in range(12)]  # spread over the three nodes' slots
     for plan_id in plans:
         store.commit(plan_id, ratios={"vip": 0.5}, state="{}", audit=["started"])
@@ -87,7 +87,7 @@ def test_two_routers_on_the_cluster_route_alike_and_share_session_pins(
 
     # URL stores, as `graylayer serve` builds them: the request path's copy is a cluster too
     first, second = (
-        make_cluster_store(url=f"redis://127.0.0.1:{port}/0", cluster=True)
+        make_cluster_store(url=f"redis+cluster://127.0.0.1:{port}/0")
         for port in redis_cluster_ports[:2]
     )
     first.commit(PLAN.id, ratios=dict.fromkeys(PLAN.layer_names, 0.5), state="{}", audit=[])
