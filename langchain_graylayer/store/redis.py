@@ -27,8 +27,9 @@ renewed and released by Lua scripts, so a holder check and its write cannot inte
 layout before cluster support kept the plan keys at ``{prefix}:ratios:{plan_id}`` (and so on):
 ``graylayer redis-migrate`` moves them (:func:`.redis_layout.migrate_layout`).
 
-Every failure of the client (``redis.RedisError``, ``OSError``) and every unreadable value is
-raised as :class:`~langchain_graylayer.errors.StoreError` naming the operation and the key.
+Every failure of the client (``redis.RedisError``, a cluster client's ``RedisClusterException``,
+``OSError``) and every unreadable value is raised as
+:class:`~langchain_graylayer.errors.StoreError` naming the operation and the key.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ try:
     import redis
     from redis.backoff import NoBackoff
     from redis.cluster import RedisCluster
+    from redis.exceptions import RedisClusterException
     from redis.retry import Retry
 except ImportError as exc:  # pragma: no cover - exercised by a test that hides the package
     raise ImportError(
@@ -144,6 +146,8 @@ def _client(url: str, timeout: float) -> Any:
         raise ConfigurationError(
             "url", url, f"a redis://, rediss://, redis+cluster:// or unix:// URL ({exc})"
         ) from exc
+    except RedisClusterException as exc:  # a cluster client asks a node for the slots at once
+        raise StoreError(f"no node of the Redis Cluster answered: {exc}") from exc
 
 
 class RedisStore:
@@ -216,7 +220,7 @@ class RedisStore:
     def _guard(self, operation: str, key: str) -> Iterator[None]:
         try:
             yield
-        except (redis.RedisError, OSError, ValueError) as exc:
+        except (redis.RedisError, RedisClusterException, OSError, ValueError) as exc:
             raise StoreError(f"Redis {operation} of {key!r} failed: {exc}") from exc
 
     def _key(self, *parts: str) -> str:

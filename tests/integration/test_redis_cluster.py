@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
 import threading
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+from _redis_topologies import redis_cluster
+from langchain_core.runnables import RunnableLambda
 
-from langchain_graylayer import RolloutPlan
-from langchain_graylayer.errors import ConfigurationError
+from langchain_graylayer import GrayRouter, RolloutPlan
+from langchain_graylayer.errors import ConfigurationError, StoreError
 from langchain_graylayer.rollout.controller import RolloutController
 from langchain_graylayer.store.redis import RedisStore
 
@@ -80,9 +87,6 @@ def test_a_prefix_with_a_brace_is_refused(make_cluster_store: Callable[..., Redi
 def test_two_routers_on_the_cluster_route_alike_and_share_session_pins(
     make_cluster_store: Callable[..., RedisStore], redis_cluster_ports: list[int]
 ) -> None:
-    from langchain_core.runnables import RunnableLambda
-
-    from langchain_graylayer import GrayRouter
     from langchain_graylayer.plan.plan import Version
 
     # URL stores, as `graylayer serve` builds them: the request path's copy is a cluster too
@@ -108,3 +112,41 @@ def test_two_routers_on_the_cluster_route_alike_and_share_session_pins(
     assert by_first == by_second
     assert set(by_first.values()) == {Version.STABLE, Version.CANDIDATE}  # both arms on show
     assert len(second.pinned_sessions(PLAN.id)) == len(users)  # pins over all three nodes
+
+
+def test_a_cluster_outage_is_a_store_error_and_requests_get_stable_at_once(
+    tmp_path: Path,
+) -> None:
+    """Its own cluster, since it kills every node; the client's RedisClusterException (not a
+    RedisError) must become a StoreError like every other client failure."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server not found")  # conftest's fixtures fail in CI instead
+    import redis
+
+    with redis_cluster(binary, tmp_path) as ports:
+        store = RedisStore(f"redis+cluster://127.0.0.1:{ports[0]}/0")
+        store.commit(PLAN.id, ratios=dict.fromkeys(PLAN.layer_names, 1.0), state="{}", audit=[])
+        router = GrayRouter(
+            stable=RunnableLambda(lambda q: "v1"),
+            candidate=RunnableLambda(lambda q: "v2"),
+            plan=PLAN,
+            store=store,
+            instrument=False,
+        )
+        assert router.invoke("q", {"configurable": {"user_id": "u0"}}) == "v2"
+        for port in ports:
+            node = redis.Redis(port=port)
+            pid = int(node.info("server")["process_id"])
+            node.close()
+            os.kill(pid, signal.SIGKILL)
+
+        with pytest.raises(StoreError, match="get_ratios"):
+            store.get_ratios(PLAN.id)
+        for n in range(1, 6):
+            began = time.monotonic()
+            assert router.invoke("q", {"configurable": {"user_id": f"u{n}"}}) == "v1"
+            assert time.monotonic() - began < 1.0
+        with pytest.raises(StoreError, match="Redis Cluster"):
+            RedisStore(f"redis+cluster://127.0.0.1:{ports[0]}/0")
+        store.close()
