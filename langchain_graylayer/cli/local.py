@@ -1,5 +1,5 @@
 """The commands of ``graylayer`` that run here, on the embedded defaults or a store: quickstart,
-demo, validate, route, ratio, bucket."""
+demo, validate, route, ratio, bucket, redis-migrate."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from langchain_graylayer.plan.bucketing import bucket
 from langchain_graylayer.plan.plan import RolloutPlan
 from langchain_graylayer.store.protocols import Store
 
-__all__ = ["bucket_command", "demo", "quickstart", "route", "validate"]
+__all__ = ["bucket_command", "demo", "quickstart", "redis_migrate", "route", "validate"]
 
 
 def _load_plan(path: str | None, plan_id: str) -> RolloutPlan:
@@ -204,3 +204,21 @@ def route(args: argparse.Namespace) -> int:
 def bucket_command(args: argparse.Namespace) -> int:
     print(bucket(args.salt, args.user_id))
     return 0
+
+
+def redis_migrate(args: argparse.Namespace) -> int:
+    """``graylayer redis-migrate``: move plan keys to the cluster-safe layout; 1 if any remain."""
+    from langchain_graylayer.store.redis import RedisStore
+
+    store = RedisStore(args.redis_url, prefix=args.prefix)
+    try:
+        store.ping()
+        done = store.migrate_layout()
+    finally:
+        store.close()
+    print(f"moved {len(done.moved)} key(s) to the cluster-safe layout")
+    for key in done.conflicts:
+        print(f"conflict: {key} kept; its new name already holds other data (compare by hand)")
+    for key in done.changed:
+        print(f"changed while copying: {key} kept; stop the old controllers and run again")
+    return 0 if done.complete else 1

@@ -14,6 +14,8 @@ Subcommands:
 * ``ratio [LAYER] [--set R]``: a running server's served ratios, or move one through its
   controller (audited; nothing writes ratios to the store behind the controller's back);
 * ``bucket SALT USER_ID``: the user's sticky bucket, for checking another implementation;
+* ``redis-migrate --redis-url URL``: once after upgrading, move the plan keys to the
+  cluster-safe key layout (idempotent; exit 1 while any old key is left);
 * ``serve`` (:mod:`.serve`), and the clients of a running server's admin API ``status``,
   ``audit``, ``pause``, ``resume``, ``rollback``, ``promote``, ``restart`` (:mod:`.remote`).
 
@@ -63,6 +65,15 @@ def _parser() -> argparse.ArgumentParser:
     bucket_cmd.add_argument("salt")
     bucket_cmd.add_argument("user_id")
     bucket_cmd.set_defaults(func=local.bucket_command)
+
+    migrate = sub.add_parser(
+        "redis-migrate", help="move plan keys to the cluster-safe layout (once, after upgrading)"
+    )
+    migrate.add_argument(
+        "--redis-url", required=True, help="redis://host:port/db, or redis+cluster://node:port"
+    )
+    migrate.add_argument("--prefix", default="graylayer", help="key prefix (default: %(default)s)")
+    migrate.set_defaults(func=local.redis_migrate)
     # `graylayer simulate` parses its own options in .simulate, imported only when it runs
     # ("+" as the prefix character passes every "-"/"--" argument through untouched)
     simulate = sub.add_parser(

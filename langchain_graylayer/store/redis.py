@@ -1,16 +1,18 @@
-"""``RedisStore``: state shared by every replica through one Redis server (extra ``redis``).
+"""``RedisStore``: state shared by every replica through Redis (extra ``redis``): one server, a
+Redis Cluster or a Sentinel-managed primary.
 
-Key layout (``{prefix}`` is ``"graylayer"`` unless you pass ``prefix=``)::
+Key layout (``{prefix}`` is ``"graylayer"`` unless you pass ``prefix=``; the hash tags in braces
+keep what a transaction or script touches in one cluster slot, see :mod:`.redis_layout`)::
 
-    {prefix}:ratios:{plan_id}               hash    layer -> repr(ratio), e.g. "0.1"
-    {prefix}:steps:{plan_id}                hash    layer -> step key (written with the ratios)
+    {prefix}:{<plan_id>}:ratios             hash    layer -> repr(ratio), e.g. "0.1"
+    {prefix}:{<plan_id>}:steps              hash    layer -> step key (written with the ratios)
     {prefix}:{ev:<plan>:<layer>:<step>:<version>}:users   hash  unit key -> counters (JSON)
     {prefix}:{ev:<plan>:<layer>:<step>:<version>}:totals  hash  users, class:i, s:f, p:f:g, pos:f
     {prefix}:profile:{user_id}              string  UserProfile.model_dump_json()
     {prefix}:layer:{user_id}                hash    plan_id -> LayerAssignment.encode(); PEXPIRE ttl
     {prefix}:pin:{plan_id}:{user}:{session} string  SessionPin.encode(); SET NX PX (repin: SET PX)
-    {prefix}:state:{plan_id}                string  the controller's plan state (JSON)
-    {prefix}:audit:{plan_id}                stream  "entry" -> audit entry (JSON); MAXLEN ~ 100000
+    {prefix}:{<plan_id>}:state              string  the controller's plan state (JSON)
+    {prefix}:{<plan_id>}:audit              stream  "entry" -> audit entry (JSON); MAXLEN ~ 100000
     {prefix}:lease:{name}                   string  the holder; SET NX PX ttl, renewed by PEXPIRE
     {prefix}:toolcalls:{plan_id}            stream  "entry" -> tool call (JSON); MAXLEN ~ 100000
     {prefix}:nonce:{key}                    string  "1"; SET NX PX ttl (a feedback token, once)
@@ -21,10 +23,13 @@ never contain ``:`` (:class:`~langchain_graylayer.plan.RolloutPlan` forbids it);
 A pin's key ends with its :func:`~langchain_graylayer.store.protocols.conversation_key`: the user
 id percent-encoded, then the session id.
 ``commit`` writes ratios, state and audit entry in one MULTI/EXEC transaction; leases are taken,
-renewed and released by Lua scripts, so a holder check and its write cannot interleave.
+renewed and released by Lua scripts, so a holder check and its write cannot interleave. The
+layout before cluster support kept the plan keys at ``{prefix}:ratios:{plan_id}`` (and so on):
+``graylayer redis-migrate`` moves them (:func:`.redis_layout.migrate_layout`).
 
-Every failure of the client (``redis.RedisError``, ``OSError``) and every unreadable value is
-raised as :class:`~langchain_graylayer.errors.StoreError` naming the operation and the key.
+Every failure of the client (``redis.RedisError``, a cluster client's ``RedisClusterException``,
+``OSError``) and every unreadable value is raised as
+:class:`~langchain_graylayer.errors.StoreError` naming the operation and the key.
 """
 
 from __future__ import annotations
@@ -40,10 +45,25 @@ from langchain_graylayer.plan.plan import Version
 from langchain_graylayer.plan.profile import UserProfile
 from langchain_graylayer.store.evidence import ArmKey, ArmTotals, UnitDelta, field_pair
 from langchain_graylayer.store.protocols import SessionPin, check_ratio
+from langchain_graylayer.store.redis_layout import (
+    LayoutMigration,
+    Unpipelined,
+    legacy_plan_key,
+    migrate_layout,
+    plan_key,
+)
+from langchain_graylayer.store.redis_scripts import (
+    EVIDENCE_SCRIPT,
+    LEASE_SCRIPT,
+    PIN_SCRIPT,
+    RELEASE_SCRIPT,
+)
 
 try:
     import redis
     from redis.backoff import NoBackoff
+    from redis.cluster import RedisCluster
+    from redis.exceptions import RedisClusterException
     from redis.retry import Retry
 except ImportError as exc:  # pragma: no cover - exercised by a test that hides the package
     raise ImportError(
@@ -52,88 +72,8 @@ except ImportError as exc:  # pragma: no cover - exercised by a test that hides 
 
 __all__ = ["RedisStore"]
 
-# First writer wins, in one round trip and on any Redis >= 2.6 (``SET NX GET`` needs 7.0).
-# Time is frozen while a script runs, so a key that made NX fail cannot expire before the GET.
-_PIN_SCRIPT = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return ARGV[1] end
-return redis.call('GET', KEYS[1])
-"""
-
-# Take a free or lapsed lease, or renew our own; never touch another holder's live lease.
-_LEASE_SCRIPT = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
-return 0
-"""
-
-# Compare and delete: a holder whose lease lapsed (and was taken over) cannot release it.
-_RELEASE_SCRIPT = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
-# One arm's evidence: apply a batch of per-user counter deltas and keep the arm's totals exact
-# (users, users per activity class, Σf, Σf·g, users with f > 0). KEYS[1] totals, KEYS[2] user
-# records (one hash tag); ARGV[1] TTL in ms, then per user: unit key, activity class, n, and n
-# (field, delta) pairs. Products are keyed by the two field names in alphabetical order.
-_EVIDENCE_SCRIPT = """
-local totals, records = KEYS[1], KEYS[2]
-local ttl = tonumber(ARGV[1])
-local acc = {}
-local function add(field, value) acc[field] = (acc[field] or 0) + value end
-local i, last = 2, #ARGV
-while i <= last do
-  local unit, activity, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
-  i = i + 3
-  local raw = redis.call('HGET', records, unit)
-  local record
-  if raw then
-    record = cjson.decode(raw)
-  else
-    record = {}
-    add('users', 1)
-    add('class:' .. activity, 1)
-  end
-  local deltas, names = {}, {}
-  for j = 0, n - 1 do
-    local name = ARGV[i + 2 * j]
-    deltas[name] = (deltas[name] or 0) + tonumber(ARGV[i + 2 * j + 1])
-  end
-  i = i + 2 * n
-  for name, _ in pairs(record) do names[name] = true end
-  for name, _ in pairs(deltas) do names[name] = true end
-  local list = {}
-  for name, _ in pairs(names) do list[#list + 1] = name end
-  table.sort(list)
-  for a = 1, #list do
-    for b = a, #list do
-      local fa, fb = list[a], list[b]
-      local da, db = deltas[fa] or 0, deltas[fb] or 0
-      if da ~= 0 or db ~= 0 then
-        local va, vb = record[fa] or 0, record[fb] or 0
-        add('p:' .. fa .. ':' .. fb, va * db + da * vb + da * db)
-      end
-    end
-  end
-  for name, delta in pairs(deltas) do
-    local old = record[name] or 0
-    local new = old + delta
-    record[name] = new
-    add('s:' .. name, delta)
-    if old <= 0 and new > 0 then add('pos:' .. name, 1)
-    elseif new <= 0 and old > 0 then add('pos:' .. name, -1) end
-  end
-  redis.call('HSET', records, unit, cjson.encode(record))
-end
-for field, value in pairs(acc) do
-  if value ~= 0 then redis.call('HINCRBYFLOAT', totals, field, value) end
-end
-if ttl > 0 then
-  redis.call('PEXPIRE', totals, ttl)
-  redis.call('PEXPIRE', records, ttl)
-end
-return 1
-"""
+_CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+"""URL schemes of a Redis Cluster, and the scheme redis-py's ``RedisCluster.from_url`` takes."""
 
 _STREAM_MAXLEN = 100_000
 """Approximate bound (``MAXLEN ~``) of each plan's audit stream and tool-call journal."""
@@ -151,7 +91,7 @@ def _millis(ttl: float) -> int:
 
 
 def _totals(raw: Mapping[Any, Any]) -> ArmTotals:
-    """An arm's totals from its Redis hash (see ``_EVIDENCE_SCRIPT``)."""
+    """An arm's totals from its Redis hash (see ``EVIDENCE_SCRIPT``)."""
     classes = [0] * ACTIVITY_CLASSES
     sums: dict[str, float] = {}
     products: dict[tuple[str, str], float] = {}
@@ -186,16 +126,19 @@ def _entries(reply: Any) -> list[str]:
 
 
 def _client(url: str, timeout: float) -> Any:
-    """A decoding client with ``timeout`` seconds for a connection or a reply.
+    """A decoding client with ``timeout`` seconds for a connection or a reply; a
+    ``RedisCluster`` for a ``redis+cluster://`` or ``rediss+cluster://`` URL.
 
     One immediate retry heals a pooled connection the server dropped (a restart); redis-py's
     default (ten retries with backoff) would hold a request for seconds in an outage. A call
     that *timed out* is never retried: it would double the wait, and a server that is only slow
     could run a write (an evidence increment, a journal entry) twice.
     """
+    scheme, _, rest = url.partition("://")
+    cluster = scheme in _CLUSTER_SCHEMES
     try:
-        return redis.Redis.from_url(
-            url,
+        return (RedisCluster if cluster else redis.Redis).from_url(
+            f"{_CLUSTER_SCHEMES[scheme]}://{rest}" if cluster else url,
             decode_responses=True,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
@@ -203,15 +146,19 @@ def _client(url: str, timeout: float) -> Any:
         )
     except ValueError as exc:  # e.g. an http:// URL
         raise ConfigurationError(
-            "url", url, f"a redis://, rediss:// or unix:// URL ({exc})"
+            "url", url, f"a redis://, rediss://, redis+cluster:// or unix:// URL ({exc})"
         ) from exc
+    except RedisClusterException as exc:  # a cluster client asks a node for the slots at once
+        raise StoreError(f"no node of the Redis Cluster answered: {exc}") from exc
 
 
 class RedisStore:
     """State in Redis, so that every replica routes and pins alike.
 
-    Pass a URL (the store builds and owns a client with ``decode_responses=True``) or a
-    ``redis.Redis`` client of your own (decoding or not). Calls block on the network, so
+    Pass a URL (the store builds and owns a client with ``decode_responses=True``;
+    ``redis+cluster://`` names any node of a Redis Cluster) or a client of your own, decoding
+    or not: a ``redis.Redis``, a ``redis.cluster.RedisCluster``, or a Sentinel-managed primary
+    (``redis.sentinel.Sentinel(...).master_for(name)``). Calls block on the network, so
     ``networked`` is true: where requests are served it is wrapped in a ``CachedStore``, and async
     code calls it off the event loop.
 
@@ -220,6 +167,7 @@ class RedisStore:
         >>> store.set_ratio("refund-v2", "early_adopter", 0.1)  # doctest: +SKIP
         >>> store.get_ratios("refund-v2")  # doctest: +SKIP
         {'early_adopter': 0.1}
+        >>> on_a_cluster = RedisStore("redis+cluster://10.0.0.5:7000")  # doctest: +SKIP
     """
 
     networked = True
@@ -228,7 +176,7 @@ class RedisStore:
         self,
         url: str | None = None,
         *,
-        client: redis.Redis | None = None,
+        client: redis.Redis | RedisCluster | None = None,
         prefix: str = "graylayer",
         socket_timeout: float = 0.5,
         evidence_ttl: float = 7 * 86400.0,
@@ -236,18 +184,24 @@ class RedisStore:
         """Connect to Redis.
 
         Args:
-            url: A Redis URL such as ``"redis://localhost:6379/0"``.
-            client: An existing client instead of ``url``; ``close()`` leaves it open.
-            prefix: Namespace of every key, so several deployments can share a server.
+            url: A Redis URL such as ``"redis://localhost:6379/0"``, or
+                ``"redis+cluster://10.0.0.5:7000"`` for a Redis Cluster (any node; the client
+                finds the others).
+            client: An existing client instead of ``url`` (``redis.Redis``, ``RedisCluster``
+                or a Sentinel primary); ``close()`` leaves it open.
+            prefix: Namespace of every key, so several deployments can share a server; no
+                braces (they would change the keys' cluster hash tags).
             evidence_ttl: Seconds an arm's evidence is kept after its last write.
             socket_timeout: Seconds to wait for a connection or a reply (URL clients only).
 
         Raises:
-            ConfigurationError: unless exactly one of ``url`` and ``client`` is given, or when
-                ``url`` is not a Redis URL.
+            ConfigurationError: unless exactly one of ``url`` and ``client`` is given, when
+                ``url`` is not a Redis URL, or when ``prefix`` holds a brace.
         """
         if url is not None and client is not None:
             raise ConfigurationError("client", client, "either url= or client=, not both")
+        if "{" in prefix or "}" in prefix:
+            raise ConfigurationError("prefix", prefix, "a key prefix without '{' or '}'")
         if client is None:
             if not url:
                 raise ConfigurationError(
@@ -258,11 +212,12 @@ class RedisStore:
         self._copies: dict[float, RedisStore] = {}
         self._owns_client = url is not None
         self._client: Any = client
+        self._cluster = isinstance(client, RedisCluster)
         self._prefix = prefix
-        self._pin_script: Any = self._client.register_script(_PIN_SCRIPT)
-        self._lease_script: Any = self._client.register_script(_LEASE_SCRIPT)
-        self._release_script: Any = self._client.register_script(_RELEASE_SCRIPT)
-        self._evidence_script: Any = self._client.register_script(_EVIDENCE_SCRIPT)
+        self._pin_script: Any = self._client.register_script(PIN_SCRIPT)
+        self._lease_script: Any = self._client.register_script(LEASE_SCRIPT)
+        self._release_script: Any = self._client.register_script(RELEASE_SCRIPT)
+        self._evidence_script: Any = self._client.register_script(EVIDENCE_SCRIPT)
         self._evidence_ttl = evidence_ttl
 
     def with_timeout(self, seconds: float) -> RedisStore:
@@ -288,33 +243,48 @@ class RedisStore:
     def _guard(self, operation: str, key: str) -> Iterator[None]:
         try:
             yield
-        except (redis.RedisError, OSError, ValueError) as exc:
+        except (redis.RedisError, RedisClusterException, OSError, ValueError) as exc:
             raise StoreError(f"Redis {operation} of {key!r} failed: {exc}") from exc
 
     def _key(self, *parts: str) -> str:
         return ":".join((self._prefix, *parts))
 
+    def _plan_key(self, plan_id: str, kind: str) -> str:
+        return plan_key(self._prefix, plan_id, kind)
+
+    def _mget(self, keys: list[str]) -> list[Any]:
+        """MGET, split by slot on a cluster (which refuses a cross-slot MGET)."""
+        if self._cluster:
+            return list(self._client.mget_nonatomic(keys))
+        return list(self._client.mget(keys))
+
+    def _batch(self) -> Any:
+        """A non-transactional pipeline, or on a cluster its stand-in (see ``Unpipelined``)."""
+        if self._cluster:
+            return Unpipelined(self._client)
+        return self._client.pipeline(transaction=False)
+
     # ratios -------------------------------------------------------------------------------
     def get_ratios(self, plan_id: str) -> dict[str, float]:
-        key = self._key("ratios", plan_id)
+        key = self._plan_key(plan_id, "ratios")
         with self._guard("get_ratios", key):
             raw = self._client.hgetall(key)
             return {_as_str(layer): float(_as_str(ratio)) for layer, ratio in raw.items()}
 
     def get_ratio(self, plan_id: str, layer: str) -> float:
-        key = self._key("ratios", plan_id)
+        key = self._plan_key(plan_id, "ratios")
         with self._guard("get_ratio", key):
             raw = self._client.hget(key, layer)
             return 0.0 if raw is None else float(_as_str(raw))
 
     def set_ratio(self, plan_id: str, layer: str, ratio: float) -> None:
         ratio = check_ratio(ratio)  # before any I/O: a bad ratio never reaches Redis
-        key = self._key("ratios", plan_id)
+        key = self._plan_key(plan_id, "ratios")
         with self._guard("set_ratio", key):
             self._client.hset(key, layer, repr(ratio))
 
     def get_steps(self, plan_id: str) -> dict[str, str]:
-        key = self._key("steps", plan_id)
+        key = self._plan_key(plan_id, "steps")
         with self._guard("get_steps", key):
             raw = self._client.hgetall(key)
             return {_as_str(layer): _as_str(step) for layer, step in raw.items()}
@@ -329,7 +299,9 @@ class RedisStore:
     def put_profile(self, user_id: str, profile: UserProfile) -> None:
         key = self._key("profile", user_id)
         with self._guard("put_profile", key):
-            pipe = self._client.pipeline(transaction=True)
+            # Two keys in two cluster slots, so no MULTI: the layer cache is read before the
+            # profile, and until the DEL lands a router serves the layer it served before.
+            pipe = self._client.pipeline(transaction=False)
             pipe.set(key, profile.model_dump_json())
             pipe.delete(self._key("layer", user_id))
             pipe.execute()
@@ -361,7 +333,7 @@ class RedisStore:
         key = self._key("pin", plan_id, session_id)
         with self._guard("pin_session", key):
             raw = self._pin_script(keys=[key], args=[pin.encode(), _millis(ttl)])
-            if raw is None:  # cannot happen (see _PIN_SCRIPT); never report a pin not in force
+            if raw is None:  # cannot happen (see PIN_SCRIPT); never report a pin not in force
                 raise StoreError(f"Redis pin_session of {key!r} found no pin in force")
             return SessionPin.decode(_as_str(raw))
 
@@ -375,7 +347,7 @@ class RedisStore:
             keys = [_as_str(k) for k in self._client.scan_iter(match=match, count=1000)]
             for start in range(0, len(keys), 1000):
                 chunk = keys[start : start + 1000]
-                for key, raw in zip(chunk, self._client.mget(chunk), strict=True):
+                for key, raw in zip(chunk, self._mget(chunk), strict=True):
                     if raw is None:  # expired or unpinned since the scan
                         continue
                     pin = SessionPin.decode(_as_str(raw))
@@ -390,9 +362,20 @@ class RedisStore:
 
     # controller state ---------------------------------------------------------------------
     def get_plan_state(self, plan_id: str) -> str | None:
-        key = self._key("state", plan_id)
+        """The controller's state, or ``None`` for a plan never started.
+
+        Raises:
+            StoreError: when the state is only under its name before cluster support: a
+                controller must not start that plan from scratch (``graylayer redis-migrate``).
+        """
+        key = self._plan_key(plan_id, "state")
         with self._guard("get_plan_state", key):
             raw = self._client.get(key)
+            if raw is None and self._client.exists(legacy_plan_key(self._prefix, plan_id, "state")):
+                raise StoreError(
+                    f"plan {plan_id!r} has its state under the key layout before cluster "
+                    f"support; run `graylayer redis-migrate` once to move it to {key!r}"
+                )
             return None if raw is None else _as_str(raw)
 
     def commit(
@@ -405,16 +388,16 @@ class RedisStore:
         steps: Mapping[str, str] | None = None,
     ) -> None:
         checked = {layer: repr(check_ratio(ratio)) for layer, ratio in ratios.items()}  # no I/O
-        key = self._key("state", plan_id)
+        key = self._plan_key(plan_id, "state")
         with self._guard("commit", key):
             pipe = self._client.pipeline(transaction=True)  # MULTI ... EXEC
             if checked:  # HSET needs at least one field
-                pipe.hset(self._key("ratios", plan_id), mapping=checked)
+                pipe.hset(self._plan_key(plan_id, "ratios"), mapping=checked)
             if steps:
-                pipe.hset(self._key("steps", plan_id), mapping=dict(steps))
+                pipe.hset(self._plan_key(plan_id, "steps"), mapping=dict(steps))
             pipe.set(key, state)
             for entry in audit:
-                pipe.xadd(self._key("audit", plan_id), {"entry": entry}, maxlen=_STREAM_MAXLEN)
+                pipe.xadd(self._plan_key(plan_id, "audit"), {"entry": entry}, maxlen=_STREAM_MAXLEN)
             pipe.execute()
 
     def read_audit(self, plan_id: str, limit: int | None = None) -> list[str]:
@@ -422,7 +405,7 @@ class RedisStore:
             raise ConfigurationError("limit", limit, "None or a non-negative number of entries")
         if limit == 0:
             return []
-        key = self._key("audit", plan_id)
+        key = self._plan_key(plan_id, "audit")
         with self._guard("read_audit", key):
             if limit is None:
                 return _entries(self._client.xrange(key))
@@ -475,12 +458,12 @@ class RedisStore:
         if not arms and not seen:
             return
         with self._guard("add_evidence", plan_id):
-            pipe = self._client.pipeline(transaction=False)
+            pipe = self._batch()
             for arm, args in arms.items():
                 self._evidence_script(
                     keys=list(self._arm_keys(plan_id, arm)),
                     args=[_millis(self._evidence_ttl), *args],
-                    client=pipe,
+                    client=None if self._cluster else pipe,
                 )
             for arm, users in seen.items():  # 12 kB per arm however many users come
                 key = self._arm_keys(plan_id, arm)[1]
@@ -492,7 +475,7 @@ class RedisStore:
         versions = [v.value for v in Version]
         arms = [ArmKey(layer, step, v) for v in versions]
         with self._guard("read_evidence", plan_id):
-            pipe = self._client.pipeline(transaction=False)
+            pipe = self._batch()
             for arm in arms:
                 totals, users = self._arm_keys(plan_id, arm)
                 if arm.counts_users_only:
@@ -515,6 +498,17 @@ class RedisStore:
             return bool(self._client.set(full, "1", nx=True, px=_millis(ttl)))
 
     # administration -----------------------------------------------------------------------
+    def migrate_layout(self) -> LayoutMigration:
+        """Move the plan keys of the layout before cluster support to their new names.
+
+        Idempotent; see :func:`.redis_layout.migrate_layout` (``graylayer redis-migrate``).
+
+        Raises:
+            StoreError: when Redis fails; what was moved stays moved, nothing is lost.
+        """
+        with self._guard("migrate_layout", self._prefix):
+            return migrate_layout(self._client, self._prefix)
+
     def ping(self) -> None:
         """Check that Redis answers.
 

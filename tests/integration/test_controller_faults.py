@@ -210,7 +210,7 @@ def test_a_state_key_lost_alone_is_held_from_the_audit_log_until_a_memory_overri
     old.rollback("wrong refund rule", operator="carol")
     client = redis.Redis.from_url(redis_url)
     try:
-        client.delete(f"graylayer:state:{PLAN.id}", f"graylayer:lease:controller:{PLAN.id}")
+        client.delete(f"graylayer:{{{PLAN.id}}}:state", f"graylayer:lease:controller:{PLAN.id}")
     finally:
         client.close()
 

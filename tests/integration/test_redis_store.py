@@ -133,7 +133,7 @@ def test_key_layout_is_as_documented(make_redis_store: MakeRedisStore, redis_url
     time.sleep(0.01)
 
     raw = redis.Redis.from_url(redis_url, decode_responses=True)
-    assert raw.hgetall("gl:ratios:p") == {"vip": "0.1"}
+    assert raw.hgetall("gl:{p}:ratios") == {"vip": "0.1"}
     assert UserProfile.model_validate_json(raw.get("gl:profile:u1") or "") == profile
     assert raw.hgetall("gl:layer:u1") == {"p": assignment.encode()}
     assert 29_000 < raw.pttl("gl:layer:u1") <= 30_000
@@ -190,11 +190,11 @@ def test_close_disconnects_only_a_client_the_store_built(
 def test_corrupt_values_raise_store_error(make_redis_store: MakeRedisStore, redis_url: str) -> None:
     store = make_redis_store()
     raw = redis.Redis.from_url(redis_url, decode_responses=True)
-    raw.hset("graylayer:ratios:p", "vip", "not a number")
+    raw.hset("graylayer:{p}:ratios", "vip", "not a number")
     raw.set("graylayer:profile:u1", "{")
     raw.set("graylayer:pin:p:s1", "nonsense")
     raw.close()
-    with pytest.raises(StoreError, match="graylayer:ratios:p"):
+    with pytest.raises(StoreError, match=r"graylayer:\{p\}:ratios"):
         store.get_ratio("p", "vip")
     with pytest.raises(StoreError, match="graylayer:profile:u1"):
         store.get_profile("u1")
@@ -256,11 +256,11 @@ def test_controller_key_layout_is_as_documented(
     store.repin_session("p", "s1", SessionPin(Version.STABLE, None, 1.0), ttl=30)
 
     raw = redis.Redis.from_url(redis_url, decode_responses=True)
-    assert raw.hgetall("gl:ratios:p") == {"vip": "0.25"}
-    assert raw.get("gl:state:p") == '{"v": 2}'
-    assert raw.type("gl:audit:p") == "stream"
-    assert raw.xlen("gl:audit:p") == 3
-    assert [fields for _, fields in raw.xrange("gl:audit:p")] == [
+    assert raw.hgetall("gl:{p}:ratios") == {"vip": "0.25"}
+    assert raw.get("gl:{p}:state") == '{"v": 2}'
+    assert raw.type("gl:{p}:audit") == "stream"
+    assert raw.xlen("gl:{p}:audit") == 3
+    assert [fields for _, fields in raw.xrange("gl:{p}:audit")] == [
         {"entry": f"a{i}"} for i in range(3)
     ]
     assert raw.type("gl:toolcalls:p") == "stream"
@@ -306,7 +306,7 @@ def test_audit_stream_is_trimmed_approximately(
         store.commit("p", ratios={}, state="s", audit=[f"a{i}"])
         store.record_tool_call("p", f"t{i}")
     raw = redis.Redis.from_url(redis_url)
-    for key in ("graylayer:audit:p", "graylayer:toolcalls:p"):
+    for key in ("graylayer:{p}:audit", "graylayer:toolcalls:p"):
         assert 100 <= raw.xlen(key) < 300, key  # MAXLEN ~ trims whole stream nodes only
     raw.close()
     assert store.read_audit("p", limit=2) == ["a998", "a999"]
@@ -337,12 +337,14 @@ def test_unreadable_controller_values_raise_store_error(
 ) -> None:
     store = make_redis_store()
     raw = redis.Redis.from_url(redis_url, decode_responses=True)
-    raw.xadd("graylayer:audit:p", {"not-entry": "x"})
-    raw.hset("graylayer:state:p", "a", "b")  # a hash where a string belongs
+    raw.xadd("graylayer:{p}:audit", {"not-entry": "x"})
+    raw.hset("graylayer:{p}:state", "a", "b")  # a hash where a string belongs
     raw.close()
-    with pytest.raises(StoreError, match=r"read_audit of 'graylayer:audit:p'.*no 'entry' field"):
+    with pytest.raises(
+        StoreError, match=r"read_audit of 'graylayer:\{p\}:audit'.*no 'entry' field"
+    ):
         store.read_audit("p")
-    with pytest.raises(StoreError, match="graylayer:state:p"):
+    with pytest.raises(StoreError, match=r"graylayer:\{p\}:state"):
         store.get_plan_state("p")
 
 
@@ -360,7 +362,7 @@ def test_commit_is_one_transaction(make_redis_store: MakeRedisStore, redis_url: 
         assert isinstance(info.value.__cause__, redis.RedisError)
         assert store.get_ratios("p") == {"vip": 0.1}
         assert store.get_plan_state("p") is None
-        assert admin.exists("graylayer:audit:p") == 0
+        assert admin.exists("graylayer:{p}:audit") == 0
     finally:
         admin.acl_deluser("no-xadd")
         admin.close()

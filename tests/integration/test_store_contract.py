@@ -1,4 +1,5 @@
-"""The ``Store`` contract, checked against every implementation: MemoryStore and a real Redis."""
+"""The ``Store`` contract, checked against every implementation: MemoryStore and a real Redis
+(one server, a three-node Redis Cluster, a Sentinel-managed primary)."""
 
 from __future__ import annotations
 
@@ -21,11 +22,18 @@ SHORT_TTL = 0.15
 """Seconds: long enough to read an entry back, short enough to sleep past it."""
 
 
-@pytest.fixture(params=["memory", "redis"])
+_FACTORIES = {
+    "redis": "make_redis_store",
+    "redis-cluster": "make_cluster_store",
+    "redis-sentinel": "make_sentinel_store",
+}
+
+
+@pytest.fixture(params=["memory", *_FACTORIES])
 def store(request: pytest.FixtureRequest) -> Store:
     if request.param == "memory":
         return MemoryStore()
-    made: Store = request.getfixturevalue("make_redis_store")()
+    made: Store = request.getfixturevalue(_FACTORIES[request.param])()
     return made
 
 
