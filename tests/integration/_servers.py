@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["ManagedProcess", "free_port", "wait_until"]
+__all__ = ["ManagedProcess", "can_ping_redis", "free_port", "wait_until"]
 
 
 def free_port() -> int:
@@ -39,6 +39,19 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         chosen: int = sock.getsockname()[1]
         return chosen
+
+
+def can_ping_redis(url: str) -> bool:
+    """Whether the Redis server at ``url`` answers ``PING`` within 0.2 s."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=0.2, socket_connect_timeout=0.2)
+    try:
+        return bool(client.ping())
+    except (redis.RedisError, OSError):
+        return False
+    finally:
+        client.close()
 
 
 def wait_until(

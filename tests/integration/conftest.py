@@ -15,19 +15,7 @@ from typing import Any
 
 import pytest
 from _redis_topologies import SENTINEL_SERVICE, redis_cluster, redis_sentinel
-from _servers import ManagedProcess, free_port
-
-
-def _can_ping(url: str) -> bool:
-    import redis
-
-    client = redis.Redis.from_url(url, socket_timeout=0.2, socket_connect_timeout=0.2)
-    try:
-        return bool(client.ping())
-    except (redis.RedisError, OSError):
-        return False
-    finally:
-        client.close()
+from _servers import ManagedProcess, can_ping_redis, free_port
 
 
 def _redis_binary() -> str:
@@ -50,7 +38,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     url = f"redis://127.0.0.1:{port}/0"
     args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     args += ["--dir", str(data_dir)]
-    with ManagedProcess(args, name="redis-server", ready=lambda: _can_ping(url), cwd=data_dir):
+    with ManagedProcess(args, name="redis-server", ready=lambda: can_ping_redis(url), cwd=data_dir):
         yield url
 
 

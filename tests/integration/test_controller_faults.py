@@ -8,6 +8,7 @@ operator would see: who is served what, what ``status`` says, what the audit log
 
 from __future__ import annotations
 
+import functools
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 
 import pytest
 import redis
-from _servers import ManagedProcess, free_port
+from _servers import ManagedProcess, can_ping_redis, free_port
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from langchain_core.runnables import RunnableLambda
@@ -239,17 +240,9 @@ def own_redis(tmp_path: Path) -> Iterator[Callable[[], ManagedProcess]]:
     args += ["no", "--dir", str(tmp_path)]
     running: list[ManagedProcess] = []
 
-    def ping() -> bool:
-        client = redis.Redis.from_url(url, socket_timeout=0.2, socket_connect_timeout=0.2)
-        try:
-            return bool(client.ping())
-        except (redis.RedisError, OSError):
-            return False
-        finally:
-            client.close()
-
     def start() -> ManagedProcess:
-        server = ManagedProcess(args, name="redis-server", ready=ping, cwd=tmp_path)
+        ready = functools.partial(can_ping_redis, url)
+        server = ManagedProcess(args, name="redis-server", ready=ready, cwd=tmp_path)
         running.append(server.__enter__())
         server.url = url  # type: ignore[attr-defined]
         return server

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _servers import ManagedProcess, free_port, wait_until
+from _servers import ManagedProcess, can_ping_redis, free_port, wait_until
 from langchain_core.runnables import RunnableLambda
 from prometheus_client import CollectorRegistry
 
@@ -56,16 +56,6 @@ class PausableRedis:
         assert time.monotonic() - started < at_most, "the hang outlasted its bound"
 
 
-def _can_ping(url: str) -> bool:
-    client = redis.Redis.from_url(url, socket_timeout=0.2, socket_connect_timeout=0.2)
-    try:
-        return bool(client.ping())
-    except (redis.RedisError, OSError):
-        return False
-    finally:
-        client.close()
-
-
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[PausableRedis]:
     binary = shutil.which("redis-server")
@@ -76,7 +66,9 @@ def server(tmp_path: Path) -> Iterator[PausableRedis]:
     port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
     args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    process = ManagedProcess(args, name="redis-server", ready=lambda: _can_ping(url), cwd=tmp_path)
+    process = ManagedProcess(
+        args, name="redis-server", ready=lambda: can_ping_redis(url), cwd=tmp_path
+    )
     with process:
         try:
             yield PausableRedis(url, process)
