@@ -18,6 +18,7 @@ from langchain_graylayer.plan.plan import (
     Version,
     VersionInfo,
 )
+from langchain_graylayer.plan.pricing import ModelPrice, Pricing
 from langchain_graylayer.plan.profile import LayerScorer, ScoreWeights, ScoringConfig, UserProfile
 from langchain_graylayer.plan.rules import TagRule
 
@@ -32,6 +33,8 @@ __all__ = [
     "LayerReason",
     "LayerScorer",
     "LayerSpec",
+    "ModelPrice",
+    "Pricing",
     "RolloutPlan",
     "ScoreWeights",
     "ScoringConfig",

@@ -28,6 +28,7 @@ from langchain_graylayer.plan.assignment import LayerAssignment, LayerReason, ac
 from langchain_graylayer.plan.bucketing import BUCKETS
 from langchain_graylayer.plan.chaos import Chaos
 from langchain_graylayer.plan.gates import Gates, Judging
+from langchain_graylayer.plan.pricing import Pricing
 from langchain_graylayer.plan.profile import (
     WEIGHT_TOLERANCE,
     LayerScorer,
@@ -205,6 +206,9 @@ class RolloutPlan(ConfigModel):
     """Default gates of every layer (min samples, bake time, guardrails, timeout policy)."""
     judging: Judging = Field(default_factory=Judging)
     """Plan-wide judging: error budget, hard floors, QoS, rollback scope."""
+    pricing: Pricing = Field(default_factory=Pricing)
+    """Price per million tokens of the models the versions call; used for cost guardrails and
+    reports. Empty (the default): tokens are counted, money is unknown."""
     chaos: Chaos | None = None
     """Faults to inject into a version, for a rehearsal in staging; ``None`` (the default):
     none. A router refuses a plan with chaos unless ``GRAYLAYER_ALLOW_CHAOS=1`` is set."""

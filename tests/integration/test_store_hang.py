@@ -157,7 +157,9 @@ async def test_a_router_serves_every_request_during_a_hang_without_waiting_on_it
         slowest = sorted(round(seconds * 1000) for *_, seconds in during)[-15:]
         assert added <= 0.05, f"median added {added * 1000:.0f} ms; slowest (ms): {slowest}"
         assert max(seconds for *_, seconds in during) < 1.0
-        assert await lag < 0.05, "the event loop was blocked"
+        # A store call made on the event loop would block it for the 0.1 s timeout; a busy
+        # shared CPU alone has delayed a 5 ms tick by 54 ms (CI), so the bar sits between.
+        assert await lag < 0.09, "the event loop was blocked by a store call"
         assert router.counts()["stale"] >= len(during) - 10
         assert router.counts()["degraded"] == 0
     finally:
