@@ -158,3 +158,17 @@ def test_modules_are_small_and_the_top_level_is_short() -> None:
     assert large == {}
     top = [p for p in PACKAGE.iterdir() if p.suffix == ".py"]
     assert len(top) <= 10, top
+
+
+def test_the_architecture_page_names_only_modules_that_exist() -> None:
+    """docs/architecture.md says who owns what by module path; a path that no longer exists
+    (a module renamed or merged) would send a reader to nothing."""
+    import re
+
+    text = (PACKAGE.parent / "docs" / "architecture.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"`((?:[a-z_]+/)+[a-z_]+\.py)`", text))
+    assert named, "the page names no module"
+    missing = sorted(
+        p for p in named if not (PACKAGE / p).exists() and not (PACKAGE.parent / p).exists()
+    )
+    assert not missing, f"docs/architecture.md names modules that do not exist: {missing}"
