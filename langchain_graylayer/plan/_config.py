@@ -74,7 +74,7 @@ def to_configuration_error(exc: ValidationError, prefix: str = "") -> Configurat
 class ConfigModel(BaseModel):
     """Frozen pydantic model whose validation errors are :class:`ConfigurationError`."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     def __init__(self, **data: Any) -> None:
         try:

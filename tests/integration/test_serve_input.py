@@ -457,3 +457,23 @@ def test_a_real_server_refuses_an_identity_header_that_is_not_utf8(
         response.json()["detail"] == f"{header}: not valid UTF-8; send identity ids as UTF-8 bytes"
     )
     _no_announcement(response)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"user_value": Infinity}',
+        b'{"user_value": NaN}',
+        b'{"user_value": "inf"}',
+        b'{"accept_score": -Infinity}',
+    ],
+)
+def test_a_profile_with_a_number_that_is_not_finite_is_refused(
+    serve: Callable[..., Served], body: bytes
+) -> None:
+    app = serve()
+    put = app.client.put(
+        f"{API}/profiles/dana", content=body, headers={**ADMIN, "Content-Type": "application/json"}
+    )
+    assert put.status_code == 422, put.text
+    assert app.store.get_profile("dana") is None
