@@ -6,6 +6,7 @@ which command to run and how to tell that the server is ready.
 
 from __future__ import annotations
 
+import os
 import random
 import shlex
 import socket
@@ -26,9 +27,10 @@ def free_port() -> int:
     bind any outgoing connection on the machine may take it ("address already in use" under
     load). Ports in 20000-32767 are never handed out to outgoing connections on Linux.
     """
+    low, high = _port_range()
     rng = random.Random()
     for _ in range(50):
-        port = rng.randrange(20_000, 32_768)
+        port = rng.randrange(low, high)
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             try:
                 sock.bind(("127.0.0.1", port))
@@ -39,6 +41,16 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         chosen: int = sock.getsockname()[1]
         return chosen
+
+
+def _port_range() -> tuple[int, int]:
+    """20000-32767, or this pytest-xdist worker's own slice of it, so two workers never try
+    the same port."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    span = (32_768 - 20_000) // max(count, 1)
+    low = 20_000 + span * (int(worker) % max(count, 1) if worker.isdigit() else 0)
+    return low, low + span
 
 
 def can_ping_redis(url: str) -> bool:
