@@ -202,9 +202,10 @@ _METRIC_FIELDS: dict[GuardrailMetric, tuple[dict[str, float], str, str | None]] 
 
 def _fields(metric: GuardrailMetric | EvaluatorMetric) -> tuple[dict[str, float], str, str | None]:
     """The metric's numerator, denominator and rare-event field: an evaluator's pass rate is
-    its passes over its evaluated runs (a run not evaluated counts in neither)."""
+    its passes over its evaluated runs (a run not evaluated counts in neither), and its users
+    with a failure are its rare events."""
     if isinstance(metric, EvaluatorMetric):
-        return {metric.pass_field: 1.0}, metric.count_field, None
+        return {metric.pass_field: 1.0}, metric.count_field, metric.fail_field
     return _METRIC_FIELDS[metric]
 
 

@@ -99,7 +99,11 @@ class EvidenceRecorder:
     def evaluation(self, labels: RunLabels, evaluator: str, score: float) -> None:
         """An evaluator scored a run (or a conversation) of ``labels``: 1 is a pass."""
         metric = EvaluatorMetric.of(evaluator)
-        self._add(labels, {metric.count_field: 1.0, metric.pass_field: float(score)})
+        self._add(labels, {
+            metric.count_field: 1.0,
+            metric.pass_field: float(score),
+            metric.fail_field: 1.0 - float(score),
+        })  # fmt: skip
 
     def record_feedback(
         self, labels: RunLabels, kind: FeedbackKind | None, score: float | None = None

@@ -56,7 +56,7 @@ class EvaluatorMetric(str):
     Example:
         >>> m = EvaluatorMetric("eval:refund_policy")
         >>> m.evaluator, m.value, m.pass_field, m.rare
-        ('refund_policy', 'eval:refund_policy', 'eval.refund_policy.pass', False)
+        ('refund_policy', 'eval:refund_policy', 'eval.refund_policy.pass', True)
     """
 
     __slots__ = ()
@@ -85,12 +85,20 @@ class EvaluatorMetric(str):
 
     @property
     def rare(self) -> bool:
-        return False
+        """Failures are events like complaints: the judge also runs its exact test on the users
+        with a failure (each lands in the candidate with the ratio's odds when the versions do
+        not differ, since sampling never looks at the version)."""
+        return True
 
     @property
     def count_field(self) -> str:
         """The per-user evidence field counting this evaluator's evaluated runs."""
         return f"eval.{self.evaluator}.n"
+
+    @property
+    def fail_field(self) -> str:
+        """The per-user evidence field summing ``1 - score`` (users with one failed)."""
+        return f"eval.{self.evaluator}.fail"
 
     @property
     def pass_field(self) -> str:
