@@ -280,3 +280,28 @@ def test_an_agentevals_trajectory_policy_and_a_conversation_evaluator(
     assert len(seen[0][0]) == 2
     assert sample(metrics, "graylayer_evaluations_total", evaluator="thread",
                   outcome="pass") == 1  # fmt: skip
+
+
+def test_the_admin_status_says_an_evaluator_is_paused(metrics: GraylayerMetrics) -> None:
+    fastapi = pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from langchain_graylayer.serve.app import add_gray_routes
+
+    the_plan, store = plan(max_tokens_per_hour=15, concurrency=1), MemoryStore()
+    controller = RolloutController(plan=the_plan, store=store)
+    controller.step()
+    router = router_for(the_plan, store, metrics, hallucination=hallucination_evaluator())
+    app = fastapi.FastAPI()
+    add_gray_routes(app, router, controller=controller, admin_token="t0ken", use_langserve=False)
+    assert router.evaluations is not None
+    for i in range(3):
+        ask(router, range(i, i + 1))
+        assert router.evaluations.drain(10.0)
+    with TestClient(app) as client:
+        response = client.get("/graylayer/api/status", headers={"Authorization": "Bearer t0ken"})
+    assert response.status_code == 200
+    evaluator = response.json()["health"]["evaluators"]["hallucination"]
+    assert evaluator["paused"] is True
+    assert evaluator["tokens_last_hour"] == 15
+    assert evaluator["sampling_rate"] == 1.0
