@@ -317,6 +317,10 @@ class _Lane:
 
     # ------------------------------------------------------------------ conversations
     def turn(self, labels: RunLabels, session_id: str, input: Any, output: Any) -> None:
+        """A run of ``session_id`` ended: keep it if the conversation is sampled (decided by
+        its session id, so only sampled conversations take memory)."""
+        if not sampled(self.spec.name, session_id, self.spec.sampling_rate):
+            return
         now = self.owner.clock()
         with self.lock:
             conversation = self.conversations.pop(session_id, None)
@@ -344,11 +348,10 @@ class _Lane:
                 del self.conversations[session_id]
         out = []
         for session_id, c in ready:
-            if sampled(self.spec.name, session_id, self.spec.sampling_rate):
-                metadata = {**_metadata(c.labels), "session_id": session_id, "turns": len(c.inputs)}
-                out.append(EvaluationInput(
-                    list(c.inputs), list(c.outputs), c.labels, session_id, session_id, metadata,
-                ))  # fmt: skip
+            metadata = {**_metadata(c.labels), "session_id": session_id, "turns": len(c.inputs)}
+            out.append(EvaluationInput(
+                list(c.inputs), list(c.outputs), c.labels, session_id, session_id, metadata,
+            ))  # fmt: skip
         return out
 
 
@@ -446,15 +449,12 @@ class Evaluations:
             return
         with self._sweeper_lock:
             if self._sweeper is None and not self._stop.is_set():
+                tick = min(max(min(lane.spec.idle_time for lane in self._threads) / 4, 0.05), 5.0)
                 self._sweeper = threading.Thread(
-                    target=self._sweep, name="graylayer-eval-conversations", daemon=True
-                )
+                    target=_sweep, args=(weakref.ref(self), self._stop, tick),
+                    name="graylayer-eval-conversations", daemon=True,
+                )  # fmt: skip
                 self._sweeper.start()
-
-    def _sweep(self) -> None:
-        tick = min(max(min(lane.spec.idle_time for lane in self._threads) / 4, 0.05), 5.0)
-        while not self._stop.wait(tick):
-            self.evaluate_idle()
 
     def evaluate_idle(self, *, everything: bool = False) -> int:
         """Evaluate the conversations idle long enough (``everything``: all open ones, e.g. at
@@ -499,3 +499,17 @@ class Evaluations:
         self._stop.set()
         for lane in self.lanes:
             lane.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _sweep(owner: weakref.ref[Evaluations], stop: threading.Event, tick: float) -> None:
+    """Evaluate idle conversations every ``tick`` seconds, until ``stop`` or until the
+    evaluations are gone (a weak reference: the thread never keeps a router alive)."""
+    while not stop.wait(tick):
+        evaluations = owner()
+        if evaluations is None:
+            return
+        try:
+            evaluations.evaluate_idle()
+        except Exception:
+            logger.exception("graylayer could not evaluate idle conversations")
+        del evaluations

@@ -265,3 +265,29 @@ def test_a_target_imports_the_implementation() -> None:
     )
     assert evaluations.lanes[0].spec.target == "builtins:bool"
     evaluations.close()
+
+
+def test_only_sampled_conversations_are_kept() -> None:
+    store, registry = MemoryStore(), CollectorRegistry()
+    plan = plan_with(
+        {"name": "none", "scope": "conversation", "sampling_rate": 0.0},
+        {"name": "all", "scope": "conversation", "sampling_rate": 1.0, "idle_time": 60},
+    )
+    now = [0.0]
+    seen: list[int] = []
+    evaluations = runner(
+        store, plan, registry, clock=lambda: now[0],
+        none=lambda i, o, m: True, all=lambda i, o, m: bool(seen.append(len(i))) or True,
+    )  # fmt: skip
+    for turn in range(3):
+        evaluations.run_ended(LABELS, f"r{turn}", "session-1", f"q{turn}", f"a{turn}")
+    none, every = evaluations.lanes
+    assert (len(none.conversations), len(every.conversations)) == (0, 1)
+    assert evaluations.evaluate_idle() == 0  # not idle yet
+    now[0] += 61.0
+    assert evaluations.evaluate_idle() == 1
+    assert evaluations.drain(10.0)
+    assert seen == [3]
+    arm = store.read_evidence("p", "normal", STEP)["candidate"]
+    assert arm.total("eval.all.n") == 1.0  # one conversation, one evaluation
+    evaluations.close()
