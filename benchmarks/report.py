@@ -84,6 +84,14 @@ def benches() -> list[Bench]:
             "json",
         ),
         Bench(
+            "evaluator_overhead",
+            "Evaluators on the request path",
+            "what a plan's evaluators (a function, an LLM-as-judge, a conversation evaluator) "
+            "add to a `create_agent` run behind the router",
+            [py, "benchmarks/evaluator_overhead.py"],
+            "json",
+        ),
+        Bench(
             "serve_throughput",
             "HTTP throughput, router vs direct",
             "requests per second of a LangServe app through `GrayRouter` vs `add_routes`, "
@@ -558,9 +566,26 @@ def section_simulate(d: dict[str, Any]) -> tuple[list[str], str]:
     return head, "\n".join(parts)
 
 
+def section_evaluators(d: dict[str, Any]) -> tuple[list[str], str]:
+    cpu, wall = d["ratio_cpu"], d["ratio_wall"]
+    head = [
+        f"request-thread CPU: **{num(cpu[1], 3)}× the router without evaluators** "
+        f"[{num(cpu[0], 3)}, {num(cpu[2], 3)}]; wall clock {num(wall[1], 3)}× "
+        f"[{num(wall[0], 3)}, {num(wall[2], 3)}] (judge: {d.get('judge')})",
+        f"`Evaluations.run_ended` alone (everything a request pays): "
+        f"{num(d.get('handoff_us_cpu'), 1)} µs per run",
+    ]
+    rows = [
+        [f"`{name}`", num(d["median_us_cpu"][name], 0), num(d["median_us_wall"][name], 0)]
+        for name in d["median_us_cpu"]
+    ]
+    return head, table(["variant", "median CPU µs/run", "median wall µs/run"], rows)
+
+
 SECTIONS = {
     "router_overhead": section_router,
     "callback_overhead": section_callback,
+    "evaluator_overhead": section_evaluators,
     "serve_throughput": section_serve,
     "simulate": section_simulate,
 }
@@ -656,7 +681,7 @@ def main() -> int:
     parser.add_argument(
         "--out", type=Path, default=ROOT / "BENCHMARKS.md", help="report path (BENCHMARKS.md)"
     )
-    parser.add_argument("--only", help="comma-separated benchmark names to run (default: all five)")
+    parser.add_argument("--only", help="comma-separated benchmark names to run (default: all six)")
     parser.add_argument(
         "--timeout", type=float, help="seconds per benchmark before it is killed (600; full 3600)"
     )

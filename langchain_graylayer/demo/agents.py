@@ -140,3 +140,13 @@ def grade(output: Any, shop: Shop) -> Grade:
     else:
         correct = abs(refunded - owed) <= 0.005
     return Grade(intent, owed, refunded, handed_off, correct)
+
+
+def refund_policy_check(shop: Shop) -> Callable[[Any, Any, Any], bool]:
+    """The demo's policy evaluator: a refund answer passes when it paid what the shop's rules
+    owe (an answer that tracks an order, or hands off, has nothing to break)."""
+
+    def check(input: Any, output: Any, metadata: Any) -> bool:
+        return not grade(output, shop).wrong_refund
+
+    return check

@@ -13,7 +13,7 @@ import numpy as np
 from langchain_core.chat_history import InMemoryChatMessageHistory
 from langchain_core.messages import AIMessage, HumanMessage
 
-from langchain_graylayer.demo.agents import grade, support_agent
+from langchain_graylayer.demo.agents import grade, refund_policy_check, support_agent
 from langchain_graylayer.demo.decisions import Decision, decisions, progress_lines, rolled_back
 from langchain_graylayer.demo.world import (
     DAY,
@@ -255,6 +255,7 @@ class _Simulation:
             metrics=self.metrics,
             profile_loader=lambda user_id: self.customers[user_id].profile(self.now),
             completion_judge=lambda output: grade(output, self.shop).correct,
+            evaluators={"refund_policy": refund_policy_check(self.shop)},
         )
         controller = RolloutController(
             plan=plan,
@@ -372,6 +373,8 @@ class _Simulation:
                 and self.now >= rollback_at + sc.fix_delay
             ):
                 act = self.act2 = self._start_act_two()
+            if act.router.evaluations is not None:  # the tick judges every finished evaluation
+                act.router.evaluations.drain(60.0)
             for entry in act.controller.step():
                 self._log(entry)
                 if entry.action == "rollback" and rollback_at is None:
@@ -411,6 +414,14 @@ class _Simulation:
         data = asdict(entry)
         moved = {row.layer: row.old_ratio for row in rolled_back(data)}
         self.result.rollback = {**data, "day": day_number(entry.time), "layers": moved}
+        rows = (entry.verdict or {}).get("guardrails", ())
+        policy = next((g for g in rows if g["metric"] == "eval:refund_policy"), None)
+        if policy is not None and policy["candidate_rate"] is not None:
+            self.echo(
+                f"    policy evaluator refund_policy (every answer, checked in the "
+                f"background): {policy['candidate_rate']:.1%} of the candidate's pass vs "
+                f"{policy['stable_rate']:.1%} of stable's — {policy['note']}"
+            )
 
     def _report_cleanup(self) -> None:
         report = self.act1.controller.last_rollback_report

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 from langchain_core.tools import BaseTool, StructuredTool
 
+from langchain_graylayer.plan.gates import DEFAULT_GUARDRAILS
 from langchain_graylayer.plan.plan import RolloutPlan
 from langchain_graylayer.plan.profile import LayerScorer, UserProfile
 
@@ -120,6 +121,10 @@ def demo_plan(plan_id: str, candidate: str, changelog: str, scenario: Scenario) 
             "min_users_at_timeout": scenario.min_users_at_timeout[name],
             "bake_time": scenario.bake_time,
             "max_step_time": scenario.max_step_time[name],
+            "guardrails": [
+                *(g.model_dump(mode="json") for g in DEFAULT_GUARDRAILS),
+                {"metric": "eval:refund_policy", "margin": 0.03},
+            ],
         }
         if name == "internal":
             layer["rules"] = ['group == "staff"']
@@ -138,6 +143,9 @@ def demo_plan(plan_id: str, candidate: str, changelog: str, scenario: Scenario) 
             "layers": layers,
             "default_layer": "vip",
             "judging": {"side_effect_tools": ["issue_refund"], "rollback_scope": "plan"},
+            # A policy check of every answer, in the background: did a refund pay what
+            # the shop's rules say? (GrayRouter(evaluators=...) binds refund_policy_check.)
+            "evaluators": [{"name": "refund_policy"}],
         }
     )
 

@@ -46,6 +46,7 @@ from langchain_graylayer.judging.stats import (
     rare_event_harm,
     srm_check_strata,
 )
+from langchain_graylayer.plan.evaluators import EvaluatorMetric
 from langchain_graylayer.plan.gates import Gates, Guardrail, GuardrailMetric, Judging
 from langchain_graylayer.store.evidence import ArmTotals
 
@@ -199,7 +200,16 @@ _METRIC_FIELDS: dict[GuardrailMetric, tuple[dict[str, float], str, str | None]] 
 }
 
 
-def moments(arm: ArmTotals, metric: GuardrailMetric) -> RatioMoments:
+def _fields(metric: GuardrailMetric | EvaluatorMetric) -> tuple[dict[str, float], str, str | None]:
+    """The metric's numerator, denominator and rare-event field: an evaluator's pass rate is
+    its passes over its evaluated runs (a run not evaluated counts in neither), and its users
+    with a failure are its rare events."""
+    if isinstance(metric, EvaluatorMetric):
+        return {metric.pass_field: 1.0}, metric.count_field, metric.fail_field
+    return _METRIC_FIELDS[metric]
+
+
+def moments(arm: ArmTotals, metric: GuardrailMetric | EvaluatorMetric) -> RatioMoments:
     """The ratio-metric moments of ``metric`` over the arm's users, from its sums and products.
 
     Example:
@@ -209,7 +219,7 @@ def moments(arm: ArmTotals, metric: GuardrailMetric) -> RatioMoments:
         >>> m.users, m.y, m.x, m.y_sq, m.x_sq, m.xy
         (2, 2.0, 3.0, 4.0, 5.0, 4.0)
     """
-    numerator, denominator, _ = _METRIC_FIELDS[metric]
+    numerator, denominator, _ = _fields(metric)
     terms = numerator.items()
     y = math.fsum(c * arm.total(f) for f, c in terms)
     y_sq = math.fsum(cf * cg * arm.product(f, g) for f, cf in terms for g, cg in terms)
@@ -233,7 +243,7 @@ def _guardrail(
     users with an event, so the family-wise bound still adds up to ``alphas[0]``."""
     metric = guardrail.metric
     mc, ms = moments(cand, metric), moments(stable, metric)
-    rare_field = _METRIC_FIELDS[metric][2]
+    rare_field = _fields(metric)[2]
     harm_alpha = alphas[0] / 2 if rare_field else alphas[0]
 
     def result(

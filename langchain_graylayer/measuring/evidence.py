@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from langchain_graylayer.measuring.feedback import FeedbackKind
 from langchain_graylayer.measuring.labels import Outcome, RunLabels
+from langchain_graylayer.plan.evaluators import EvaluatorMetric
 from langchain_graylayer.plan.gates import GuardrailMetric
 from langchain_graylayer.plan.plan import RolloutPlan
 from langchain_graylayer.store.evidence import ArmKey, UnitDelta
@@ -94,6 +95,15 @@ class EvidenceRecorder:
     def completion(self, labels: RunLabels) -> None:
         """A background completion judge accepted the request's answer after it ended."""
         self._add(labels, {"completions": 1.0})
+
+    def evaluation(self, labels: RunLabels, evaluator: str, score: float) -> None:
+        """An evaluator scored a run (or a conversation) of ``labels``: 1 is a pass."""
+        metric = EvaluatorMetric.of(evaluator)
+        self._add(labels, {
+            metric.count_field: 1.0,
+            metric.pass_field: float(score),
+            metric.fail_field: 1.0 - float(score),
+        })  # fmt: skip
 
     def record_feedback(
         self, labels: RunLabels, kind: FeedbackKind | None, score: float | None = None

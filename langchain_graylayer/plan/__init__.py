@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from langchain_graylayer.plan.assignment import LayerAssignment, LayerReason
 from langchain_graylayer.plan.bucketing import BUCKETS, bucket, in_candidate, ratio_threshold
+from langchain_graylayer.plan.evaluators import EvaluatorSpec
 from langchain_graylayer.plan.gates import Gates, Guardrail, GuardrailMetric, Judging
 from langchain_graylayer.plan.plan import (
     DEFAULT_STEPS,
@@ -25,6 +26,7 @@ from langchain_graylayer.plan.rules import TagRule
 __all__ = [
     "BUCKETS",
     "DEFAULT_STEPS",
+    "EvaluatorSpec",
     "Gates",
     "Guardrail",
     "GuardrailMetric",

@@ -7,13 +7,14 @@ metric: a significant harm rolls back; promotion needs non-inferiority within th
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from langchain_graylayer._compat import StrEnum
 from langchain_graylayer.errors import ConfigurationError
 from langchain_graylayer.plan._config import ConfigModel, Delay, Seconds
+from langchain_graylayer.plan.evaluators import EVAL_PREFIX, EvaluatorMetric
 
 __all__ = ["DEFAULT_GUARDRAILS", "Gates", "Guardrail", "GuardrailMetric", "Judging"]
 
@@ -56,7 +57,8 @@ class Guardrail(ConfigModel):
         True
     """
 
-    metric: GuardrailMetric
+    metric: GuardrailMetric | EvaluatorMetric
+    """A built-in rate, or ``eval:<name>``: the pass rate of the plan's evaluator ``name``."""
     margin: float = Field(default=0.03, ge=0, le=1)
     """Non-inferiority margin, absolute (0.03 = 3 percentage points)."""
     slo_seconds: float = Field(default=5.0, gt=0)
@@ -65,6 +67,17 @@ class Guardrail(ConfigModel):
     """How late this metric's events arrive after their run (complaints: hours). Events count in
     the step their run was routed under, and a step is not promoted before it has run this long
     past its bake time, so late harm is still seen."""
+
+    @field_validator("metric", mode="before")
+    @classmethod
+    def _metric(cls, value: Any) -> Any:
+        if isinstance(value, str) and not isinstance(value, GuardrailMetric):
+            if value.startswith(EVAL_PREFIX):
+                return EvaluatorMetric(value)
+            if value not in GuardrailMetric._value2member_map_:
+                known = ", ".join(m.value for m in GuardrailMetric)
+                raise ValueError(f"one of {known}, or '{EVAL_PREFIX}<evaluator name>'")
+        return value
 
 
 DEFAULT_GUARDRAILS: tuple[Guardrail, ...] = (

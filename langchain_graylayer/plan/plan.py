@@ -27,6 +27,7 @@ from langchain_graylayer.plan._config import (
 from langchain_graylayer.plan.assignment import LayerAssignment, LayerReason, activity_class
 from langchain_graylayer.plan.bucketing import BUCKETS
 from langchain_graylayer.plan.chaos import Chaos
+from langchain_graylayer.plan.evaluators import EvaluatorMetric, EvaluatorSpec
 from langchain_graylayer.plan.gates import Gates, Judging
 from langchain_graylayer.plan.pricing import Pricing
 from langchain_graylayer.plan.profile import (
@@ -209,6 +210,9 @@ class RolloutPlan(ConfigModel):
     pricing: Pricing = Field(default_factory=Pricing)
     """Price per million tokens of the models the versions call; used for cost guardrails and
     reports. Empty (the default): tokens are counted, money is unknown."""
+    evaluators: tuple[EvaluatorSpec, ...] = ()
+    """Named evaluators of run (or conversation) quality; the guardrail ``eval:<name>`` gates
+    on one (see :mod:`~langchain_graylayer.plan.evaluators`)."""
     chaos: Chaos | None = None
     """Faults to inject into a version, for a rehearsal in staging; ``None`` (the default):
     none. A router refuses a plan with chaos unless ``GRAYLAYER_ALLOW_CHAOS=1`` is set."""
@@ -224,7 +228,35 @@ class RolloutPlan(ConfigModel):
         if self.default_layer is not None and self.default_layer not in names:
             raise ConfigurationError("default_layer", self.default_layer, f"one of {names}")
         self._check_coverage()
+        self._check_evaluators()
         return self
+
+    def _check_evaluators(self) -> None:
+        names = [spec.name for spec in self.evaluators]
+        for index, spec in enumerate(self.evaluators):
+            if spec.name in names[:index]:
+                raise ConfigurationError(
+                    f"evaluators[{index}].name", spec.name, "unique evaluator names"
+                )
+            if spec.max_cost_per_hour is not None and not self.pricing.models:
+                raise ConfigurationError(
+                    f"evaluators[{index}].max_cost_per_hour", spec.max_cost_per_hour,
+                    "a cap in tokens (max_tokens_per_hour), or a pricing table with the judge "
+                    "model's price",
+                )  # fmt: skip
+        owners = [("gates", self.gates)] + [
+            (f"layers[{i}].gates", layer.gates)
+            for i, layer in enumerate(self.layers)
+            if layer.gates is not None
+        ]
+        for where, gates in owners:
+            for index, guardrail in enumerate(gates.guardrails):
+                metric = guardrail.metric
+                if isinstance(metric, EvaluatorMetric) and metric.evaluator not in names:
+                    raise ConfigurationError(
+                        f"{where}.guardrails[{index}].metric", metric.value,
+                        f"an evaluator the plan declares in 'evaluators' ({names or 'none'})",
+                    )  # fmt: skip
 
     def _check_coverage(self) -> None:
         ranged = sorted(

@@ -22,6 +22,7 @@ from langchain_graylayer.measuring.completion import (
     CompletionJudge,
     default_completion_judge,
 )
+from langchain_graylayer.measuring.evaluation import Evaluations
 from langchain_graylayer.measuring.evidence import EvidenceRecorder, RequestResult
 from langchain_graylayer.measuring.feedback import FeedbackRecorder
 from langchain_graylayer.measuring.handler import (
@@ -163,8 +164,10 @@ class RunObserver:
         tracing: GraylayerTracingHandler | None,
         feedback: FeedbackRecorder,
         evidence: EvidenceRecorder | None = None,
+        evaluations: Evaluations | None = None,
     ) -> None:
         self.journal = journal
+        self.evaluations = evaluations
         self.evidence = evidence
         self.tracing = tracing
         self.feedback = feedback
@@ -245,3 +248,14 @@ class RunObserver:
         labels = call.labels
         evidence = self.evidence if labels is not None and labels.attributable else None
         background.submit(output, labels, then=None if evidence is None else evidence.completion)
+
+    def evaluate(self, call: Call, input: Any, output: Any) -> None:
+        """The request answered: hand it to the plan's evaluators (sampled, in the background).
+        A fallback (stable answered for the candidate) and a paused run are not evaluated."""
+        evaluations, labels = self.evaluations, call.labels
+        if evaluations is None or labels is None or not labels.attributable or call.fell_back:
+            return
+        if call.interrupted(output):
+            return
+        session = call.decision.session_id
+        evaluations.run_ended(labels, str(call.run_id), session, input, output)

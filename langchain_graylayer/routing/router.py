@@ -33,6 +33,7 @@ from typing_extensions import override
 
 from langchain_graylayer._types import Identity, posix_clock
 from langchain_graylayer.measuring.completion import CompletionJudge
+from langchain_graylayer.measuring.evaluation import EvaluationMetrics, Evaluations
 from langchain_graylayer.measuring.evidence import EvidenceRecorder
 from langchain_graylayer.measuring.feedback import FeedbackKind, FeedbackRecorder, RunIndex
 from langchain_graylayer.measuring.journal import ToolCallJournal
@@ -140,6 +141,11 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
     """Journal the candidate's tool calls (the plan's ``judging.side_effect_tools``, or all) in
     the store, so a rollback can list them for compensation."""
 
+    evaluators: dict[str, Any] = Field(default_factory=dict)
+    """Implementations of the plan's evaluators by name — a function, a Runnable, an
+    ``openevals`` or ``agentevals`` evaluator — run in the background on sampled runs (an
+    evaluator declared with a ``target`` may be left out)."""
+
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     _state_: _State = PrivateAttr()
@@ -185,6 +191,12 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
             tracing = GraylayerTracingHandler(self.tracer, agent_name=self.plan.id)
         index = RunIndex(ttl=self.feedback_ttl, clock=self.clock)
         evidence = EvidenceRecorder(store, self.plan)
+        evaluations = None
+        if self.plan.evaluators:
+            evaluation_metrics = None if metrics is None else EvaluationMetrics.of(metrics.registry)
+            evaluations = Evaluations(
+                self.plan, self.evaluators, evidence, metrics=evaluation_metrics
+            )
         observer = RunObserver(
             metrics=metrics,
             completion_judge=self.completion_judge,
@@ -192,6 +204,7 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
             tracing=tracing,
             feedback=FeedbackRecorder(metrics, index, evidence),
             evidence=evidence,
+            evaluations=evaluations,
         )
         assigner = Assigner(self.plan, store, profile_loader=self.profile_loader, clock=self.clock)
         self._state_ = _State(assigner, observer, store.networked)
@@ -307,6 +320,11 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
         return None if tracing is None else tracing.trace_id_of(run_id)
 
     @property
+    def evaluations(self) -> Evaluations | None:
+        """The plan's evaluators at work (status, drain); ``None`` when the plan has none."""
+        return self._state.observer.evaluations
+
+    @property
     def feedback_recorder(self) -> FeedbackRecorder:
         """Counts feedback for this router's runs (by run id, or by a verified token)."""
         return self._state.observer.feedback
@@ -403,9 +421,11 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
         callbacks.remove_tags([version_tag(Version.CANDIDATE.value)])
         return patch_config(call.fallback_config(), callbacks=callbacks)
 
-    def _answered(self, call: Call, output: Any) -> None:
-        self._state.observer.answered(call, output)
+    def _answered(self, call: Call, input: Any, output: Any) -> None:
+        observer = self._state.observer
+        observer.answered(call, output)
         call.ended(output)
+        observer.evaluate(call, input, output)
 
     # ------------------------------------------------------------------ invoke
     @override
@@ -428,7 +448,7 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
             call.ended(None, exc)
             run_manager.on_chain_error(exc)
             raise
-        self._answered(call, output)
+        self._answered(call, input, output)
         run_manager.on_chain_end(output)
         return output
 
@@ -467,7 +487,7 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
             call.ended(None, exc)
             await run_manager.on_chain_error(exc)
             raise
-        self._answered(call, output)
+        self._answered(call, input, output)
         await run_manager.on_chain_end(output)
         return output
 
@@ -505,7 +525,7 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
             run_manager.on_chain_error(exc)
             raise
         call.paused = final.paused or paused_in_state(runnable, child, kwargs)
-        self._answered(call, final.value)
+        self._answered(call, input, final.value)
         run_manager.on_chain_end(final.value)
 
     @override
@@ -539,7 +559,7 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
             await run_manager.on_chain_error(exc)
             raise
         call.paused = final.paused or await paused_in_state_async(runnable, child, kwargs)
-        self._answered(call, final.value)
+        self._answered(call, input, final.value)
         await run_manager.on_chain_end(final.value)
 
 

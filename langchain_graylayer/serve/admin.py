@@ -8,7 +8,8 @@ no data: it asks for the token and calls the API from the browser.
 method   path (under the admin prefix)       what
 =======  ==================================  =============================================
 GET      ``/``                               the dashboard page (no build step, no assets)
-GET      ``/api/status``                     layers: ratio, step, phase, latest verdict
+GET      ``/api/status``                     layers: ratio, step, phase, latest verdict;
+                                             ``health`` (and its evaluators: paused, spend)
 GET      ``/api/audit?limit=N``              the audit log, oldest first
 POST     ``/api/pause``, ``/api/resume``     ``{"operator", "reason"}``
 POST     ``/api/promote``                    ``{"operator", "layer", "reason"}``
@@ -140,9 +141,12 @@ def mount_admin(
     def health() -> dict[str, Any]:
         """This replica's router: counts over the last five minutes, and since the app was
         built (``started_at``, ``uptime_seconds``)."""
-        return {"window_seconds": 300, "recent": router.recent_counts(300),
-                "since_start": router.counts(), "started_at": mounted_at,
-                "uptime_seconds": round(time.time() - mounted_at, 1)}  # fmt: skip
+        out = {"window_seconds": 300, "recent": router.recent_counts(300),
+               "since_start": router.counts(), "started_at": mounted_at,
+               "uptime_seconds": round(time.time() - mounted_at, 1)}  # fmt: skip
+        if router.evaluations is not None:  # paused by a spend cap? (absent without evaluators)
+            out["evaluators"] = router.evaluations.status()
+        return out
 
     # a plan that rehearses faults says so in every status (the key is absent otherwise)
     rehearsal = router.plan.chaos

@@ -10,6 +10,10 @@ tool calls, ...) and, updated with every change, the arm's totals over users:
 * ``products[f, g]``: Σ over users of ``f·g`` (the Gram matrix: squares and cross-products);
 * ``positives[f]``: users with ``f > 0`` (e.g. users who complained at least once).
 
+Besides :data:`FIELDS`, an arm keeps *named* fields, whose names contain a dot (an evaluator's
+``eval.<name>.n`` and ``eval.<name>.pass``), for the users that have them; their products are
+kept with each other (the products with :data:`FIELDS` a ratio of two named fields never needs).
+
 From these the judge gets any ratio metric ``Σy/Σn`` with its delta-method variance, exactly,
 without reading a single user record. The step is the one the run was routed under, so feedback
 that arrives hours later counts in the step its run belonged to.
@@ -37,6 +41,7 @@ __all__ = [
     "accumulate_users",
     "activity_class",
     "field_pair",
+    "is_named_field",
     "product_changes",
 ]
 
@@ -118,11 +123,21 @@ _ORDER = {name: index for index, name in enumerate(FIELDS)}
 
 
 def field_pair(a: str, b: str) -> tuple[str, str]:
-    """The key of ``Σ a·b`` in :attr:`ArmTotals.products` (the pair in :data:`FIELDS` order)."""
-    return (a, b) if _ORDER.get(a, len(_ORDER)) <= _ORDER.get(b, len(_ORDER)) else (b, a)
+    """The key of ``Σ a·b`` in :attr:`ArmTotals.products` (the pair in :data:`FIELDS` order;
+    named fields after them, alphabetically)."""
+    order_a, order_b = _ORDER.get(a, _NAMED), _ORDER.get(b, _NAMED)
+    if order_a != order_b:
+        return (a, b) if order_a < order_b else (b, a)
+    return (a, b) if a <= b else (b, a)
+
+
+def is_named_field(name: str) -> bool:
+    """A field outside :data:`FIELDS` that an arm keeps too: its name has a dot."""
+    return "." in name
 
 
 _N = len(FIELDS)
+_NAMED = _N
 _PAIR_KEYS = [(FIELDS[i], FIELDS[j]) for i in range(_N) for j in range(i, _N)]
 
 
@@ -150,7 +165,10 @@ class ArmAccumulator:
         (4.0, (1, 0, 0, 1, 0))
     """
 
-    __slots__ = ("_classes", "_dirty", "_folded", "_positives", "_products", "_sums", "_users")
+    __slots__ = (
+        "_classes", "_dirty", "_folded", "_named", "_named_positives", "_named_products",
+        "_named_sums", "_positives", "_products", "_sums", "_users",
+    )  # fmt: skip
 
     def __init__(self) -> None:
         self._users: dict[str, list[float]] = {}
@@ -161,21 +179,34 @@ class ArmAccumulator:
         self._sums = [0.0] * _N
         self._products = [0.0] * len(_PAIR_KEYS)
         self._positives = [0] * _N
+        # Named fields, kept only for the users that have them (an evaluator's few sampled
+        # runs): records, sums, products among them (updated at once: off the request path).
+        self._named: dict[str, dict[str, float]] = {}
+        self._named_sums: dict[str, float] = {}
+        self._named_products: dict[tuple[str, str], float] = {}
+        self._named_positives: dict[str, int] = {}
 
     def add(self, user: str, activity: int, counts: Mapping[str, float]) -> None:
-        """Add ``counts`` (fields of :data:`FIELDS`) to ``user``'s record.
+        """Add ``counts`` (fields of :data:`FIELDS`, or named fields) to ``user``'s record.
 
         Raises:
-            KeyError: a name that is not in :data:`FIELDS`.
+            KeyError: a name that is neither in :data:`FIELDS` nor a named field.
         """
         record = self._users.get(user)
         if record is None:
             record = self._users[user] = [0.0] * _N
             self._classes[min(max(activity, 0), ACTIVITY_CLASSES - 1)] += 1
         sums, positives = self._sums, self._positives
+        named: dict[str, float] | None = None
         for name, value in counts.items():
             if value:
-                i = _ORDER[name]
+                i = _ORDER.get(name)
+                if i is None:
+                    if not is_named_field(name):
+                        raise KeyError(name)
+                    named = named or {}
+                    named[name] = named.get(name, 0.0) + value
+                    continue
                 old = record[i]
                 new = record[i] = old + value
                 sums[i] += value
@@ -184,6 +215,28 @@ class ArmAccumulator:
                 elif new <= 0 < old:
                     positives[i] -= 1
         self._dirty.add(user)
+        if named:
+            self._add_named(user, named)
+
+    def _add_named(self, user: str, counts: dict[str, float]) -> None:
+        old = self._named.get(user, {})
+        new = dict(old)
+        for name, value in counts.items():
+            before = new.get(name, 0.0)
+            after = new[name] = before + value
+            self._named_sums[name] = self._named_sums.get(name, 0.0) + value
+            flip = (before <= 0 < after) - (after <= 0 < before)
+            if flip:
+                self._named_positives[name] = self._named_positives.get(name, 0) + flip
+        self._named[user] = new
+        names = sorted(new)
+        products = self._named_products
+        for a_index, a in enumerate(names):
+            for b in names[a_index:]:
+                change = new[a] * new[b] - old.get(a, 0.0) * old.get(b, 0.0)
+                if change:
+                    key = field_pair(a, b)
+                    products[key] = products.get(key, 0.0) + change
 
     def take_changes(self) -> list[Change]:
         """The (old, new) records of the users changed since the products were last counted,
@@ -207,12 +260,19 @@ class ArmAccumulator:
         """The arm's totals (``fold=False``: as last folded, for a caller that folds itself)."""
         if fold:
             self.fold(product_changes(self.take_changes()))
+        sums = {name: self._sums[i] for i, name in enumerate(FIELDS) if self._sums[i]}
+        products = {k: v for k, v in zip(_PAIR_KEYS, self._products, strict=True) if v}
+        positives = {name: n for name, n in zip(FIELDS, self._positives, strict=True) if n}
+        if self._named:
+            sums.update((k, v) for k, v in self._named_sums.items() if v)
+            products.update((k, v) for k, v in self._named_products.items() if v)
+            positives.update((k, v) for k, v in self._named_positives.items() if v)
         return ArmTotals(
             users=len(self._users),
             classes=tuple(self._classes),
-            sums={name: self._sums[i] for i, name in enumerate(FIELDS) if self._sums[i]},
-            products={k: v for k, v in zip(_PAIR_KEYS, self._products, strict=True) if v},
-            positives={name: n for name, n in zip(FIELDS, self._positives, strict=True) if n},
+            sums=sums,
+            products=products,
+            positives=positives,
         )
 
     def __len__(self) -> int:

@@ -11,6 +11,7 @@ hint) and fail in CI (``CI=true``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Iterator
@@ -36,6 +37,7 @@ from langchain_graylayer import (
 )
 from langchain_graylayer.errors import StoreError
 from langchain_graylayer.serve.app import add_gray_routes
+from langchain_graylayer.testing import ScriptedChatModel
 
 try:
     from playwright.sync_api import expect, sync_playwright
@@ -83,10 +85,10 @@ class Served:
         return f"{self.url}/graylayer/"
 
 
-@pytest.fixture
-def served() -> Iterator[Served]:
-    """The app under a real uvicorn server on loopback, the first layer open at 1%."""
-    plan, store = RolloutPlan.default(PLAN_ID), MemoryStore()
+@contextlib.contextmanager
+def serving(plan: RolloutPlan, **router_options: Any) -> Iterator[Served]:
+    """The app under a real uvicorn server on loopback, the first layer open."""
+    store = MemoryStore()
     metrics = GraylayerMetrics(registry=CollectorRegistry())
     router: GrayRouter[str, str] = GrayRouter(
         stable=RunnableLambda(stable_agent),
@@ -94,6 +96,7 @@ def served() -> Iterator[Served]:
         plan=plan,
         store=store,
         metrics=metrics,
+        **router_options,
     )
     controller = RolloutController(plan=plan, store=store)
     controller.step()
@@ -113,6 +116,13 @@ def served() -> Iterator[Served]:
     finally:
         server.should_exit = True
         thread.join(10.0)
+
+
+@pytest.fixture
+def served() -> Iterator[Served]:
+    """The default plan's app, the first layer open at 1%."""
+    with serving(RolloutPlan.default(PLAN_ID)) as app:
+        yield app
 
 
 def early_adopter_traffic(router: GrayRouter[str, str], users: int = 600) -> None:
@@ -426,3 +436,21 @@ def test_shows_what_is_served_a_ratio_moved_outside_and_a_lost_state(
     expect(tab.page.get_by_test_id("alert")).to_contain_text("lost this plan's state")
     expect(tab.page.locator("#status")).to_have_text("paused")  # held, as it will be written
     assert tab.errors == []
+
+
+def test_the_page_says_an_evaluator_is_paused_by_its_spend_cap(tab: Tab) -> None:
+    judge = RunnableLambda(lambda d: str(d["output"])) | ScriptedChatModel(
+        script=lambda messages, tools: "pass", model_name="judge-mini"
+    )  # 15 tokens a call: the cap is reached at the first evaluation
+    evaluator = {"name": "polite", "kind": "runnable", "max_tokens_per_hour": 15}
+    plan = RolloutPlan.default(PLAN_ID, evaluators=[evaluator])
+    with serving(plan, evaluators={"polite": judge}) as app:
+        early_adopter_traffic(app.router, users=3)
+        evaluations = app.router.evaluations
+        assert evaluations is not None
+        assert evaluations.drain(10.0)
+        tab.sign_in(app)
+        expect(tab.page.locator("#health")).to_contain_text(
+            "evaluators paused by their spend cap: polite"
+        )
+        assert tab.errors == []

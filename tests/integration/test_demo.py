@@ -68,7 +68,8 @@ def test_act_one_rolls_back_in_the_normal_layer_on_a_guardrail(result: DemoResul
     assert rollback["operator"] == "controller"
     reason = str(rollback["reason"])
     assert reason.startswith("harm on ")
-    assert any(metric.value in reason for metric in GuardrailMetric), reason
+    # the policy evaluator catches the wrong refund rule (a built-in guardrail may, too)
+    assert "eval:refund_policy" in reason or any(m.value in reason for m in GuardrailMetric), reason
     # caught in normal: no later layer ever saw the buggy candidate
     opened = {e["layer"] for e in entries(result, ACT_ONE, "start_layer")}
     assert opened == {"internal", "early_adopter", "normal"}

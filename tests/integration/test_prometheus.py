@@ -37,6 +37,7 @@ from langchain_core.tools import tool
 from prometheus_client import CollectorRegistry, start_http_server
 
 from langchain_graylayer import GrayRouter, MemoryStore, RolloutPlan, Version
+from langchain_graylayer.measuring.evaluation import EvaluationMetrics
 from langchain_graylayer.measuring.labels import RunLabels
 from langchain_graylayer.measuring.prometheus import GraylayerMetrics
 
@@ -284,6 +285,12 @@ def test_dashboard_queries_run_on_prometheus(prometheus: Scraped) -> None:
     metrics.watch_ratios(plan, store)
     metrics.record_tool(RunLabels(plan.id, "candidate", "pilot"), "lookup", ok=True)
     metrics.record_unrouted(plan.id, "no_user_id")
+    evaluations = EvaluationMetrics.of(metrics.registry)  # the evaluator rows' series
+    evaluations.outcome(plan.id, RunLabels(plan.id, "candidate", "pilot"), "policy", "pass")
+    evaluations.scores.labels(plan.id, "candidate", "pilot", "policy").inc(1.0)
+    evaluations.tokens.labels(plan.id, "policy", "input").inc(10)
+    evaluations.cost.labels(plan.id, "policy").inc(0.001)
+    evaluations.paused.labels(plan.id, "policy").set(0)
     prometheus.scrape_after(prometheus.scrape_after(time.time()))  # rate() needs two samples
     grafana = {"$plan": plan.id, "$layer": "pilot|rest", "$__rate_interval": "1m", "$slo": "5.0"}
 

@@ -407,6 +407,31 @@ def test_evidence_totals_are_exact_sums_over_users(store: Store) -> None:
     assert store.read_evidence("other", "normal", "0@1.000") == {}
 
 
+def test_named_evidence_fields_add_up_like_the_others(store: Store) -> None:
+    """An evaluator's fields (``eval.<name>.n`` / ``.pass``) are kept for the users that have
+    them, in every store: sums, users with a pass, and their products with each other."""
+    rng = random.Random(3)
+    arm = ArmKey("normal", "0@1.000", "candidate")
+    deltas = []
+    for _i in range(300):
+        counts = {"requests": 1.0}
+        if rng.random() < 0.4:
+            counts.update({"eval.policy.n": 1.0, "eval.policy.pass": float(rng.random() < 0.7)})
+        deltas.append(UnitDelta(arm, f"user-{rng.randint(0, 30)}", 1, counts))
+    store.add_evidence("p", deltas[:150])
+    store.add_evidence("p", deltas[150:])
+    want = accumulate(deltas)[arm]
+    got = store.read_evidence("p", "normal", "0@1.000")["candidate"]
+    named = ("eval.policy.n", "eval.policy.pass")
+    for name in named:
+        assert got.total(name) == pytest.approx(want.total(name))
+        assert want.total(name) > 0
+        assert got.positive(name) == want.positive(name)
+        for other in named:
+            assert got.product(name, other) == pytest.approx(want.product(name, other))
+            assert got.product(other, name) == got.product(name, other)
+
+
 def test_a_pre_arm_counts_distinct_users_only(store: Store) -> None:
     arm = ArmKey("normal", "pre@1.000", "stable")
     deltas = [UnitDelta(arm, f"user-{i % 40}", 1, {"requests": 1.0}) for i in range(100)]

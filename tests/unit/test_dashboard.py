@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from langchain_graylayer.measuring.evaluation import EvaluationMetrics
 from langchain_graylayer.measuring.feedback import FeedbackKind
 from langchain_graylayer.measuring.labels import Outcome, RunLabels
 from langchain_graylayer.measuring.prometheus import GraylayerMetrics
@@ -45,6 +46,15 @@ def queries() -> list[str]:
     return texts
 
 
+def _record_evaluations(metrics: EvaluationMetrics, labels: RunLabels) -> None:
+    """One of each evaluator series: an outcome, a score, spend, the paused gauge."""
+    metrics.outcome(labels.plan, labels, "policy", "pass")
+    metrics.scores.labels(labels.plan, labels.version, labels.layer, "policy").inc(1.0)
+    metrics.tokens.labels(labels.plan, "policy", "input").inc(10)
+    metrics.cost.labels(labels.plan, "policy").inc(0.001)
+    metrics.paused.labels(labels.plan, "policy").set(0)
+
+
 def exported_names() -> set[str]:
     """Sample names a GraylayerMetrics registry exports once every metric has a series."""
     registry = CollectorRegistry()
@@ -57,6 +67,7 @@ def exported_names() -> set[str]:
     metrics.record_feedback(labels, FeedbackKind.BAD, 4)
     metrics.record_unrouted("p", "no_user_id")
     metrics.ratio.labels("p", "normal").set(0.1)
+    _record_evaluations(EvaluationMetrics.of(registry), labels)
     return {sample.name for family in registry.collect() for sample in family.samples}
 
 
@@ -94,6 +105,11 @@ def test_every_metric_exists_in_graylayer_metrics() -> None:
         "graylayer_layer_ratio",
         "graylayer_unrouted_requests_total",
         "graylayer_handler_errors_total",
+        "graylayer_evaluations_total",
+        "graylayer_evaluation_score_total",
+        "graylayer_evaluator_tokens_total",
+        "graylayer_evaluator_cost_total",
+        "graylayer_evaluator_paused",
     ],
 )
 def test_every_family_is_on_the_dashboard(metric: str) -> None:
