@@ -175,18 +175,24 @@ def populate(
         for port in set(owners)
     }  # fmt: skip
     deltas: list[UnitDelta] = []
+    index = f"graylayer:{{{plan_id}}}:candidate-pins"  # see redis_layout
     began = time.monotonic()
     for n in range(users):
         user = f"user-{n:07d}"
         version = Version.CANDIDATE if rng.random() < ratio else Version.STABLE
         profile = UserProfile(use_count=rng.randint(1, 90), user_value=rng.uniform(0, 500))
         pin = SessionPin(version, layer, time.time(), user)
-        for key, command in (
+        conversation = f"{user}:chat-{n}"
+        writes = [
             (f"graylayer:profile:{user}", ("SET", profile.model_dump_json())),
             (f"graylayer:layer:{user}", ("HSET", plan_id, cached)),
             (f"graylayer:layer:{user}", ("PEXPIRE", "86400000")),
-            (f"graylayer:pin:{plan_id}:{user}:chat-{n}", ("SET", pin.encode(), "PX", "3600000")),
-        ):
+            (f"graylayer:pin:{plan_id}:{conversation}", ("SET", pin.encode(), "PX", "3600000")),
+        ]
+        if version is Version.CANDIDATE:  # the plan's index of candidate pins, as pin_session
+            expires = str(round(time.time() * 1000) + 3_600_000)
+            writes.append((index, ("ZADD", expires, conversation)))
+        for key, command in writes:
             stdin = pipes[owners[key_slot(key.encode())]].stdin
             assert stdin is not None
             stdin.write(_command(command[0], key, *command[1:]))
@@ -198,6 +204,8 @@ def populate(
         out, _ = process.communicate(timeout=600)
         if process.returncode or b"errors: 0" not in out:
             raise RuntimeError(f"redis-cli --pipe to :{port} failed: {out.decode()[-300:]}")
+    # As after one pin TTL of a deployment that indexes candidate pins: the index is complete.
+    client.hset(f"graylayer:{{{plan_id}}}:candidate-pins-since", "complete", 0)
     keys = time.monotonic() - began
     began = time.monotonic()
     for start in range(0, users, 5000):
@@ -258,6 +266,7 @@ def main() -> int:
     )
     parser.add_argument("--ticks", type=int, default=20)
     parser.add_argument("--quick", action="store_true", help="2 000 users")
+    parser.add_argument("--no-failover", action="store_true", help="skip the Sentinel failover")
     args = parser.parse_args()
     users = 2000 if args.quick else args.users
     if shutil.which("redis-server") is None:
@@ -299,6 +308,11 @@ def main() -> int:
         grown = (used_memory(ports) - before) / users
         memory = memory_per_user(client, plan.id, arm, users)
         ticks, verdict = time_ticks(store, plan, args.ticks)
+        reads = []
+        for _ in range(args.ticks):
+            began = time.perf_counter()
+            store.read_evidence(plan.id, *arm)
+            reads.append(time.perf_counter() - began)
         began = time.monotonic()
         controller = RolloutController(plan=plan, store=store, holder="bench")
         controller.rollback("bench", operator="bench")
@@ -324,9 +338,37 @@ def main() -> int:
         f"| controller tick, {users} users in the active layer (median / max of {len(ticks)}) "
         f"| {statistics.median(ticks) * 1e3:.1f} / {max(ticks) * 1e3:.1f} ms |"
     )
+    read = statistics.median(reads) * 1e3
+    print(f"| of which reading the layer's evidence (median) | {read:.1f} ms |")
     print(f"| rollback with its cleanup ({moved} candidate sessions moved) | {rollback:.1f} s |")
     print(f"\nthe ticks' verdict: {verdict}")
+    if not args.no_failover:
+        failover()
     return 0
+
+
+def failover() -> None:
+    """The Sentinel failover under load of ``tests/integration/_failover.py``, with its figures."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
+    from _failover import failover_under_load  # type: ignore[import-not-found]
+
+    binary = shutil.which("redis-server")
+    with tempfile.TemporaryDirectory() as tmp:
+        run = failover_under_load(str(binary), Path(tmp), seconds=14.0, max_requests=6000)
+    counts = {k: sum(c[k] for c in run.router_counts) for k in ("degraded", "stale")}
+    print("\nSentinel failover under load (primary + replica + sentinel on loopback,")
+    print(
+        "down-after-milliseconds 1000; 2 routers × 2 threads, 2 controllers ticking every 0.25 s)"
+    )
+    print("| measure | value |\n|---|---|")
+    print(f"| requests sent / failed | {run.requests} / {len(run.failed)} |")
+    print(f"| requests sent while the store was failing over | {run.requests_during} |")
+    print(f"| served from the last known state / stable (degraded) | {counts['stale']} / "
+          f"{counts['degraded']} |")  # fmt: skip
+    print(f"| time from SIGKILL to the first successful write | {run.recovered:.1f} s |")
+    print(f"| controller actions before the kill / in all | {run.actions_before_kill} / "
+          f"{len(run.audit)} |")  # fmt: skip
+    print(f"| duplicate controller actions in the audit log | {len(run.duplicates)} |")
 
 
 if __name__ == "__main__":
