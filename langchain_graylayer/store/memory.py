@@ -72,14 +72,14 @@ class MemoryStore:
     """In-process state: ratios, profiles, a bounded layer cache and session pins, controller state.
 
     Memory stays bounded however many users pass: cached layers and pins expire (the plan's
-    TTLs), and what is kept per user is capped, least recently used first — about 90 MB at
-    the default caps (50 000 cached layers, session pins, users' evidence records and feedback
-    nonces; ~0.5 KB, 0.5 KB, 0.6 KB and 0.3 KB each). A cap that is hit is logged (a warning,
-    at most every 10 minutes); past it, move to :class:`~.redis.RedisStore`. Nothing else is
-    ever evicted: ratios, plan states, leases, and each plan's audit log and tool-call journal
-    (their newest ``max_audit`` and ``max_tool_calls`` entries). Profiles are data you put in,
-    and are not evicted either; for many users keep them in your own database and give the
-    router a ``profile_loader``.
+    TTLs), and what is kept per user is capped, least recently used first: about 71 MB at the
+    default caps of 50 000 cached layers, session pins, users' evidence records and feedback
+    nonces (``tests/unit/test_memory_store_caps.py`` measures it with ``tracemalloc``). A cap
+    that is hit is logged (a warning, at most every 10 minutes); past it, move to
+    :class:`~.redis.RedisStore`. Nothing else is ever evicted: ratios, plan states, leases, and
+    each plan's audit log and tool-call journal (their newest ``max_audit`` and
+    ``max_tool_calls`` entries). Profiles are data you put in, and are not evicted either; for
+    many users keep them in your own database and give the router a ``profile_loader``.
 
     Evicting a user's evidence record (``max_evidence_users``, over all arms) keeps what the
     user added in the arm's totals, so the judge's sums, rates and user counts do not move. If

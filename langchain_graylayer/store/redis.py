@@ -11,6 +11,8 @@ keep what a transaction or script touches in one cluster slot, see :mod:`.redis_
     {prefix}:profile:{user_id}              string  UserProfile.model_dump_json()
     {prefix}:layer:{user_id}                hash    plan_id -> LayerAssignment.encode(); PEXPIRE ttl
     {prefix}:pin:{plan_id}:{user}:{session} string  SessionPin.encode(); SET NX PX (repin: SET PX)
+    {prefix}:{<plan_id>}:candidate-pins     zset    conversation key -> expiry (ms), candidate pins
+    {prefix}:{<plan_id>}:candidate-pins-since  hash  "complete" -> ms from which it holds them all
     {prefix}:{<plan_id>}:state              string  the controller's plan state (JSON)
     {prefix}:{<plan_id>}:audit              stream  "entry" -> audit entry (JSON); MAXLEN ~ 100000
     {prefix}:lease:{name}                   string  the holder; SET NX PX ttl, renewed by PEXPIRE
@@ -404,13 +406,13 @@ class RedisStore:
     def repin_session(self, plan_id: str, session_id: str, pin: SessionPin, ttl: float) -> None:
         key = self._key("pin", plan_id, session_id)
         with self._guard("repin_session", key):
-            index = self._client.pipeline(transaction=False)  # one slot: the plan's tag
+            pipe = self._client.pipeline(transaction=False)  # one round trip (two slots)
             if pin.version is Version.CANDIDATE:
-                self._index_candidate(index, plan_id, session_id, ttl)
+                self._index_candidate(pipe, plan_id, session_id, ttl)
             else:
-                index.zrem(self._plan_key(plan_id, "candidate-pins"), session_id)
-            index.execute()
-            self._client.set(key, pin.encode(), px=_millis(ttl))
+                pipe.zrem(self._plan_key(plan_id, "candidate-pins"), session_id)
+            pipe.set(key, pin.encode(), px=_millis(ttl))  # after the index, as in pin_session
+            pipe.execute()
 
     # controller state ---------------------------------------------------------------------
     def get_plan_state(self, plan_id: str) -> str | None:
