@@ -1,9 +1,11 @@
-"""Figures for a Redis Cluster deployment: Redis commands per request, memory per million users.
+"""Figures for a Redis Cluster deployment: Redis commands per request, memory per million users,
+the controller's tick and a rollback with a million users, and a Sentinel failover under load.
 
 Run from the repository root with the package installed (``pip install -e ".[redis]"``)::
 
-    python benchmarks/cluster_figures.py             # 20 000 users, about a minute
-    python benchmarks/cluster_figures.py --quick     # 2 000 users
+    python benchmarks/cluster_figures.py                   # 20 000 users, then the failover
+    python benchmarks/cluster_figures.py --users 1000000   # ~6 min, ~1 GB of Redis memory
+    python benchmarks/cluster_figures.py --quick           # 2 000 users
 
 It starts a private three-node Redis Cluster on loopback (``redis-server --cluster-enabled yes``
 ×3, ``redis-cli --cluster create``), and measures:
@@ -12,10 +14,16 @@ It starts a private three-node Redis Cluster on loopback (``redis-server --clust
   ``GrayRouter`` over ``RedisStore(client=RedisCluster(...))``, counted on the servers (``INFO
   commandstats`` summed over the nodes, the evidence script's inner commands included, the
   cluster client's own ``CLUSTER``/``INFO`` calls left out), with and without a session id;
-* Redis memory per million users, from ``MEMORY USAGE`` on a sample of each kind of key (profile,
-  layer cache, session pin) and on an arm's per-user evidence hash (divided by its users);
-* the controller's tick time with that evidence in place (it reads each arm's totals, not the
-  users, so it does not grow with them).
+* with the plan's first layer opened by a real controller, ``--users`` users given what their
+  first request leaves (profile, cached layer, session pin, evidence in the open step; per-user
+  keys streamed to their nodes with ``redis-cli --pipe``, evidence through the store's own
+  evidence script): Redis memory per user from ``MEMORY USAGE`` on a sample of each kind of
+  key and from ``INFO memory`` before and after;
+* the controller's tick with those users in the active layer (it judges the arms' totals and
+  holds while the step bakes), and a rollback with its cleanup (the candidate's sessions moved);
+* unless ``--no-failover``: the Sentinel failover under load of
+  ``tests/integration/_failover.py`` (requests failed, seconds until writes succeed again,
+  duplicate controller actions).
 
 A script, not a test: nothing fails when the numbers move.
 """
