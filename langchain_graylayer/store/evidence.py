@@ -24,6 +24,7 @@ simulator) use; ``RedisStore`` keeps the same numbers in Redis with a Lua script
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -166,8 +167,8 @@ class ArmAccumulator:
     """
 
     __slots__ = (
-        "_classes", "_dirty", "_folded", "_named", "_named_positives", "_named_products",
-        "_named_sums", "_positives", "_products", "_sums", "_users",
+        "_classes", "_dirty", "_folded", "_forgotten", "_named", "_named_positives",
+        "_named_products", "_named_sums", "_positives", "_products", "_sums", "_users",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -175,6 +176,8 @@ class ArmAccumulator:
         self._folded: dict[str, tuple[float, ...]] = {}
         """Each user's record as the products last counted it."""
         self._dirty: set[str] = set()
+        self._forgotten = 0
+        """Users whose records :meth:`forget` dropped (still counted in the totals)."""
         self._classes = [0] * ACTIVITY_CLASSES
         self._sums = [0.0] * _N
         self._products = [0.0] * len(_PAIR_KEYS)
@@ -192,10 +195,11 @@ class ArmAccumulator:
         Raises:
             KeyError: a name that is neither in :data:`FIELDS` nor a named field.
         """
-        record = self._users.get(user)
+        record = self._users.pop(user, None)  # and back at the end: least recent first
         if record is None:
-            record = self._users[user] = [0.0] * _N
+            record = [0.0] * _N
             self._classes[min(max(activity, 0), ACTIVITY_CLASSES - 1)] += 1
+        self._users[user] = record
         sums, positives = self._sums, self._positives
         named: dict[str, float] | None = None
         for name, value in counts.items():
@@ -256,6 +260,27 @@ class ArmAccumulator:
             if change:
                 products[k] += change
 
+    def forget(self, count: int) -> int:
+        """Drop the records of up to ``count`` least recently changed users; return how many.
+
+        What they added stays in the totals (their products are folded first), so the totals
+        do not move; a forgotten user who comes back starts a new record and counts as one
+        more user (see ``MemoryStore(max_evidence_users=...)``).
+        """
+        users = list(itertools.islice(self._users, max(count, 0)))
+        changes: list[Change] = []
+        for user in users:
+            record = self._users.pop(user)
+            folded = self._folded.pop(user, None)
+            self._named.pop(user, None)  # its named sums and products are already counted
+            if user in self._dirty:
+                self._dirty.discard(user)
+                changes.append((folded, tuple(record)))
+        if changes:
+            self.fold(product_changes(changes))
+        self._forgotten += len(users)
+        return len(users)
+
     def totals(self, *, fold: bool = True) -> ArmTotals:
         """The arm's totals (``fold=False``: as last folded, for a caller that folds itself)."""
         if fold:
@@ -268,7 +293,7 @@ class ArmAccumulator:
             products.update((k, v) for k, v in self._named_products.items() if v)
             positives.update((k, v) for k, v in self._named_positives.items() if v)
         return ArmTotals(
-            users=len(self._users),
+            users=len(self._users) + self._forgotten,
             classes=tuple(self._classes),
             sums=sums,
             products=products,
@@ -276,6 +301,7 @@ class ArmAccumulator:
         )
 
     def __len__(self) -> int:
+        """The user records held (users forgotten by :meth:`forget` not included)."""
         return len(self._users)
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
+import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from langchain_graylayer._cache import ExpiringLRU
 from langchain_graylayer._types import posix_clock
@@ -25,16 +28,66 @@ from langchain_graylayer.store.protocols import SessionPin, check_ratio
 
 __all__ = ["MemoryStore"]
 
+logger = logging.getLogger(__name__)
+
+_EVICTED = {
+    "max_cached_layers": "the least recently seen users' cached layers are dropped (scored "
+    "again on their next request: the same layer unless their profile changed)",
+    "max_pins": "the least recently used session pins are dropped (such a conversation is "
+    "routed again by its user's layer and bucket: the same version unless the ratio moved)",
+    "max_nonces": "the oldest claimed feedback tokens are forgotten (one of them could be "
+    "counted again until it expires)",
+}
+
+_WARN_EVERY = 600.0
+"""Seconds between two log lines about the same cap."""
+
+
+class _UserSet:
+    """The distinct users of a ``pre`` arm, least recently seen first, and how many were
+    forgotten (still counted)."""
+
+    __slots__ = ("forgotten", "users")
+
+    def __init__(self) -> None:
+        self.users: dict[str, None] = {}
+        self.forgotten = 0
+
+    def add(self, user: str) -> None:
+        self.users.pop(user, None)
+        self.users[user] = None
+
+    def forget(self, count: int) -> int:
+        gone = list(itertools.islice(self.users, max(count, 0)))
+        for user in gone:
+            del self.users[user]
+        self.forgotten += len(gone)
+        return len(gone)
+
+    def __len__(self) -> int:
+        return len(self.users)
+
 
 class MemoryStore:
     """In-process state: ratios, profiles, a bounded layer cache and session pins, controller state.
 
     Memory stays bounded however many users pass: cached layers and pins expire (the plan's
-    TTLs) and each map is capped (least recently used entries go first). Each plan's audit log
-    and tool-call journal keep their newest ``max_audit`` and ``max_tool_calls`` entries; leases
-    expire on ``clock``, as cached layers and pins do. Profiles are data you put in, and are not
-    evicted; for millions of users keep them in your own database and give the router a
-    ``profile_loader``.
+    TTLs), and what is kept per user is capped, least recently used first: about 71 MB at the
+    default caps of 50 000 cached layers, session pins, users' evidence records and feedback
+    nonces (``tests/unit/test_memory_store_caps.py`` measures it with ``tracemalloc``). A cap
+    that is hit is logged (a warning, at most every 10 minutes); past it, move to
+    :class:`~.redis.RedisStore`. Nothing else is ever evicted: ratios, plan states, leases, and
+    each plan's audit log and tool-call journal (their newest ``max_audit`` and
+    ``max_tool_calls`` entries). Profiles are data you put in, and are not evicted either; for
+    many users keep them in your own database and give the router a ``profile_loader``.
+
+    Evicting a user's evidence record (``max_evidence_users``, over all arms) keeps what the
+    user added in the arm's totals, so the judge's sums, rates and user counts do not move. If
+    that user comes back to the same arm, they start a new record and count as one more user:
+    the user count overstates by the returning forgotten users, and the variance treats their
+    two periods as independent users (slightly optimistic when a user's behaviour persists).
+    Arms idle for a minute (past steps) are drained first, then the largest arm's least
+    recently active users.
 
     Example:
         >>> store = MemoryStore()
@@ -48,15 +101,19 @@ class MemoryStore:
     def __init__(
         self,
         *,
-        max_cached_layers: int = 100_000,
-        max_pins: int = 1_000_000,
+        max_cached_layers: int = 50_000,
+        max_pins: int = 50_000,
+        max_evidence_users: int = 50_000,
+        max_nonces: int = 50_000,
         max_audit: int = 100_000,
         max_tool_calls: int = 100_000,
-        max_nonces: int = 1_000_000,
         evidence_ttl: float = 7 * 86400.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        for field, bound in (("max_audit", max_audit), ("max_tool_calls", max_tool_calls)):
+        bounds = {"max_cached_layers": max_cached_layers, "max_pins": max_pins,
+                  "max_evidence_users": max_evidence_users, "max_nonces": max_nonces,
+                  "max_audit": max_audit, "max_tool_calls": max_tool_calls}  # fmt: skip
+        for field, bound in bounds.items():
             if isinstance(bound, bool) or not isinstance(bound, int) or bound < 1:
                 raise ConfigurationError(field, bound, "a positive number of entries")
         self._lock = threading.Lock()
@@ -69,8 +126,12 @@ class MemoryStore:
         self._evidence: dict[tuple[str, ArmKey], tuple[ArmAccumulator, float]] = {}
         self._evidence_ttl = evidence_ttl
         self._evidence_swept = float("-inf")
+        self._max_evidence_users = max_evidence_users
+        self._records = 0  # user records held over all arms (counting and ``pre``)
+        self._forgotten = 0
         self._fold_lock = threading.Lock()
-        self._seen: dict[tuple[str, ArmKey], tuple[set[str], float]] = {}
+        self._seen: dict[tuple[str, ArmKey], tuple[_UserSet, float]] = {}
+        self._warned: dict[str, float] = {}
         self._profiles: dict[str, UserProfile] = {}
         self._layers: ExpiringLRU[str, dict[str, LayerAssignment]] = ExpiringLRU(
             max_cached_layers, clock
@@ -122,7 +183,7 @@ class MemoryStore:
         with self._lock:
             per_plan = dict(self._layers.get(user_id) or {})
             per_plan[plan_id] = assignment
-            self._layers.set(user_id, per_plan, ttl)
+            self._set(self._layers, user_id, per_plan, ttl, "max_cached_layers")
 
     # session pins -------------------------------------------------------------------------
     def get_pin(self, plan_id: str, session_id: str) -> SessionPin | None:
@@ -134,7 +195,7 @@ class MemoryStore:
             existing = self._pins.get((plan_id, session_id))
             if existing is not None:
                 return existing
-            self._pins.set((plan_id, session_id), pin, ttl)
+            self._set(self._pins, (plan_id, session_id), pin, ttl, "max_pins")
             return pin
 
     def pinned_sessions(
@@ -149,7 +210,7 @@ class MemoryStore:
 
     def repin_session(self, plan_id: str, session_id: str, pin: SessionPin, ttl: float) -> None:
         with self._lock:
-            self._pins.set((plan_id, session_id), pin, ttl)
+            self._set(self._pins, (plan_id, session_id), pin, ttl, "max_pins")
 
     # controller state ---------------------------------------------------------------------
     def get_plan_state(self, plan_id: str) -> str | None:
@@ -216,23 +277,69 @@ class MemoryStore:
         with self._lock:
             now = self._clock()
             for delta in deltas:
-                if delta.arm.counts_users_only:  # a pre arm: who came, nothing else
-                    users = self._seen.get((plan_id, delta.arm), (set(), now))[0]
-                    users.add(delta.user)
-                    self._seen[(plan_id, delta.arm)] = (users, now)
-                    continue
                 key = (plan_id, delta.arm)
+                if delta.arm.counts_users_only:  # a pre arm: who came, nothing else
+                    users = self._seen.get(key, (_UserSet(), now))[0]
+                    before = len(users)
+                    users.add(delta.user)
+                    self._seen[key] = (users, now)
+                    self._records += len(users) - before
+                    continue
                 held = self._evidence.get(key)
                 arm = held[0] if held is not None else ArmAccumulator()
+                before = len(arm)
                 arm.add(delta.user, delta.activity, delta.counts)
                 self._evidence[key] = (arm, now)
+                self._records += len(arm) - before
             if now - self._evidence_swept > 60.0:  # at most once a minute, not per request
                 self._evidence_swept = now
                 horizon = now - self._evidence_ttl
-                for key in [k for k, (_, at) in self._evidence.items() if at < horizon]:
-                    del self._evidence[key]
-                for key in [k for k, (_, at) in self._seen.items() if at < horizon]:
-                    del self._seen[key]
+                for holders in (self._evidence, self._seen):
+                    for key in [k for k, (_, at) in holders.items() if at < horizon]:
+                        self._records -= len(holders.pop(key)[0])
+            if self._records > self._max_evidence_users:
+                self._forget_users(now)
+
+    def _forget_users(self, now: float) -> None:
+        """Drop the least recently active users' evidence records down to 90 % of the cap (in
+        one go, not one per request): arms idle for a minute first, oldest first, then the
+        largest arms. Their counts stay in the totals (see the class docstring)."""
+        excess = self._records - self._max_evidence_users * 9 // 10
+        held: list[tuple[ArmAccumulator | _UserSet, float]] = [
+            *self._evidence.values(),
+            *self._seen.values(),
+        ]
+        idle = now - 60.0
+        held.sort(key=lambda item: (item[1] > idle, min(item[1], idle), -len(item[0])))
+        for holder, _ in held:
+            if excess <= 0:
+                break
+            gone = holder.forget(excess)
+            excess -= gone
+            self._records -= gone
+            self._forgotten += gone
+        self._warn_cap(
+            "max_evidence_users", self._max_evidence_users,
+            "the least recently active users' evidence records are forgotten (their counts "
+            "stay in the totals; one who comes back counts as a new user)",
+        )  # fmt: skip
+
+    def _set(self, lru: ExpiringLRU[Any, Any], key: Any, value: Any, ttl: float, cap: str) -> None:
+        """``lru.set``, and a log line when that evicted a live entry to stay under ``cap``."""
+        evicted = lru.evictions
+        lru.set(key, value, ttl)
+        if lru.evictions != evicted:
+            self._warn_cap(cap, lru.max_entries, _EVICTED[cap])
+
+    def _warn_cap(self, cap: str, bound: int, meaning: str) -> None:
+        now = time.monotonic()
+        if now - self._warned.get(cap, float("-inf")) < _WARN_EVERY:
+            return
+        self._warned[cap] = now
+        logger.warning(
+            "MemoryStore reached %s=%d: %s. Past this many active users, pass a larger cap "
+            "or move to RedisStore (README, Stores).", cap, bound, meaning,
+        )  # fmt: skip
 
     def read_evidence(self, plan_id: str, layer: str, step: str) -> dict[str, ArmTotals]:
         # The products are brought up to date here, outside the store's lock, so a request
@@ -240,7 +347,7 @@ class MemoryStore:
         if step.startswith(PRE_STEP):
             with self._lock:
                 return {
-                    arm.version: ArmTotals(users=len(users))
+                    arm.version: ArmTotals(users=len(users) + users.forgotten)
                     for (plan, arm), (users, _) in self._seen.items()
                     if plan == plan_id and arm.layer == layer and arm.step == step
                 }
@@ -262,16 +369,21 @@ class MemoryStore:
         with self._lock:
             if self._nonces.get(key) is not None:
                 return False
-            self._nonces.set(key, True, ttl)
+            self._set(self._nonces, key, True, ttl, "max_nonces")
             return True
 
     # introspection ------------------------------------------------------------------------
     def sizes(self) -> dict[str, int]:
-        """Entry counts, for tests and debugging: profiles, cached_layers, pins, evictions."""
+        """Entry counts, for tests and debugging: profiles, cached_layers, pins, nonces,
+        evidence_users (user records over all arms), evictions (of cached layers and pins)
+        and evidence_forgotten (user records forgotten at ``max_evidence_users``)."""
         with self._lock:
             return {
                 "profiles": len(self._profiles),
                 "cached_layers": len(self._layers),
                 "pins": len(self._pins),
+                "nonces": len(self._nonces),
+                "evidence_users": self._records,
                 "evictions": self._layers.evictions + self._pins.evictions,
+                "evidence_forgotten": self._forgotten,
             }

@@ -11,6 +11,8 @@ keep what a transaction or script touches in one cluster slot, see :mod:`.redis_
     {prefix}:profile:{user_id}              string  UserProfile.model_dump_json()
     {prefix}:layer:{user_id}                hash    plan_id -> LayerAssignment.encode(); PEXPIRE ttl
     {prefix}:pin:{plan_id}:{user}:{session} string  SessionPin.encode(); SET NX PX (repin: SET PX)
+    {prefix}:{<plan_id>}:candidate-pins     zset    conversation key -> expiry (ms), candidate pins
+    {prefix}:{<plan_id>}:candidate-pins-since  hash  "complete" -> ms from which it holds them all
     {prefix}:{<plan_id>}:state              string  the controller's plan state (JSON)
     {prefix}:{<plan_id>}:audit              stream  "entry" -> audit entry (JSON); MAXLEN ~ 100000
     {prefix}:lease:{name}                   string  the holder; SET NX PX ttl, renewed by PEXPIRE
@@ -35,6 +37,7 @@ Every failure of the client (``redis.RedisError``, a cluster client's ``RedisClu
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -329,9 +332,22 @@ class RedisStore:
             raw = self._client.get(key)
             return None if raw is None else SessionPin.decode(_as_str(raw))
 
+    def _index_candidate(self, pipe: Any, plan_id: str, session_id: str, ttl: float) -> None:
+        """Queue the index of the plan's candidate pins (before the pin itself: an entry whose
+        pin is not the candidate's, or is gone, is harmless; a missing one would not be)."""
+        now, index = round(time.time() * 1000), self._plan_key(plan_id, "candidate-pins")
+        pipe.zadd(index, {session_id: now + _millis(ttl)})
+        pipe.zremrangebyscore(index, "-inf", now)  # expired pins leave the index as they come
+        # From when on every live candidate pin is in the index (pins from before it expired).
+        pipe.hsetnx(self._plan_key(plan_id, "candidate-pins-since"), "complete", now + _millis(ttl))
+
     def pin_session(self, plan_id: str, session_id: str, pin: SessionPin, ttl: float) -> SessionPin:
         key = self._key("pin", plan_id, session_id)
         with self._guard("pin_session", key):
+            if pin.version is Version.CANDIDATE:
+                index = self._client.pipeline(transaction=False)  # one slot: the plan's tag
+                self._index_candidate(index, plan_id, session_id, ttl)
+                index.execute()
             raw = self._pin_script(keys=[key], args=[pin.encode(), _millis(ttl)])
             if raw is None:  # cannot happen (see PIN_SCRIPT); never report a pin not in force
                 raise StoreError(f"Redis pin_session of {key!r} found no pin in force")
@@ -340,6 +356,16 @@ class RedisStore:
     def pinned_sessions(
         self, plan_id: str, version: Version | None = None
     ) -> dict[str, SessionPin]:
+        """The plan's live pins, by conversation key (``version``: of that version only).
+
+        The candidate's pins (what a rollback moves) are read from the plan's index of them,
+        not by scanning every pin; until the index covers every live candidate pin (for one
+        pin TTL after it was first written, e.g. after an upgrade) they are scanned for.
+        """
+        if version is Version.CANDIDATE:
+            indexed = self._indexed_candidates(plan_id)
+            if indexed is not None:
+                return indexed
         head = self._key("pin", plan_id, "")
         match = _GLOB.sub(r"\\\1", head) + "*"
         pins: dict[str, SessionPin] = {}
@@ -355,10 +381,38 @@ class RedisStore:
                         pins[key[len(head) :]] = pin
         return pins
 
+    def _indexed_candidates(self, plan_id: str) -> dict[str, SessionPin] | None:
+        """The candidate's pins from the plan's index; ``None`` while the index may miss some."""
+        index = self._plan_key(plan_id, "candidate-pins")
+        with self._guard("pinned_sessions", index):
+            now = round(time.time() * 1000)
+            complete = self._client.hget(
+                self._plan_key(plan_id, "candidate-pins-since"), "complete"
+            )
+            if complete is None or now < int(_as_str(complete)):
+                return None
+            self._client.zremrangebyscore(index, "-inf", now)
+            sessions = [_as_str(member) for member in self._client.zrange(index, 0, -1)]
+            pins: dict[str, SessionPin] = {}
+            for start in range(0, len(sessions), 1000):
+                chunk = sessions[start : start + 1000]
+                keys = [self._key("pin", plan_id, session) for session in chunk]
+                for session, raw in zip(chunk, self._mget(keys), strict=True):
+                    pin = None if raw is None else SessionPin.decode(_as_str(raw))
+                    if pin is not None and pin.version is Version.CANDIDATE:
+                        pins[session] = pin
+            return pins
+
     def repin_session(self, plan_id: str, session_id: str, pin: SessionPin, ttl: float) -> None:
         key = self._key("pin", plan_id, session_id)
         with self._guard("repin_session", key):
-            self._client.set(key, pin.encode(), px=_millis(ttl))
+            pipe = self._client.pipeline(transaction=False)  # one round trip (two slots)
+            if pin.version is Version.CANDIDATE:
+                self._index_candidate(pipe, plan_id, session_id, ttl)
+            else:
+                pipe.zrem(self._plan_key(plan_id, "candidate-pins"), session_id)
+            pipe.set(key, pin.encode(), px=_millis(ttl))  # after the index, as in pin_session
+            pipe.execute()
 
     # controller state ---------------------------------------------------------------------
     def get_plan_state(self, plan_id: str) -> str | None:

@@ -12,6 +12,7 @@ key                               hash tag   touched together by
 ``{prefix}:{<plan>}:steps``       the plan   ``commit``
 ``{prefix}:{<plan>}:state``       the plan   ``commit``
 ``{prefix}:{<plan>}:audit``       the plan   ``commit``
+``{prefix}:{<plan>}:candidate-*`` the plan   a pipeline (the index of candidate pins, by expiry)
 ``{prefix}:{ev:<arm>}:totals``    the arm    the evidence script (totals and user records)
 ``{prefix}:{ev:<arm>}:users``     the arm    the evidence script; a HyperLogLog for stable
 ``{prefix}:profile:<user>``       none       one key per command (``put_profile`` pipelines
