@@ -131,14 +131,18 @@ def clean_up_after_rollback(
     layers: Sequence[str] | None = None,
     since: float | None = None,
     now: float | None = None,
+    heartbeat: Callable[[], object] | None = None,
 ) -> RollbackReport:
     """Move candidate sessions to stable, run the hooks, and build the compensation list.
 
     ``layers`` limits the sessions and tool calls to those layers (``None``: all); ``since``
     limits the tool calls to the affected window. A failing hook is logged and reported, and the
-    others still run.
+    others still run. ``heartbeat`` is called after each session moved and before each hook (the
+    controller renews its write lock with it, at most once a second: a cleanup of many sessions
+    outlasts the lock).
     """
     now = time.time() if now is None else now
+    beat = heartbeat or (lambda: None)
     moved: list[str] = []
     for session_id, pin in store.pinned_sessions(plan.id, Version.CANDIDATE).items():
         if layers is not None and pin.layer not in layers:
@@ -146,8 +150,10 @@ def clean_up_after_rollback(
         stable = SessionPin(Version.STABLE, pin.layer, now, pin.user_id)
         store.repin_session(plan.id, session_id, stable, plan.session_ttl)
         moved.append(session_id)
+        beat()
     results: dict[str, str] = {}
     for hook in hooks:
+        beat()
         name = getattr(hook, "name", type(hook).__name__)
         try:
             hook(moved)

@@ -74,6 +74,9 @@ logger = logging.getLogger(__name__)
 
 _CONTROLLERS = itertools.count(1)
 
+_WRITE_LOCK_TTL = 10.0
+"""Seconds the write lock lasts unless renewed (a crashed writer blocks others this long)."""
+
 
 def _pre_key(state: PlanState) -> str:
     return "" if state.started_at is None else f"{PRE_STEP}{state.started_at:.3f}"
@@ -133,6 +136,8 @@ class RolloutController(RunnableSerializable[Any, list[dict[str, Any]]]):
     _stop: threading.Event = PrivateAttr(default_factory=threading.Event)
     _last_report: RollbackReport | None = PrivateAttr(default=None)
     _seen: PlanState | None = PrivateAttr(default=None)
+    _held: threading.local = PrivateAttr(default_factory=threading.local)
+    """The renewal of the write lock this thread holds (``renew``), for a long cleanup."""
     """The last state this replica read or wrote in the store: if the store loses it (a Redis
     restarted without persistence), this replica writes it back and holds."""
 
@@ -258,7 +263,7 @@ class RolloutController(RunnableSerializable[Any, list[dict[str, Any]]]):
         assert cleanup is not None
         report = clean_up_after_rollback(
             self.store, self.plan, self.cleanup_hooks, layers=cleanup.layers,
-            since=cleanup.since, now=self.clock(),
+            since=cleanup.since, now=self.clock(), heartbeat=self._renew_write_lock,
         )  # fmt: skip
         self._last_report = report
         entry = AuditEntry(
@@ -266,8 +271,25 @@ class RolloutController(RunnableSerializable[Any, list[dict[str, Any]]]):
             action=AuditAction.CLEANUP, layer=rollback.layer, old_ratio=None, new_ratio=None,
             reason=report.summary(), details=report.to_dict(), replica=self.holder,
         )  # fmt: skip
-        self._commit(state, {}, (entry,))
+        written = self.store.get_plan_state(self.plan.id)
+        if written is not None and written != state.to_json():
+            # Someone changed the plan while the cleanup ran (it outlasted the write lock, or a
+            # human acted in between): keep their state, add only the cleanup's entry.
+            logger.warning("plan %s changed during the rollback's cleanup; kept", self.plan.id)
+            state = PlanState.from_json(written, self.plan)
+            self._commit(state, {}, (entry,), count=False)
+        else:
+            self._commit(state, {}, (entry,))
         return entry
+
+    def _renew_write_lock(self) -> None:
+        """Renew the write lock this thread holds, at most once a second."""
+        renew, now = getattr(self._held, "renew", None), self.clock()
+        if renew is None or now - self._held.renewed < 1.0:
+            return
+        self._held.renewed = now
+        if not renew():
+            logger.warning("plan %s: the write lock lapsed during a cleanup", self.plan.id)
 
     # ------------------------------------------------------------------ humans
     def pause(self, *, operator: str, reason: str = "paused by a human") -> AuditEntry:
@@ -395,13 +417,16 @@ class RolloutController(RunnableSerializable[Any, list[dict[str, Any]]]):
         """Serialise state writers (the leader's tick and humans) across replicas."""
         name, holder = f"write:{self.plan.id}", f"{self.holder}:{threading.get_ident()}"
         deadline = time.monotonic() + wait
-        while not self.store.try_lease(name, holder, 10.0):
+        while not self.store.try_lease(name, holder, _WRITE_LOCK_TTL):
             if time.monotonic() >= deadline:
                 raise ControllerBusyError(f"plan {self.plan.id} is being changed; retry shortly")
             time.sleep(0.05)
+        self._held.renew = lambda: self.store.try_lease(name, holder, _WRITE_LOCK_TTL)
+        self._held.renewed = self.clock()
         try:
             yield
         finally:
+            self._held.renew = None
             self.store.release_lease(name, holder)
 
     def _load(self) -> tuple[PlanState, dict[str, float], tx.Transition | None]:
