@@ -20,7 +20,17 @@ from uuid import UUID
 from langchain_graylayer._types import Identity
 from langchain_graylayer.routing.decision import RoutingDecision
 
-__all__ = ["RequestContext", "current_request", "request_context", "update_request"]
+__all__ = [
+    "DECISION_KEY",
+    "RequestContext",
+    "current_request",
+    "request_context",
+    "update_request",
+]
+
+DECISION_KEY = "__graylayer_decision"
+"""The ``configurable`` key of a decision made before the run (``GrayRouter.with_decision``);
+a dunder key, so LangChain never copies it into run metadata."""
 
 
 @dataclass(frozen=True, slots=True)

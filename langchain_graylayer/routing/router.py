@@ -32,6 +32,7 @@ from pydantic import ConfigDict, Field, PrivateAttr, ValidationError, field_vali
 from typing_extensions import override
 
 from langchain_graylayer._types import Identity, posix_clock
+from langchain_graylayer.errors import ConfigurationError
 from langchain_graylayer.measuring.completion import CompletionJudge
 from langchain_graylayer.measuring.evidence import EvidenceRecorder
 from langchain_graylayer.measuring.feedback import FeedbackKind, FeedbackRecorder, RunIndex
@@ -48,9 +49,9 @@ from langchain_graylayer.measuring.tracing import GraylayerTracingHandler
 from langchain_graylayer.plan._config import to_configuration_error
 from langchain_graylayer.plan.plan import RolloutPlan, Version
 from langchain_graylayer.routing.assigner import Assigner, ProfileLoader
-from langchain_graylayer.routing.context import current_request
+from langchain_graylayer.routing.context import DECISION_KEY, current_request
 from langchain_graylayer.routing.decision import RoutingDecision
-from langchain_graylayer.routing.observer import Call, RunObserver
+from langchain_graylayer.routing.observer import Call, RunObserver, labels_of
 from langchain_graylayer.routing.runs import (
     Accumulator,
     new_run_id,
@@ -334,8 +335,32 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
         """
         return self._state.observer.feedback.for_run(run_id, kind, score)
 
-    def _decision(self, who: Identity) -> RoutingDecision | None:
-        """The decision the serving layer made for this request, if it was made for ``who``."""
+    def with_decision(self, decision: RoutingDecision) -> Runnable[Input, Output]:
+        """This router, running with ``decision`` instead of routing: for a serving layer that
+        decided before the run (the LangGraph server's route node; a resumed thread).
+
+        Raises:
+            ConfigurationError: ``decision`` is another plan's.
+        """
+        if decision.plan_id != self.plan.id:
+            raise ConfigurationError("decision.plan_id", decision.plan_id, repr(self.plan.id))
+        return self.with_config(configurable={DECISION_KEY: decision})
+
+    def record_run(self, run_id: UUID | str, decision: RoutingDecision) -> RunLabels | None:
+        """Record that ``run_id``, a run id of the server's own, was served under ``decision``,
+        so :meth:`feedback` by that id counts under its labels (``None``: not routed, nothing
+        recorded)."""
+        labels = labels_of(decision)
+        if labels is not None:
+            self._state.observer.feedback.index.record(str(run_id), labels)
+        return labels
+
+    def _decision(self, who: Identity, config: RunnableConfig) -> RoutingDecision | None:
+        """The decision made for this run by :meth:`with_decision`, or by the serving layer for
+        ``who``."""
+        configurable = config.get("configurable") or {}
+        if DECISION_KEY in configurable:  # ensure_config copied it: popped for the children
+            return cast(RoutingDecision, configurable.pop(DECISION_KEY))
         context = current_request()
         return None if context is None else context.decision_for(self.plan.id, who)
 
@@ -344,7 +369,7 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
         who = identity_of(config)
         if who[0] is None:
             self._no_user_id(config)
-        decision = self._decision(who) or self._state.assigner.assign(*who)
+        decision = self._decision(who, config) or self._state.assigner.assign(*who)
         run_id = config.pop("run_id", None) or new_run_id()
         return self._state.observer.open(config, decision, run_id)
 
@@ -353,7 +378,7 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
         who = identity_of(config)
         if who[0] is None:
             self._no_user_id(config)
-        decision = self._decision(who) or await self.aroute_request(*who)
+        decision = self._decision(who, config) or await self.aroute_request(*who)
         run_id = config.pop("run_id", None) or new_run_id()
         return self._state.observer.open(config, decision, run_id)
 
