@@ -48,7 +48,7 @@ def _store() -> Any:
         return MemoryStore()
     from langchain_graylayer import RedisStore
 
-    return RedisStore.from_url(url)
+    return RedisStore(url)
 
 
 STORE = _store()
