@@ -161,6 +161,9 @@ def gray_graph(router: GrayRouter[Any, Any], *, name: str = "graylayer") -> Any:
         decision = decision_from_state(state[STATE_KEY])
         if decision.version is not version:  # the conditional edge chose by the same field
             raise RuntimeError(f"{version.value} node reached with a {decision.version} run")
+        run_id = server_run_id(config)
+        if run_id is not None and run_id != state[STATE_KEY].get("run_id"):
+            router.record_run(run_id, decision)  # a resumed run: its answer gets feedback too
         user_id, thread_id = server_identity(config)
         configurable = dict(config.get("configurable") or {})
         # What the router reads: the server's user, never the client's say-so.

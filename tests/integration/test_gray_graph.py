@@ -89,7 +89,7 @@ def test_the_stream_starts_with_the_graylayer_event() -> None:
 
 
 def test_an_interrupted_candidate_resumes_on_the_candidate_after_the_ratio_drops() -> None:
-    _, graph, store = world(ratio=1.0, approve=True)
+    router, graph, store = world(ratio=1.0, approve=True)
     paused = graph.invoke(QUESTION, server_config("alice", "t1"))
     assert paused["__interrupt__"]
     store.set_ratio(PLAN.id, "everyone", 0.0)
@@ -99,6 +99,8 @@ def test_an_interrupted_candidate_resumes_on_the_candidate_after_the_ratio_drops
     )
     assert resumed["messages"][-1].content == "[v2] done"
     assert resumed["graylayer"]["version"] == "candidate"
+    # the resumed run gave the answer: feedback by its own run id counts under the candidate
+    assert router.feedback("run-2", "good").version == "candidate"
     # a new thread of the same user now gets stable
     fresh = graph.invoke(QUESTION, server_config("alice", "t2", run_id="run-3"))
     assert fresh["graylayer"]["version"] == "stable"

@@ -189,6 +189,11 @@ def test_an_interrupt_in_the_candidate_resumes_on_the_candidate(server: Server) 
     assert values["graylayer"]["version"] == "candidate"
     assert values["messages"][-1]["content"] == "I have refunded EUR 39.00 for order O-1001."
     assert values["messages"][-1]["response_metadata"]["model_name"] == "demo-llm"
+    # the resumed run gave the answer: feedback by its run id counts under the candidate
+    body = {"run_id": resumed["run_id"], "kind": "good"}
+    feedback = server.http.post("/graylayer/feedback", json=body, headers=bearer(CANDIDATE_USER))
+    assert feedback.status_code == 202, feedback.text
+    assert feedback.json()["version"] == "candidate"
 
 
 def test_feedback_by_the_server_run_id_counts_once_and_only_for_its_user(server: Server) -> None:
