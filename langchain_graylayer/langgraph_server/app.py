@@ -29,6 +29,7 @@ from langchain_graylayer.errors import ConfigurationError, StoreError, UnknownRu
 from langchain_graylayer.measuring.feedback import FeedbackKind, check_feedback
 from langchain_graylayer.plan.bucketing import unit_key
 from langchain_graylayer.serve.admin import mount_admin
+from langchain_graylayer.serve.inputs import validation_error_handler
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -57,10 +58,15 @@ def gray_http_app(
     ``app``: add the routes to your own app instead of a new one.
     """
     from fastapi import FastAPI
+    from fastapi.exception_handlers import request_validation_exception_handler
+    from fastapi.exceptions import RequestValidationError
 
     prefix = "/" + admin_prefix.strip("/")
     app = app if app is not None else FastAPI(title="graylayer")
     _mount_feedback(app, router, prefix)
+    if app.exception_handlers.get(RequestValidationError) is request_validation_exception_handler:
+        # FastAPI's own handler answers 500 to a body that quotes NaN or Infinity
+        app.add_exception_handler(RequestValidationError, validation_error_handler)
     admin = FastAPI(title="graylayer admin", openapi_url=None, docs_url=None, redoc_url=None)
     mount_admin(admin, router, controller, "/",
                 admin_token or os.environ.get("GRAYLAYER_ADMIN_TOKEN"))  # fmt: skip
