@@ -336,28 +336,21 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
         return self._state.observer.feedback.for_run(run_id, kind, score)
 
     def with_decision(self, decision: RoutingDecision) -> Runnable[Input, Output]:
-        """This router, running with ``decision`` instead of routing: for a serving layer that
-        decided before the run (the LangGraph server's route node; a resumed thread).
-
-        Raises:
-            ConfigurationError: ``decision`` is another plan's.
-        """
+        """This router running with ``decision`` instead of routing, for a serving layer that
+        decided before the run (``ConfigurationError`` for a decision of another plan)."""
         if decision.plan_id != self.plan.id:
             raise ConfigurationError("decision.plan_id", decision.plan_id, repr(self.plan.id))
         return self.with_config(configurable={DECISION_KEY: decision})
 
     def record_run(self, run_id: UUID | str, decision: RoutingDecision) -> RunLabels | None:
-        """Record that ``run_id``, a run id of the server's own, was served under ``decision``,
-        so :meth:`feedback` by that id counts under its labels (``None``: not routed, nothing
-        recorded)."""
-        labels = labels_of(decision)
-        if labels is not None:
+        """Record ``run_id`` (a server's own run id) as served under ``decision``, so
+        :meth:`feedback` by it counts (``None``: not routed, nothing recorded)."""
+        if (labels := labels_of(decision)) is not None:
             self._state.observer.feedback.index.record(str(run_id), labels)
         return labels
 
     def _decision(self, who: Identity, config: RunnableConfig) -> RoutingDecision | None:
-        """The decision made for this run by :meth:`with_decision`, or by the serving layer for
-        ``who``."""
+        """The decision given by :meth:`with_decision`, or the serving layer's for ``who``."""
         configurable = config.get("configurable") or {}
         if DECISION_KEY in configurable:  # ensure_config copied it: popped for the children
             return cast(RoutingDecision, configurable.pop(DECISION_KEY))
