@@ -9,7 +9,8 @@ These are the names most programs need. The rest is in the subpackages, one per 
 design (``plan``, ``store``, ``judging``, ``measuring``, ``routing``, ``rollout``, ``serve``;
 ``docs/architecture.md`` draws them), and in :mod:`langchain_graylayer.testing` (offline chat
 models for your tests). Names that need an optional extra are loaded when first used:
-``RedisStore`` (``[redis]``) and ``add_gray_routes`` (``[serve]``); they are left out of
+``RedisStore`` (``[redis]``), ``add_gray_routes`` (``[serve]``), and ``gray_graph`` and
+``gray_http_app`` for the LangGraph server (``[langgraph-server]``); they are left out of
 ``__all__`` so that ``import *`` never needs an extra.
 """
 
@@ -40,6 +41,8 @@ from langchain_graylayer.routing.router import GrayRouter
 from langchain_graylayer.store.memory import MemoryStore
 
 if TYPE_CHECKING:
+    from langchain_graylayer.langgraph_server.app import gray_http_app as gray_http_app
+    from langchain_graylayer.langgraph_server.graph import gray_graph as gray_graph
     from langchain_graylayer.serve import add_gray_routes as add_gray_routes
     from langchain_graylayer.store.redis import RedisStore as RedisStore
 
@@ -78,6 +81,8 @@ __all__ = [
 _LAZY = {
     "RedisStore": "langchain_graylayer.store.redis",
     "add_gray_routes": "langchain_graylayer.serve",
+    "gray_graph": "langchain_graylayer.langgraph_server.graph",
+    "gray_http_app": "langchain_graylayer.langgraph_server.app",
 }
 """Names whose module needs an optional extra: imported at first use."""
 

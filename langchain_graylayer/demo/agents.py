@@ -78,8 +78,11 @@ def _call(name: str, **args: Any) -> AIMessage:
     return AIMessage("", tool_calls=[{"name": name, "args": args, "id": call_id}])
 
 
-def support_agent(code: str, shop: Shop, clock: Callable[[], float]) -> Runnable[Any, Any]:
-    """A real ``create_agent`` agent: v1.8 (rule engine), v2.0 (refund bug) or v2.1 (fixed)."""
+def support_agent(
+    code: str, shop: Shop, clock: Callable[[], float], middleware: Sequence[Any] = ()
+) -> Runnable[Any, Any]:
+    """A real ``create_agent`` agent: v1.8 (rule engine), v2.0 (refund bug) or v2.1 (fixed);
+    ``middleware``: ``create_agent``'s (e.g. a person approves each refund)."""
     if code == "v1.8":
         policy = SupportPolicy(family="rules", skill=0.60)
     else:
@@ -90,6 +93,7 @@ def support_agent(code: str, shop: Shop, clock: Callable[[], float]) -> Runnable
         model=ScriptedChatModel(script=policy, model_name=f"demo-{policy.family}"),
         tools=shop_tools(shop, clock),
         system_prompt="You are the shop's support agent. Look orders up before answering.",
+        middleware=list(middleware),
         name=f"support_{code.replace('.', '_')}",
     )
 

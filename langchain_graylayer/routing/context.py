@@ -1,12 +1,15 @@
 """The request context: what a serving layer knows about a request before its run starts.
 
-A serving layer (the FastAPI middleware, the LangGraph server's route node) identifies the user,
-routes the request once, and opens a :class:`RequestContext` around the work. Whatever runs inside
+A serving layer (the FastAPI middleware) identifies the user, routes the request once, and
+opens a :class:`RequestContext` around the work. Whatever runs inside
 reads it: LangServe's config modifier takes the identity and the run id from it, and
 :class:`~langchain_graylayer.routing.router.GrayRouter` uses its decision instead of routing again,
 so the version announced in the response headers is the version that ran.
 
-One frozen value in one ``ContextVar``, owned here; nothing else passes routing state around.
+One frozen value in one ``ContextVar``, owned here. The only other way a decision reaches a run
+is :meth:`~langchain_graylayer.routing.router.GrayRouter.with_decision` (under
+:data:`DECISION_KEY` in the run's ``configurable``), for a serving layer that decides in a graph
+node, as the LangGraph server's graph does.
 """
 
 from __future__ import annotations
@@ -20,7 +23,17 @@ from uuid import UUID
 from langchain_graylayer._types import Identity
 from langchain_graylayer.routing.decision import RoutingDecision
 
-__all__ = ["RequestContext", "current_request", "request_context", "update_request"]
+__all__ = [
+    "DECISION_KEY",
+    "RequestContext",
+    "current_request",
+    "request_context",
+    "update_request",
+]
+
+DECISION_KEY = "__graylayer_decision"
+"""The ``configurable`` key of a decision made before the run (``GrayRouter.with_decision``);
+a dunder key, so LangChain never copies it into run metadata."""
 
 
 @dataclass(frozen=True, slots=True)

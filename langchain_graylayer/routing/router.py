@@ -32,6 +32,7 @@ from pydantic import ConfigDict, Field, PrivateAttr, ValidationError, field_vali
 from typing_extensions import override
 
 from langchain_graylayer._types import Identity, posix_clock
+from langchain_graylayer.errors import ConfigurationError
 from langchain_graylayer.measuring.completion import CompletionJudge
 from langchain_graylayer.measuring.evaluation import EvaluationMetrics, Evaluations
 from langchain_graylayer.measuring.evidence import EvidenceRecorder
@@ -49,9 +50,9 @@ from langchain_graylayer.measuring.tracing import GraylayerTracingHandler
 from langchain_graylayer.plan._config import to_configuration_error
 from langchain_graylayer.plan.plan import RolloutPlan, Version
 from langchain_graylayer.routing.assigner import Assigner, ProfileLoader
-from langchain_graylayer.routing.context import current_request
+from langchain_graylayer.routing.context import DECISION_KEY, current_request
 from langchain_graylayer.routing.decision import RoutingDecision
-from langchain_graylayer.routing.observer import Call, RunObserver
+from langchain_graylayer.routing.observer import Call, RunObserver, labels_of
 from langchain_graylayer.routing.runs import (
     Accumulator,
     new_run_id,
@@ -352,8 +353,25 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
         """
         return self._state.observer.feedback.for_run(run_id, kind, score)
 
-    def _decision(self, who: Identity) -> RoutingDecision | None:
-        """The decision the serving layer made for this request, if it was made for ``who``."""
+    def with_decision(self, decision: RoutingDecision) -> Runnable[Input, Output]:
+        """This router running with ``decision`` instead of routing, for a serving layer that
+        decided before the run (``ConfigurationError`` for a decision of another plan)."""
+        if decision.plan_id != self.plan.id:
+            raise ConfigurationError("decision.plan_id", decision.plan_id, repr(self.plan.id))
+        return self.with_config(configurable={DECISION_KEY: decision})
+
+    def record_run(self, run_id: UUID | str, decision: RoutingDecision) -> RunLabels | None:
+        """Record ``run_id`` (a server's own run id) as served under ``decision``, so
+        :meth:`feedback` by it counts (``None``: not routed, nothing recorded)."""
+        if (labels := labels_of(decision)) is not None:
+            self._state.observer.feedback.index.record(str(run_id), labels)
+        return labels
+
+    def _decision(self, who: Identity, config: RunnableConfig) -> RoutingDecision | None:
+        """The decision given by :meth:`with_decision`, or the serving layer's for ``who``."""
+        configurable = config.get("configurable") or {}
+        if DECISION_KEY in configurable:  # ensure_config copied it: popped for the children
+            return cast(RoutingDecision, configurable.pop(DECISION_KEY))
         context = current_request()
         return None if context is None else context.decision_for(self.plan.id, who)
 
@@ -362,7 +380,7 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
         who = identity_of(config)
         if who[0] is None:
             self._no_user_id(config)
-        decision = self._decision(who) or self._state.assigner.assign(*who)
+        decision = self._decision(who, config) or self._state.assigner.assign(*who)
         run_id = config.pop("run_id", None) or new_run_id()
         return self._state.observer.open(config, decision, run_id)
 
@@ -371,7 +389,7 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
         who = identity_of(config)
         if who[0] is None:
             self._no_user_id(config)
-        decision = self._decision(who) or await self.aroute_request(*who)
+        decision = self._decision(who, config) or await self.aroute_request(*who)
         run_id = config.pop("run_id", None) or new_run_id()
         return self._state.observer.open(config, decision, run_id)
 

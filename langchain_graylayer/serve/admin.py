@@ -60,7 +60,8 @@ def mount_admin(
     prefix: str,
     token: str | None,
 ) -> None:
-    """Mount the admin API and the dashboard under ``prefix``."""
+    """Mount the admin API and the dashboard under ``prefix`` (``"/"``: at the root of ``app``,
+    e.g. an admin sub-app mounted where the dashboard should be)."""
     from fastapi import APIRouter, Depends, Header, HTTPException, Request, Response
     from fastapi.encoders import jsonable_encoder
     from fastapi.exceptions import RequestValidationError
@@ -68,7 +69,7 @@ def mount_admin(
     from fastapi.routing import APIRoute
     from pydantic import BaseModel, Field
 
-    prefix = "/" + prefix.strip("/")
+    root = "/" + prefix.strip("/") if prefix.strip("/") else ""  # "": an admin sub-app
     mounted_at = time.time()
 
     def checked(field: str, value: str | None) -> str | None:
@@ -107,7 +108,7 @@ def mount_admin(
         return controller
 
     api = APIRouter(
-        prefix=f"{prefix}/api", dependencies=[Depends(authorised)], route_class=FiniteErrors
+        prefix=f"{root}/api", dependencies=[Depends(authorised)], route_class=FiniteErrors
     )
 
     class Action(BaseModel):
@@ -219,15 +220,17 @@ def mount_admin(
 
     app.include_router(api)
 
-    @app.get(prefix, include_in_schema=False)
-    @app.get(f"{prefix}/", include_in_schema=False)
-    async def dashboard() -> HTMLResponse:
+    async def dashboard(request: Request) -> HTMLResponse:
         page = (
             resources.files("langchain_graylayer.serve")
             .joinpath("dashboard.html")
             .read_text("utf-8")
         )
-        return HTMLResponse(page.replace("__API__", f"{prefix}/api"))
+        mounted = request.scope.get("root_path", "")  # where a sub-app is mounted
+        return HTMLResponse(page.replace("__API__", f"{mounted}{root}/api"))
+
+    for page_path in dict.fromkeys([root or "/", f"{root}/"]):
+        app.add_api_route(page_path, dashboard, include_in_schema=False)
 
     @app.exception_handler(ConfigurationError)
     async def bad_input(_: Any, exc: ConfigurationError) -> JSONResponse:

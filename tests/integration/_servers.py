@@ -13,7 +13,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -103,8 +103,11 @@ class ManagedProcess:
         timeout: float = 10.0,
         stop_timeout: float = 5.0,
         cwd: str | Path | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> None:
+        """``env``: the process's whole environment (``None``: this process's)."""
         self.args = list(args)
+        self.env = None if env is None else dict(env)
         self.name = name
         self.ready = ready
         self.timeout = timeout
@@ -115,7 +118,7 @@ class ManagedProcess:
 
     def __enter__(self) -> ManagedProcess:
         self._process = subprocess.Popen(
-            self.args, cwd=self.cwd, stdout=self._log, stderr=subprocess.STDOUT
+            self.args, cwd=self.cwd, env=self.env, stdout=self._log, stderr=subprocess.STDOUT
         )
         try:
             wait_until(self._ready_or_dead, self.timeout, self.name)

@@ -28,6 +28,7 @@ LAYERS: dict[str, int] = {
     "rollout": 6,    # plan state, transition() (pure), the controller shell, cleanup
     "serve": 7,      # FastAPI / LangServe glue, admin API, dashboard
     "simulate": 8, "demo": 8,  # applications of the library
+    "langgraph_server": 8,  # the LangGraph server: the router as a graph, its http.app
     "cli": 9,        # the graylayer command
 }  # fmt: skip
 """Each part may import only parts of a lower number (and itself); the facade imports all."""
