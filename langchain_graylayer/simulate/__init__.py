@@ -41,15 +41,8 @@ from langchain_graylayer.simulate.engines import (
     simulate,
 )
 from langchain_graylayer.simulate.report import median_ci, summarise, wilson
-from langchain_graylayer.simulate.traffic import (
-    QUICK_SCENARIOS,
-    SCENARIOS,
-    Clock,
-    Population,
-    Scenario,
-    SimStore,
-    Traffic,
-)
+from langchain_graylayer.simulate.scenarios import QUICK_SCENARIOS, SCENARIOS, Scenario
+from langchain_graylayer.simulate.traffic import Clock, Population, SimStore, Traffic
 
 __all__ = [
     "ENGINES",
