@@ -51,7 +51,9 @@ MONEY, TOKENS = {"cost": 1.0}, {"input_tokens": 1.0, "output_tokens": 1.0}
 def _welch_inflation(v_c: float, n_c: int, v_s: float, n_s: int) -> float:
     """``df / (df − 2)``: the variance of a Student t with Welch–Satterthwaite's df."""
     den = v_c * v_c / max(n_c - 1, 1) + v_s * v_s / max(n_s - 1, 1)
-    df = (v_c + v_s) ** 2 / den if den > 0 else math.inf
+    if den <= 0:  # no spread at all: nothing to inflate
+        return 1.0
+    df = (v_c + v_s) ** 2 / den
     return df / (df - 2) if df > 4 else 2.0
 
 
