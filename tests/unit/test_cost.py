@@ -78,8 +78,10 @@ def test_too_little_data_is_inconclusive_never_harm(
     cand: RatioMoments, stable: RatioMoments, reason: str
 ) -> None:
     c = compare_relative(cand, stable, alpha=0.05, n_star=400, margin=0.0)
-    assert c.inconclusive and reason in (c.inconclusive_reason or "")
-    assert not c.harm and not c.non_inferior
+    assert c.inconclusive
+    assert reason in (c.inconclusive_reason or "")
+    assert not c.harm
+    assert not c.non_inferior
     assert (c.lower, c.upper) == (-1.0, math.inf)
 
 
@@ -195,15 +197,18 @@ def test_the_judge_rolls_back_a_candidate_over_its_cost_budget() -> None:
     assert (verdict.action, verdict.rule, verdict.detail) == (
         Action.ROLLBACK, Rule.HARM, "cost_per_request"
     )  # fmt: skip
-    assert "EUR per request" in verdict.reason and "budget +20%" in verdict.reason
+    assert "EUR per request" in verdict.reason
+    assert "budget +20%" in verdict.reason
     (result,) = verdict.guardrails
     assert (result.unit, result.harm, result.applicable) == ("money", True, True)
-    assert result.lower > 0.2 and result.estimate == pytest.approx(0.5, abs=0.1)
+    assert result.lower > 0.2
+    assert result.estimate == pytest.approx(0.5, abs=0.1)
     assert verdict.to_dict()["guardrails"][0]["unit"] == "money"
 
     same = judge(JudgeInput("everyone", GATES, Judging(), users_of(0.01, 300),
                             users_of(0.01, 300), 0.5, 60.0))  # fmt: skip
-    assert same.action is Action.PROMOTE and same.guardrails[0].non_inferior
+    assert same.action is Action.PROMOTE
+    assert same.guardrails[0].non_inferior
 
 
 def test_the_judge_says_when_it_compares_tokens() -> None:
@@ -211,7 +216,8 @@ def test_the_judge_says_when_it_compares_tokens() -> None:
     stable = arm([{"requests": 1, "cost": 0.001, "input_tokens": 1000}] * 40)
     verdict = judge(JudgeInput("everyone", GATES, Judging(), cand, stable, 0.5, 60.0))
     (result,) = verdict.guardrails
-    assert result.unit == "tokens" and "unpriced model" in result.note
+    assert result.unit == "tokens"
+    assert "unpriced model" in result.note
     assert not result.harm
 
 
