@@ -5,10 +5,11 @@ One small vocabulary for every path that measures a run — the callback handler
 a time, from its ``LLMResult``) and a measurement from the run's result (the ``AIMessage`` s in its
 output) — so both count the same thing the same way:
 
-* :func:`call_of_message` / :func:`calls_of_result`: the :class:`ModelCall` s (model name, input
-  and output tokens) of a message or an LLM result, from ``usage_metadata`` (the legacy
-  ``llm_output["token_usage"]`` as a fallback) and the model name in ``response_metadata``
-  (``model_name``, else ``model``), else ``llm_output``, else the run's ``ls_model_name``;
+* :func:`call_of_message`, :func:`calls_of_messages`, :func:`calls_of_result`: the
+  :class:`ModelCall` s (model name, input and output tokens) of a message, of a run's messages
+  or of an LLM result, from ``usage_metadata`` (the legacy ``llm_output["token_usage"]`` as a
+  fallback) and the model name in ``response_metadata`` (``model_name``, else ``model``), else
+  ``llm_output``, else the run's ``ls_model_name``;
 * :meth:`RunCost.add`: prices each call with :meth:`Pricing.cost
   <langchain_graylayer.plan.pricing.Pricing.cost>` and adds it up. A call of a model with no
   price adds its tokens and counts as *unpriced*: its cost is unknown, never 0, and a request
@@ -29,7 +30,14 @@ from langchain_core.outputs import LLMResult
 
 from langchain_graylayer.plan.pricing import Pricing
 
-__all__ = ["UNKNOWN_MODEL", "ModelCall", "RunCost", "call_of_message", "calls_of_result"]
+__all__ = [
+    "UNKNOWN_MODEL",
+    "ModelCall",
+    "RunCost",
+    "call_of_message",
+    "calls_of_messages",
+    "calls_of_result",
+]
 
 UNKNOWN_MODEL = ""
 """The model name of a call that reported none (no price matches it)."""
@@ -73,6 +81,19 @@ def call_of_message(message: Any, default_model: str = UNKNOWN_MODEL) -> ModelCa
         return None
     name = model_name(getattr(message, "response_metadata", None)) or default_model
     return ModelCall(name, inputs, outputs)
+
+
+def calls_of_messages(messages: Iterable[Any]) -> list[ModelCall]:
+    """The calls behind the AI messages of ``messages`` (e.g. a run's output ``messages``;
+    a checkpointed thread's output repeats earlier turns: pass only this run's).
+
+    Example:
+        >>> from langchain_core.messages import AIMessage, HumanMessage
+        >>> usage = {"input_tokens": 5, "output_tokens": 2, "total_tokens": 7}
+        >>> calls_of_messages([HumanMessage("hi"), AIMessage("hello", usage_metadata=usage)])
+        [ModelCall(model='', input_tokens=5, output_tokens=2)]
+    """
+    return [call for m in messages if (call := call_of_message(m)) is not None]
 
 
 def calls_of_result(response: LLMResult, default_model: str = UNKNOWN_MODEL) -> list[ModelCall]:

@@ -153,6 +153,7 @@ class RunObserver:
 
     ``metrics=None`` measures nothing (an uninstrumented router); the candidate's tool calls are
     still journaled when a ``journal`` is given, and feedback is still attributed.
+    ``pricing`` (the plan's price table) turns each request's tokens into money.
     """
 
     def __init__(
