@@ -71,7 +71,7 @@ USAGE = UsageMetadata(input_tokens=13, output_tokens=5, total_tokens=18)
 
 FIELDS = tuple(f for f in ALL_FIELDS if f not in ("cost", "unpriced"))
 """The evidence these tests derive from the Prometheus counters (money and unpriced requests
-are tests/integration/test_cost.py's: these plans price nothing)."""
+are tests/integration/test_cost_agents.py's: these plans price nothing)."""
 
 
 # --------------------------------------------------------------------------- agents
