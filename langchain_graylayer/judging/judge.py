@@ -203,6 +203,8 @@ _METRIC_FIELDS: dict[GuardrailMetric, tuple[dict[str, float], str, str | None]] 
     GuardrailMetric.BAD_FEEDBACK_RATE: ({"bad": 1.0}, "requests", "bad"),
     GuardrailMetric.COMPLAINT_RATE: ({"complaints": 1.0}, "requests", "complaints"),
     GuardrailMetric.SLOW_RATE: ({"slow": 1.0}, "requests", None),
+    # in money; judging/cost.py compares tokens instead when a request was unpriced
+    GuardrailMetric.COST_PER_REQUEST: ({"cost": 1.0}, "requests", None),
 }
 
 
