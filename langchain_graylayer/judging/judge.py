@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from langchain_graylayer._compat import StrEnum
+from langchain_graylayer.judging.cost import cost_comparison
 from langchain_graylayer.judging.qos import QosInputs, QosWeights, qos_score
 from langchain_graylayer.judging.stats import (
     Comparison,
@@ -118,6 +119,10 @@ class GuardrailResult:
     from promoting."""
     note: str
     """What was concluded, in words."""
+    unit: str = ""
+    """A relative metric's unit (``cost_per_request``: the plan's currency, or ``tokens``),
+    whose estimate and bounds are then relative changes (+0.5: 50 % more than stable); empty
+    for a rate, whose are differences in rate units."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +188,8 @@ class JudgeInput:
     tests: int = 1
     """How many steps' worth of tests share ``judging.alpha`` (Bonferroni): the plan's total
     number of steps across layers, so the whole rollout's false-rollback rate stays ≤ alpha."""
+    currency: str = "money"
+    """The plan's price table's currency (how a cost in money is shown)."""
 
 
 _METRIC_FIELDS: dict[GuardrailMetric, tuple[dict[str, float], str, str | None]] = {
@@ -197,6 +204,8 @@ _METRIC_FIELDS: dict[GuardrailMetric, tuple[dict[str, float], str, str | None]] 
     GuardrailMetric.BAD_FEEDBACK_RATE: ({"bad": 1.0}, "requests", "bad"),
     GuardrailMetric.COMPLAINT_RATE: ({"complaints": 1.0}, "requests", "complaints"),
     GuardrailMetric.SLOW_RATE: ({"slow": 1.0}, "requests", None),
+    # in money; judging/cost.py compares tokens instead when a request was unpriced
+    GuardrailMetric.COST_PER_REQUEST: ({"cost": 1.0}, "requests", None),
 }
 
 
@@ -242,6 +251,8 @@ def _guardrail(
     metric spends its harm budget half on the confidence sequence, half on the exact test of
     users with an event, so the family-wise bound still adds up to ``alphas[0]``."""
     metric = guardrail.metric
+    if metric.relative:
+        return _cost(guardrail, cand, stable, alphas, n_stars)
     mc, ms = moments(cand, metric), moments(stable, metric)
     rare_field = _fields(metric)[2]
     harm_alpha = alphas[0] / 2 if rare_field else alphas[0]
@@ -302,6 +313,47 @@ def _guardrail(
     else:
         behind = ni_test.estimate > guardrail.margin and ni_test.lower > 0
     return result(harm_test, harm, ni_test.non_inferior and not harm, note, behind)
+
+
+def _cost(
+    guardrail: Guardrail,
+    cand: ArmTotals,
+    stable: ArmTotals,
+    alphas: tuple[float, float],
+    n_stars: tuple[float, float],
+) -> GuardrailResult:
+    """``cost_per_request`` against its relative budget (``judging/cost.py``)."""
+    c = cost_comparison(cand, stable, alphas=alphas, n_stars=n_stars, margin=guardrail.margin)
+    harm_test, ni_test, budget = c.harm, c.non_inferiority, guardrail.margin
+    harm = harm_test is not None and harm_test.harm
+    non_inferior = ni_test is not None and ni_test.non_inferior and not harm
+    note, behind = "not applicable: no requests in either arm", False
+    if harm_test is not None and ni_test is not None:
+        note = harm_test.inconclusive_reason or (
+            f"significantly more than {budget:.0%} above stable" if harm
+            else "within budget" if non_inferior else "not yet shown within budget"
+        )  # fmt: skip
+        note += "" if c.priced else " (in tokens: a request had an unpriced model)"
+        behind = ni_test.estimate > budget and ni_test.lower > 0
+    return GuardrailResult(
+        metric=guardrail.metric.value, candidate_rate=c.candidate.rate,
+        stable_rate=c.stable.rate, estimate=harm_test.estimate if harm_test else math.nan,
+        lower=harm_test.lower if harm_test else -1.0,
+        upper=harm_test.upper if harm_test else math.inf, n_candidate=c.candidate.users,
+        n_stable=c.stable.users, margin=budget, harm=harm, non_inferior=non_inferior,
+        applicable=harm_test is not None, behind=behind, note=note, unit=c.unit,
+    )  # fmt: skip
+
+
+def _values(result: GuardrailResult, currency: str) -> str:
+    """A guardrail's two arms in words (a rate as a percentage, a cost per request)."""
+    if not result.unit:
+        return f"candidate {result.candidate_rate:.1%} vs stable {result.stable_rate:.1%}"
+    unit = currency if result.unit == "money" else result.unit
+    return (
+        f"candidate {result.candidate_rate:.4g} vs stable {result.stable_rate:.4g} {unit} per "
+        f"request ({result.estimate:+.0%}, budget +{result.margin:.0%})"
+    )
 
 
 _RARE_K = 4.0
@@ -423,8 +475,8 @@ def judge(data: JudgeInput) -> Verdict:
     if harmed:
         first = harmed[0]
         reason = (
-            f"harm on {first.metric}: candidate {first.candidate_rate:.1%} vs stable "
-            f"{first.stable_rate:.1%} (users {first.n_candidate}/{first.n_stable})"
+            f"harm on {first.metric}: {_values(first, data.currency)} "
+            f"(users {first.n_candidate}/{first.n_stable})"
         )
         return verdict(
             Action.ROLLBACK, Rule.HARM, reason, guardrails=results, srm=srm, detail=first.metric

@@ -56,7 +56,7 @@ from langchain_graylayer.errors import ConfigurationError
 from langchain_graylayer.measuring.evaluators import EvaluationInput, Scorer, bind
 from langchain_graylayer.measuring.events import token_usage
 from langchain_graylayer.measuring.evidence import EvidenceRecorder
-from langchain_graylayer.measuring.labels import RunLabels
+from langchain_graylayer.measuring.labels import EVALUATOR_TAG, RunLabels
 from langchain_graylayer.plan.evaluators import EvaluatorScope, EvaluatorSpec, sampled
 from langchain_graylayer.plan.plan import RolloutPlan
 from langchain_graylayer.plan.pricing import Pricing
@@ -65,8 +65,6 @@ __all__ = ["EVALUATOR_TAG", "EvaluationMetrics", "Evaluations"]
 
 logger = logging.getLogger(__name__)
 
-EVALUATOR_TAG = "graylayer:evaluator"
-"""Tags every run an evaluator makes (with ``graylayer:evaluator:<name>``)."""
 EVALUATOR_KEY = "graylayer.evaluator"
 
 _HOUR = 3600.0

@@ -46,6 +46,10 @@ class RequestResult:
     tool_errors: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+    cost: float = 0.0
+    """Money of the request's priced model calls (the plan's currency)."""
+    unpriced: int = 0
+    """Model calls of the request whose model has no price (their cost is unknown)."""
 
 
 class EvidenceRecorder:
@@ -90,6 +94,8 @@ class EvidenceRecorder:
             "latency_seconds": result.seconds,
             "input_tokens": float(result.input_tokens),
             "output_tokens": float(result.output_tokens),
+            "cost": result.cost,
+            "unpriced": float(result.unpriced > 0),
         })  # fmt: skip
 
     def completion(self, labels: RunLabels) -> None:

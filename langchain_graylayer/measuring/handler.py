@@ -32,9 +32,11 @@ from typing_extensions import override
 
 from langchain_graylayer._cache import ExpiringLRU
 from langchain_graylayer.measuring.completion import CompletionJudge, default_completion_judge
-from langchain_graylayer.measuring.events import token_usage, tool_failed, tool_name
+from langchain_graylayer.measuring.cost import RunCost, calls_of_result
+from langchain_graylayer.measuring.events import tool_failed, tool_name
 from langchain_graylayer.measuring.evidence import RequestResult
 from langchain_graylayer.measuring.labels import (
+    EVALUATOR_TAG,
     FALLBACK_KEY,
     PLAN_KEY,
     REASON_KEY,
@@ -47,6 +49,7 @@ from langchain_graylayer.measuring.labels import (
     labels_from_metadata,
 )
 from langchain_graylayer.measuring.prometheus import GraylayerMetrics, default_metrics
+from langchain_graylayer.plan.pricing import Pricing
 
 if TYPE_CHECKING:
     from langchain_graylayer.measuring.journal import ToolCallJournal
@@ -82,14 +85,14 @@ def _request_id(metadata: Mapping[str, Any] | None) -> UUID | None:
 
 
 class _Request:
-    __slots__ = ("fallback", "labels", "started", "tokens", "tools")
+    __slots__ = ("cost", "fallback", "labels", "started", "tools")
 
-    def __init__(self, labels: RunLabels) -> None:
+    def __init__(self, labels: RunLabels, pricing: Pricing | None) -> None:
         self.labels = labels
         self.started = time.perf_counter()
         self.fallback = False
         self.tools = [0, 0]  # calls, errors
-        self.tokens = [0, 0]  # input, output
+        self.cost = RunCost(pricing)  # tokens in and out, money, unpriced calls
 
 
 class Measurer:
@@ -101,10 +104,12 @@ class Measurer:
         judge: CompletionJudge,
         max_runs: int,
         run_ttl: float,
+        pricing: Pricing | None = None,
     ) -> None:
         self.metrics = metrics if metrics is not None else default_metrics()
         self.judge = judge
         self.run_ttl = run_ttl
+        self.pricing = pricing
         self._lock = threading.Lock()
         self._requests: ExpiringLRU[UUID, _Request] = ExpiringLRU(max_runs, time.monotonic)
         self._runs: ExpiringLRU[UUID, tuple[RunLabels, str, UUID | None]] = ExpiringLRU(
@@ -135,7 +140,7 @@ class Measurer:
                     self.metrics.record_unrouted(str(metadata.get(PLAN_KEY, "")), str(reason))
                 return
             with self._lock:
-                self._requests.set(run_id, _Request(labels), self.run_ttl)
+                self._requests.set(run_id, _Request(labels, self.pricing), self.run_ttl)
         elif metadata.get(FALLBACK_KEY):
             self.mark_fallback(UUID(request_id))
 
@@ -181,8 +186,12 @@ class Measurer:
             outcome = Outcome.OK
             completed = verdict if verdict is not None else self._judge(outputs)
         self.metrics.record_request(request.labels, outcome, seconds, completed=completed)
-        tools, tokens = request.tools, request.tokens
-        return RequestResult(outcome, seconds, completed, *tools, *tokens)
+        cost = request.cost
+        calls, failed = request.tools
+        return RequestResult(
+            outcome, seconds, completed, calls, failed, cost.input_tokens, cost.output_tokens,
+            cost=cost.cost, unpriced=cost.unpriced,
+        )  # fmt: skip
 
     def _judge(self, outputs: Any) -> bool:
         try:
@@ -194,10 +203,17 @@ class Measurer:
 
     @_guarded
     def child_start(
-        self, run_id: UUID, metadata: Mapping[str, Any] | None, name: str | None
+        self,
+        run_id: UUID,
+        metadata: Mapping[str, Any] | None,
+        name: str | None,
+        tags: list[str] | None = None,
     ) -> None:
+        """A descendant run started: a tool (``name``: the tool's) or a model (``name``: the
+        model's ``ls_model_name``, for calls whose response names none). An evaluator's run
+        (tagged :data:`EVALUATOR_TAG`) is not the agent's and is not measured."""
         labels = labels_from_metadata(metadata)
-        if labels is not None:
+        if labels is not None and not (tags and EVALUATOR_TAG in tags):
             request = _request_id(metadata)
             with self._lock:
                 self._runs.set(run_id, (labels, name or "unknown", request), self.run_ttl)
@@ -223,13 +239,23 @@ class Measurer:
     @_guarded
     def llm_end(self, run_id: UUID, response: LLMResult | None) -> None:
         child = self._pop_child(run_id)
-        if child is not None and response is not None:
-            inputs, outputs = token_usage(response)
-            if inputs or outputs:
-                self.metrics.record_tokens(child[0], input=inputs, output=outputs)
-                if child[2] is not None and not child[2].fallback:
-                    child[2].tokens[0] += inputs
-                    child[2].tokens[1] += outputs
+        if child is None or response is None:
+            return
+        labels, model, request = child
+        # The request's own count (not its stable retry's), or a count for the metrics alone.
+        own = request is not None and not request.fallback
+        run = request.cost if own and request is not None else RunCost(self.pricing)
+        for call in calls_of_result(response, model):
+            money = run.add(call)
+            self.metrics.record_tokens(labels, input=call.input_tokens, output=call.output_tokens)
+            if money is not None and self.pricing is not None:
+                self.metrics.record_cost(labels, money, self.pricing.currency)
+
+
+def _model_of(metadata: Mapping[str, Any] | None) -> str:
+    """The model a chat model run says it is (LangChain's ``ls_model_name``), or ``""``."""
+    name = metadata.get("ls_model_name") if metadata else None
+    return name if isinstance(name, str) else ""
 
 
 class GraylayerCallbackHandler(BaseCallbackHandler):
@@ -256,11 +282,13 @@ class GraylayerCallbackHandler(BaseCallbackHandler):
         max_runs: int = 100_000,
         run_ttl: float = 3600.0,
         journal: ToolCallJournal | None = None,
+        pricing: Pricing | None = None,
     ) -> None:
         """``judge`` decides task completion from the final output; ``max_runs`` and ``run_ttl``
         bound the state kept for runs that never end (cancelled streams, detached runs);
-        ``journal`` also records the candidate's tool calls (one handler instead of two)."""
-        self.measurer = Measurer(metrics, judge, max_runs, run_ttl)
+        ``journal`` also records the candidate's tool calls (one handler instead of two);
+        ``pricing`` (the plan's price table) turns tokens into money (``None``: tokens only)."""
+        self.measurer = Measurer(metrics, judge, max_runs, run_ttl, pricing)
         self.journal = journal
 
     @property
@@ -305,7 +333,9 @@ class GraylayerCallbackHandler(BaseCallbackHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        self.measurer.child_start(run_id, metadata, tool_name(serialized, kwargs))
+        self.measurer.child_start(
+            run_id, metadata, tool_name(serialized, kwargs), kwargs.get("tags")
+        )
         if self.journal is not None:  # it logs its own failures, never raises
             self.journal.on_tool_start(
                 serialized, input_str, run_id=run_id, metadata=metadata, **kwargs
@@ -329,7 +359,7 @@ class GraylayerCallbackHandler(BaseCallbackHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        self.measurer.child_start(run_id, metadata, "llm")
+        self.measurer.child_start(run_id, metadata, _model_of(metadata), kwargs.get("tags"))
 
     @override
     def on_llm_start(
@@ -341,7 +371,7 @@ class GraylayerCallbackHandler(BaseCallbackHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        self.measurer.child_start(run_id, metadata, "llm")
+        self.measurer.child_start(run_id, metadata, _model_of(metadata), kwargs.get("tags"))
 
     @override
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:

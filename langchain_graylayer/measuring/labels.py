@@ -13,6 +13,7 @@ from typing import Any
 from langchain_graylayer._compat import StrEnum
 
 __all__ = [
+    "EVALUATOR_TAG",
     "FALLBACK_KEY",
     "FALLBACK_TAG",
     "INTERRUPT_KEY",
@@ -42,6 +43,9 @@ SESSION_KEY = "graylayer.session_id"
 FALLBACK_KEY = "graylayer.fallback"
 """True on the runs of the stable retry after the candidate failed."""
 FALLBACK_TAG = "graylayer:fallback"
+EVALUATOR_TAG = "graylayer:evaluator"
+"""Tags an evaluator's own model runs (an LLM-as-judge): never measured as the agent's runs, so
+they count in neither the agent's tokens nor its cost (evaluator spend is reported apart)."""
 
 
 def plan_tag(plan_id: str) -> str:

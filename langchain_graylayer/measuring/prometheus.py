@@ -13,6 +13,7 @@ metric                                      type       extra labels
 ``graylayer_tool_results_total``            counter    ``status`` = ok | error (all tools)
 ``graylayer_task_completions_total``        counter
 ``graylayer_tokens_total``                  counter    ``direction`` = input | output
+``graylayer_cost_total``                    counter    ``currency`` (the plan's price table)
 ``graylayer_feedback_total``                counter    ``kind`` = bad | complaint | good
 ``graylayer_feedback_score``                histogram  (NPS-style 0-10 scores)
 ``graylayer_unrouted_requests_total``       counter    only ``plan`` and ``reason``
@@ -119,6 +120,13 @@ class GraylayerMetrics:
             [*arm, "direction"],
             registry=registry,
         )
+        self.cost = Counter(
+            "graylayer_cost_total",
+            "Money of the agent's priced model calls, in the plan's currency (a model without a "
+            "price adds tokens, not cost; an evaluator's judge runs are not counted).",
+            [*arm, "currency"],
+            registry=registry,
+        )
         self.feedback = Counter(
             "graylayer_feedback_total",
             "User feedback by kind.",
@@ -158,8 +166,9 @@ class GraylayerMetrics:
         )
 
     # -- writing ---------------------------------------------------------------------------
-    def init_arms(self, plan_id: str, layers: Iterable[str]) -> None:
-        """Export zero-valued series for every arm, so ``increase()`` counts from the start."""
+    def init_arms(self, plan_id: str, layers: Iterable[str], currency: str | None = None) -> None:
+        """Export zero-valued series for every arm, so ``increase()`` counts from the start
+        (``currency``: the plan prices its models, so its cost series are exported too)."""
         for layer in layers:
             for version in Version:
                 values = (plan_id, version.value, layer)
@@ -171,6 +180,8 @@ class GraylayerMetrics:
                     self.tool_results.labels(*values, status)
                 for direction in ("input", "output"):
                     self.tokens.labels(*values, direction)
+                if currency is not None:
+                    self.cost.labels(*values, currency)
                 for kind in FeedbackKind:
                     self.feedback.labels(*values, kind.value)
                 self.feedback_score.labels(*values)
@@ -213,6 +224,11 @@ class GraylayerMetrics:
             self._child(self.tokens, plan, version, layer, "input").inc(input)
         if output:
             self._child(self.tokens, plan, version, layer, "output").inc(output)
+
+    def record_cost(self, labels: RunLabels, amount: float, currency: str) -> None:
+        """Money of one priced LLM call."""
+        if amount > 0:
+            self._child(self.cost, labels.plan, labels.version, labels.layer, currency).inc(amount)
 
     def record_feedback(
         self, labels: RunLabels, kind: FeedbackKind | None, score: float | None = None

@@ -34,10 +34,20 @@ class GuardrailMetric(StrEnum):
     """Complaints per request (lower is better)."""
     SLOW_RATE = "slow_rate"
     """Share of requests slower than the guardrail's ``slo_seconds`` (lower is better)."""
+    COST_PER_REQUEST = "cost_per_request"
+    """The agent's own model cost per request, users as the unit (lower is better): money from
+    the plan's ``pricing`` when every request of the step in both arms was priced, else input
+    plus output tokens. Its ``margin`` is *relative*: 0.2 = the candidate may cost up to 20 %
+    more than stable. Not among the defaults: a plan opts in."""
 
     @property
     def higher_is_better(self) -> bool:
         return self in (GuardrailMetric.COMPLETION_RATE, GuardrailMetric.TOOL_SUCCESS_RATE)
+
+    @property
+    def relative(self) -> bool:
+        """The margin is a share of stable's value (cost), not an absolute difference."""
+        return self is GuardrailMetric.COST_PER_REQUEST
 
     @property
     def rare(self) -> bool:
@@ -60,7 +70,9 @@ class Guardrail(ConfigModel):
     metric: GuardrailMetric | EvaluatorMetric
     """A built-in rate, or ``eval:<name>``: the pass rate of the plan's evaluator ``name``."""
     margin: float = Field(default=0.03, ge=0, le=1)
-    """Non-inferiority margin, absolute (0.03 = 3 percentage points)."""
+    """Non-inferiority margin, absolute (0.03 = 3 percentage points); for a relative metric
+    (``cost_per_request``) a share of stable's value (0.2 = 20 % more), and also the harm
+    threshold: a candidate significantly more than that above stable rolls back."""
     slo_seconds: float = Field(default=5.0, gt=0)
     """For ``slow_rate``: the latency objective."""
     delay: Delay = 0.0

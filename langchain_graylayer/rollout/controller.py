@@ -229,6 +229,7 @@ class RolloutController(RunnableSerializable[Any, list[dict[str, Any]]]):
                 ratio=ratio,
                 elapsed=elapsed,
                 tests=sum(len(spec.steps) for spec in self.plan.layers),
+                currency=self.plan.pricing.currency,
             )
         )
 

@@ -52,6 +52,7 @@ from langchain_graylayer.measuring.labels import (
 from langchain_graylayer.measuring.prometheus import GraylayerMetrics
 from langchain_graylayer.measuring.tracing import GraylayerTracingHandler
 from langchain_graylayer.plan.plan import Version
+from langchain_graylayer.plan.pricing import Pricing
 from langchain_graylayer.routing.decision import RoutingDecision
 from langchain_graylayer.routing.runs import handlers_in, with_handlers
 
@@ -153,6 +154,7 @@ class RunObserver:
 
     ``metrics=None`` measures nothing (an uninstrumented router); the candidate's tool calls are
     still journaled when a ``journal`` is given, and feedback is still attributed.
+    ``pricing`` (the plan's price table) turns each request's tokens into money.
     """
 
     def __init__(
@@ -165,6 +167,7 @@ class RunObserver:
         feedback: FeedbackRecorder,
         evidence: EvidenceRecorder | None = None,
         evaluations: Evaluations | None = None,
+        pricing: Pricing | None = None,
     ) -> None:
         self.journal = journal
         self.evaluations = evaluations
@@ -181,7 +184,7 @@ class RunObserver:
                 judge = default_completion_judge
             # One handler measures and journals: each handler on a run costs every event a
             # dispatch through LangChain's callback manager.
-            self.handler = ChildRunsHandler(metrics, judge=judge, journal=journal)
+            self.handler = ChildRunsHandler(metrics, judge=judge, journal=journal, pricing=pricing)
 
     def open(self, config: RunnableConfig, decision: RoutingDecision, run_id: UUID) -> Call:
         """The request's labelled config and what measures it; records the run for feedback."""

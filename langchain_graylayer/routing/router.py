@@ -182,7 +182,8 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
         metrics = None
         if self.instrument:
             metrics = self.metrics if self.metrics is not None else default_metrics()
-            metrics.init_arms(self.plan.id, self.plan.layer_names)
+            priced = self.plan.pricing.currency if self.plan.pricing.models else None
+            metrics.init_arms(self.plan.id, self.plan.layer_names, priced)
             metrics.watch_ratios(self.plan, store)
         journal = None
         if self.journal_tool_calls:
@@ -206,6 +207,7 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
             feedback=FeedbackRecorder(metrics, index, evidence),
             evidence=evidence,
             evaluations=evaluations,
+            pricing=self.plan.pricing,
         )
         assigner = Assigner(self.plan, store, profile_loader=self.profile_loader, clock=self.clock)
         self._state_ = _State(assigner, observer, store.networked)

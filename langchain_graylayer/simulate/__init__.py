@@ -21,7 +21,8 @@ S4 a latency tail, S5 tool-failure bursts, S6 a logging bug, S7 daily completion
 upstream outage, S8 late bad feedback; U1/U2 A/A on the default plan at per-user correlation
 0.3 and 0.1, U3 a routing bug that sends heavy users to the candidate, U4 late complaints ×5 in
 the protected layers only, U5 a −5-point drop on the default plan; T1/T2 tiny traffic (50
-sessions an hour) with a −10-point drop and A/A.
+sessions an hour) with a −10-point drop and A/A; C1 a candidate at 1.5× the tokens, C2 at 1.1×
+and C0 an A/A with heavy-tailed per-user cost, on a plan with a +20 % cost budget.
 
 Both engines of a seed draw from ``numpy.random.default_rng([base_seed, seed, scenario])``: the
 same population, and the same draws until their ratios first differ.
@@ -41,15 +42,8 @@ from langchain_graylayer.simulate.engines import (
     simulate,
 )
 from langchain_graylayer.simulate.report import median_ci, summarise, wilson
-from langchain_graylayer.simulate.traffic import (
-    QUICK_SCENARIOS,
-    SCENARIOS,
-    Clock,
-    Population,
-    Scenario,
-    SimStore,
-    Traffic,
-)
+from langchain_graylayer.simulate.scenarios import QUICK_SCENARIOS, SCENARIOS, Scenario
+from langchain_graylayer.simulate.traffic import Clock, Population, SimStore, Traffic
 
 __all__ = [
     "ENGINES",

@@ -33,7 +33,8 @@ from langchain_graylayer.simulate.report import (
     tables,
     write_csv,
 )
-from langchain_graylayer.simulate.traffic import QUICK_SCENARIOS, SCENARIOS, TICK, Population
+from langchain_graylayer.simulate.scenarios import QUICK_SCENARIOS, SCENARIOS
+from langchain_graylayer.simulate.traffic import TICK, Population
 
 
 # ----------------------------------------------------------------------------- command line

@@ -20,16 +20,22 @@ from langchain_graylayer.judging.qos import (
     article_qos_verdict,
     qos_score,
 )
-from langchain_graylayer.plan.gates import DEFAULT_GUARDRAILS, Gates, GuardrailMetric, Judging
+from langchain_graylayer.plan.gates import (
+    DEFAULT_GUARDRAILS,
+    Gates,
+    Guardrail,
+    GuardrailMetric,
+    Judging,
+)
 from langchain_graylayer.plan.plan import LayerSpec, RolloutPlan
 from langchain_graylayer.rollout.controller import RolloutController
 from langchain_graylayer.rollout.state import AuditAction
+from langchain_graylayer.simulate.scenarios import SCENARIOS
 from langchain_graylayer.simulate.traffic import (
     CANDIDATE,
     EPOCH,
     LAYERS,
     PLAN_ID,
-    SCENARIOS,
     TICK,
     WINDOW_TICKS,
     Clock,
@@ -73,6 +79,8 @@ class PlanKnobs:
     timeout_policy: str = "promote_if_no_harm"
     feedback_delay_s: float = 0.0
     """The declared ``delay`` of the bad-feedback and complaint guardrails."""
+    cost_margin: float | None = None
+    """A ``cost_per_request`` guardrail with this relative budget (``None``: none)."""
 
     def steps_of(self, layer: str) -> tuple[float, ...]:
         steps = dict(self.steps)
@@ -104,6 +112,9 @@ def make_plan(
         g.model_copy(update={"delay": knobs.feedback_delay_s}) if g.metric in late else g
         for g in DEFAULT_GUARDRAILS
     )
+    if knobs.cost_margin is not None:
+        cost = Guardrail(metric=GuardrailMetric.COST_PER_REQUEST, margin=knobs.cost_margin)
+        guardrails = (*guardrails, cost)
     plan_gates = gates or Gates(
         min_samples=knobs.min_samples,
         bake_time=knobs.bake_s,
@@ -330,6 +341,7 @@ def run_one(config: SimConfig, scenario_id: str, engine: str, seed: int) -> dict
     knobs = {
         "default": DEFAULT_PLAN_KNOBS,
         "sim-late": replace(config.knobs, feedback_delay_s=6 * 3600.0),
+        "sim-cost": replace(config.knobs, cost_margin=0.2),
     }.get(SCENARIOS[scenario_id].plan, config.knobs)
     plan = _PLANS.get(knobs)
     if plan is None:

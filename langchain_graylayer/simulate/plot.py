@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from langchain_graylayer.simulate.engines import ENGINES
-from langchain_graylayer.simulate.traffic import SCENARIOS
+from langchain_graylayer.simulate.scenarios import SCENARIOS
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

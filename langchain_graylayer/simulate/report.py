@@ -14,7 +14,7 @@ import numpy as np
 from scipy.stats import binom, binomtest
 
 from langchain_graylayer._tables import markdown_table
-from langchain_graylayer.simulate.traffic import SCENARIOS
+from langchain_graylayer.simulate.scenarios import SCENARIOS
 
 
 def wilson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:

@@ -29,8 +29,8 @@ is the product's own.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -40,6 +40,7 @@ from scipy.special import ndtr
 from langchain_graylayer.plan.assignment import ACTIVITY_CLASSES, activity_class
 from langchain_graylayer.plan.bucketing import BUCKETS, ratio_threshold
 from langchain_graylayer.simulate.arms import N_FIELDS, SeenUsers, UserArm
+from langchain_graylayer.simulate.scenarios import Scenario
 from langchain_graylayer.store.evidence import FIELDS, PRE_STEP, ArmTotals, UnitDelta
 from langchain_graylayer.store.memory import MemoryStore
 
@@ -100,6 +101,12 @@ class Population:
     """Share of feedback that is bad."""
     complaint: float = 0.005
     """Complaints per request."""
+    tokens_per_request: float = 2000.0
+    """Mean model tokens per request (80 % input, 20 % output, priced 2.5 and 10 per million):
+    a request's tokens are Gamma-distributed (coefficient of variation 0.7) around its user's
+    mean."""
+    token_sigma: float = 0.5
+    """Log-normal spread (mean one) of users' tokens per request: some users' tasks cost more."""
 
     def __post_init__(self) -> None:
         if len(self.layers) != len(self.shares) or not math.isclose(sum(self.shares), 1.0):
@@ -108,170 +115,6 @@ class Population:
             raise ValueError("one peak hour per layer")
         if not 0.0 <= self.icc < 1.0:
             raise ValueError("icc in [0, 1)")
-
-
-@dataclass(frozen=True)
-class Scenario:
-    """How the candidate differs from stable (and what happens to both arms)."""
-
-    id: str
-    description: str
-    bad: bool
-    """A candidate that must not reach everyone (escape / exposure are measured)."""
-    completion_delta: float = 0.0
-    affected_layers: tuple[str, ...] = ()
-    """Layers where the candidate differs; empty means every layer."""
-    slow_share: float = 0.0
-    """Share of candidate requests that take ``slow_extra_s`` longer."""
-    slow_extra_s: float = 10.0
-    burst_tool_success: float | None = None
-    """Candidate tool success during bursts of ``burst_minutes`` every ``burst_period_minutes``,
-    at a random phase."""
-    burst_minutes: float = 20.0
-    burst_period_minutes: float = 120.0
-    lost_share: float = 0.0
-    """Share of candidate sessions that reach users but are never recorded (a logging bug):
-    a sample-ratio alert counts as catching it."""
-    heavy_skew: float = 0.0
-    """A routing bug: users of the top activity class whose bucket lies within this share above
-    the ratio also get the candidate, and as many light users (classes 0–1) below it get stable
-    (the user split stays right; who is in it does not)."""
-    bad_feedback: float | None = None
-    """Candidate's share of bad feedback (``None``: as stable)."""
-    complaint_factor: float = 1.0
-    """Candidate's complaints per request, as a multiple of stable's mean. The extra complaints
-    are the candidate's doing, so they fall on every user it serves alike: each user's own
-    propensity plus ``(factor − 1) × the population's mean``. (Multiplying each user's own
-    propensity instead would put the harm on the 2 % of users who carry most complaints at
-    icc 0.3 — clipped at 1, a ×5 there is ×3.7 in aggregate and visible in a handful of users.)"""
-    feedback_delay_h: float = 0.0
-    """Feedback and complaints of both arms arrive uniformly 0..this many hours late."""
-    completion_cycle: float = 0.0
-    """Both arms' completion ± this over a 24 h cycle (random phase)."""
-    outage_error: float | None = None
-    """Both arms' error rate during one ``outage_minutes`` upstream outage in the first 12 h."""
-    outage_minutes: float = 30.0
-    population: Mapping[str, Any] = field(default_factory=dict)
-    """Overrides of the population (e.g. ``{"icc": 0.1}``, ``{"sessions_per_hour": 50}``)."""
-    plan: str = "sim"
-    """Which plan rolls it out: ``sim`` (the simulator's, steps sized to its traffic),
-    ``sim-late`` (the same, declaring that feedback and complaints come up to 6 h late: the
-    guardrails' ``delay``) or ``default`` (``RolloutPlan.default``'s steps and gates)."""
-    hours: float | None = None
-    """The horizon of this scenario's runs (``None``: the simulation's)."""
-
-    def affects(self, layer: str) -> bool:
-        return not self.affected_layers or layer in self.affected_layers
-
-
-def _scenarios() -> dict[str, Scenario]:
-    drops = {
-        f"S2-{d}": Scenario(f"S2-{d}", f"global completion −{d} points", True, -d / 100)
-        for d in (2, 5, 10, 25)
-    }
-    return {
-        "S0": Scenario("S0", "A/A: candidate = stable", False),
-        "S1": Scenario("S1", "better: completion +3 points", False, 0.03),
-        **drops,
-        "S3": Scenario("S3", "completion −10 points in normal only", True, -0.10, ("normal",)),
-        "S4": Scenario("S4", "latency tail: 4% of candidate requests +10 s", True, slow_share=0.04),
-        "S5": Scenario(
-            "S5",
-            "tool success 0.70 for 20 min every 2 h (random phase)",
-            True,
-            burst_tool_success=0.70,
-        ),
-        "S6": Scenario(
-            "S6", "logging bug: 10% of candidate sessions never recorded", True, lost_share=0.1
-        ),
-        "S7": Scenario(
-            "S7",
-            "A/A with ±5 points daily completion and a 30-min outage (errors 30%)",
-            False,
-            completion_cycle=0.05,
-            outage_error=0.30,
-        ),
-        "S8": Scenario(
-            "S8",
-            "bad feedback 5% → 10% of feedback, feedback 0–6 h late",
-            True,
-            bad_feedback=0.10,
-            feedback_delay_h=6.0,
-        ),
-        "U1": Scenario(
-            "U1",
-            "A/A, default plan (96 h), per-user correlation 0.3",
-            False,
-            plan="default",
-            hours=96.0,
-        ),
-        "U2": Scenario(
-            "U2",
-            "A/A, default plan (96 h), per-user correlation 0.1",
-            False,
-            plan="default",
-            population={"icc": 0.1},
-            hours=96.0,
-        ),
-        "U3": Scenario(
-            "U3",
-            "routing bug: heavy users skewed to the candidate (user split right)",
-            True,
-            heavy_skew=0.3,
-        ),
-        "U4": Scenario(
-            "U4",
-            "complaints ×5 in high_value and vip only, 0–3 h late (the plan declares 6 h)",
-            True,
-            affected_layers=("high_value", "vip"),
-            complaint_factor=5.0,
-            feedback_delay_h=3.0,
-            plan="sim-late",
-        ),
-        "S8L": Scenario(
-            "S8L",
-            "S8 on a plan that declares its feedback up to 6 h late",
-            True,
-            bad_feedback=0.10,
-            feedback_delay_h=6.0,
-            plan="sim-late",
-        ),
-        "T1": Scenario(
-            "T1",
-            "tiny traffic (50 sessions/h, 1 000 users): completion −10 points",
-            True,
-            -0.10,
-            population={"sessions_per_hour": 50.0, "users": 1000},
-            hours=96.0,
-        ),
-        "T2": Scenario(
-            "T2",
-            "tiny traffic (50 sessions/h, 1 000 users): A/A",
-            False,
-            population={"sessions_per_hour": 50.0, "users": 1000},
-            hours=96.0,
-        ),
-        "T3": Scenario(
-            "T3",
-            "tiny traffic (50 sessions/h, 1 000 users): A/A, default plan",
-            False,
-            population={"sessions_per_hour": 50.0, "users": 1000},
-            plan="default",
-            hours=96.0,
-        ),
-        "U5": Scenario(
-            "U5",
-            "completion −5 points, default plan (96 h)",
-            True,
-            -0.05,
-            plan="default",
-            hours=96.0,
-        ),
-    }
-
-
-SCENARIOS: dict[str, Scenario] = _scenarios()
-QUICK_SCENARIOS: tuple[str, ...] = ("S0", "S1", "S2-5", "S2-25", "S3", "U1", "U3")
 
 
 def slow_probability(median_s: float, sigma: float, slo_s: float, slow_share: float,
@@ -330,6 +173,10 @@ class Traffic:
         self.p_tool = _beta(rng, np.full(n, pop.tool_success), pop.icc)
         self.p_bad = _beta(rng, np.full(n, pop.bad_feedback), pop.icc)
         self.p_complaint = _beta(rng, np.full(n, pop.complaint), pop.icc)
+        # tokens draw from their own stream: the other outcomes stay those of earlier versions
+        self._cost_rng = np.random.default_rng([*seed, 17])
+        s = pop.token_sigma
+        self.tokens = pop.tokens_per_request * self._cost_rng.lognormal(-s * s / 2, s, n)
         # how many heavy and light users of each layer show up in a few hours: the routing
         # bug of ``heavy_skew`` moves as many light users out as it moves heavy users in
         seen = 1 - np.exp(-self.rate * 3 * 3600.0)
@@ -502,6 +349,12 @@ class Traffic:
         now[:, F["tool_errors"]] = tool_errors
         now[:, F["slow"]] = slow
         now[:, F["latency_seconds"]] = req * self._latency[int(cand)]
+        # a session's tokens: the sum of its requests' Gamma(2) draws around the user's mean
+        mean = self.tokens[who] * (sc.token_factor if cand else 1.0)
+        tokens = np.round(self._cost_rng.gamma(2.0 * req, mean / 2.0))
+        inputs = np.round(0.8 * tokens)
+        now[:, F["input_tokens"]], now[:, F["output_tokens"]] = inputs, tokens - inputs
+        now[:, F["cost"]] = (inputs * 2.5 + (tokens - inputs) * 10.0) / 1e6
         late = np.zeros((len(who), N_FIELDS))
         late[:, F["bad"]] = bad
         late[:, F["good"]] = feedback - bad

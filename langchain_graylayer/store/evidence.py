@@ -61,9 +61,13 @@ FIELDS: tuple[str, ...] = (
     "score_sum",
     "input_tokens",
     "output_tokens",
+    "cost",
+    "unpriced",
 )
 """The per-user counters every arm keeps. ``failures`` are errors and fallbacks; ``slow`` counts
-requests over the plan's latency SLO; ``scores``/``score_sum`` the NPS-style feedback scores."""
+requests over the plan's latency SLO; ``scores``/``score_sum`` the NPS-style feedback scores;
+``cost`` the money of priced model calls and ``unpriced`` the requests with a model call nobody
+could price (their cost is unknown, so the cost guardrail compares tokens)."""
 
 
 PRE_STEP = "pre@"

@@ -24,6 +24,8 @@ import pytest
 import uvicorn
 from _servers import free_port, wait_until
 from fastapi import FastAPI
+from langchain_core.messages.ai import UsageMetadata
+from langchain_core.output_parsers import StrOutputParser
 from langchain_core.runnables import RunnableLambda
 from prometheus_client import CollectorRegistry
 
@@ -36,6 +38,7 @@ from langchain_graylayer import (
     UserProfile,
 )
 from langchain_graylayer.errors import StoreError
+from langchain_graylayer.plan.gates import DEFAULT_GUARDRAILS, Gates, Guardrail, GuardrailMetric
 from langchain_graylayer.serve.app import add_gray_routes
 from langchain_graylayer.testing import ScriptedChatModel
 
@@ -86,13 +89,16 @@ class Served:
 
 
 @contextlib.contextmanager
-def serving(plan: RolloutPlan, **router_options: Any) -> Iterator[Served]:
-    """The app under a real uvicorn server on loopback, the first layer open."""
+def serving(
+    plan: RolloutPlan, stable: Any = None, candidate: Any = None, **router_options: Any
+) -> Iterator[Served]:
+    """The app of ``plan``'s router (by default over the two agents above) under a real uvicorn
+    server on loopback, its first layer open at its first step."""
     store = MemoryStore()
     metrics = GraylayerMetrics(registry=CollectorRegistry())
     router: GrayRouter[str, str] = GrayRouter(
-        stable=RunnableLambda(stable_agent),
-        candidate=RunnableLambda(candidate_agent),
+        stable=stable or RunnableLambda(stable_agent),
+        candidate=candidate or RunnableLambda(candidate_agent),
         plan=plan,
         store=store,
         metrics=metrics,
@@ -241,6 +247,41 @@ def test_latest_verdict_shows_both_arms_per_guardrail(
     expect(tab.page.get_by_test_id("layer-early_adopter")).to_contain_text(verdict["reason"])
     screenshot = Path(os.environ.get("GRAYLAYER_SCREENSHOT", tmp_path / "dashboard.png"))
     tab.page.screenshot(path=str(screenshot), full_page=True)
+    assert tab.errors == []
+
+
+def replying(answer: str, usage: UsageMetadata) -> Any:
+    """An agent of one model call: the scripted model (it reports ``gpt-4o-mini``) answers."""
+    model = ScriptedChatModel(
+        script=lambda messages, tools: answer, usage=usage, model_name="gpt-4o-mini"
+    )
+    return model | StrOutputParser()
+
+
+def test_a_cost_guardrail_row_shows_cost_per_request_and_its_budget(tab: Tab) -> None:
+    cost = Guardrail(metric=GuardrailMetric.COST_PER_REQUEST, margin=0.2)
+    plan = RolloutPlan.default(
+        PLAN_ID,
+        gates=Gates(guardrails=(*DEFAULT_GUARDRAILS, cost)),
+        pricing={"models": {"gpt-4o-mini": {"input": 0.15, "output": 0.6}}},
+    )
+    stable = replying("[v1] shipped.", UsageMetadata(input_tokens=1000, output_tokens=200,
+                                                      total_tokens=1200))  # fmt: skip
+    candidate = replying("[v2] shipped.", UsageMetadata(input_tokens=1500, output_tokens=300,
+                                                         total_tokens=1800))  # fmt: skip
+    with serving(plan, stable, candidate) as served:
+        early_adopter_traffic(served.router)  # 1 % of 600 users get the candidate
+        [verdict] = [e.verdict for e in served.controller.step() if e.verdict]
+        row_of = {g["metric"]: g for g in verdict["guardrails"]}["cost_per_request"]
+        assert row_of["unit"] == "money"
+        tab.sign_in(served)
+        row = tab.page.get_by_test_id("guardrail-early_adopter-cost_per_request")
+        expect(row).to_contain_text("0.000405/req")  # 1 500 × 0.15 + 300 × 0.6 per million
+        expect(row).to_contain_text("0.00027/req")
+        expect(row).to_contain_text("+20% budget")
+        expect(row).to_contain_text(row_of["note"])
+        if row_of["estimate"] is not None:
+            expect(row).to_contain_text(f"+{round(row_of['estimate'] * 100, 2):g} %")
     assert tab.errors == []
 
 

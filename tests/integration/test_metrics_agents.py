@@ -53,7 +53,8 @@ from langchain_graylayer.measuring.labels import (
     RunLabels,
 )
 from langchain_graylayer.measuring.prometheus import GraylayerMetrics
-from langchain_graylayer.store.evidence import FIELDS, ArmTotals
+from langchain_graylayer.store.evidence import FIELDS as ALL_FIELDS
+from langchain_graylayer.store.evidence import ArmTotals
 from langchain_graylayer.testing import ScriptedChatModel, calls_then_answers
 
 PLAN_ID = "support-v2"
@@ -67,6 +68,10 @@ STABLE_ANSWER = "[v1] Order A-1 has shipped and arrives on Friday."
 CANDIDATE_ANSWER = "[v2] Order A-1 has shipped; a colleague will approve the refund today."
 USAGE = UsageMetadata(input_tokens=13, output_tokens=5, total_tokens=18)
 """What every model reply reports."""
+
+FIELDS = tuple(f for f in ALL_FIELDS if f not in ("cost", "unpriced"))
+"""The evidence these tests derive from the Prometheus counters (money and unpriced requests
+are tests/integration/test_cost_agents.py's: these plans price nothing)."""
 
 
 # --------------------------------------------------------------------------- agents

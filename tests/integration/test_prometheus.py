@@ -279,7 +279,7 @@ def test_dashboard_queries_run_on_prometheus(prometheus: Scraped) -> None:
     dashboard = json.loads(path.read_text(encoding="utf-8"))
     plan = make_plan(f"prom-{uuid4().hex[:8]}")
     metrics = prometheus.metrics
-    metrics.init_arms(plan.id, plan.layer_names)
+    metrics.init_arms(plan.id, plan.layer_names, "USD")  # as for a plan that prices its models
     store = MemoryStore()
     store.set_ratio(plan.id, "pilot", 0.1)
     metrics.watch_ratios(plan, store)

@@ -1033,6 +1033,7 @@ def test_metrics_show_the_graylayer_family_and_no_user_id(
         "graylayer_tool_results_total": "counter",
         "graylayer_task_completions_total": "counter",
         "graylayer_tokens_total": "counter",
+        "graylayer_cost_total": "counter",
         "graylayer_feedback_total": "counter",
         "graylayer_feedback_score": "histogram",
         "graylayer_unrouted_requests_total": "counter",

@@ -64,6 +64,7 @@ def exported_names() -> set[str]:
     metrics.record_request(labels, Outcome.OK, 0.5, completed=True)
     metrics.record_tool(labels, "lookup", ok=False)
     metrics.record_tokens(labels, input=3, output=2)
+    metrics.record_cost(labels, 0.01, "USD")
     metrics.record_feedback(labels, FeedbackKind.BAD, 4)
     metrics.record_unrouted("p", "no_user_id")
     metrics.ratio.labels("p", "normal").set(0.1)

@@ -61,6 +61,7 @@ METRIC_DEFINITIONS: dict[GuardrailMetric, tuple[dict[str, float], str]] = {
     GuardrailMetric.BAD_FEEDBACK_RATE: ({"bad": 1.0}, "requests"),
     GuardrailMetric.COMPLAINT_RATE: ({"complaints": 1.0}, "requests"),
     GuardrailMetric.SLOW_RATE: ({"slow": 1.0}, "requests"),
+    GuardrailMetric.COST_PER_REQUEST: ({"cost": 1.0}, "requests"),  # in money
 }
 
 
@@ -85,6 +86,7 @@ def _random_users(seed: int, n: int) -> list[dict[str, float]]:
                 "complaints": int(rng.random() < 0.03),
                 "slow": int(rng.binomial(requests, 0.1)),
                 "latency_seconds": float(rng.gamma(2.0, 1.0) * requests),
+                "cost": float(rng.gamma(1.0, 0.002) * requests),
             }
         )
     return users
