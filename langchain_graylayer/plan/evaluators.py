@@ -84,6 +84,11 @@ class EvaluatorMetric(str):
         return True
 
     @property
+    def relative(self) -> bool:
+        """A pass rate: the margin is an absolute difference, as for every rate."""
+        return False
+
+    @property
     def rare(self) -> bool:
         """Failures are events like complaints: the judge also runs its exact test on the users
         with a failure (each lands in the candidate with the ratio's odds when the versions do
