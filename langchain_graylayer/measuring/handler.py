@@ -17,11 +17,12 @@ reaches the user's request.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 from uuid import UUID
 
@@ -46,7 +47,9 @@ from langchain_graylayer.measuring.labels import (
     interrupted,
     labels_from_metadata,
 )
+from langchain_graylayer.measuring.output import OutputCounts
 from langchain_graylayer.measuring.prometheus import GraylayerMetrics, default_metrics
+from langchain_graylayer.plan.plan import Version
 
 if TYPE_CHECKING:
     from langchain_graylayer.measuring.journal import ToolCallJournal
@@ -148,12 +151,21 @@ class Measurer:
             request.fallback = True
 
     def chain_end(
-        self, run_id: UUID, outputs: Any, error: BaseException | None, *, paused: bool = False
+        self,
+        run_id: UUID,
+        outputs: Any,
+        error: BaseException | None,
+        *,
+        paused: bool = False,
+        work: Sequence[tuple[OutputCounts, bool]] = (),
     ) -> RequestResult | None:
         """Measure a request that ended; its result, for the evidence (``None``: not ours).
-        ``paused``: the caller saw the run stop at a LangGraph interrupt (e.g. in a chunk)."""
+        ``paused``: the caller saw the run stop at a LangGraph interrupt (e.g. in a chunk).
+        ``work``: what the request's runs did, read from their messages when no handler
+        watched them: ``(counts, retry)``, ``retry`` for the stable answer after a fallback
+        (stable's own work, never the request's)."""
         try:
-            return self._chain_end(run_id, outputs, error, paused)
+            return self._chain_end(run_id, outputs, error, paused, work)
         except Exception:
             logger.exception("graylayer callback chain_end failed; the request goes on")
             with contextlib.suppress(Exception):
@@ -161,7 +173,12 @@ class Measurer:
             return None
 
     def _chain_end(
-        self, run_id: UUID, outputs: Any, error: BaseException | None, paused: bool
+        self,
+        run_id: UUID,
+        outputs: Any,
+        error: BaseException | None,
+        paused: bool,
+        work: Sequence[tuple[OutputCounts, bool]],
     ) -> RequestResult | None:
         with self._lock:
             request = self._requests.pop(run_id)
@@ -180,9 +197,30 @@ class Measurer:
         else:
             outcome = Outcome.OK
             completed = verdict if verdict is not None else self._judge(outputs)
+        if outcome is not Outcome.INTERRUPTED:  # its work counts when the thread resumes
+            for counts, retry in work:
+                self._record_work(request, counts, retry)
         self.metrics.record_request(request.labels, outcome, seconds, completed=completed)
         tools, tokens = request.tools, request.tokens
         return RequestResult(outcome, seconds, completed, *tools, *tokens)
+
+    @_guarded
+    def _record_work(self, request: _Request, counts: OutputCounts, retry: bool) -> None:
+        """What the messages of one of the request's runs show, counted as the event handler
+        counts it: per tool call and per direction of tokens, under the version that did it."""
+        labels = request.labels
+        if retry:
+            labels = dataclasses.replace(labels, version=Version.STABLE.value)
+        for name, ok in counts.tools:
+            self.metrics.record_tool(labels, name, ok=ok)
+        inputs, outputs = counts.input_tokens, counts.output_tokens
+        if inputs or outputs:
+            self.metrics.record_tokens(labels, input=inputs, output=outputs)
+        if not retry:
+            request.tools[0] += counts.tool_calls
+            request.tools[1] += counts.tool_errors
+            request.tokens[0] += inputs
+            request.tokens[1] += outputs
 
     def _judge(self, outputs: Any) -> bool:
         try:

@@ -48,6 +48,7 @@ from langchain_graylayer.measuring.labels import (
     plan_tag,
     version_tag,
 )
+from langchain_graylayer.measuring.output import OutputCounts, RunMessages
 from langchain_graylayer.measuring.prometheus import GraylayerMetrics
 from langchain_graylayer.measuring.tracing import GraylayerTracingHandler
 from langchain_graylayer.plan.plan import Version
@@ -63,8 +64,8 @@ class Call:
     evidence goes."""
 
     __slots__ = (
-        "config", "decision", "evidence", "fell_back", "labels", "measurer", "paused", "run_id",
-        "started_at",
+        "config", "decision", "evidence", "fell_back", "labels", "measurer", "paused", "run",
+        "run_id", "started_at", "work",
     )  # fmt: skip
 
     def __init__(
@@ -74,9 +75,14 @@ class Call:
         decision: RoutingDecision,
         measurer: Measurer | None,
         evidence: EvidenceRecorder | None = None,
+        run: RunMessages | None = None,
     ) -> None:
         self.config, self.run_id, self.decision, self.measurer = config, run_id, decision, measurer
         self.evidence = evidence
+        self.run = run
+        """Reads the tool calls and tokens from the run's messages (``None``: a handler on the
+        descendant runs counts them)."""
+        self.work: list[tuple[OutputCounts, bool]] = []
         self.labels = labels_of(decision)
         self.started_at = time.perf_counter()
         self.fell_back = False
@@ -91,7 +97,13 @@ class Call:
     def ended(self, output: Any, error: BaseException | None = None) -> None:
         result = None
         if self.measurer is not None:
-            result = self.measurer.chain_end(self.run_id, output, error, paused=self.paused)
+            work = self.work
+            if self.run is not None:
+                raised = error is not None and not cancelled(error)
+                work = [*work, (self.run.counts(output, raised=raised), self.fell_back)]
+            result = self.measurer.chain_end(
+                self.run_id, output, error, paused=self.paused, work=work
+            )
         if self.evidence is None or self.labels is None or not self.labels.attributable:
             return
         if result is None:  # measured by a handler of the caller's: what this call saw
@@ -120,6 +132,9 @@ class Call:
         self.fell_back = True
         if self.measurer is not None:
             self.measurer.mark_fallback(self.run_id)
+        if self.run is not None:  # the candidate's work until it raised; stable's comes next
+            self.work.append((self.run.counts(raised=True), False))
+            self.run = RunMessages(self.run.mode)
         config = self.config
         stale = version_tag(Version.CANDIDATE.value)
         return {
@@ -180,8 +195,18 @@ class RunObserver:
             # dispatch through LangChain's callback manager.
             self.handler = ChildRunsHandler(metrics, judge=judge, journal=journal)
 
-    def open(self, config: RunnableConfig, decision: RoutingDecision, run_id: UUID) -> Call:
-        """The request's labelled config and what measures it; records the run for feedback."""
+    def open(
+        self,
+        config: RunnableConfig,
+        decision: RoutingDecision,
+        run_id: UUID,
+        mode: str | None = None,
+    ) -> Call:
+        """The request's labelled config and what measures it; records the run for feedback.
+
+        ``mode``: the run's messages show its work, in its final state or its chunks of this
+        stream mode (``"values"`` or ``"updates"``), so no handler watches its descendants;
+        ``None``: the metrics handler does."""
         metadata: dict[str, Any] = {
             PLAN_KEY: decision.plan_id,
             VERSION_KEY: decision.version.value,
@@ -197,7 +222,10 @@ class RunObserver:
             tags.append(layer_tag(labels.layer))
             self.feedback.index.record(str(run_id), labels)
         callbacks = config.get("callbacks")
-        handlers, measurer = self._observers(handlers_in(callbacks), decision)
+        present = handlers_in(callbacks)
+        if mode is not None and any(isinstance(h, GraylayerCallbackHandler) for h in present):
+            mode = None  # a handler of the caller's (or an outer router's) counts the work
+        handlers, measurer = self._observers(present, decision, from_output=mode is not None)
         # What ``merge_configs(config, {"metadata", "tags", "callbacks"})`` gives, without its
         # generic merging of every key (it runs on every request).
         labelled: RunnableConfig = {
@@ -207,19 +235,23 @@ class RunObserver:
         }
         if handlers:
             labelled["callbacks"] = with_handlers(callbacks, handlers)
-        return Call(labelled, run_id, decision, measurer, self.evidence)
+        run = None if mode is None or measurer is None else RunMessages(mode)
+        return Call(labelled, run_id, decision, measurer, self.evidence, run)
 
     def _observers(
-        self, present: list[Any], decision: RoutingDecision
+        self, present: list[Any], decision: RoutingDecision, *, from_output: bool = False
     ) -> tuple[list[BaseCallbackHandler], Measurer | None]:
         """The handlers to add, and what measures the request itself. A measuring handler the
         caller attached measures instead of ours (never both); an outer router's handler
-        measures the descendants, and this router still reports its own request."""
+        measures the descendants, and this router still reports its own request. Measured
+        ``from_output``, the descendants get no metrics handler."""
         handlers: list[BaseCallbackHandler] = []
         measurer = None
         handler = self.handler
         if handler is not None:
-            if not any(isinstance(h, GraylayerCallbackHandler) for h in present):
+            if not from_output and not any(
+                isinstance(h, GraylayerCallbackHandler) for h in present
+            ):
                 handlers.append(handler)  # it journals the candidate's tool calls too
             if not any(
                 isinstance(h, GraylayerCallbackHandler) and not isinstance(h, ChildRunsHandler)

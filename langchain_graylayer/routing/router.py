@@ -24,7 +24,6 @@ from langchain_core.runnables.config import (
     ensure_config,
     get_callback_manager_for_config,
     patch_config,
-    set_config_context,
 )
 from langchain_core.runnables.utils import ConfigurableFieldSpec, get_unique_config_specs
 from langchain_core.utils.pydantic import TypeBaseModel
@@ -43,6 +42,7 @@ from langchain_graylayer.measuring.labels import (
     interrupted,
     version_tag,
 )
+from langchain_graylayer.measuring.output import shows_messages, stream_mode_of
 from langchain_graylayer.measuring.prometheus import GraylayerMetrics, default_metrics
 from langchain_graylayer.measuring.tracing import GraylayerTracingHandler
 from langchain_graylayer.plan._config import to_configuration_error
@@ -53,6 +53,8 @@ from langchain_graylayer.routing.decision import RoutingDecision
 from langchain_graylayer.routing.observer import Call, RunObserver
 from langchain_graylayer.routing.runs import (
     Accumulator,
+    ainvoke_child,
+    invoke_child,
     new_run_id,
     own_run_manager,
     paused_in_state,
@@ -71,12 +73,16 @@ class _State:
     """The router's per-process state. One plain object, because each read of a pydantic private
     attribute goes through ``BaseModel.__getattr__`` (about 3 µs): too slow for the request path."""
 
-    __slots__ = ("assigner", "networked", "observer", "warned_no_user")
+    __slots__ = ("assigner", "from_output", "networked", "observer", "warned_no_user")
 
-    def __init__(self, assigner: Assigner, observer: RunObserver, networked: bool) -> None:
+    def __init__(
+        self, assigner: Assigner, observer: RunObserver, networked: bool, from_output: bool
+    ) -> None:
         self.assigner = assigner
         self.observer = observer
         self.networked = networked
+        self.from_output = from_output
+        """Both versions return their messages: count tool calls and tokens from them."""
         self.warned_no_user = float("-inf")
 
 
@@ -139,6 +145,12 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
     journal_tool_calls: bool = True
     """Journal the candidate's tool calls (the plan's ``judging.side_effect_tools``, or all) in
     the store, so a rollback can list them for compensation."""
+    measure_from_output: bool = True
+    """When both versions are LangGraph agents (a ``messages`` channel, e.g. ``create_agent``),
+    count each request's tool calls, tool errors and tokens from the messages it returns or
+    streams, with no metrics handler on its descendant runs (cheaper; the same counts). Other
+    runnables, and streams whose chunks do not show every message, are measured by the handler.
+    ``False``: the handler on every run."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -194,7 +206,13 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
             evidence=evidence,
         )
         assigner = Assigner(self.plan, store, profile_loader=self.profile_loader, clock=self.clock)
-        self._state_ = _State(assigner, observer, store.networked)
+        from_output = (
+            self.measure_from_output
+            and metrics is not None
+            and shows_messages(self.stable)
+            and shows_messages(self.candidate)
+        )
+        self._state_ = _State(assigner, observer, store.networked, from_output)
 
     # ------------------------------------------------------------------ Runnable plumbing
     @classmethod
@@ -339,23 +357,36 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
         context = current_request()
         return None if context is None else context.decision_for(self.plan.id, who)
 
-    def _open(self, config: RunnableConfig | None) -> Call:
+    def _open(self, config: RunnableConfig | None, mode: str | None) -> Call:
         config = ensure_config(config)
         who = identity_of(config)
         if who[0] is None:
             self._no_user_id(config)
         decision = self._decision(who) or self._state.assigner.assign(*who)
         run_id = config.pop("run_id", None) or new_run_id()
-        return self._state.observer.open(config, decision, run_id)
+        return self._state.observer.open(config, decision, run_id, mode)
 
-    async def _aopen(self, config: RunnableConfig | None) -> Call:
+    async def _aopen(self, config: RunnableConfig | None, mode: str | None) -> Call:
         config = ensure_config(config)
         who = identity_of(config)
         if who[0] is None:
             self._no_user_id(config)
         decision = self._decision(who) or await self.aroute_request(*who)
         run_id = config.pop("run_id", None) or new_run_id()
-        return self._state.observer.open(config, decision, run_id)
+        return self._state.observer.open(config, decision, run_id, mode)
+
+    def _invoke_mode(self, kwargs: dict[str, Any]) -> str | None:
+        """``"values"`` when the request is measured from the states its run goes through
+        (plain ``invoke`` of two LangGraph agents), ``None`` when a handler measures it."""
+        return "values" if self._state.from_output and not kwargs else None
+
+    def _stream_mode(self, kwargs: dict[str, Any]) -> str | None:
+        """The stream mode whose chunks the request is measured from (both versions must
+        stream it, for a fallback), ``None`` when a handler measures it."""
+        if not self._state.from_output:
+            return None
+        mode = stream_mode_of(self.candidate, kwargs)
+        return mode if mode is not None and mode == stream_mode_of(self.stable, kwargs) else None
 
     def _no_user_id(self, config: RunnableConfig) -> None:
         """Say so, at most once a minute: a typo in the key sends every user to stable."""
@@ -410,7 +441,7 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
     # ------------------------------------------------------------------ invoke
     @override
     def invoke(self, input: Input, config: RunnableConfig | None = None, **kwargs: Any) -> Output:
-        call = self._open(config)
+        call = self._open(config, self._invoke_mode(kwargs))
         call.started()
         run_manager = get_callback_manager_for_config(call.config).on_chain_start(
             None, input, name=call.config.get("run_name") or self.get_name(), run_id=call.run_id
@@ -418,12 +449,13 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
         try:
             try:
                 child = patch_config(call.config, callbacks=run_manager.get_child())
-                output = self._call(self._runnable(call.decision.version), input, child, kwargs)
+                runnable = self._runnable(call.decision.version)
+                output = invoke_child(runnable, input, child, kwargs, call.run)
             except BaseException as exc:
                 if not self._falls_back(call, exc):
                     raise
                 fallback = self._fallback_config(call, run_manager)
-                output = self._call(self.stable, input, fallback, kwargs)
+                output = invoke_child(self.stable, input, fallback, kwargs, call.run)
         except BaseException as exc:
             call.ended(None, exc)
             run_manager.on_chain_error(exc)
@@ -432,21 +464,11 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
         run_manager.on_chain_end(output)
         return output
 
-    @staticmethod
-    def _call(
-        runnable: Runnable[Input, Output],
-        input: Input,
-        child: RunnableConfig,
-        kwargs: dict[str, Any],
-    ) -> Output:
-        with set_config_context(child) as context:
-            return context.run(runnable.invoke, input, child, **kwargs)
-
     @override
     async def ainvoke(
         self, input: Input, config: RunnableConfig | None = None, **kwargs: Any
     ) -> Output:
-        call = await self._aopen(config)
+        call = await self._aopen(config, self._invoke_mode(kwargs))
         call.started()
         run_manager = await own_run_manager(call.config).on_chain_start(
             None, input, name=call.config.get("run_name") or self.get_name(), run_id=call.run_id
@@ -457,12 +479,12 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
             try:
                 child = patch_config(call.config, callbacks=run_manager.get_child())
                 runnable = self._runnable(call.decision.version)
-                output = await runnable.ainvoke(input, child, **kwargs)
+                output = await ainvoke_child(runnable, input, child, kwargs, call.run)
             except BaseException as exc:
                 if not self._falls_back(call, exc):
                     raise
                 fallback = self._fallback_config(call, run_manager)
-                output = await self.stable.ainvoke(input, fallback, **kwargs)
+                output = await ainvoke_child(self.stable, input, fallback, kwargs, call.run)
         except BaseException as exc:
             call.ended(None, exc)
             await run_manager.on_chain_error(exc)
@@ -476,7 +498,7 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
     def stream(
         self, input: Input, config: RunnableConfig | None = None, **kwargs: Any | None
     ) -> Iterator[Output]:
-        call = self._open(config)
+        call = self._open(config, self._stream_mode(kwargs))
         call.started()
         run_manager: CallbackManagerForChainRun = get_callback_manager_for_config(
             call.config
@@ -490,6 +512,8 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
             try:
                 for chunk in runnable.stream(input, child, **kwargs):
                     final.add(chunk)
+                    if call.run is not None:
+                        call.run.add(chunk)
                     yield chunk
             except Exception as exc:
                 # Once a chunk has reached the caller, a switch of version would splice two
@@ -499,6 +523,8 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
                 runnable, child = self.stable, self._fallback_config(call, run_manager)
                 for chunk in runnable.stream(input, child, **kwargs):
                     final.add(chunk)
+                    if call.run is not None:
+                        call.run.add(chunk)
                     yield chunk
         except BaseException as exc:
             call.ended(None, exc)
@@ -512,7 +538,7 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
     async def astream(
         self, input: Input, config: RunnableConfig | None = None, **kwargs: Any | None
     ) -> AsyncIterator[Output]:
-        call = await self._aopen(config)
+        call = await self._aopen(config, self._stream_mode(kwargs))
         call.started()
         run_manager: AsyncCallbackManagerForChainRun = await own_run_manager(
             call.config
@@ -526,6 +552,8 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
             try:
                 async for chunk in runnable.astream(input, child, **kwargs):
                     final.add(chunk)
+                    if call.run is not None:
+                        call.run.add(chunk)
                     yield chunk
             except Exception as exc:
                 if final.started or not self._falls_back(call, exc):
@@ -533,6 +561,8 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
                 runnable, child = self.stable, self._fallback_config(call, run_manager)
                 async for chunk in runnable.astream(input, child, **kwargs):
                     final.add(chunk)
+                    if call.run is not None:
+                        call.run.add(chunk)
                     yield chunk
         except BaseException as exc:
             call.ended(None, exc)

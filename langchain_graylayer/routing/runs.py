@@ -15,10 +15,14 @@ from langchain_core.callbacks import (
     BaseCallbackHandler,
 )
 from langchain_core.messages import BaseMessageChunk
-from langchain_core.runnables import RunnableConfig
-from langchain_core.runnables.config import get_async_callback_manager_for_config
+from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.runnables.config import (
+    get_async_callback_manager_for_config,
+    set_config_context,
+)
 
 from langchain_graylayer.measuring.labels import carries_interrupt
+from langchain_graylayer.measuring.output import RunMessages, ainvoke_tracked, invoke_tracked
 
 try:  # langchain-core 1.x makes UUIDv7 run ids; keep ours of the same kind
     from langchain_core.utils.uuid import uuid7 as _uuid7
@@ -27,7 +31,9 @@ except ImportError:  # pragma: no cover - releases without it
 
 __all__ = [
     "Accumulator",
+    "ainvoke_child",
     "handlers_in",
+    "invoke_child",
     "merge_message_pair",
     "new_run_id",
     "own_run_manager",
@@ -89,6 +95,36 @@ def with_handlers(callbacks: Any, handlers: list[BaseCallbackHandler]) -> Any:
     for handler in handlers:
         merged.add_handler(handler, inherit=True)
     return merged
+
+
+def invoke_child(
+    runnable: Runnable[Any, Output],
+    input: Any,
+    child: RunnableConfig,
+    kwargs: dict[str, Any],
+    run: RunMessages | None,
+) -> Output:
+    """Invoke the chosen runnable as the router's child, in its own config context (as
+    ``RunnableBranch`` does); with ``run``, through the states it goes through, which show its
+    work even if it raises."""
+    with set_config_context(child) as context:
+        if run is not None:
+            return cast(Output, context.run(invoke_tracked, runnable, input, child, run))
+        return context.run(runnable.invoke, input, child, **kwargs)
+
+
+async def ainvoke_child(
+    runnable: Runnable[Any, Output],
+    input: Any,
+    child: RunnableConfig,
+    kwargs: dict[str, Any],
+    run: RunMessages | None,
+) -> Output:
+    """:func:`invoke_child` for async code: awaited in place (the child sets its own config
+    context, and a task per request would cost more than the rest of the routing)."""
+    if run is not None:
+        return cast(Output, await ainvoke_tracked(runnable, input, child, run))
+    return await runnable.ainvoke(input, child, **kwargs)
 
 
 def handlers_in(callbacks: Any) -> list[Any]:
