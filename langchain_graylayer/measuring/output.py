@@ -16,6 +16,7 @@ handler counts it.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -92,29 +93,25 @@ class OutputCounts:
         return sum(not ok for _, ok in self.tools)
 
     @classmethod
-    def of(cls, messages: Sequence[Any], *, raised: bool = False) -> OutputCounts:
-        """The counts of the messages a run added; ``raised``: the run raised after them, so
-        the unanswered tool calls of its last AI message were running, and one of them raised
-        (the first, when several were: the exception does not say which)."""
-        tools = tool_results(messages)
-        if raised:
-            pending = _unanswered(messages)
-            tools += [(name, index > 0) for index, name in enumerate(pending)]
+    def of(cls, messages: Sequence[Any]) -> OutputCounts:
+        """The counts of the messages a run added."""
         inputs, outputs, model = usage_from_messages(messages)
-        return cls(tuple(tools), inputs, outputs, model)
+        return cls(tuple(tool_results(messages)), inputs, outputs, model)
 
 
-def _unanswered(messages: Sequence[Any]) -> list[str]:
-    """The names of the last AI message's tool calls that no later ``ToolMessage`` answers."""
+def _unanswered(messages: Sequence[Any]) -> dict[Any, str]:
+    """The last AI message's tool calls (id → name) that no later ``ToolMessage`` answers."""
     answered: set[str] = set()
     for message in reversed(messages):
         if isinstance(message, ToolMessage):
             answered.add(message.tool_call_id)
         elif isinstance(message, AIMessage):
-            return [c["name"] for c in message.tool_calls if c.get("id") not in answered]
+            calls = message.tool_calls
+            return {c.get("id") or n: c["name"] for n, c in enumerate(calls)
+                    if c.get("id") not in answered}  # fmt: skip
         else:
-            return []
-    return []
+            return {}
+    return {}
 
 
 def _since_question(messages: Sequence[Any]) -> list[Any]:
@@ -141,11 +138,13 @@ def messages_in(value: Any) -> list[Any] | None:
 
 
 class RunMessages:
-    """The messages one run added, read from its final state or its stream.
+    """The messages one run added, read from the states or updates it streams.
 
     ``mode`` is how chunks come: ``"values"`` (each chunk the whole state) or ``"updates"``
-    (each chunk ``{node: update}``, the update's ``messages`` being what the node added; a
-    subgraph's node update repeats the messages it was given, so messages are kept once by id).
+    (each chunk ``{node: update}``, the update's ``messages`` being what the node added). Chunks
+    of subgraphs (and of agents run inside a tool) come under their namespace: each namespace's
+    messages since its own question count, each message once (a subgraph that shares
+    ``messages`` repeats its parent's).
 
     Example:
         >>> from langchain_core.messages import AIMessage, HumanMessage
@@ -155,39 +154,52 @@ class RunMessages:
         ['hello']
     """
 
-    __slots__ = ("_by_id", "_last", "mode")
+    __slots__ = ("_seen", "mode")
 
     def __init__(self, mode: str = "values") -> None:
         self.mode = mode
-        self._last: list[Any] = []
-        self._by_id: dict[Any, Any] = {}
+        self._seen: dict[tuple[str, ...], dict[Any, Any]] = {}
 
-    def add(self, chunk: Any) -> None:
-        """One state (``values``) or one update (``updates``)."""
+    def add(self, chunk: Any, namespace: tuple[str, ...] = ()) -> None:
+        """One state (``values``) or one update (``updates``) of the graph at ``namespace``."""
         if self.mode == "values":
             found = messages_in(chunk)
             if found is not None:
-                self._last = found
+                self._seen[namespace] = dict(enumerate(found))
             return
         if not isinstance(chunk, Mapping):
             return
+        seen = self._seen.setdefault(namespace, {})
         for update in chunk.values():
             for part in update if isinstance(update, list) else (update,):
                 found = messages_in(part) if isinstance(part, Mapping) else None
                 for message in found or ():
-                    self._by_id.setdefault(message.id or id(message), message)
+                    seen.setdefault(message.id or id(message), message)
 
     def messages(self) -> list[Any]:
         """The messages the run added so far."""
-        found = self._last if self.mode == "values" else list(self._by_id.values())
-        return _since_question(found)
+        added: dict[Any, Any] = {}
+        for seen in self._seen.values():
+            for message in _since_question(list(seen.values())):
+                added.setdefault(message.id or id(message), message)
+        return list(added.values())
 
-    def counts(self, output: Any = None, *, raised: bool = False) -> OutputCounts:
-        """The run's counts: from ``output`` when it shows the messages, else from the chunks
-        seen (``raised``: the run raised after the last of them)."""
-        found = None if raised or output is None else messages_in(output)
-        messages = self.messages() if found is None else _since_question(found)
-        return OutputCounts.of(messages, raised=raised)
+    def counts(self, *, raised: bool = False) -> OutputCounts:
+        """The run's counts (``raised``: the run raised after the last chunk seen)."""
+        if not raised:
+            return OutputCounts.of(self.messages())
+        # What was running in each graph when it raised: the exception came out of one call of
+        # each (a tool that runs an agent fails with it); a call shared by a parent and a
+        # subgraph that shares its messages counts once.
+        running: dict[Any, bool] = {}
+        tools: list[tuple[str, bool]] = []
+        for seen in self._seen.values():
+            for index, (call, name) in enumerate(_unanswered(list(seen.values())).items()):
+                if call not in running:
+                    running[call] = True
+                    tools.append((name, index > 0))
+        counts = OutputCounts.of(self.messages())
+        return dataclasses.replace(counts, tools=counts.tools + tuple(tools))
 
 
 def _unwrapped(runnable: Any) -> Any:
@@ -218,37 +230,50 @@ def stream_mode_of(runnable: Any, kwargs: Mapping[str, Any]) -> str | None:
     return mode if isinstance(mode, str) and mode in READABLE_MODES else None
 
 
-def invoke_tracked(graph: Any, input: Any, config: Any, run: RunMessages) -> Any:
-    """``graph.invoke(input, config)``, as LangGraph's ``invoke`` runs it (its ``stream`` in
-    ``updates`` and ``values`` modes, the last state with the interrupts of the updates), with
-    every state shown to ``run`` on the way."""
-    latest: Any = None
-    interrupts: list[Any] = []
-    for mode, payload in graph.stream(input, config, stream_mode=["updates", "values"]):
+_TRACKED: dict[str, Any] = {"stream_mode": ["updates", "values"], "subgraphs": True}
+
+
+class _Invoke:
+    """What LangGraph's ``invoke`` keeps of its stream (v1: the last state, with the interrupts
+    of the updates), and every state, of the graph and its subgraphs, shown to ``run``."""
+
+    __slots__ = ("interrupts", "latest", "run")
+
+    def __init__(self, run: RunMessages) -> None:
+        self.run, self.latest, self.interrupts = run, None, list[Any]()
+
+    def add(self, namespace: tuple[str, ...], mode: str, payload: Any) -> None:
         if mode == "values":
-            latest = payload
-            run.add(payload)
-        elif isinstance(payload, Mapping) and payload.get("__interrupt__") is not None:
-            interrupts.extend(payload["__interrupt__"])
-    return _with_interrupts(latest, interrupts)
+            self.run.add(payload, namespace)
+            if not namespace:
+                self.latest = payload
+        elif not namespace and isinstance(payload, Mapping):
+            found = payload.get("__interrupt__")
+            if found is not None:
+                self.interrupts.extend(found)
+
+    def output(self) -> Any:
+        latest, interrupts = self.latest, self.interrupts
+        if not interrupts:
+            return latest
+        if isinstance(latest, dict):
+            return {**latest, "__interrupt__": interrupts}
+        return {"__interrupt__": interrupts}
+
+
+def invoke_tracked(graph: Any, input: Any, config: Any, run: RunMessages) -> Any:
+    """``graph.invoke(input, config)`` as LangGraph runs it (its ``stream`` in ``updates`` and
+    ``values`` modes), also streaming its subgraphs' states to ``run``: when the run raises,
+    the last states show what was running."""
+    invoke = _Invoke(run)
+    for namespace, mode, payload in graph.stream(input, config, **_TRACKED):
+        invoke.add(namespace, mode, payload)
+    return invoke.output()
 
 
 async def ainvoke_tracked(graph: Any, input: Any, config: Any, run: RunMessages) -> Any:
     """:func:`invoke_tracked` for async code."""
-    latest: Any = None
-    interrupts: list[Any] = []
-    async for mode, payload in graph.astream(input, config, stream_mode=["updates", "values"]):
-        if mode == "values":
-            latest = payload
-            run.add(payload)
-        elif isinstance(payload, Mapping) and payload.get("__interrupt__") is not None:
-            interrupts.extend(payload["__interrupt__"])
-    return _with_interrupts(latest, interrupts)
-
-
-def _with_interrupts(latest: Any, interrupts: list[Any]) -> Any:
-    if not interrupts:
-        return latest
-    if isinstance(latest, dict):
-        return {**latest, "__interrupt__": interrupts}
-    return {"__interrupt__": interrupts}
+    invoke = _Invoke(run)
+    async for namespace, mode, payload in graph.astream(input, config, **_TRACKED):
+        invoke.add(namespace, mode, payload)
+    return invoke.output()

@@ -100,7 +100,7 @@ class Call:
             work = self.work
             if self.run is not None:
                 raised = error is not None and not cancelled(error)
-                work = [*work, (self.run.counts(output, raised=raised), self.fell_back)]
+                work = [*work, (self.run.counts(raised=raised), self.fell_back)]
             result = self.measurer.chain_end(
                 self.run_id, output, error, paused=self.paused, work=work
             )

@@ -54,11 +54,13 @@ from langchain_graylayer.routing.observer import Call, RunObserver
 from langchain_graylayer.routing.runs import (
     Accumulator,
     ainvoke_child,
+    astream_child,
     invoke_child,
     new_run_id,
     own_run_manager,
     paused_in_state,
     paused_in_state_async,
+    stream_child,
 )
 from langchain_graylayer.store.cached import for_requests
 from langchain_graylayer.store.memory import MemoryStore
@@ -510,10 +512,8 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
             child = patch_config(call.config, callbacks=run_manager.get_child())
             runnable = self._runnable(call.decision.version)
             try:
-                for chunk in runnable.stream(input, child, **kwargs):
+                for chunk in stream_child(runnable, input, child, kwargs, call.run):
                     final.add(chunk)
-                    if call.run is not None:
-                        call.run.add(chunk)
                     yield chunk
             except Exception as exc:
                 # Once a chunk has reached the caller, a switch of version would splice two
@@ -521,10 +521,8 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
                 if final.started or not self._falls_back(call, exc):
                     raise
                 runnable, child = self.stable, self._fallback_config(call, run_manager)
-                for chunk in runnable.stream(input, child, **kwargs):
+                for chunk in stream_child(runnable, input, child, kwargs, call.run):
                     final.add(chunk)
-                    if call.run is not None:
-                        call.run.add(chunk)
                     yield chunk
         except BaseException as exc:
             call.ended(None, exc)
@@ -550,19 +548,15 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
             child = patch_config(call.config, callbacks=run_manager.get_child())
             runnable = self._runnable(call.decision.version)
             try:
-                async for chunk in runnable.astream(input, child, **kwargs):
+                async for chunk in astream_child(runnable, input, child, kwargs, call.run):
                     final.add(chunk)
-                    if call.run is not None:
-                        call.run.add(chunk)
                     yield chunk
             except Exception as exc:
                 if final.started or not self._falls_back(call, exc):
                     raise
                 runnable, child = self.stable, self._fallback_config(call, run_manager)
-                async for chunk in runnable.astream(input, child, **kwargs):
+                async for chunk in astream_child(runnable, input, child, kwargs, call.run):
                     final.add(chunk)
-                    if call.run is not None:
-                        call.run.add(chunk)
                     yield chunk
         except BaseException as exc:
             call.ended(None, exc)

@@ -6,6 +6,7 @@ Nothing here knows about plans or versions.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, Generic, TypeVar, cast
 from uuid import UUID, uuid4
 
@@ -32,6 +33,7 @@ except ImportError:  # pragma: no cover - releases without it
 __all__ = [
     "Accumulator",
     "ainvoke_child",
+    "astream_child",
     "handlers_in",
     "invoke_child",
     "merge_message_pair",
@@ -39,6 +41,7 @@ __all__ = [
     "own_run_manager",
     "paused_in_state",
     "paused_in_state_async",
+    "stream_child",
     "with_handlers",
 ]
 
@@ -125,6 +128,45 @@ async def ainvoke_child(
     if run is not None:
         return cast(Output, await ainvoke_tracked(runnable, input, child, run))
     return await runnable.ainvoke(input, child, **kwargs)
+
+
+def stream_child(
+    runnable: Runnable[Any, Output],
+    input: Any,
+    child: RunnableConfig,
+    kwargs: dict[str, Any],
+    run: RunMessages | None,
+) -> Iterator[Output]:
+    """Stream the chosen runnable; with ``run``, with its subgraphs' chunks too (shown to
+    ``run``, which then sees what was running if the stream raises), yielding the graph's own
+    chunks only: what the caller asked for."""
+    if run is None:
+        yield from runnable.stream(input, child, **kwargs)
+        return
+    graph: Any = runnable  # a LangGraph graph: (namespace, chunk) pairs with subgraphs=True
+    for namespace, chunk in graph.stream(input, child, **kwargs, subgraphs=True):
+        run.add(chunk, namespace)
+        if not namespace:
+            yield chunk
+
+
+async def astream_child(
+    runnable: Runnable[Any, Output],
+    input: Any,
+    child: RunnableConfig,
+    kwargs: dict[str, Any],
+    run: RunMessages | None,
+) -> AsyncIterator[Output]:
+    """:func:`stream_child` for async code."""
+    if run is None:
+        async for chunk in runnable.astream(input, child, **kwargs):
+            yield chunk
+        return
+    graph: Any = runnable
+    async for namespace, chunk in graph.astream(input, child, **kwargs, subgraphs=True):
+        run.add(chunk, namespace)
+        if not namespace:
+            yield chunk
 
 
 def handlers_in(callbacks: Any) -> list[Any]:
