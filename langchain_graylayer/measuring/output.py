@@ -28,6 +28,7 @@ __all__ = [
     "READABLE_MODES",
     "OutputCounts",
     "RunMessages",
+    "has_subgraphs",
     "shows_messages",
     "stream_mode_of",
     "tool_results",
@@ -154,10 +155,14 @@ class RunMessages:
         ['hello']
     """
 
-    __slots__ = ("_seen", "mode")
+    __slots__ = ("_seen", "mode", "subgraphs")
 
-    def __init__(self, mode: str = "values") -> None:
+    def __init__(self, mode: str = "values", *, subgraphs: bool = False) -> None:
         self.mode = mode
+        self.subgraphs = subgraphs
+        """Stream the subgraphs' chunks too (what a graph with subgraphs needs shown when it
+        raises inside one; LangGraph then runs the graph's steps on a thread, so it is asked for
+        only where a subgraph is)."""
         self._seen: dict[tuple[str, ...], dict[Any, Any]] = {}
 
     def add(self, chunk: Any, namespace: tuple[str, ...] = ()) -> None:
@@ -220,6 +225,15 @@ def shows_messages(runnable: Any) -> bool:
     )
 
 
+def has_subgraphs(runnable: Any) -> bool:
+    """True for a LangGraph graph with a subgraph as a node. (An agent that a tool runs is no
+    node: its messages never reach the outer agent's output, only a handler counts its work.)"""
+    try:
+        return any(True for _ in _unwrapped(runnable).get_subgraphs())
+    except Exception:
+        return False
+
+
 def stream_mode_of(runnable: Any, kwargs: Mapping[str, Any]) -> str | None:
     """The stream mode a graph's ``stream`` yields with ``kwargs``, when its chunks show every
     message (``values`` or ``updates``, one mode, no subgraph namespaces, the v1 format);
@@ -230,7 +244,7 @@ def stream_mode_of(runnable: Any, kwargs: Mapping[str, Any]) -> str | None:
     return mode if isinstance(mode, str) and mode in READABLE_MODES else None
 
 
-_TRACKED: dict[str, Any] = {"stream_mode": ["updates", "values"], "subgraphs": True}
+_MODES = ["updates", "values"]
 
 
 class _Invoke:
@@ -266,7 +280,11 @@ def invoke_tracked(graph: Any, input: Any, config: Any, run: RunMessages) -> Any
     ``values`` modes), also streaming its subgraphs' states to ``run``: when the run raises,
     the last states show what was running."""
     invoke = _Invoke(run)
-    for namespace, mode, payload in graph.stream(input, config, **_TRACKED):
+    if not run.subgraphs:
+        for mode, payload in graph.stream(input, config, stream_mode=_MODES):
+            invoke.add((), mode, payload)
+        return invoke.output()
+    for namespace, mode, payload in graph.stream(input, config, stream_mode=_MODES, subgraphs=True):
         invoke.add(namespace, mode, payload)
     return invoke.output()
 
@@ -274,6 +292,11 @@ def invoke_tracked(graph: Any, input: Any, config: Any, run: RunMessages) -> Any
 async def ainvoke_tracked(graph: Any, input: Any, config: Any, run: RunMessages) -> Any:
     """:func:`invoke_tracked` for async code."""
     invoke = _Invoke(run)
-    async for namespace, mode, payload in graph.astream(input, config, **_TRACKED):
+    if not run.subgraphs:
+        async for mode, payload in graph.astream(input, config, stream_mode=_MODES):
+            invoke.add((), mode, payload)
+        return invoke.output()
+    stream = graph.astream(input, config, stream_mode=_MODES, subgraphs=True)
+    async for namespace, mode, payload in stream:
         invoke.add(namespace, mode, payload)
     return invoke.output()

@@ -134,7 +134,7 @@ class Call:
             self.measurer.mark_fallback(self.run_id)
         if self.run is not None:  # the candidate's work until it raised; stable's comes next
             self.work.append((self.run.counts(raised=True), False))
-            self.run = RunMessages(self.run.mode)
+            self.run = RunMessages(self.run.mode, subgraphs=self.run.subgraphs)
         config = self.config
         stale = version_tag(Version.CANDIDATE.value)
         return {
@@ -178,8 +178,11 @@ class RunObserver:
         tracing: GraylayerTracingHandler | None,
         feedback: FeedbackRecorder,
         evidence: EvidenceRecorder | None = None,
+        subgraphs: bool = False,
     ) -> None:
         self.journal = journal
+        self.subgraphs = subgraphs
+        """Measured from their output, runs show their subgraphs' states too."""
         self.evidence = evidence
         self.tracing = tracing
         self.feedback = feedback
@@ -235,7 +238,11 @@ class RunObserver:
         }
         if handlers:
             labelled["callbacks"] = with_handlers(callbacks, handlers)
-        run = None if mode is None or measurer is None else RunMessages(mode)
+        run = (
+            None
+            if mode is None or measurer is None
+            else RunMessages(mode, subgraphs=self.subgraphs)
+        )
         return Call(labelled, run_id, decision, measurer, self.evidence, run)
 
     def _observers(

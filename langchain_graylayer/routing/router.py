@@ -42,7 +42,7 @@ from langchain_graylayer.measuring.labels import (
     interrupted,
     version_tag,
 )
-from langchain_graylayer.measuring.output import shows_messages, stream_mode_of
+from langchain_graylayer.measuring.output import has_subgraphs, shows_messages, stream_mode_of
 from langchain_graylayer.measuring.prometheus import GraylayerMetrics, default_metrics
 from langchain_graylayer.measuring.tracing import GraylayerTracingHandler
 from langchain_graylayer.plan._config import to_configuration_error
@@ -199,6 +199,12 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
             tracing = GraylayerTracingHandler(self.tracer, agent_name=self.plan.id)
         index = RunIndex(ttl=self.feedback_ttl, clock=self.clock)
         evidence = EvidenceRecorder(store, self.plan)
+        versions = (self.stable, self.candidate)
+        from_output = (
+            self.measure_from_output
+            and metrics is not None
+            and all(shows_messages(version) for version in versions)
+        )
         observer = RunObserver(
             metrics=metrics,
             completion_judge=self.completion_judge,
@@ -206,14 +212,9 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
             tracing=tracing,
             feedback=FeedbackRecorder(metrics, index, evidence),
             evidence=evidence,
+            subgraphs=from_output and any(has_subgraphs(version) for version in versions),
         )
         assigner = Assigner(self.plan, store, profile_loader=self.profile_loader, clock=self.clock)
-        from_output = (
-            self.measure_from_output
-            and metrics is not None
-            and shows_messages(self.stable)
-            and shows_messages(self.candidate)
-        )
         self._state_ = _State(assigner, observer, store.networked, from_output)
 
     # ------------------------------------------------------------------ Runnable plumbing

@@ -137,11 +137,15 @@ def stream_child(
     kwargs: dict[str, Any],
     run: RunMessages | None,
 ) -> Iterator[Output]:
-    """Stream the chosen runnable; with ``run``, with its subgraphs' chunks too (shown to
-    ``run``, which then sees what was running if the stream raises), yielding the graph's own
-    chunks only: what the caller asked for."""
-    if run is None:
-        yield from runnable.stream(input, child, **kwargs)
+    """Stream the chosen runnable, showing its chunks to ``run`` (if any); with
+    ``run.subgraphs``, its subgraphs' chunks too (``run`` then sees what was running if the
+    stream raises inside one), yielding the graph's own chunks only: what the caller asked
+    for."""
+    if run is None or not run.subgraphs:
+        for chunk in runnable.stream(input, child, **kwargs):
+            if run is not None:
+                run.add(chunk)
+            yield chunk
         return
     graph: Any = runnable  # a LangGraph graph: (namespace, chunk) pairs with subgraphs=True
     for namespace, chunk in graph.stream(input, child, **kwargs, subgraphs=True):
@@ -158,8 +162,10 @@ async def astream_child(
     run: RunMessages | None,
 ) -> AsyncIterator[Output]:
     """:func:`stream_child` for async code."""
-    if run is None:
+    if run is None or not run.subgraphs:
         async for chunk in runnable.astream(input, child, **kwargs):
+            if run is not None:
+                run.add(chunk)
             yield chunk
         return
     graph: Any = runnable

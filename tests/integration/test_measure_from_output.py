@@ -156,22 +156,8 @@ CASES = {
         lambda: with_subgraph(BROKEN),
         plan={"fallback_to_stable": False},
     ),
-    "agent-inside-a-tool": Case(
-        lambda: with_specialist(STABLE), lambda: with_specialist(CANDIDATE)
-    ),
-    "agent-inside-a-tool-raises": Case(
-        lambda: with_specialist(STABLE),
-        lambda: with_specialist(BROKEN),
-        plan={"fallback_to_stable": False},
-    ),
     "subgraph-stream-raised-tool-error": Case(
         lambda: with_subgraph(STABLE), lambda: with_subgraph(BROKEN), "stream"
-    ),
-    "agent-inside-a-tool-astream": Case(
-        lambda: with_specialist(STABLE), lambda: with_specialist(CANDIDATE), "astream"
-    ),
-    "agent-inside-a-tool-astream-raises": Case(
-        lambda: with_specialist(STABLE), lambda: with_specialist(BROKEN), "astream"
     ),
     "checkpointed-thread-second-turn": Case(
         lambda: with_memory(STABLE), lambda: with_memory(CANDIDATE), thread=True
@@ -279,6 +265,25 @@ def test_measured_from_the_output_or_by_the_handler_the_counts_are_identical(cas
         assert by_output.child_starts == []  # nothing watched them: counted from the output
     else:
         assert by_output.child_starts
+
+
+def test_an_agent_run_inside_a_tool_is_counted_by_the_handler_only() -> None:
+    """The limit of reading the output: an agent that a tool runs keeps its messages to itself
+    (the outer agent sees the tool's answer), so its own tool calls and tokens are counted by
+    the handler only. Such routers want ``measure_from_output=False``."""
+    case = Case(lambda: with_specialist(STABLE), lambda: with_specialist(CANDIDATE))
+    by_output = served(case, from_output=True)
+    by_handler = served(case, from_output=False)
+
+    def tools(served: Served) -> set[str]:
+        return {dict(labels)["tool"] for name, labels in served.samples() if "tool" in dict(labels)}
+
+    assert tools(by_output) == {"ask_specialist"}
+    assert tools(by_handler) == {"ask_specialist", "lookup_order", "issue_refund"}
+    requests = [k for k in by_output.samples() if k[0] == "graylayer_requests_total"]
+    assert {k: by_output.samples()[k] for k in requests} == {
+        k: by_handler.samples()[k] for k in requests
+    }
 
 
 def test_a_runnable_that_returns_plain_text_is_measured_by_the_handler() -> None:
