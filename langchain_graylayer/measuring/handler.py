@@ -143,6 +143,19 @@ class Measurer:
             self.mark_fallback(UUID(request_id))
 
     @_guarded
+    def request_started(
+        self, run_id: UUID, labels: RunLabels | None, plan: str, reason: str | None
+    ) -> None:
+        """A request started whose labels the caller knows (the router's own run): what
+        :meth:`chain_start` reads from its metadata. ``labels=None``: it was not routed."""
+        if labels is None:
+            if reason is not None:
+                self.metrics.record_unrouted(plan, reason)
+            return
+        with self._lock:
+            self._requests.set(run_id, _Request(labels), self.run_ttl)
+
+    @_guarded
     def mark_fallback(self, request_id: UUID) -> None:
         """The request's candidate failed and stable answers: not a completion, not an error."""
         with self._lock:

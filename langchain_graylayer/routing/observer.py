@@ -76,6 +76,7 @@ class Call:
         measurer: Measurer | None,
         evidence: EvidenceRecorder | None = None,
         run: RunMessages | None = None,
+        labels: RunLabels | None = None,
     ) -> None:
         self.config, self.run_id, self.decision, self.measurer = config, run_id, decision, measurer
         self.evidence = evidence
@@ -83,7 +84,7 @@ class Call:
         """Reads the tool calls and tokens from the run's messages (``None``: a handler on the
         descendant runs counts them)."""
         self.work: list[tuple[OutputCounts, bool]] = []
-        self.labels = labels_of(decision)
+        self.labels = labels if labels is not None else labels_of(decision)
         self.started_at = time.perf_counter()
         self.fell_back = False
         self.paused = False
@@ -92,7 +93,10 @@ class Call:
     def started(self) -> None:
         self.started_at = time.perf_counter()
         if self.measurer is not None:
-            self.measurer.chain_start(self.run_id, self.config.get("metadata"))
+            decision = self.decision
+            self.measurer.request_started(
+                self.run_id, self.labels, decision.plan_id, decision.reason.value
+            )
 
     def ended(self, output: Any, error: BaseException | None = None) -> None:
         result = None
@@ -210,10 +214,11 @@ class RunObserver:
         ``mode``: the run's messages show its work, in its final state or its chunks of this
         stream mode (``"values"`` or ``"updates"``), so no handler watches its descendants;
         ``None``: the metrics handler does."""
+        request_id = str(run_id)
         metadata: dict[str, Any] = {
             PLAN_KEY: decision.plan_id,
             VERSION_KEY: decision.version.value,
-            REQUEST_ID_KEY: str(run_id),
+            REQUEST_ID_KEY: request_id,
             REASON_KEY: decision.reason.value,
         }
         tags = [plan_tag(decision.plan_id), version_tag(decision.version.value)]
@@ -223,7 +228,7 @@ class RunObserver:
         if labels is not None:
             metadata[LAYER_KEY] = labels.layer
             tags.append(layer_tag(labels.layer))
-            self.feedback.index.record(str(run_id), labels)
+            self.feedback.index.record(request_id, labels)
         callbacks = config.get("callbacks")
         present = handlers_in(callbacks)
         if mode is not None and any(isinstance(h, GraylayerCallbackHandler) for h in present):
@@ -238,12 +243,10 @@ class RunObserver:
         }
         if handlers:
             labelled["callbacks"] = with_handlers(callbacks, handlers)
-        run = (
-            None
-            if mode is None or measurer is None
-            else RunMessages(mode, subgraphs=self.subgraphs)
-        )
-        return Call(labelled, run_id, decision, measurer, self.evidence, run)
+        run = None
+        if mode is not None and measurer is not None:
+            run = RunMessages(mode, subgraphs=self.subgraphs)
+        return Call(labelled, run_id, decision, measurer, self.evidence, run, labels)
 
     def _observers(
         self, present: list[Any], decision: RoutingDecision, *, from_output: bool = False

@@ -23,7 +23,6 @@ from langchain_core.runnables import Runnable, RunnableConfig, RunnableSerializa
 from langchain_core.runnables.config import (
     ensure_config,
     get_callback_manager_for_config,
-    patch_config,
 )
 from langchain_core.runnables.utils import ConfigurableFieldSpec, get_unique_config_specs
 from langchain_core.utils.pydantic import TypeBaseModel
@@ -55,6 +54,7 @@ from langchain_graylayer.routing.runs import (
     Accumulator,
     ainvoke_child,
     astream_child,
+    child_config,
     invoke_child,
     new_run_id,
     own_run_manager,
@@ -435,7 +435,7 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
         fallback, without the candidate tag it inherited."""
         callbacks = run_manager.get_child(FALLBACK_TAG)
         callbacks.remove_tags([version_tag(Version.CANDIDATE.value)])
-        return patch_config(call.fallback_config(), callbacks=callbacks)
+        return child_config(call.fallback_config(), callbacks)
 
     def _answered(self, call: Call, output: Any) -> None:
         self._state.observer.answered(call, output)
@@ -451,7 +451,7 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
         )
         try:
             try:
-                child = patch_config(call.config, callbacks=run_manager.get_child())
+                child = child_config(call.config, run_manager.get_child())
                 runnable = self._runnable(call.decision.version)
                 output = invoke_child(runnable, input, child, kwargs, call.run)
             except BaseException as exc:
@@ -480,7 +480,7 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
             # Awaited in place, as RunnableBranch does: the child sets its own config context,
             # and a task per request would cost more than the rest of the routing.
             try:
-                child = patch_config(call.config, callbacks=run_manager.get_child())
+                child = child_config(call.config, run_manager.get_child())
                 runnable = self._runnable(call.decision.version)
                 output = await ainvoke_child(runnable, input, child, kwargs, call.run)
             except BaseException as exc:
@@ -510,7 +510,7 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
         )
         final = Accumulator[Output]()
         try:
-            child = patch_config(call.config, callbacks=run_manager.get_child())
+            child = child_config(call.config, run_manager.get_child())
             runnable = self._runnable(call.decision.version)
             try:
                 for chunk in stream_child(runnable, input, child, kwargs, call.run):
@@ -546,7 +546,7 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
         )
         final = Accumulator[Output]()
         try:
-            child = patch_config(call.config, callbacks=run_manager.get_child())
+            child = child_config(call.config, run_manager.get_child())
             runnable = self._runnable(call.decision.version)
             try:
                 async for chunk in astream_child(runnable, input, child, kwargs, call.run):

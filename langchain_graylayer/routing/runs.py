@@ -17,10 +17,7 @@ from langchain_core.callbacks import (
 )
 from langchain_core.messages import BaseMessageChunk
 from langchain_core.runnables import Runnable, RunnableConfig
-from langchain_core.runnables.config import (
-    get_async_callback_manager_for_config,
-    set_config_context,
-)
+from langchain_core.runnables.config import get_async_callback_manager_for_config
 
 from langchain_graylayer.measuring.labels import carries_interrupt
 from langchain_graylayer.measuring.output import RunMessages, ainvoke_tracked, invoke_tracked
@@ -34,6 +31,7 @@ __all__ = [
     "Accumulator",
     "ainvoke_child",
     "astream_child",
+    "child_config",
     "handlers_in",
     "invoke_child",
     "merge_message_pair",
@@ -100,6 +98,16 @@ def with_handlers(callbacks: Any, handlers: list[BaseCallbackHandler]) -> Any:
     return merged
 
 
+def child_config(config: RunnableConfig, callbacks: Any) -> RunnableConfig:
+    """The chosen runnable's config: the router's (already ensured, once per request) with the
+    callbacks of the router's own run's children, and without its run name and id. What
+    ``patch_config(config, callbacks=...)`` gives, without ensuring the config again."""
+    child = cast(RunnableConfig, {**config, "callbacks": callbacks})
+    child.pop("run_name", None)
+    child.pop("run_id", None)
+    return child
+
+
 def invoke_child(
     runnable: Runnable[Any, Output],
     input: Any,
@@ -107,13 +115,12 @@ def invoke_child(
     kwargs: dict[str, Any],
     run: RunMessages | None,
 ) -> Output:
-    """Invoke the chosen runnable as the router's child, in its own config context (as
-    ``RunnableBranch`` does); with ``run``, through the states it goes through, which show its
-    work even if it raises."""
-    with set_config_context(child) as context:
-        if run is not None:
-            return cast(Output, context.run(invoke_tracked, runnable, input, child, run))
-        return context.run(runnable.invoke, input, child, **kwargs)
+    """Invoke the chosen runnable as the router's child (called in place, as ``RunnableBranch``
+    does: the child sets its own config context); with ``run``, through the states it goes
+    through, which show its work even if it raises."""
+    if run is not None:
+        return cast(Output, invoke_tracked(runnable, input, child, run))
+    return runnable.invoke(input, child, **kwargs)
 
 
 async def ainvoke_child(
