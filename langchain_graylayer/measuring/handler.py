@@ -1,7 +1,9 @@
 """Callback handlers that measure every routed run into
 :class:`~langchain_graylayer.measuring.prometheus.GraylayerMetrics`.
 
-GrayRouter attaches a handler to every run it makes; you can also attach
+GrayRouter attaches a handler to every run it makes when the runs' output cannot show their work
+(LangGraph agents are measured from their messages instead:
+:mod:`~langchain_graylayer.measuring.output`); you can also attach
 :class:`GraylayerCallbackHandler` yourself (it is then the one that measures, never both). It reads
 the labels the router writes into run metadata, and runs inline under sync and async code alike
 (LangChain calls a ``run_inline`` sync handler in place from its async callback manager). End

@@ -134,7 +134,7 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
     """Where runs are measured; ``None`` means
     :func:`~langchain_graylayer.measuring.prometheus.default_metrics` (the global registry)."""
     instrument: bool = True
-    """Attach the metrics callback handler to every run (turn off to measure nothing)."""
+    """Measure the runs into ``metrics`` (turn off to measure nothing)."""
     completion_judge: CompletionJudge | Runnable[Any, Any] | None = None
     """Decides task completion from the final output. A function runs inline; a Runnable (e.g.
     an LLM-as-judge chain returning a truthy value) runs in the background after the answer, off
