@@ -43,7 +43,12 @@ from test_metrics_agents import (
 from test_metrics_agents import config as config_of
 
 from langchain_graylayer import GrayRouter, MemoryStore, RolloutPlan
-from langchain_graylayer.measuring.output import OutputCounts, RunMessages, usage_from_messages
+from langchain_graylayer.measuring.output import (
+    OutputCounts,
+    RunMessages,
+    stream_mode_of,
+    usage_from_messages,
+)
 from langchain_graylayer.measuring.prometheus import GraylayerMetrics
 from langchain_graylayer.store.evidence import FIELDS
 from langchain_graylayer.testing import ScriptedChatModel, calls_then_answers
@@ -321,3 +326,21 @@ def test_a_run_that_raised_counts_its_running_tool_call_as_the_error() -> None:
 
     assert run.counts(raised=True) == OutputCounts((("issue_refund", False),), 13, 5)
     assert run.counts() == OutputCounts((), 13, 5)
+
+
+STREAM_MODES = [
+    ({}, "updates"),  # create_agent's default
+    ({"stream_mode": "values"}, "values"),
+    ({"stream_mode": "updates"}, "updates"),
+    ({"stream_mode": "messages"}, None),  # message chunks: the handler measures
+    ({"stream_mode": ["updates", "values"]}, None),
+    ({"subgraphs": True}, None),
+    ({"version": "v2"}, None),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "mode"), STREAM_MODES)
+def test_a_stream_is_read_from_its_chunks_only_in_the_modes_that_show_every_message(
+    kwargs: dict[str, Any], mode: str | None
+) -> None:
+    assert stream_mode_of(STABLE.build(), kwargs) == mode
