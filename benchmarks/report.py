@@ -104,7 +104,7 @@ def benches() -> list[Bench]:
             "simulate",
             "`graylayer simulate`: full rollout simulator",
             "Monte-Carlo rollouts of returning users: scenarios S0–S8 and U1–U5",
-            [py, "-m", "langchain_graylayer.cli.main", "simulate"],
+            [py, "-m", "langchain_graylayer.cli", "simulate"],
             "dir",
         ),
     ]

@@ -13,8 +13,7 @@ With ``--model-latency SECONDS`` every model call awaits that long (``asyncio.sl
 to a provider would) before the fake model answers, in both apps: the chain's model and the
 agent's (a ``create_agent`` middleware around each model call). That is what users of a real
 model see: the requests in flight wait on the model, the server's CPU does the rest, and
-``router / direct`` says what graylayer costs them. It keeps more requests in flight
-(``--connections`` 64 unless given).
+``router / direct`` says what graylayer costs them.
 
 Two workloads (``--workload chain``, ``agent`` or ``both``, the default: the chain first):
 
@@ -434,7 +433,10 @@ def summarise(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
             "samples_rps": rps,
             "samples_cpu_us": [r[app].get("server_cpu_us") for r in rounds],
         }  # fmt: skip
-    ratios = [r["router"]["rps"] / r["direct"]["rps"] for r in rounds]
+    # a round in which an app answered nothing (a starved machine) has no ratio
+    ratios = [r["router"]["rps"] / r["direct"]["rps"] for r in rounds if r["direct"]["rps"]] or [
+        math.nan
+    ]
     rows["router_vs_direct"] = {
         "median_ratio": statistics.median(ratios),
         "ratio_of_medians": rows["router"]["median_rps"] / rows["direct"]["median_rps"],
@@ -581,7 +583,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--connections",
         type=int,
-        help="in flight, per app (default 16; 64 with --model-latency)",
+        help="in flight, per app (default 16)",
     )
     parser.add_argument(
         "--model-latency",
@@ -602,7 +604,7 @@ def main(argv: list[str] | None = None) -> int:
     if (args.serve_app or args.load_url) and args.workload not in WORKLOADS:
         parser.error(f"--serve-app and --load-url need --workload {' or '.join(WORKLOADS)}")
     if args.connections is None:
-        args.connections = 64 if args.model_latency > 0 else 16
+        args.connections = 16
     if args.serve_app:
         serve(args.serve_app, args.workload, args.port, args.model_latency)
         return 0
