@@ -1,33 +1,40 @@
-"""What graylayer's metrics handler costs per run of a ``create_agent`` agent.
+"""What graylayer's routing and measuring cost per run of a ``create_agent`` agent.
 
 Run from the repository root::
 
     python benchmarks/callback_overhead.py            # about 40 s on 2 cores
     python benchmarks/callback_overhead.py --quick    # a few seconds, for a smoke check
+    python benchmarks/callback_overhead.py --tools 3  # an agent that calls three tools
     python benchmarks/callback_overhead.py --json results.json
 
 The agent is a real ``langchain.agents.create_agent`` graph whose chat model is an offline fake:
-it calls three tools, one per turn, then answers, and reports token usage on every reply. One run
-is 4 chat-model runs, 3 tool runs and 8 chain runs (the graph and its nodes): 30 callback
-events for the handler. Four variants serve it:
+it calls ``--tools`` tools (default 1), one per turn, then answers, and reports token usage on
+every reply. Variants:
 
-``agent``            the agent invoked directly (the floor);
-``agent_noop``       the same with a do-nothing handler: what any handler costs in LangChain's
-                     callback dispatch (building event arguments, run ids, the manager's loop);
-``agent_handler``    the same with a ``GraylayerCallbackHandler`` in ``config["callbacks"]`` and
-                     graylayer metadata in the config, as the router would write it, so the
-                     handler measures every run;
-``router_plain``     ``GrayRouter(instrument=False)`` over the agent: routing, no measuring;
-``router_metrics``   ``GrayRouter`` with metrics (the default: its handler on every run).
+``agent``             the agent invoked directly (the floor);
+``agent_noop``        the same with a do-nothing handler: what any handler costs in LangChain's
+                      callback dispatch (building event arguments, run ids, the manager's loop);
+``agent_handler``     the same with a ``GraylayerCallbackHandler`` in ``config["callbacks"]`` and
+                      graylayer metadata in the config, as the router would write it, so the
+                      handler measures every run;
+``router_plain``      ``GrayRouter(instrument=False)`` over the agent: routing, no measuring;
+``router_metrics``    ``GrayRouter`` with metrics, the default: tool calls and tokens counted from
+                      the agent's messages, no handler on the agent's runs;
+``router_handler``    the same with ``measure_from_output=False``: the handler on every run;
+``agent_traced``      the agent with a no-op tracer in ``config["callbacks"]`` (LangSmith-style
+                      tracing: a ``Run`` built for every run, none sent anywhere);
+``router_traced``     ``router_metrics`` with the same tracer: tracing on in both arms, compared
+                      with ``agent_traced``.
 
 Each round serves ``--calls`` requests with every variant, interleaved one run at a time in a
 shuffled order, so machine noise lands on all of them alike. The table gives the median µs per
-run over the rounds, its interquartile range, and ratios to ``agent`` and to ``router_plain``:
-the median (and quartiles) of the same-round ratios, which cancel most of the noise that the
-variants of a round share. Runs are timed on the process's CPU time (``--wall`` for the wall
-clock); the garbage collector is collected between rounds and off inside one (as ``timeit``
-does). A last line gives the handler's own work per run: one run's callback events replayed
-straight into a handler.
+run over the rounds, its interquartile range, and against each variant's baseline (``agent``,
+or ``agent_traced`` for ``router_traced``) the median (and quartiles) of the same-round ratios
+and the median of the same-round differences (µs added per run), which cancel most of the noise
+that the variants of a round share; and the ratio to ``router_plain``. Runs are timed on the
+process's CPU time (``--wall`` for the wall clock); the garbage collector is collected between
+rounds and off inside one (as ``timeit`` does). A last line gives the handler's own work per
+run: one run's callback events replayed straight into a handler.
 """
 
 from __future__ import annotations
@@ -54,6 +61,8 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.runnables import Runnable
 from langchain_core.tools import tool
+from langchain_core.tracers.base import BaseTracer
+from langchain_core.tracers.schemas import Run
 from langchain_core.utils.uuid import uuid7
 from prometheus_client import CollectorRegistry
 
@@ -92,12 +101,14 @@ def shipping_eta(order_id: str) -> str:
 TOOLS = [lookup_order, find_warehouse, shipping_eta]
 
 
-def build_agent() -> Runnable[Any, Any]:
-    # An offline chat model that calls each tool of TOOLS once, one per turn, then answers.
+def build_agent(tools: int = 3) -> Runnable[Any, Any]:
+    # An offline chat model that calls the first ``tools`` tools of TOOLS once each, one per
+    # turn, then answers.
+    chosen = TOOLS[:tools]
     model = ScriptedChatModel(
-        script=calls_then_answers([t.name for t in TOOLS], ANSWER), usage=USAGE
+        script=calls_then_answers([t.name for t in chosen], ANSWER), usage=USAGE
     )
-    return create_agent(model=model, tools=TOOLS, name="support")
+    return create_agent(model=model, tools=chosen, name="support")
 
 
 # --------------------------------------------------------------------------- variants
@@ -105,6 +116,15 @@ class NoopHandler(BaseCallbackHandler):
     """A handler that does nothing: what LangChain's callback dispatch costs by itself."""
 
     run_inline = True
+
+
+class NoopTracer(BaseTracer):
+    """LangSmith-style tracing without a network: a ``Run`` for every run, persisted nowhere."""
+
+    run_inline = True
+
+    def _persist_run(self, run: Run) -> None:
+        pass
 
 
 @dataclass
@@ -115,6 +135,8 @@ class Variant:
     description: str
     run: Callable[[int], Any]
     metrics: GraylayerMetrics | None = None
+    baseline: str = "agent"
+    """What the variant is compared with: the same agent, with the same tracing."""
     samples_ns: list[float] = field(default_factory=list)
     runs: int = 0
 
@@ -127,14 +149,19 @@ class Variant:
         return elapsed
 
 
-def build_variants(users: list[str]) -> list[Variant]:
-    agent = build_agent()
+def build_variants(users: list[str], tools: int) -> list[Variant]:
+    agent = build_agent(tools)
     plan = RolloutPlan.default(PLAN_ID)
     configs = [{"configurable": {"user_id": user}} for user in users]
+    tracer = NoopTracer()
+    traced = [{**config, "callbacks": [tracer]} for config in configs]
     count = len(users)
 
     def direct(i: int) -> Any:
         return agent.invoke(QUESTION)
+
+    def direct_traced(i: int) -> Any:
+        return agent.invoke(QUESTION, {"callbacks": [tracer]})
 
     noop = NoopHandler()
 
@@ -161,6 +188,10 @@ def build_variants(users: list[str]) -> list[Variant]:
     plain = router(instrument=False)
     router_metrics = GraylayerMetrics(registry=CollectorRegistry())
     measured = router(metrics=router_metrics)
+    by_handler_metrics = GraylayerMetrics(registry=CollectorRegistry())
+    by_handler = router(metrics=by_handler_metrics, measure_from_output=False)
+    traced_metrics = GraylayerMetrics(registry=CollectorRegistry())
+    measured_traced = router(metrics=traced_metrics)
 
     return [
         Variant("agent", "create_agent, invoked directly", direct),
@@ -182,9 +213,27 @@ def build_variants(users: list[str]) -> list[Variant]:
         ),
         Variant(
             "router_metrics",
-            "GrayRouter with metrics (handler on every run)",
+            "GrayRouter with metrics, counted from the agent's messages (the default)",
             lambda i: measured.invoke(QUESTION, configs[i % count]),
             router_metrics,
+        ),
+        Variant(
+            "router_handler",
+            "GrayRouter with metrics, measure_from_output=False (handler on every run)",
+            lambda i: by_handler.invoke(QUESTION, configs[i % count]),
+            by_handler_metrics,
+        ),
+        Variant(
+            "agent_traced",
+            "the agent + a no-op tracer (LangSmith-style tracing, nothing sent)",
+            direct_traced,
+        ),
+        Variant(
+            "router_traced",
+            "router_metrics + the same no-op tracer, against agent_traced",
+            lambda i: measured_traced.invoke(QUESTION, traced[i % count]),
+            traced_metrics,
+            baseline="agent_traced",
         ),
     ]
 
@@ -211,7 +260,7 @@ class EventRecorder(BaseCallbackHandler):
         return object.__getattribute__(self, name)
 
 
-def handler_alone(repeats: int, blocks: int) -> tuple[int, float, float, float]:
+def handler_alone(repeats: int, blocks: int, tools: int) -> tuple[int, float, float, float]:
     """The handler's own work per agent run, without LangChain's dispatch or the agent.
 
     One measured run's events are recorded, then replayed ``repeats`` times per block into a
@@ -221,7 +270,7 @@ def handler_alone(repeats: int, blocks: int) -> tuple[int, float, float, float]:
     run_id = uuid7()
     labels = {PLAN_KEY: PLAN_ID, VERSION_KEY: "candidate", LAYER_KEY: "vip"}
     metadata = {**labels, REQUEST_ID_KEY: str(run_id)}
-    build_agent().invoke(
+    build_agent(tools).invoke(
         QUESTION, {"callbacks": [recorder], "metadata": metadata, "run_id": run_id}
     )
     handler = GraylayerCallbackHandler(GraylayerMetrics(registry=CollectorRegistry()))
@@ -242,7 +291,7 @@ def handler_alone(repeats: int, blocks: int) -> tuple[int, float, float, float]:
     return (len(calls), *quartiles(samples))
 
 
-def check_counts(variants: list[Variant]) -> str:
+def check_counts(variants: list[Variant], tools_per_run: int) -> str:
     """What the measuring variants counted, next to how many runs they made (a sanity line)."""
     parts = []
     for variant in variants:
@@ -260,7 +309,7 @@ def check_counts(variants: list[Variant]) -> str:
             f"{variant.name} counted {requests:.0f} requests and {tools:.0f} tool calls "
             f"in {variant.runs} runs"
         )
-        if requests != variant.runs or tools != 3 * variant.runs:
+        if requests != variant.runs or tools != tools_per_run * variant.runs:
             parts[-1] += " (MISMATCH)"
     return "; ".join(parts)
 
@@ -307,16 +356,21 @@ def measure(
 
 
 def summarise(variants: list[Variant]) -> dict[str, dict[str, Any]]:
-    """Median and quartiles per variant; ratios are medians of same-round ratios (paired)."""
+    """Median and quartiles per variant; ratios and added µs are medians of same-round ratios
+    and differences (paired)."""
     by_name = {v.name: v.samples_ns for v in variants}
 
     def paired(samples: list[float], base: list[float]) -> tuple[float, float, float]:
         return quartiles([s / b for s, b in zip(samples, base, strict=True)])
 
-    agent_median = quartiles(by_name["agent"])[1]
+    def added(samples: list[float], base: list[float]) -> float:
+        return statistics.median(s - b for s, b in zip(samples, base, strict=True)) / 1000
+
     rows: dict[str, dict[str, Any]] = {}
     for variant in variants:
         q1, median, q3 = quartiles(variant.samples_ns)
+        base = by_name[variant.baseline]
+        vs_base = paired(variant.samples_ns, base)
         vs_agent = paired(variant.samples_ns, by_name["agent"])
         vs_plain = paired(variant.samples_ns, by_name["router_plain"])
         rows[variant.name] = {
@@ -325,11 +379,15 @@ def summarise(variants: list[Variant]) -> dict[str, dict[str, Any]]:
             "q1_us": q1 / 1000,
             "q3_us": q3 / 1000,
             "iqr_us": (q3 - q1) / 1000,
+            "baseline": variant.baseline,
+            "vs_baseline": vs_base[1],
+            "vs_baseline_iqr": [vs_base[0], vs_base[2]],
+            "added_us": added(variant.samples_ns, base),
             "vs_agent": vs_agent[1],
             "vs_agent_iqr": [vs_agent[0], vs_agent[2]],
             "vs_router_plain": vs_plain[1],
             "vs_router_plain_iqr": [vs_plain[0], vs_plain[2]],
-            "over_agent_us": (median - agent_median) / 1000,
+            "over_agent_us": added(variant.samples_ns, by_name["agent"]),
             "samples_us": [round(s / 1000, 3) for s in variant.samples_ns],
         }
     return rows
@@ -341,15 +399,15 @@ def table(rows: dict[str, dict[str, Any]]) -> str:
         return f"{row[key]:.3f} [{low:.3f}, {high:.3f}]"
 
     lines = [
-        "| variant | what | median µs/run | IQR µs | × agent [IQR] | × router_plain [IQR] "
-        "| + µs over agent |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| variant | what | median µs/run | IQR µs | baseline | × baseline [IQR] "
+        "| + µs/run over baseline | × router_plain [IQR] |",
+        "|---|---|---:|---:|---|---:|---:|---:|",
     ]
     for name, row in rows.items():
         lines.append(
             f"| `{name}` | {row['description']} | {row['median_us']:.0f} | {row['iqr_us']:.0f} "
-            f"| {ratio(row, 'vs_agent')} | {ratio(row, 'vs_router_plain')} "
-            f"| {row['over_agent_us']:+.0f} |"
+            f"| `{row['baseline']}` | {ratio(row, 'vs_baseline')} | {row['added_us']:+.0f} "
+            f"| {ratio(row, 'vs_router_plain')} |"
         )
     return "\n".join(lines)
 
@@ -365,6 +423,9 @@ def main(argv: list[str] | None = None) -> int:
         "--budget", type=float, help="seconds of timed rounds at most (default 30, quick 4)"
     )
     parser.add_argument("--users", type=int, default=200, help="distinct user ids (default 200)")
+    parser.add_argument(
+        "--tools", type=int, choices=[1, 2, 3], default=1, help="tool calls per run (default 1)"
+    )
     parser.add_argument("--seed", type=int, default=7, help="seed of the round order shuffle")
     parser.add_argument(
         "--wall",
@@ -381,14 +442,16 @@ def main(argv: list[str] | None = None) -> int:
     users = [f"user-{n:04d}" for n in range(args.users)]
 
     started = time.perf_counter()
-    variants = build_variants(users)
+    variants = build_variants(users, args.tools)
     for variant in variants:  # warm up: imports, caches, the users' layer cache
         for _ in range(calls):
             variant.timed(clock)
     rounds = measure(variants, rounds, calls, budget, random.Random(args.seed), clock)
-    counts = check_counts(variants)
+    counts = check_counts(variants, args.tools)
     rows = summarise(variants)
-    events, *alone = handler_alone(repeats=calls * 10, blocks=10 if args.quick else 30)
+    events, *alone = handler_alone(
+        repeats=calls * 10, blocks=10 if args.quick else 30, tools=args.tools
+    )
     took = time.perf_counter() - started
 
     meta = {
@@ -401,13 +464,15 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": rounds,
         "calls_per_round": calls,
         "users": len(users),
+        "tools": args.tools,
         "ratio": RATIO,
         "clock": "wall" if args.wall else "process CPU",
         "seconds": round(took, 1),
     }
     print(
-        f"callback overhead: {rounds} rounds x {calls} runs per variant (an agent run: 4 model "
-        f"calls, 3 tool calls), Python {meta['python']}, langchain-core "
+        f"callback overhead: {rounds} rounds x {calls} runs per variant (an agent run: "
+        f"{args.tools + 1} model calls, {args.tools} tool calls), Python {meta['python']}, "
+        "langchain-core "
         f"{meta['langchain_core']}, langgraph {meta['langgraph']}, {meta['cpus']} CPUs, "
         f"{meta['clock']} time, {took:.1f} s"
     )

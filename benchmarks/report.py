@@ -6,7 +6,7 @@ Usage (from the repository root, with the package installed)::
     python benchmarks/report.py --quick         # smoke runs, noisy numbers
     python benchmarks/report.py --out /tmp/B.md # write the report elsewhere
 
-The five benchmarks run one after another as subprocesses, each writing its JSON into a
+The benchmarks run one after another as subprocesses, each writing its JSON into a
 temporary directory; the report reads the headline numbers from those files. A benchmark that
 fails (or is skipped) is recorded in the report with the last lines of its stderr, and the others
 still run. Progress goes to stderr. Standard library only.
@@ -78,8 +78,10 @@ def benches() -> list[Bench]:
         ),
         Bench(
             "callback_overhead",
-            "Measuring overhead per agent run",
-            "what graylayer's metrics handler costs per `create_agent` run",
+            "Routing and measuring overhead per agent run",
+            "what `GrayRouter` with metrics (counted from the agent's messages, or by the "
+            "handler) adds to a one-tool `create_agent` run, also with a no-op tracer in both "
+            "arms",
             [py, "benchmarks/callback_overhead.py"],
             "json",
         ),
@@ -100,10 +102,17 @@ def benches() -> list[Bench]:
             "json",
         ),
         Bench(
+            "serve_latency",
+            "HTTP throughput with a realistic model latency, router vs direct",
+            "the same two LangServe apps when each model call awaits 200 ms",
+            [py, "benchmarks/serve_throughput.py", "--model-latency", "0.2"],
+            "json",
+        ),
+        Bench(
             "simulate",
             "`graylayer simulate`: full rollout simulator",
             "Monte-Carlo rollouts of returning users: scenarios S0–S8 and U1–U5",
-            [py, "-m", "langchain_graylayer.cli.main", "simulate"],
+            [py, "-m", "langchain_graylayer.cli", "simulate"],
             "dir",
         ),
     ]
@@ -305,7 +314,8 @@ def section_router(d: dict[str, Any]) -> tuple[list[str], str]:
             continue
         head.append(
             f"`{key}`: median {num(row['median_us'])} µs/call, "
-            f"**{num(row['vs_chain'], 2)}× chain**, **{num(row['vs_branch'], 2)}× branch**"
+            f"**{num(row['vs_chain'], 2)}× chain** ({row.get('over_chain_us', 0):+,.0f} µs/call), "
+            f"**{num(row['vs_branch'], 2)}× branch**"
         )
     if "chain" in v and "branch" in v:
         head.append(
@@ -325,7 +335,15 @@ def section_router(d: dict[str, Any]) -> tuple[list[str], str]:
         for k, r in v.items()
     ]
     tab = table(
-        ["variant", "what", "median µs/call", "IQR µs", "× chain", "× branch", "+ µs over chain"],
+        [
+            "variant",
+            "what",
+            "median µs/call",
+            "IQR µs",
+            "× chain",
+            "× branch",
+            "+ µs/call over chain",
+        ],
         rows,
         "llrrrrr",
     )
@@ -343,18 +361,22 @@ def _iqr(x: Any) -> str:
 def section_callback(d: dict[str, Any]) -> tuple[list[str], str]:
     v = d.get("variants", {})
     head = []
-    for key in ("agent_handler", "router_metrics"):
+    for key in ("router_plain", "router_metrics", "router_handler", "router_traced"):
         row = v.get(key)
         if row is None:
             head.append(f"`{key}`: missing")
             continue
+        base = row.get("baseline", "agent")
+        ratio = row.get("vs_baseline", row.get("vs_agent"))
+        iqr = row.get("vs_baseline_iqr", row.get("vs_agent_iqr"))
+        added = row.get("added_us", row.get("over_agent_us", 0))
         head.append(
             f"`{key}`: median {num(row['median_us'], 0)} µs/run, "
-            f"**{num(row['vs_agent'], 3)}× agent**{_iqr(row.get('vs_agent_iqr'))}, "
-            f"{num(row['vs_router_plain'], 3)}× router_plain"
+            f"**{num(ratio, 3)}× {base}**{_iqr(iqr)}, **{added:+,.0f} µs/run**"
         )
-    if "agent" in v:
-        head.append(f"baseline: `agent` {num(v['agent']['median_us'], 0)} µs/run")
+    for key in ("agent", "agent_traced"):
+        if key in v:
+            head.append(f"baseline: `{key}` {num(v[key]['median_us'], 0)} µs/run")
     alone = d.get("handler_alone")
     if alone:
         head.append(
@@ -368,9 +390,11 @@ def section_callback(d: dict[str, Any]) -> tuple[list[str], str]:
             r.get("description", ""),
             num(r.get("median_us"), 0),
             num(r.get("iqr_us"), 0),
-            num(r.get("vs_agent"), 3) + _iqr(r.get("vs_agent_iqr")),
+            f"`{r.get('baseline', 'agent')}`",
+            num(r.get("vs_baseline", r.get("vs_agent")), 3)
+            + _iqr(r.get("vs_baseline_iqr", r.get("vs_agent_iqr"))),
+            f"{r.get('added_us', r.get('over_agent_us', 0)):+,.0f}",
             num(r.get("vs_router_plain"), 3) + _iqr(r.get("vs_router_plain_iqr")),
-            f"{r.get('over_agent_us', 0):+,.0f}",
         ]
         for k, r in v.items()
     ]
@@ -380,15 +404,18 @@ def section_callback(d: dict[str, Any]) -> tuple[list[str], str]:
             "what",
             "median µs/run",
             "IQR µs",
-            "× agent [IQR]",
+            "baseline",
+            "× baseline [IQR]",
+            "+ µs/run over baseline",
             "× router_plain [IQR]",
-            "+ µs over agent",
         ],
         rows,
-        "llrrrrr",
+        "llrrlrrr",
     )
     meta = d.get("meta", {})
-    tab += "\n\n" + meta_line(meta, ["rounds", "calls_per_round", "users", "clock", "seconds"])
+    tab += "\n\n" + meta_line(
+        meta, ["rounds", "calls_per_round", "users", "tools", "clock", "seconds"]
+    )
     return head, tab
 
 
@@ -438,8 +465,10 @@ def _serve_rows(apps: dict[str, Any]) -> str:
 def section_serve(d: dict[str, Any]) -> tuple[list[str], str]:
     meta = d.get("meta", {})
     settings = meta_line(
-        meta, ["mode", "loadgen", "connections", "users", "rounds", "seconds", "warmup", "workers"]
-    )
+        meta,
+        ["mode", "loadgen", "connections", "users", "rounds", "seconds", "warmup", "workers",
+         "model_latency"],
+    )  # fmt: skip
     workloads = d.get("workloads")
     if isinstance(workloads, dict):
         # one headline line and one table per workload, in the order they ran
@@ -450,8 +479,10 @@ def section_serve(d: dict[str, Any]) -> tuple[list[str], str]:
             apps = workloads[w].get("apps", {})
             rvd = apps.get("router_vs_direct", {})
             r, dr = apps.get("router", {}), apps.get("direct", {})
+            cpu = (r.get("cpu_us") or 0) - (dr.get("cpu_us") or 0)
             head.append(
-                f"**router / direct req/s, {w}: {num(rvd.get('median_ratio'), 2)}** (median of "
+                f"**router / direct req/s, {w}: {num(rvd.get('median_ratio'), 2)}**, "
+                f"**{cpu:+,.0f} server CPU µs/request** (median of "
                 f"same-round ratios, range {num(rvd.get('min_ratio'), 2)}–"
                 f"{num(rvd.get('max_ratio'), 2)}; medians: router {num(r.get('median_rps'), 0)}, "
                 f"direct {num(dr.get('median_rps'), 0)} req/s); server CPU per request, "
@@ -587,6 +618,7 @@ SECTIONS = {
     "callback_overhead": section_callback,
     "evaluator_overhead": section_evaluators,
     "serve_throughput": section_serve,
+    "serve_latency": section_serve,
     "simulate": section_simulate,
 }
 
@@ -681,7 +713,7 @@ def main() -> int:
     parser.add_argument(
         "--out", type=Path, default=ROOT / "BENCHMARKS.md", help="report path (BENCHMARKS.md)"
     )
-    parser.add_argument("--only", help="comma-separated benchmark names to run (default: all six)")
+    parser.add_argument("--only", help="comma-separated benchmark names to run (default: all)")
     parser.add_argument(
         "--timeout", type=float, help="seconds per benchmark before it is killed (600; full 3600)"
     )

@@ -6,7 +6,14 @@ Run from the repository root::
     python benchmarks/serve_throughput.py                   # both workloads, about 2 min
     python benchmarks/serve_throughput.py --workload chain  # one workload, about 60 s
     python benchmarks/serve_throughput.py --quick           # about 30 s, for a smoke check
+    python benchmarks/serve_throughput.py --model-latency 0.2  # each model call awaits 200 ms
     python benchmarks/serve_throughput.py --json results.json
+
+With ``--model-latency SECONDS`` every model call awaits that long (``asyncio.sleep``, as a call
+to a provider would) before the fake model answers, in both apps: the chain's model and the
+agent's (a ``create_agent`` middleware around each model call). That is what users of a real
+model see: the requests in flight wait on the model, the server's CPU does the rest, and
+``router / direct`` says what graylayer costs them.
 
 Two workloads (``--workload chain``, ``agent`` or ``both``, the default: the chain first):
 
@@ -136,8 +143,9 @@ end
 
 
 # --------------------------------------------------------------------------- the apps
-def support_chain(version: str) -> Any:
-    """Prompt → fake chat model (cycling answers) → string parser."""
+def support_chain(version: str, latency: float = 0.0) -> Any:
+    """Prompt → fake chat model (cycling answers; each call awaiting ``latency`` seconds first)
+    → string parser."""
     from itertools import cycle
 
     from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
@@ -145,36 +153,63 @@ def support_chain(version: str) -> Any:
     from langchain_core.output_parsers import StrOutputParser
     from langchain_core.prompts import ChatPromptTemplate
 
+    class SlowFakeChatModel(GenericFakeChatModel):
+        """The fake model, answering after ``latency`` seconds, as a provider would."""
+
+        latency: float = 0.0
+
+        async def _agenerate(self, *args: Any, **kwargs: Any) -> Any:
+            await asyncio.sleep(self.latency)
+            return await super()._agenerate(*args, **kwargs)
+
     prompt = ChatPromptTemplate.from_messages(
         [("system", f"You are support agent {version}. Be brief."), ("human", "{question}")]
     )
     answers = [f"[{version}] Your refund is on its way.", f"[{version}] Refunds take 5 days."]
-    model = GenericFakeChatModel(messages=cycle([AIMessage(a) for a in answers]))
+    messages = cycle([AIMessage(a) for a in answers])
+    if latency > 0:
+        model: Any = SlowFakeChatModel(messages=messages, latency=latency)
+    else:
+        model = GenericFakeChatModel(messages=messages)
     return prompt | model | StrOutputParser()
 
 
-def support_agent() -> Any:
-    """The customer-service ``create_agent`` agent, v1: a new, separate one on every call."""
+def support_agent(latency: float = 0.0) -> Any:
+    """The customer-service ``create_agent`` agent, v1: a new, separate one on every call; with
+    ``latency``, each model call awaits that long first."""
     if str(ROOT) not in sys.path:  # run as a script, sys.path[0] is benchmarks/
         sys.path.insert(0, str(ROOT))
     from examples.customer_service.agents import build_stable
 
-    return build_stable()
+    if latency <= 0:
+        return build_stable()
+    from langchain.agents.middleware import AgentMiddleware
+
+    class ModelLatency(AgentMiddleware):  # type: ignore[type-arg]
+        """Every model call awaits ``latency`` seconds, as a call to a provider would."""
+
+        async def awrap_model_call(self, request: Any, handler: Any) -> Any:
+            await asyncio.sleep(latency)
+            return await handler(request)
+
+    return build_stable(middleware=[ModelLatency()])
 
 
-def runnable(workload: str, version: str) -> Any:
+def runnable(workload: str, version: str, latency: float = 0.0) -> Any:
     """What an app serves as ``version`` (``v1`` or ``v2``): the agent is ``v1`` for both."""
-    return support_chain(version) if workload == "chain" else support_agent()
+    if workload == "chain":
+        return support_chain(version, latency)
+    return support_agent(latency)
 
 
-def build_app(kind: str, workload: str) -> Any:
+def build_app(kind: str, workload: str, latency: float = 0.0) -> Any:
     from fastapi import FastAPI
 
     app = FastAPI()
     if kind == "direct":
         from langserve import add_routes
 
-        add_routes(app, runnable(workload, "v1"), path="/agent")
+        add_routes(app, runnable(workload, "v1", latency), path="/agent")
         return app
     from prometheus_client import CollectorRegistry
 
@@ -186,8 +221,8 @@ def build_app(kind: str, workload: str) -> Any:
     for layer in plan.layer_names:
         store.set_ratio(plan.id, layer, RATIO)
     router: GrayRouter[Any, Any] = GrayRouter(
-        stable=runnable(workload, "v1"),
-        candidate=runnable(workload, "v2"),
+        stable=runnable(workload, "v1", latency),
+        candidate=runnable(workload, "v2", latency),
         plan=plan,
         store=store,
         metrics=GraylayerMetrics(registry=CollectorRegistry()),
@@ -196,11 +231,11 @@ def build_app(kind: str, workload: str) -> Any:
     return app
 
 
-def serve(kind: str, workload: str, port: int) -> None:
+def serve(kind: str, workload: str, port: int, latency: float = 0.0) -> None:
     """The server process: one app, one uvicorn worker."""
     import uvicorn
 
-    app = build_app(kind, workload)
+    app = build_app(kind, workload, latency)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
@@ -288,11 +323,13 @@ class Server:
 
 
 @contextmanager
-def server(kind: str, workload: str, cpu: int | None, log: Any) -> Iterator[Server]:
+def server(
+    kind: str, workload: str, cpu: int | None, log: Any, latency: float = 0.0
+) -> Iterator[Server]:
     """A server process for ``kind`` serving ``workload``, once it answers."""
     port = free_port()
     args = [*pinned(cpu), sys.executable, __file__, "--serve-app", kind, "--workload", workload,
-            "--port", str(port)]  # fmt: skip
+            "--port", str(port), "--model-latency", str(latency)]  # fmt: skip
     process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/agent/invoke"
     try:
@@ -396,7 +433,10 @@ def summarise(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
             "samples_rps": rps,
             "samples_cpu_us": [r[app].get("server_cpu_us") for r in rounds],
         }  # fmt: skip
-    ratios = [r["router"]["rps"] / r["direct"]["rps"] for r in rounds]
+    # a round in which an app answered nothing (a starved machine) has no ratio
+    ratios = [r["router"]["rps"] / r["direct"]["rps"] for r in rounds if r["direct"]["rps"]] or [
+        math.nan
+    ]
     rows["router_vs_direct"] = {
         "median_ratio": statistics.median(ratios),
         "ratio_of_medians": rows["router"]["median_rps"] / rows["direct"]["median_rps"],
@@ -483,7 +523,8 @@ def run_workload(
         log = stack.enter_context(tempfile.TemporaryFile("w+"))
         try:
             servers = {
-                app: stack.enter_context(server(app, workload, server_cpu, log)) for app in APPS
+                app: stack.enter_context(server(app, workload, server_cpu, log, args.model_latency))
+                for app in APPS
             }
         except RuntimeError:
             log.seek(0)
@@ -540,7 +581,17 @@ def main(argv: list[str] | None = None) -> int:
         "alternate: one app at a time, the order alternating between rounds",
     )
     parser.add_argument(
-        "--connections", type=int, default=16, help="in flight, per app (default 16)"
+        "--connections",
+        type=int,
+        help="in flight, per app (default 16)",
+    )
+    parser.add_argument(
+        "--model-latency",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="each model call awaits this long before answering (default 0: a fake model that "
+        "answers in microseconds; 0.2 for a realistic one)",
     )
     parser.add_argument("--users", type=int, default=1000, help="distinct X-User-ID values")
     parser.add_argument("--loadgen", choices=["auto", "wrk", "httpx"], default="auto")
@@ -552,8 +603,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if (args.serve_app or args.load_url) and args.workload not in WORKLOADS:
         parser.error(f"--serve-app and --load-url need --workload {' or '.join(WORKLOADS)}")
+    if args.connections is None:
+        args.connections = 16
     if args.serve_app:
-        serve(args.serve_app, args.workload, args.port)
+        serve(args.serve_app, args.workload, args.port, args.model_latency)
         return 0
     if args.load_url:
         body = BODIES[args.workload]
@@ -586,12 +639,14 @@ def main(argv: list[str] | None = None) -> int:
         "loadgen": args.loadgen, "connections": args.connections, "users": args.users,
         "rounds": rounds_n, "seconds": seconds, "warmup": warmup, "ratio": RATIO,
         "workers": 1, "took_s": round(took, 1), "workloads": list(selected), "mode": args.mode,
+        "model_latency": args.model_latency,
     }  # fmt: skip
     together = "both apps at once" if args.mode == "paired" else "one app at a time"
     print(
         f"{rounds_n} rounds × {seconds:g} s per workload ({', '.join(selected)}), {together}, "
         "load by "
-        f"{args.loadgen} with {args.connections} connections over {args.users} users, 1 uvicorn "
+        f"{args.loadgen} with {args.connections} connections over {args.users} users, model "
+        f"latency {args.model_latency * 1000:g} ms, 1 uvicorn "
         "worker per app, "
         + (f"server on CPU {server_cpu} and load on CPU {load_cpu}" if pin else "not pinned")
         + f"; Python {meta['python']}, langchain-core {meta['langchain-core']}, langserve "

@@ -74,12 +74,18 @@ def call_of_message(message: Any, default_model: str = UNKNOWN_MODEL) -> ModelCa
         ModelCall(model='gpt-4o-mini', input_tokens=12, output_tokens=3)
     """
     usage = getattr(message, "usage_metadata", None)
-    if not usage:
+    metadata = getattr(message, "response_metadata", None)
+    if usage:
+        inputs, outputs = int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0))
+    elif isinstance(metadata, Mapping) and isinstance(metadata.get("token_usage"), Mapping):
+        legacy = metadata["token_usage"]  # a chat model from before usage_metadata
+        inputs = int(legacy.get("prompt_tokens", 0) or 0)
+        outputs = int(legacy.get("completion_tokens", 0) or 0)
+    else:
         return None
-    inputs, outputs = int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0))
     if not inputs and not outputs:
         return None
-    name = model_name(getattr(message, "response_metadata", None)) or default_model
+    name = model_name(metadata) or default_model
     return ModelCall(name, inputs, outputs)
 
 

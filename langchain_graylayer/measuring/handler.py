@@ -1,7 +1,9 @@
 """Callback handlers that measure every routed run into
 :class:`~langchain_graylayer.measuring.prometheus.GraylayerMetrics`.
 
-GrayRouter attaches a handler to every run it makes; you can also attach
+GrayRouter attaches a handler to every run it makes when the runs' output cannot show their work
+(LangGraph agents are measured from their messages instead:
+:mod:`~langchain_graylayer.measuring.output`); you can also attach
 :class:`GraylayerCallbackHandler` yourself (it is then the one that measures, never both). It reads
 the labels the router writes into run metadata, and runs inline under sync and async code alike
 (LangChain calls a ``run_inline`` sync handler in place from its async callback manager). End
@@ -17,11 +19,12 @@ reaches the user's request.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 from uuid import UUID
 
@@ -32,7 +35,7 @@ from typing_extensions import override
 
 from langchain_graylayer._cache import ExpiringLRU
 from langchain_graylayer.measuring.completion import CompletionJudge, default_completion_judge
-from langchain_graylayer.measuring.cost import RunCost, calls_of_result
+from langchain_graylayer.measuring.cost import ModelCall, RunCost, calls_of_result
 from langchain_graylayer.measuring.events import tool_failed, tool_name
 from langchain_graylayer.measuring.evidence import RequestResult
 from langchain_graylayer.measuring.labels import (
@@ -48,7 +51,9 @@ from langchain_graylayer.measuring.labels import (
     interrupted,
     labels_from_metadata,
 )
+from langchain_graylayer.measuring.output import OutputCounts
 from langchain_graylayer.measuring.prometheus import GraylayerMetrics, default_metrics
+from langchain_graylayer.plan.plan import Version
 from langchain_graylayer.plan.pricing import Pricing
 
 if TYPE_CHECKING:
@@ -145,6 +150,19 @@ class Measurer:
             self.mark_fallback(UUID(request_id))
 
     @_guarded
+    def request_started(
+        self, run_id: UUID, labels: RunLabels | None, plan: str, reason: str | None
+    ) -> None:
+        """A request started whose labels the caller knows (the router's own run): what
+        :meth:`chain_start` reads from its metadata. ``labels=None``: it was not routed."""
+        if labels is None:
+            if reason is not None:
+                self.metrics.record_unrouted(plan, reason)
+            return
+        with self._lock:
+            self._requests.set(run_id, _Request(labels, self.pricing), self.run_ttl)
+
+    @_guarded
     def mark_fallback(self, request_id: UUID) -> None:
         """The request's candidate failed and stable answers: not a completion, not an error."""
         with self._lock:
@@ -153,12 +171,21 @@ class Measurer:
             request.fallback = True
 
     def chain_end(
-        self, run_id: UUID, outputs: Any, error: BaseException | None, *, paused: bool = False
+        self,
+        run_id: UUID,
+        outputs: Any,
+        error: BaseException | None,
+        *,
+        paused: bool = False,
+        work: Sequence[tuple[OutputCounts, bool]] = (),
     ) -> RequestResult | None:
         """Measure a request that ended; its result, for the evidence (``None``: not ours).
-        ``paused``: the caller saw the run stop at a LangGraph interrupt (e.g. in a chunk)."""
+        ``paused``: the caller saw the run stop at a LangGraph interrupt (e.g. in a chunk).
+        ``work``: what the request's runs did, read from their messages when no handler
+        watched them: ``(counts, retry)``, ``retry`` for the stable answer after a fallback
+        (stable's own work, never the request's)."""
         try:
-            return self._chain_end(run_id, outputs, error, paused)
+            return self._chain_end(run_id, outputs, error, paused, work)
         except Exception:
             logger.exception("graylayer callback chain_end failed; the request goes on")
             with contextlib.suppress(Exception):
@@ -166,7 +193,12 @@ class Measurer:
             return None
 
     def _chain_end(
-        self, run_id: UUID, outputs: Any, error: BaseException | None, paused: bool
+        self,
+        run_id: UUID,
+        outputs: Any,
+        error: BaseException | None,
+        paused: bool,
+        work: Sequence[tuple[OutputCounts, bool]],
     ) -> RequestResult | None:
         with self._lock:
             request = self._requests.pop(run_id)
@@ -185,6 +217,9 @@ class Measurer:
         else:
             outcome = Outcome.OK
             completed = verdict if verdict is not None else self._judge(outputs)
+        if outcome is not Outcome.INTERRUPTED:  # its work counts when the thread resumes
+            for counts, retry in work:
+                self._record_work(request, counts, retry)
         self.metrics.record_request(request.labels, outcome, seconds, completed=completed)
         cost = request.cost
         calls, failed = request.tools
@@ -192,6 +227,32 @@ class Measurer:
             outcome, seconds, completed, calls, failed, cost.input_tokens, cost.output_tokens,
             cost=cost.cost, unpriced=cost.unpriced,
         )  # fmt: skip
+
+    @_guarded
+    def _record_work(self, request: _Request, counts: OutputCounts, retry: bool) -> None:
+        """What the messages of one of the request's runs show, counted as the event handler
+        counts it: per tool call and per direction of tokens, under the version that did it."""
+        labels = request.labels
+        if retry:
+            labels = dataclasses.replace(labels, version=Version.STABLE.value)
+        for name, ok in counts.tools:
+            self.metrics.record_tool(labels, name, ok=ok)
+        self._record_calls(labels, counts.calls, None if retry else request)
+        if not retry:
+            request.tools[0] += counts.tool_calls
+            request.tools[1] += counts.tool_errors
+
+    def _record_calls(
+        self, labels: RunLabels, calls: Iterable[ModelCall], request: _Request | None
+    ) -> None:
+        """Model calls' tokens and money into the metrics, and into ``request``'s own count
+        (``None``: a stable retry's or an unknown request's, for the metrics alone)."""
+        run = request.cost if request is not None else RunCost(self.pricing)
+        for call in calls:
+            money = run.add(call)
+            self.metrics.record_tokens(labels, input=call.input_tokens, output=call.output_tokens)
+            if money is not None and self.pricing is not None:
+                self.metrics.record_cost(labels, money, self.pricing.currency)
 
     def _judge(self, outputs: Any) -> bool:
         try:
@@ -243,13 +304,8 @@ class Measurer:
             return
         labels, model, request = child
         # The request's own count (not its stable retry's), or a count for the metrics alone.
-        own = request is not None and not request.fallback
-        run = request.cost if own and request is not None else RunCost(self.pricing)
-        for call in calls_of_result(response, model):
-            money = run.add(call)
-            self.metrics.record_tokens(labels, input=call.input_tokens, output=call.output_tokens)
-            if money is not None and self.pricing is not None:
-                self.metrics.record_cost(labels, money, self.pricing.currency)
+        own = request if request is not None and not request.fallback else None
+        self._record_calls(labels, calls_of_result(response, model), own)
 
 
 def _model_of(metadata: Mapping[str, Any] | None) -> str:

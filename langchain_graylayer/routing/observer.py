@@ -11,6 +11,7 @@ callbacks.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping
 from typing import Any
 from uuid import UUID
 
@@ -22,9 +23,9 @@ from langchain_graylayer.measuring.completion import (
     CompletionJudge,
     default_completion_judge,
 )
-from langchain_graylayer.measuring.evaluation import Evaluations
+from langchain_graylayer.measuring.evaluation import EvaluationMetrics, Evaluations
 from langchain_graylayer.measuring.evidence import EvidenceRecorder, RequestResult
-from langchain_graylayer.measuring.feedback import FeedbackRecorder
+from langchain_graylayer.measuring.feedback import FeedbackRecorder, RunIndex
 from langchain_graylayer.measuring.handler import (
     ChildRunsHandler,
     GraylayerCallbackHandler,
@@ -49,14 +50,16 @@ from langchain_graylayer.measuring.labels import (
     plan_tag,
     version_tag,
 )
+from langchain_graylayer.measuring.output import OutputCounts, RunMessages, shows_messages
 from langchain_graylayer.measuring.prometheus import GraylayerMetrics
 from langchain_graylayer.measuring.tracing import GraylayerTracingHandler
-from langchain_graylayer.plan.plan import Version
+from langchain_graylayer.plan.plan import RolloutPlan, Version
 from langchain_graylayer.plan.pricing import Pricing
 from langchain_graylayer.routing.decision import RoutingDecision
 from langchain_graylayer.routing.runs import handlers_in, with_handlers
+from langchain_graylayer.store.protocols import RoutingStore
 
-__all__ = ["Call", "RunObserver", "labels_of"]
+__all__ = ["Call", "RunObserver", "labels_of", "reads_outputs"]
 
 
 class Call:
@@ -65,8 +68,8 @@ class Call:
     evidence goes."""
 
     __slots__ = (
-        "config", "decision", "evidence", "fell_back", "labels", "measurer", "paused", "run_id",
-        "started_at",
+        "config", "decision", "evidence", "fell_back", "labels", "measurer", "paused", "run",
+        "run_id", "started_at", "work",
     )  # fmt: skip
 
     def __init__(
@@ -76,10 +79,16 @@ class Call:
         decision: RoutingDecision,
         measurer: Measurer | None,
         evidence: EvidenceRecorder | None = None,
+        run: RunMessages | None = None,
+        labels: RunLabels | None = None,
     ) -> None:
         self.config, self.run_id, self.decision, self.measurer = config, run_id, decision, measurer
         self.evidence = evidence
-        self.labels = labels_of(decision)
+        self.run = run
+        """Reads the tool calls and tokens from the run's messages (``None``: a handler on the
+        descendant runs counts them)."""
+        self.work: list[tuple[OutputCounts, bool]] = []
+        self.labels = labels if labels is not None else labels_of(decision)
         self.started_at = time.perf_counter()
         self.fell_back = False
         self.paused = False
@@ -88,12 +97,21 @@ class Call:
     def started(self) -> None:
         self.started_at = time.perf_counter()
         if self.measurer is not None:
-            self.measurer.chain_start(self.run_id, self.config.get("metadata"))
+            decision = self.decision
+            self.measurer.request_started(
+                self.run_id, self.labels, decision.plan_id, decision.reason.value
+            )
 
     def ended(self, output: Any, error: BaseException | None = None) -> None:
         result = None
         if self.measurer is not None:
-            result = self.measurer.chain_end(self.run_id, output, error, paused=self.paused)
+            work = self.work
+            if self.run is not None:
+                raised = error is not None and not cancelled(error)
+                work = [*work, (self.run.counts(raised=raised), self.fell_back)]
+            result = self.measurer.chain_end(
+                self.run_id, output, error, paused=self.paused, work=work
+            )
         if self.evidence is None or self.labels is None or not self.labels.attributable:
             return
         if result is None:  # measured by a handler of the caller's: what this call saw
@@ -122,6 +140,9 @@ class Call:
         self.fell_back = True
         if self.measurer is not None:
             self.measurer.mark_fallback(self.run_id)
+        if self.run is not None:  # the candidate's work until it raised; stable's comes next
+            self.work.append((self.run.counts(raised=True), False))
+            self.run = RunMessages(self.run.mode, subgraphs=self.run.subgraphs)
         config = self.config
         stale = version_tag(Version.CANDIDATE.value)
         return {
@@ -168,9 +189,12 @@ class RunObserver:
         evidence: EvidenceRecorder | None = None,
         evaluations: Evaluations | None = None,
         pricing: Pricing | None = None,
+        subgraphs: bool = False,
     ) -> None:
         self.journal = journal
         self.evaluations = evaluations
+        self.subgraphs = subgraphs
+        """Measured from their output, runs show their subgraphs' states too."""
         self.evidence = evidence
         self.tracing = tracing
         self.feedback = feedback
@@ -186,12 +210,68 @@ class RunObserver:
             # dispatch through LangChain's callback manager.
             self.handler = ChildRunsHandler(metrics, judge=judge, journal=journal, pricing=pricing)
 
-    def open(self, config: RunnableConfig, decision: RoutingDecision, run_id: UUID) -> Call:
-        """The request's labelled config and what measures it; records the run for feedback."""
+    @classmethod
+    def of_plan(
+        cls,
+        plan: RolloutPlan,
+        store: RoutingStore,
+        *,
+        metrics: GraylayerMetrics | None,
+        clock: Callable[[], float],
+        completion_judge: CompletionJudge | Runnable[Any, Any] | None = None,
+        tracer: Any = None,
+        journal_tool_calls: bool = True,
+        feedback_ttl: float = 86400.0,
+        evaluators: Mapping[str, Any] | None = None,
+        subgraphs: bool = False,
+    ) -> RunObserver:
+        """A router's observer of ``plan``'s runs: ``metrics`` (``None``: not instrumented)
+        start their arms and watch the ratios; the candidate's side-effecting tool calls are
+        journaled, runs traced with ``tracer``, evidence recorded, the plan's evaluators run."""
+        if metrics is not None:
+            priced = plan.pricing.currency if plan.pricing.models else None
+            metrics.init_arms(plan.id, plan.layer_names, priced)
+            metrics.watch_ratios(plan, store)
+        journal = None
+        if journal_tool_calls:
+            journal = ToolCallJournal(store, plan.judging.side_effect_tools, clock=clock)
+        tracing = None
+        if tracer is not None:
+            tracing = GraylayerTracingHandler(tracer, agent_name=plan.id)
+        evidence = EvidenceRecorder(store, plan)
+        evaluations = None
+        if plan.evaluators:
+            evaluation_metrics = None if metrics is None else EvaluationMetrics.of(metrics.registry)
+            evaluations = Evaluations(plan, evaluators or {}, evidence, metrics=evaluation_metrics)
+        return cls(
+            metrics=metrics,
+            completion_judge=completion_judge,
+            journal=journal,
+            tracing=tracing,
+            feedback=FeedbackRecorder(metrics, RunIndex(ttl=feedback_ttl, clock=clock), evidence),
+            evidence=evidence,
+            evaluations=evaluations,
+            pricing=plan.pricing,
+            subgraphs=subgraphs,
+        )
+
+    def open(
+        self,
+        config: RunnableConfig,
+        decision: RoutingDecision,
+        run_id: UUID,
+        mode: str | None = None,
+    ) -> Call:
+        """The request's labelled config and what measures it; records the run for feedback.
+
+        ``mode``: the run's messages show its work, in its final state or its chunks of this
+        stream mode (``"values"`` or ``"updates"``), so no handler watches its descendants;
+        ``None``: the metrics handler does."""
+        request_id = str(run_id)
         metadata: dict[str, Any] = {
             PLAN_KEY: decision.plan_id,
             VERSION_KEY: decision.version.value,
-            REQUEST_ID_KEY: str(run_id),
+            REQUEST_ID_KEY: request_id,
             REASON_KEY: decision.reason.value,
         }
         tags = [plan_tag(decision.plan_id), version_tag(decision.version.value)]
@@ -201,9 +281,12 @@ class RunObserver:
         if labels is not None:
             metadata[LAYER_KEY] = labels.layer
             tags.append(layer_tag(labels.layer))
-            self.feedback.index.record(str(run_id), labels)
+            self.feedback.index.record(request_id, labels)
         callbacks = config.get("callbacks")
-        handlers, measurer = self._observers(handlers_in(callbacks), decision)
+        present = handlers_in(callbacks)
+        if mode is not None and any(isinstance(h, GraylayerCallbackHandler) for h in present):
+            mode = None  # a handler of the caller's (or an outer router's) counts the work
+        handlers, measurer = self._observers(present, decision, from_output=mode is not None)
         # What ``merge_configs(config, {"metadata", "tags", "callbacks"})`` gives, without its
         # generic merging of every key (it runs on every request).
         labelled: RunnableConfig = {
@@ -213,19 +296,25 @@ class RunObserver:
         }
         if handlers:
             labelled["callbacks"] = with_handlers(callbacks, handlers)
-        return Call(labelled, run_id, decision, measurer, self.evidence)
+        run = None
+        if mode is not None and measurer is not None:
+            run = RunMessages(mode, subgraphs=self.subgraphs)
+        return Call(labelled, run_id, decision, measurer, self.evidence, run, labels)
 
     def _observers(
-        self, present: list[Any], decision: RoutingDecision
+        self, present: list[Any], decision: RoutingDecision, *, from_output: bool = False
     ) -> tuple[list[BaseCallbackHandler], Measurer | None]:
         """The handlers to add, and what measures the request itself. A measuring handler the
         caller attached measures instead of ours (never both); an outer router's handler
-        measures the descendants, and this router still reports its own request."""
+        measures the descendants, and this router still reports its own request. Measured
+        ``from_output``, the descendants get no metrics handler."""
         handlers: list[BaseCallbackHandler] = []
         measurer = None
         handler = self.handler
         if handler is not None:
-            if not any(isinstance(h, GraylayerCallbackHandler) for h in present):
+            if not from_output and not any(
+                isinstance(h, GraylayerCallbackHandler) for h in present
+            ):
                 handlers.append(handler)  # it journals the candidate's tool calls too
             if not any(
                 isinstance(h, GraylayerCallbackHandler) and not isinstance(h, ChildRunsHandler)
@@ -262,3 +351,15 @@ class RunObserver:
             return
         session = call.decision.session_id
         evaluations.run_ended(labels, str(call.run_id), session, input, output)
+
+
+def reads_outputs(plan: RolloutPlan, versions: tuple[Any, ...]) -> bool:
+    """Whether a router of ``plan`` over ``versions`` can count each request from the messages
+    it returns: every version is a LangGraph agent, and no guardrail needs the model calls made
+    inside tools (cost), which only a handler on the descendant runs sees."""
+    watches_cost = any(
+        guardrail.metric.relative
+        for layer in plan.layer_names
+        for guardrail in plan.gates_for(layer).guardrails
+    )
+    return not watches_cost and all(shows_messages(version) for version in versions)

@@ -23,8 +23,6 @@ from langchain_core.runnables import Runnable, RunnableConfig, RunnableSerializa
 from langchain_core.runnables.config import (
     ensure_config,
     get_callback_manager_for_config,
-    patch_config,
-    set_config_context,
 )
 from langchain_core.runnables.utils import ConfigurableFieldSpec, get_unique_config_specs
 from langchain_core.utils.pydantic import TypeBaseModel
@@ -34,10 +32,8 @@ from typing_extensions import override
 from langchain_graylayer._types import Identity, posix_clock
 from langchain_graylayer.errors import ConfigurationError
 from langchain_graylayer.measuring.completion import CompletionJudge
-from langchain_graylayer.measuring.evaluation import EvaluationMetrics, Evaluations
-from langchain_graylayer.measuring.evidence import EvidenceRecorder
-from langchain_graylayer.measuring.feedback import FeedbackKind, FeedbackRecorder, RunIndex
-from langchain_graylayer.measuring.journal import ToolCallJournal
+from langchain_graylayer.measuring.evaluation import Evaluations
+from langchain_graylayer.measuring.feedback import FeedbackKind, FeedbackRecorder
 from langchain_graylayer.measuring.labels import (
     FALLBACK_TAG,
     RunLabels,
@@ -45,20 +41,25 @@ from langchain_graylayer.measuring.labels import (
     interrupted,
     version_tag,
 )
+from langchain_graylayer.measuring.output import has_subgraphs, stream_mode_of
 from langchain_graylayer.measuring.prometheus import GraylayerMetrics, default_metrics
-from langchain_graylayer.measuring.tracing import GraylayerTracingHandler
 from langchain_graylayer.plan._config import to_configuration_error
 from langchain_graylayer.plan.plan import RolloutPlan, Version
 from langchain_graylayer.routing.assigner import Assigner, ProfileLoader
 from langchain_graylayer.routing.context import DECISION_KEY, current_request
 from langchain_graylayer.routing.decision import RoutingDecision
-from langchain_graylayer.routing.observer import Call, RunObserver, labels_of
+from langchain_graylayer.routing.observer import Call, RunObserver, labels_of, reads_outputs
 from langchain_graylayer.routing.runs import (
     Accumulator,
+    ainvoke_child,
+    astream_child,
+    child_config,
+    invoke_child,
     new_run_id,
     own_run_manager,
     paused_in_state,
     paused_in_state_async,
+    stream_child,
 )
 from langchain_graylayer.store.cached import for_requests
 from langchain_graylayer.store.memory import MemoryStore
@@ -73,12 +74,16 @@ class _State:
     """The router's per-process state. One plain object, because each read of a pydantic private
     attribute goes through ``BaseModel.__getattr__`` (about 3 µs): too slow for the request path."""
 
-    __slots__ = ("assigner", "networked", "observer", "warned_no_user")
+    __slots__ = ("assigner", "from_output", "networked", "observer", "warned_no_user")
 
-    def __init__(self, assigner: Assigner, observer: RunObserver, networked: bool) -> None:
+    def __init__(
+        self, assigner: Assigner, observer: RunObserver, networked: bool, from_output: bool
+    ) -> None:
         self.assigner = assigner
         self.observer = observer
         self.networked = networked
+        self.from_output = from_output
+        """Both versions return their messages: count tool calls and tokens from them."""
         self.warned_no_user = float("-inf")
 
 
@@ -128,7 +133,7 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
     """Where runs are measured; ``None`` means
     :func:`~langchain_graylayer.measuring.prometheus.default_metrics` (the global registry)."""
     instrument: bool = True
-    """Attach the metrics callback handler to every run (turn off to measure nothing)."""
+    """Measure the runs into ``metrics`` (turn off to measure nothing)."""
     completion_judge: CompletionJudge | Runnable[Any, Any] | None = None
     """Decides task completion from the final output. A function runs inline; a Runnable (e.g.
     an LLM-as-judge chain returning a truthy value) runs in the background after the answer, off
@@ -141,6 +146,13 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
     journal_tool_calls: bool = True
     """Journal the candidate's tool calls (the plan's ``judging.side_effect_tools``, or all) in
     the store, so a rollback can list them for compensation."""
+    measure_from_output: bool = True
+    """When both versions are LangGraph agents (a ``messages`` channel, e.g. ``create_agent``),
+    count each request's tool calls, tool errors and tokens from the messages it returns or
+    streams, with no metrics handler on its descendant runs (cheaper; the same counts). Other
+    runnables, streams whose chunks do not show every message, and plans with a cost guardrail
+    (a model called inside a tool shows only to the handler) are measured by the handler.
+    ``False``: the handler on every run."""
 
     evaluators: dict[str, Any] = Field(default_factory=dict)
     """Implementations of the plan's evaluators by name — a function, a Runnable, an
@@ -179,38 +191,22 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
         store = for_requests(
             self.store, ratio_refresh=self.ratio_refresh_interval, clock=self.clock
         )
+        versions = (self.stable, self.candidate)
         metrics = None
         if self.instrument:
             metrics = self.metrics if self.metrics is not None else default_metrics()
-            priced = self.plan.pricing.currency if self.plan.pricing.models else None
-            metrics.init_arms(self.plan.id, self.plan.layer_names, priced)
-            metrics.watch_ratios(self.plan, store)
-        journal = None
-        if self.journal_tool_calls:
-            journal = ToolCallJournal(store, self.plan.judging.side_effect_tools, clock=self.clock)
-        tracing = None
-        if self.tracer is not None:
-            tracing = GraylayerTracingHandler(self.tracer, agent_name=self.plan.id)
-        index = RunIndex(ttl=self.feedback_ttl, clock=self.clock)
-        evidence = EvidenceRecorder(store, self.plan)
-        evaluations = None
-        if self.plan.evaluators:
-            evaluation_metrics = None if metrics is None else EvaluationMetrics.of(metrics.registry)
-            evaluations = Evaluations(
-                self.plan, self.evaluators, evidence, metrics=evaluation_metrics
-            )
-        observer = RunObserver(
-            metrics=metrics,
-            completion_judge=self.completion_judge,
-            journal=journal,
-            tracing=tracing,
-            feedback=FeedbackRecorder(metrics, index, evidence),
-            evidence=evidence,
-            evaluations=evaluations,
-            pricing=self.plan.pricing,
+        from_output = (
+            self.measure_from_output and metrics is not None and reads_outputs(self.plan, versions)
         )
+        observer = RunObserver.of_plan(
+            self.plan, store, metrics=metrics, clock=self.clock,
+            completion_judge=self.completion_judge, tracer=self.tracer,
+            journal_tool_calls=self.journal_tool_calls, feedback_ttl=self.feedback_ttl,
+            evaluators=self.evaluators,
+            subgraphs=from_output and any(has_subgraphs(version) for version in versions),
+        )  # fmt: skip
         assigner = Assigner(self.plan, store, profile_loader=self.profile_loader, clock=self.clock)
-        self._state_ = _State(assigner, observer, store.networked)
+        self._state_ = _State(assigner, observer, store.networked, from_output)
 
     # ------------------------------------------------------------------ Runnable plumbing
     @classmethod
@@ -377,23 +373,36 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
         context = current_request()
         return None if context is None else context.decision_for(self.plan.id, who)
 
-    def _open(self, config: RunnableConfig | None) -> Call:
+    def _open(self, config: RunnableConfig | None, mode: str | None) -> Call:
         config = ensure_config(config)
         who = identity_of(config)
         if who[0] is None:
             self._no_user_id(config)
         decision = self._decision(who, config) or self._state.assigner.assign(*who)
         run_id = config.pop("run_id", None) or new_run_id()
-        return self._state.observer.open(config, decision, run_id)
+        return self._state.observer.open(config, decision, run_id, mode)
 
-    async def _aopen(self, config: RunnableConfig | None) -> Call:
+    async def _aopen(self, config: RunnableConfig | None, mode: str | None) -> Call:
         config = ensure_config(config)
         who = identity_of(config)
         if who[0] is None:
             self._no_user_id(config)
         decision = self._decision(who, config) or await self.aroute_request(*who)
         run_id = config.pop("run_id", None) or new_run_id()
-        return self._state.observer.open(config, decision, run_id)
+        return self._state.observer.open(config, decision, run_id, mode)
+
+    def _invoke_mode(self, kwargs: dict[str, Any]) -> str | None:
+        """``"values"`` when the request is measured from the states its run goes through
+        (plain ``invoke`` of two LangGraph agents), ``None`` when a handler measures it."""
+        return "values" if self._state.from_output and not kwargs else None
+
+    def _stream_mode(self, kwargs: dict[str, Any]) -> str | None:
+        """The stream mode whose chunks the request is measured from (both versions must
+        stream it, for a fallback), ``None`` when a handler measures it."""
+        if not self._state.from_output:
+            return None
+        mode = stream_mode_of(self.candidate, kwargs)
+        return mode if mode is not None and mode == stream_mode_of(self.stable, kwargs) else None
 
     def _no_user_id(self, config: RunnableConfig) -> None:
         """Say so, at most once a minute: a typo in the key sends every user to stable."""
@@ -439,7 +448,7 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
         fallback, without the candidate tag it inherited."""
         callbacks = run_manager.get_child(FALLBACK_TAG)
         callbacks.remove_tags([version_tag(Version.CANDIDATE.value)])
-        return patch_config(call.fallback_config(), callbacks=callbacks)
+        return child_config(call.fallback_config(), callbacks)
 
     def _answered(self, call: Call, input: Any, output: Any) -> None:
         observer = self._state.observer
@@ -450,20 +459,21 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
     # ------------------------------------------------------------------ invoke
     @override
     def invoke(self, input: Input, config: RunnableConfig | None = None, **kwargs: Any) -> Output:
-        call = self._open(config)
+        call = self._open(config, self._invoke_mode(kwargs))
         call.started()
         run_manager = get_callback_manager_for_config(call.config).on_chain_start(
             None, input, name=call.config.get("run_name") or self.get_name(), run_id=call.run_id
         )
         try:
             try:
-                child = patch_config(call.config, callbacks=run_manager.get_child())
-                output = self._call(self._runnable(call.decision.version), input, child, kwargs)
+                child = child_config(call.config, run_manager.get_child())
+                runnable = self._runnable(call.decision.version)
+                output = invoke_child(runnable, input, child, kwargs, call.run)
             except BaseException as exc:
                 if not self._falls_back(call, exc):
                     raise
                 fallback = self._fallback_config(call, run_manager)
-                output = self._call(self.stable, input, fallback, kwargs)
+                output = invoke_child(self.stable, input, fallback, kwargs, call.run)
         except BaseException as exc:
             call.ended(None, exc)
             run_manager.on_chain_error(exc)
@@ -472,21 +482,11 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
         run_manager.on_chain_end(output)
         return output
 
-    @staticmethod
-    def _call(
-        runnable: Runnable[Input, Output],
-        input: Input,
-        child: RunnableConfig,
-        kwargs: dict[str, Any],
-    ) -> Output:
-        with set_config_context(child) as context:
-            return context.run(runnable.invoke, input, child, **kwargs)
-
     @override
     async def ainvoke(
         self, input: Input, config: RunnableConfig | None = None, **kwargs: Any
     ) -> Output:
-        call = await self._aopen(config)
+        call = await self._aopen(config, self._invoke_mode(kwargs))
         call.started()
         run_manager = await own_run_manager(call.config).on_chain_start(
             None, input, name=call.config.get("run_name") or self.get_name(), run_id=call.run_id
@@ -495,14 +495,14 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
             # Awaited in place, as RunnableBranch does: the child sets its own config context,
             # and a task per request would cost more than the rest of the routing.
             try:
-                child = patch_config(call.config, callbacks=run_manager.get_child())
+                child = child_config(call.config, run_manager.get_child())
                 runnable = self._runnable(call.decision.version)
-                output = await runnable.ainvoke(input, child, **kwargs)
+                output = await ainvoke_child(runnable, input, child, kwargs, call.run)
             except BaseException as exc:
                 if not self._falls_back(call, exc):
                     raise
                 fallback = self._fallback_config(call, run_manager)
-                output = await self.stable.ainvoke(input, fallback, **kwargs)
+                output = await ainvoke_child(self.stable, input, fallback, kwargs, call.run)
         except BaseException as exc:
             call.ended(None, exc)
             await run_manager.on_chain_error(exc)
@@ -516,7 +516,7 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
     def stream(
         self, input: Input, config: RunnableConfig | None = None, **kwargs: Any | None
     ) -> Iterator[Output]:
-        call = self._open(config)
+        call = self._open(config, self._stream_mode(kwargs))
         call.started()
         run_manager: CallbackManagerForChainRun = get_callback_manager_for_config(
             call.config
@@ -525,10 +525,10 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
         )
         final = Accumulator[Output]()
         try:
-            child = patch_config(call.config, callbacks=run_manager.get_child())
+            child = child_config(call.config, run_manager.get_child())
             runnable = self._runnable(call.decision.version)
             try:
-                for chunk in runnable.stream(input, child, **kwargs):
+                for chunk in stream_child(runnable, input, child, kwargs, call.run):
                     final.add(chunk)
                     yield chunk
             except Exception as exc:
@@ -537,7 +537,7 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
                 if final.started or not self._falls_back(call, exc):
                     raise
                 runnable, child = self.stable, self._fallback_config(call, run_manager)
-                for chunk in runnable.stream(input, child, **kwargs):
+                for chunk in stream_child(runnable, input, child, kwargs, call.run):
                     final.add(chunk)
                     yield chunk
         except BaseException as exc:
@@ -552,7 +552,7 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
     async def astream(
         self, input: Input, config: RunnableConfig | None = None, **kwargs: Any | None
     ) -> AsyncIterator[Output]:
-        call = await self._aopen(config)
+        call = await self._aopen(config, self._stream_mode(kwargs))
         call.started()
         run_manager: AsyncCallbackManagerForChainRun = await own_run_manager(
             call.config
@@ -561,17 +561,17 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
         )
         final = Accumulator[Output]()
         try:
-            child = patch_config(call.config, callbacks=run_manager.get_child())
+            child = child_config(call.config, run_manager.get_child())
             runnable = self._runnable(call.decision.version)
             try:
-                async for chunk in runnable.astream(input, child, **kwargs):
+                async for chunk in astream_child(runnable, input, child, kwargs, call.run):
                     final.add(chunk)
                     yield chunk
             except Exception as exc:
                 if final.started or not self._falls_back(call, exc):
                     raise
                 runnable, child = self.stable, self._fallback_config(call, run_manager)
-                async for chunk in runnable.astream(input, child, **kwargs):
+                async for chunk in astream_child(runnable, input, child, kwargs, call.run):
                     final.add(chunk)
                     yield chunk
         except BaseException as exc:

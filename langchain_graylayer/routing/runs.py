@@ -6,6 +6,7 @@ Nothing here knows about plans or versions.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, Generic, TypeVar, cast
 from uuid import UUID, uuid4
 
@@ -15,10 +16,11 @@ from langchain_core.callbacks import (
     BaseCallbackHandler,
 )
 from langchain_core.messages import BaseMessageChunk
-from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import get_async_callback_manager_for_config
 
 from langchain_graylayer.measuring.labels import carries_interrupt
+from langchain_graylayer.measuring.output import RunMessages, ainvoke_tracked, invoke_tracked
 
 try:  # langchain-core 1.x makes UUIDv7 run ids; keep ours of the same kind
     from langchain_core.utils.uuid import uuid7 as _uuid7
@@ -27,12 +29,17 @@ except ImportError:  # pragma: no cover - releases without it
 
 __all__ = [
     "Accumulator",
+    "ainvoke_child",
+    "astream_child",
+    "child_config",
     "handlers_in",
+    "invoke_child",
     "merge_message_pair",
     "new_run_id",
     "own_run_manager",
     "paused_in_state",
     "paused_in_state_async",
+    "stream_child",
     "with_handlers",
 ]
 
@@ -89,6 +96,90 @@ def with_handlers(callbacks: Any, handlers: list[BaseCallbackHandler]) -> Any:
     for handler in handlers:
         merged.add_handler(handler, inherit=True)
     return merged
+
+
+def child_config(config: RunnableConfig, callbacks: Any) -> RunnableConfig:
+    """The chosen runnable's config: the router's (already ensured, once per request) with the
+    callbacks of the router's own run's children, and without its run name and id. What
+    ``patch_config(config, callbacks=...)`` gives, without ensuring the config again."""
+    child = cast(RunnableConfig, {**config, "callbacks": callbacks})
+    child.pop("run_name", None)
+    child.pop("run_id", None)
+    return child
+
+
+def invoke_child(
+    runnable: Runnable[Any, Output],
+    input: Any,
+    child: RunnableConfig,
+    kwargs: dict[str, Any],
+    run: RunMessages | None,
+) -> Output:
+    """Invoke the chosen runnable as the router's child (called in place, as ``RunnableBranch``
+    does: the child sets its own config context); with ``run``, through the states it goes
+    through, which show its work even if it raises."""
+    if run is not None:
+        return cast(Output, invoke_tracked(runnable, input, child, run))
+    return runnable.invoke(input, child, **kwargs)
+
+
+async def ainvoke_child(
+    runnable: Runnable[Any, Output],
+    input: Any,
+    child: RunnableConfig,
+    kwargs: dict[str, Any],
+    run: RunMessages | None,
+) -> Output:
+    """:func:`invoke_child` for async code: awaited in place (the child sets its own config
+    context, and a task per request would cost more than the rest of the routing)."""
+    if run is not None:
+        return cast(Output, await ainvoke_tracked(runnable, input, child, run))
+    return await runnable.ainvoke(input, child, **kwargs)
+
+
+def stream_child(
+    runnable: Runnable[Any, Output],
+    input: Any,
+    child: RunnableConfig,
+    kwargs: dict[str, Any],
+    run: RunMessages | None,
+) -> Iterator[Output]:
+    """Stream the chosen runnable, showing its chunks to ``run`` (if any); with
+    ``run.subgraphs``, its subgraphs' chunks too (``run`` then sees what was running if the
+    stream raises inside one), yielding the graph's own chunks only: what the caller asked
+    for."""
+    if run is None or not run.subgraphs:
+        for chunk in runnable.stream(input, child, **kwargs):
+            if run is not None:
+                run.add(chunk)
+            yield chunk
+        return
+    graph: Any = runnable  # a LangGraph graph: (namespace, chunk) pairs with subgraphs=True
+    for namespace, chunk in graph.stream(input, child, **kwargs, subgraphs=True):
+        run.add(chunk, namespace)
+        if not namespace:
+            yield chunk
+
+
+async def astream_child(
+    runnable: Runnable[Any, Output],
+    input: Any,
+    child: RunnableConfig,
+    kwargs: dict[str, Any],
+    run: RunMessages | None,
+) -> AsyncIterator[Output]:
+    """:func:`stream_child` for async code."""
+    if run is None or not run.subgraphs:
+        async for chunk in runnable.astream(input, child, **kwargs):
+            if run is not None:
+                run.add(chunk)
+            yield chunk
+        return
+    graph: Any = runnable
+    async for namespace, chunk in graph.astream(input, child, **kwargs, subgraphs=True):
+        run.add(chunk, namespace)
+        if not namespace:
+            yield chunk
 
 
 def handlers_in(callbacks: Any) -> list[Any]:
