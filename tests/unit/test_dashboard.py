@@ -87,6 +87,16 @@ def test_is_a_grafana_dashboard_with_a_prometheus_input() -> None:
     assert "label_values(graylayer_requests_total" in variables["layer"]["query"]["query"]
 
 
+def test_no_two_panels_overlap() -> None:
+    cells: dict[tuple[int, int], str] = {}
+    for panel in load()["panels"]:  # the top-level grid (rows hold their own)
+        grid = panel["gridPos"]
+        for x in range(grid["x"], grid["x"] + grid["w"]):
+            for y in range(grid["y"], grid["y"] + grid["h"]):
+                assert (x, y) not in cells, f"{panel['title']!r} covers {cells[x, y]!r}"
+                cells[x, y] = panel["title"]
+
+
 def test_every_metric_exists_in_graylayer_metrics() -> None:
     exported = exported_names()
     used = {name for text in queries() for name in METRIC.findall(text)}
