@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["ManagedProcess", "can_ping_redis", "free_port", "wait_until"]
+__all__ = ["ManagedProcess", "can_ping_redis", "free_port", "serve_app_process", "wait_until"]
 
 
 def free_port() -> int:
@@ -170,3 +170,28 @@ class ManagedProcess:
                 process.kill()
                 process.wait()
         self._log.close()
+
+
+def serve_app_process(settings: Mapping[str, str], *, timeout: float) -> tuple[str, ManagedProcess]:
+    """``tests/integration/_serve_app.py`` under ``python -m uvicorn`` on a loopback port, with
+    ``settings`` in its environment (and no ``REDIS_URL``): its URL, and the process, not yet
+    started (entering it starts it and waits until the agent's schema answers)."""
+    import sys
+
+    import httpx
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        try:
+            return httpx.get(f"{url}/agent/input_schema", timeout=0.5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    uvicorn = [sys.executable, "-m", "uvicorn", "_serve_app:app", "--app-dir", "tests/integration"]
+    uvicorn += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    # `env` sets the server's environment without touching this process's (tests run meanwhile).
+    args = ["env", "-u", "REDIS_URL", *(f"{k}={v}" for k, v in settings.items()), *uvicorn]
+    root = Path(__file__).resolve().parents[2]
+    return url, ManagedProcess(args, name="uvicorn", ready=ready, timeout=timeout, cwd=root)

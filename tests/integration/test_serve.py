@@ -18,7 +18,6 @@ import hashlib
 import hmac
 import json
 import re
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,7 +27,7 @@ from typing import Any
 
 import httpx
 import pytest
-from _servers import ManagedProcess, free_port
+from _servers import ManagedProcess, free_port, serve_app_process
 from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 from langgraph.checkpoint.memory import InMemorySaver
@@ -1235,26 +1234,14 @@ class _Launch:
 @pytest.fixture(scope="module", autouse=True)
 def _uvicorn_launch() -> Iterator[tuple[str, _Launch]]:
     """``tests/integration/_serve_app.py`` under ``python -m uvicorn`` on a loopback port."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        try:
-            return httpx.get(f"{url}/agent/input_schema", timeout=0.5).status_code == 200
-        except httpx.HTTPError:
-            return False
-
     settings = {
         "GRAYLAYER_ADMIN_TOKEN": ADMIN_TOKEN,
         "GRAYLAYER_FEEDBACK_SECRET": SECRET.decode(),
         "GRAYLAYER_TEST_VIP_RATIO": "0.5",
         "GRAYLAYER_TEST_TOOL_DELAY": str(TOOL_DELAY),
     }
-    uvicorn = [sys.executable, "-m", "uvicorn", "_serve_app:app", "--app-dir", "tests/integration"]
-    uvicorn += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
-    # `env` sets the server's environment without touching this process's (tests run meanwhile).
-    args = ["env", "-u", "REDIS_URL", *(f"{k}={v}" for k, v in settings.items()), *uvicorn]
-    launch = _Launch(ManagedProcess(args, name="uvicorn", ready=ready, timeout=30, cwd=ROOT))
+    url, process = serve_app_process(settings, timeout=30)
+    launch = _Launch(process)
     yield url, launch
     launch.thread.join()
     started = time.monotonic()

@@ -7,20 +7,18 @@ loopback port for what only a socket shows (a chunked body).
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
 import test_serve
-from _servers import ManagedProcess, free_port
+from _servers import serve_app_process
 from test_serve import (  # the app under test, shared with the serving tests
     ADMIN_TOKEN,
     MODES,
     PLAN,
     QUESTION,
-    ROOT,
     SECRET,
     Served,
     sse_events,
@@ -393,24 +391,13 @@ def test_a_limit_that_is_not_a_positive_number_is_refused_at_startup(
 @pytest.fixture(scope="module")
 def small_limit_server() -> Iterator[str]:
     """``_serve_app.py`` under a real uvicorn, with a 4 kB body limit from the environment."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        try:
-            return httpx.get(f"{url}/agent/input_schema", timeout=0.5).status_code == 200
-        except httpx.HTTPError:
-            return False
-
     settings = {
         "GRAYLAYER_ADMIN_TOKEN": ADMIN_TOKEN,
         "GRAYLAYER_FEEDBACK_SECRET": SECRET.decode(),
         "GRAYLAYER_MAX_BODY_BYTES": "4096",
     }
-    uvicorn = [sys.executable, "-m", "uvicorn", "_serve_app:app", "--app-dir", "tests/integration"]
-    uvicorn += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
-    args = ["env", "-u", "REDIS_URL", *(f"{k}={v}" for k, v in settings.items()), *uvicorn]
-    with ManagedProcess(args, name="uvicorn", ready=ready, timeout=60, cwd=ROOT):
+    url, process = serve_app_process(settings, timeout=60)
+    with process:
         yield url
 
 
