@@ -20,7 +20,10 @@ every reply. Variants:
 ``router_plain``      ``GrayRouter(instrument=False)`` over the agent: routing, no measuring;
 ``router_metrics``    ``GrayRouter`` with metrics, the default: tool calls and tokens counted from
                       the agent's messages, no handler on the agent's runs;
-``router_handler``    the same with ``measure_from_output=False``: the handler on every run;
+``router_journal``    ``router_metrics`` with a plan whose ``side_effect_tools`` is ``["*"]``: the
+                      tool-call journal (a handler) on every run of a candidate request;
+``router_handler``    ``router_metrics`` with ``measure_from_output=False``: the handler on every
+                      run;
 ``agent_traced``      the agent with a no-op tracer in ``config["callbacks"]`` (LangSmith-style
                       tracing: a ``Run`` built for every run, none sent anywhere);
 ``router_traced``     ``router_metrics`` with the same tracer: tracing on in both arms, compared
@@ -179,7 +182,7 @@ def build_variants(users: list[str], tools: int) -> list[Variant]:
             QUESTION, {"callbacks": [handler], "metadata": metadata, "run_id": run_id}
         )
 
-    def router(**kwargs: Any) -> GrayRouter[Any, Any]:
+    def router(plan: RolloutPlan = plan, **kwargs: Any) -> GrayRouter[Any, Any]:
         store = MemoryStore()
         for layer in plan.layer_names:
             store.set_ratio(PLAN_ID, layer, RATIO)
@@ -188,6 +191,10 @@ def build_variants(users: list[str], tools: int) -> list[Variant]:
     plain = router(instrument=False)
     router_metrics = GraylayerMetrics(registry=CollectorRegistry())
     measured = router(metrics=router_metrics)
+    journal_metrics = GraylayerMetrics(registry=CollectorRegistry())
+    journaled = router(
+        RolloutPlan.default(PLAN_ID, judging={"side_effect_tools": ["*"]}), metrics=journal_metrics
+    )
     by_handler_metrics = GraylayerMetrics(registry=CollectorRegistry())
     by_handler = router(metrics=by_handler_metrics, measure_from_output=False)
     traced_metrics = GraylayerMetrics(registry=CollectorRegistry())
@@ -216,6 +223,12 @@ def build_variants(users: list[str], tools: int) -> list[Variant]:
             "GrayRouter with metrics, counted from the agent's messages (the default)",
             lambda i: measured.invoke(QUESTION, configs[i % count]),
             router_metrics,
+        ),
+        Variant(
+            "router_journal",
+            "router_metrics + the tool-call journal of every tool (side_effect_tools: ['*'])",
+            lambda i: journaled.invoke(QUESTION, configs[i % count]),
+            journal_metrics,
         ),
         Variant(
             "router_handler",

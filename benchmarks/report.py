@@ -86,6 +86,14 @@ def benches() -> list[Bench]:
             "json",
         ),
         Bench(
+            "overhead_budget",
+            "Where the router's time goes",
+            "the time `GrayRouter` adds to a one-tool `create_agent` request, split into its "
+            "phases (routing, LangChain's own run, the child's labels, measuring)",
+            [py, "benchmarks/overhead_budget.py"],
+            "json",
+        ),
+        Bench(
             "evaluator_overhead",
             "Evaluators on the request path",
             "what a plan's evaluators (a function, an LLM-as-judge, a conversation evaluator) "
@@ -106,6 +114,21 @@ def benches() -> list[Bench]:
             "HTTP throughput with a realistic model latency, router vs direct",
             "the same two LangServe apps when each model call awaits 200 ms",
             [py, "benchmarks/serve_throughput.py", "--model-latency", "0.2"],
+            "json",
+        ),
+        Bench(
+            "serve_latency_spread",
+            "HTTP throughput with a realistic, spread model latency, router vs direct",
+            "the same two LangServe apps when each model call waits a log-normal time of median "
+            "200 ms (sigma 0.5: a p99 about 3.2× the median)",
+            [
+                py,
+                "benchmarks/serve_throughput.py",
+                "--model-latency",
+                "0.2",
+                "--latency-jitter",
+                "0.5",
+            ],
             "json",
         ),
         Bench(
@@ -361,7 +384,13 @@ def _iqr(x: Any) -> str:
 def section_callback(d: dict[str, Any]) -> tuple[list[str], str]:
     v = d.get("variants", {})
     head = []
-    for key in ("router_plain", "router_metrics", "router_handler", "router_traced"):
+    for key in (
+        "router_plain",
+        "router_metrics",
+        "router_journal",
+        "router_handler",
+        "router_traced",
+    ):
         row = v.get(key)
         if row is None:
             head.append(f"`{key}`: missing")
@@ -613,12 +642,24 @@ def section_evaluators(d: dict[str, Any]) -> tuple[list[str], str]:
     return head, table(["variant", "median CPU µs/run", "median wall µs/run"], rows)
 
 
+def section_budget(d: dict[str, Any]) -> tuple[list[str], str]:
+    import overhead_budget
+
+    rows = d["rows"]
+    added, agent = rows["added"]["median_us"], rows["agent"]["median_us"]
+    head = [f"added by the router: **{num(added, 0)} µs per request**, {added / agent:.1%} of the "
+            f"agent's {num(agent, 0)} µs (median of same-round differences)"]  # fmt: skip
+    return head, overhead_budget.table(rows)
+
+
 SECTIONS = {
     "router_overhead": section_router,
+    "overhead_budget": section_budget,
     "callback_overhead": section_callback,
     "evaluator_overhead": section_evaluators,
     "serve_throughput": section_serve,
     "serve_latency": section_serve,
+    "serve_latency_spread": section_serve,
     "simulate": section_simulate,
 }
 

@@ -155,6 +155,9 @@ def build_variants(users: list[str], redis_url: str | None) -> list[Variant]:
 
     branch = RunnableBranch((routed_by_hash, candidate), stable)
 
+    # measured: the journal watches every tool of the candidate (a plan's side_effect_tools)
+    journaled = RolloutPlan.default(PLAN_ID, judging={"side_effect_tools": ["*"]})
+
     def router(store: Store, measured: bool = False) -> GrayRouter[Any, Any]:
         """Routing only (like for like with RunnableBranch), or with graylayer's measuring
         handlers (metrics into a private registry, the candidate tool-call journal)."""
@@ -162,7 +165,7 @@ def build_variants(users: list[str], redis_url: str | None) -> list[Variant]:
         return GrayRouter(
             stable=stable,
             candidate=candidate,
-            plan=plan,
+            plan=journaled if measured else plan,
             store=store,
             metrics=GraylayerMetrics(registry=CollectorRegistry()) if measured else None,
             instrument=measured,

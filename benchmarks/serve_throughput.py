@@ -7,6 +7,7 @@ Run from the repository root::
     python benchmarks/serve_throughput.py --workload chain  # one workload, about 60 s
     python benchmarks/serve_throughput.py --quick           # about 30 s, for a smoke check
     python benchmarks/serve_throughput.py --model-latency 0.2  # each model call awaits 200 ms
+    python benchmarks/serve_throughput.py --model-latency 0.2 --latency-jitter 0.5  # spread
     python benchmarks/serve_throughput.py --json results.json
 
 With ``--model-latency SECONDS`` every model call awaits that long (``asyncio.sleep``, as a call
@@ -14,6 +15,12 @@ to a provider would) before the fake model answers, in both apps: the chain's mo
 agent's (a ``create_agent`` middleware around each model call). That is what users of a real
 model see: the requests in flight wait on the model, the server's CPU does the rest, and
 ``router / direct`` says what graylayer costs them.
+
+A fixed wait keeps the in-flight requests in step: they start together, wait together and reach
+the CPU together, so each one queues behind the others' CPU work and the ratio still follows CPU
+per request. ``--latency-jitter SIGMA`` draws each wait from a log-normal distribution whose
+median is the latency (0.5: a p99 about 3.2× the median, as a provider's latencies spread), so
+requests arrive at the CPU spread out, as they do in production.
 
 Two workloads (``--workload chain``, ``agent`` or ``both``, the default: the chain first):
 
@@ -82,6 +89,7 @@ import json
 import math
 import os
 import platform
+import random
 import shutil
 import socket
 import statistics
@@ -143,9 +151,18 @@ end
 
 
 # --------------------------------------------------------------------------- the apps
-def support_chain(version: str, latency: float = 0.0) -> Any:
-    """Prompt → fake chat model (cycling answers; each call awaiting ``latency`` seconds first)
-    → string parser."""
+def model_wait(latency: float, jitter: float) -> float:
+    """Seconds one model call waits: ``latency``, or with ``jitter`` > 0 a log-normal draw whose
+    median is ``latency`` and whose log has standard deviation ``jitter`` (providers' latencies
+    spread that way: at 0.5, a p99 about 3.2× the median)."""
+    if jitter <= 0:
+        return latency
+    return random.lognormvariate(math.log(latency), jitter)
+
+
+def support_chain(version: str, latency: float = 0.0, jitter: float = 0.0) -> Any:
+    """Prompt → fake chat model (cycling answers; each call awaiting ``latency`` seconds first,
+    see :func:`model_wait`) → string parser."""
     from itertools import cycle
 
     from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
@@ -157,9 +174,10 @@ def support_chain(version: str, latency: float = 0.0) -> Any:
         """The fake model, answering after ``latency`` seconds, as a provider would."""
 
         latency: float = 0.0
+        jitter: float = 0.0
 
         async def _agenerate(self, *args: Any, **kwargs: Any) -> Any:
-            await asyncio.sleep(self.latency)
+            await asyncio.sleep(model_wait(self.latency, self.jitter))
             return await super()._agenerate(*args, **kwargs)
 
     prompt = ChatPromptTemplate.from_messages(
@@ -168,15 +186,15 @@ def support_chain(version: str, latency: float = 0.0) -> Any:
     answers = [f"[{version}] Your refund is on its way.", f"[{version}] Refunds take 5 days."]
     messages = cycle([AIMessage(a) for a in answers])
     if latency > 0:
-        model: Any = SlowFakeChatModel(messages=messages, latency=latency)
+        model: Any = SlowFakeChatModel(messages=messages, latency=latency, jitter=jitter)
     else:
         model = GenericFakeChatModel(messages=messages)
     return prompt | model | StrOutputParser()
 
 
-def support_agent(latency: float = 0.0) -> Any:
+def support_agent(latency: float = 0.0, jitter: float = 0.0) -> Any:
     """The customer-service ``create_agent`` agent, v1: a new, separate one on every call; with
-    ``latency``, each model call awaits that long first."""
+    ``latency``, each model call awaits that long first (see :func:`model_wait`)."""
     if str(ROOT) not in sys.path:  # run as a script, sys.path[0] is benchmarks/
         sys.path.insert(0, str(ROOT))
     from examples.customer_service.agents import build_stable
@@ -189,27 +207,27 @@ def support_agent(latency: float = 0.0) -> Any:
         """Every model call awaits ``latency`` seconds, as a call to a provider would."""
 
         async def awrap_model_call(self, request: Any, handler: Any) -> Any:
-            await asyncio.sleep(latency)
+            await asyncio.sleep(model_wait(latency, jitter))
             return await handler(request)
 
     return build_stable(middleware=[ModelLatency()])
 
 
-def runnable(workload: str, version: str, latency: float = 0.0) -> Any:
+def runnable(workload: str, version: str, latency: float = 0.0, jitter: float = 0.0) -> Any:
     """What an app serves as ``version`` (``v1`` or ``v2``): the agent is ``v1`` for both."""
     if workload == "chain":
-        return support_chain(version, latency)
-    return support_agent(latency)
+        return support_chain(version, latency, jitter)
+    return support_agent(latency, jitter)
 
 
-def build_app(kind: str, workload: str, latency: float = 0.0) -> Any:
+def build_app(kind: str, workload: str, latency: float = 0.0, jitter: float = 0.0) -> Any:
     from fastapi import FastAPI
 
     app = FastAPI()
     if kind == "direct":
         from langserve import add_routes
 
-        add_routes(app, runnable(workload, "v1", latency), path="/agent")
+        add_routes(app, runnable(workload, "v1", latency, jitter), path="/agent")
         return app
     from prometheus_client import CollectorRegistry
 
@@ -221,8 +239,8 @@ def build_app(kind: str, workload: str, latency: float = 0.0) -> Any:
     for layer in plan.layer_names:
         store.set_ratio(plan.id, layer, RATIO)
     router: GrayRouter[Any, Any] = GrayRouter(
-        stable=runnable(workload, "v1", latency),
-        candidate=runnable(workload, "v2", latency),
+        stable=runnable(workload, "v1", latency, jitter),
+        candidate=runnable(workload, "v2", latency, jitter),
         plan=plan,
         store=store,
         metrics=GraylayerMetrics(registry=CollectorRegistry()),
@@ -231,11 +249,11 @@ def build_app(kind: str, workload: str, latency: float = 0.0) -> Any:
     return app
 
 
-def serve(kind: str, workload: str, port: int, latency: float = 0.0) -> None:
+def serve(kind: str, workload: str, port: int, latency: float = 0.0, jitter: float = 0.0) -> None:
     """The server process: one app, one uvicorn worker."""
     import uvicorn
 
-    app = build_app(kind, workload, latency)
+    app = build_app(kind, workload, latency, jitter)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
@@ -324,12 +342,13 @@ class Server:
 
 @contextmanager
 def server(
-    kind: str, workload: str, cpu: int | None, log: Any, latency: float = 0.0
+    kind: str, workload: str, cpu: int | None, log: Any, latency: float = 0.0, jitter: float = 0.0
 ) -> Iterator[Server]:
     """A server process for ``kind`` serving ``workload``, once it answers."""
     port = free_port()
     args = [*pinned(cpu), sys.executable, __file__, "--serve-app", kind, "--workload", workload,
-            "--port", str(port), "--model-latency", str(latency)]  # fmt: skip
+            "--port", str(port), "--model-latency", str(latency),
+            "--latency-jitter", str(jitter)]  # fmt: skip
     process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/agent/invoke"
     try:
@@ -523,7 +542,9 @@ def run_workload(
         log = stack.enter_context(tempfile.TemporaryFile("w+"))
         try:
             servers = {
-                app: stack.enter_context(server(app, workload, server_cpu, log, args.model_latency))
+                app: stack.enter_context(
+                    server(app, workload, server_cpu, log, args.model_latency, args.latency_jitter)
+                )
                 for app in APPS
             }
         except RuntimeError:
@@ -593,6 +614,15 @@ def main(argv: list[str] | None = None) -> int:
         help="each model call awaits this long before answering (default 0: a fake model that "
         "answers in microseconds; 0.2 for a realistic one)",
     )
+    parser.add_argument(
+        "--latency-jitter",
+        type=float,
+        default=0.0,
+        metavar="SIGMA",
+        help="with --model-latency: each call waits a log-normal time whose median is the "
+        "latency and whose log has this standard deviation (default 0: always the latency; "
+        "0.5: a p99 about 3.2x the median, as providers' latencies spread)",
+    )
     parser.add_argument("--users", type=int, default=1000, help="distinct X-User-ID values")
     parser.add_argument("--loadgen", choices=["auto", "wrk", "httpx"], default="auto")
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
@@ -606,7 +636,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.connections is None:
         args.connections = 16
     if args.serve_app:
-        serve(args.serve_app, args.workload, args.port, args.model_latency)
+        serve(args.serve_app, args.workload, args.port, args.model_latency, args.latency_jitter)
         return 0
     if args.load_url:
         body = BODIES[args.workload]
@@ -639,14 +669,16 @@ def main(argv: list[str] | None = None) -> int:
         "loadgen": args.loadgen, "connections": args.connections, "users": args.users,
         "rounds": rounds_n, "seconds": seconds, "warmup": warmup, "ratio": RATIO,
         "workers": 1, "took_s": round(took, 1), "workloads": list(selected), "mode": args.mode,
-        "model_latency": args.model_latency,
+        "model_latency": args.model_latency, "latency_jitter": args.latency_jitter,
     }  # fmt: skip
     together = "both apps at once" if args.mode == "paired" else "one app at a time"
     print(
         f"{rounds_n} rounds × {seconds:g} s per workload ({', '.join(selected)}), {together}, "
         "load by "
         f"{args.loadgen} with {args.connections} connections over {args.users} users, model "
-        f"latency {args.model_latency * 1000:g} ms, 1 uvicorn "
+        f"latency {args.model_latency * 1000:g} ms"
+        + (f" (log-normal, sigma {args.latency_jitter:g})" if args.latency_jitter > 0 else "")
+        + ", 1 uvicorn "
         "worker per app, "
         + (f"server on CPU {server_cpu} and load on CPU {load_cpu}" if pin else "not pinned")
         + f"; Python {meta['python']}, langchain-core {meta['langchain-core']}, langserve "

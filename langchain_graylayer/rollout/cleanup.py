@@ -8,8 +8,9 @@ to review. A conversation key is ``conversation_key(user_id, session_id)``
 (:mod:`langchain_graylayer.store.protocols`): pins are kept per user, and behind
 ``add_gray_routes`` it is also the conversation's LangGraph ``thread_id``.
 
-The tool calls come from :class:`ToolCallJournal`, a callback handler the router attaches: it
-appends every candidate tool call (optionally only the plan's ``side_effect_tools``) to the store.
+The tool calls come from :class:`ToolCallJournal`, a callback handler the router attaches to
+candidate requests when the plan names ``side_effect_tools``: it appends the candidate's calls of
+those tools (``["*"]``: of every tool) to the store.
 """
 
 from __future__ import annotations

@@ -233,8 +233,9 @@ class RunObserver:
             metrics.init_arms(plan.id, plan.layer_names, priced)
             metrics.watch_ratios(plan, store)
         journal = None
-        if journal_tool_calls:
-            journal = ToolCallJournal(store, plan.judging.side_effect_tools, clock=clock)
+        tools = plan.judging.side_effect_tools
+        if journal_tool_calls and tools:  # the plan names side effects: watch for them
+            journal = ToolCallJournal(store, () if "*" in tools else tools, clock=clock)
         tracing = None
         if tracer is not None:
             tracing = GraylayerTracingHandler(tracer, agent_name=plan.id)

@@ -144,8 +144,9 @@ class GrayRouter(RunnableSerializable[Input, Output], Generic[Input, Output]):
     """An OpenTelemetry ``Tracer`` (extra ``otel``): every routed request becomes an
     ``invoke_agent`` span with tool and chat child spans. ``None``: no tracing."""
     journal_tool_calls: bool = True
-    """Journal the candidate's tool calls (the plan's ``judging.side_effect_tools``, or all) in
-    the store, so a rollback can list them for compensation."""
+    """Journal the candidate's calls of the plan's ``judging.side_effect_tools`` (``["*"]``: every
+    tool) in the store, so a rollback can list them for compensation; a plan that names none
+    journals nothing."""
     measure_from_output: bool = True
     """When both versions are LangGraph agents (a ``messages`` channel, e.g. ``create_agent``),
     count each request's tool calls, tool errors and tokens from the messages it returns or
