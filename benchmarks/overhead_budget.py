@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Any
 
 import langchain_core
-from callback_overhead import PLAN_ID, QUESTION, RATIO, build_agent
+from callback_overhead import PLAN_ID, QUESTION, RATIO, build_agent, quartiles
 from langchain_core.utils.uuid import uuid7
 from prometheus_client import CollectorRegistry
 
@@ -195,9 +195,8 @@ def summary(samples: dict[str, list[float]]) -> dict[str, dict[str, float]]:
     """Per row, the median over the rounds and its interquartile range."""
     rows = {}
     for name, _ in ROWS:
-        values = samples[name]
-        q = statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 else values
-        rows[name] = {"median_us": statistics.median(values), "iqr_us": q[-1] - q[0]}
+        q1, median, q3 = quartiles(samples[name])
+        rows[name] = {"median_us": median, "iqr_us": q3 - q1}
     return rows
 
 
