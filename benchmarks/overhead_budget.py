@@ -14,6 +14,10 @@ interleaved request by request so that machine noise lands on all three alike:
 ``agent_labelled``  the agent invoked with the metadata and tags the router writes into its
                     config (plan, version, layer, request id, reason), which every descendant
                     run inherits and LangChain and LangGraph merge at every step;
+``nested``          the agent inside a ``RunnableLambda``, invoked with those labels: LangChain's
+                    own way of nesting one runnable in another, so the least any wrapper pays
+                    that keeps a node in the trace and labels its runs, with nothing of
+                    graylayer's;
 ``router``          ``GrayRouter`` with metrics over two copies of the agent (the default:
                     counted from the agent's messages), every layer at ratio 0.5.
 
@@ -32,6 +36,10 @@ router's code is not copied here):
                  states) are the parts over the agent invoked directly;
 ``answered``     counting the request from its messages, its metrics and its evidence: the
                  rest of graylayer's own work.
+
+After the timed rounds, ``open`` and ``answered`` of the same requests run back to back, the
+agent not run in between (``warm``): the same code with the processor's caches holding it, so
+the gap to the in-request figures is what cold caches cost, not the work itself.
 
 The table gives the median µs per request of each phase over all timed requests (wall clock,
 ``perf_counter_ns``; the garbage collector off inside a round and collected between rounds) and
@@ -57,6 +65,7 @@ from typing import Any
 
 import langchain_core
 from callback_overhead import PLAN_ID, QUESTION, RATIO, build_agent, quartiles
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from langchain_core.utils.uuid import uuid7
 from prometheus_client import CollectorRegistry
 
@@ -134,6 +143,15 @@ def build(users: int) -> tuple[Any, GrayRouter[Any, Any], list[dict[str, Any]]]:
     return agent, router, configs
 
 
+def nested(agent: Runnable[Any, Any]) -> Runnable[Any, Any]:
+    """``agent`` as the child of a runnable of LangChain's that does nothing else."""
+
+    def wrapper(input: Any, config: RunnableConfig) -> Any:
+        return agent.invoke(input, config)
+
+    return RunnableLambda(wrapper, name="wrapper")
+
+
 def labelled_config() -> dict[str, Any]:
     """What the router writes into a candidate request's config for its descendants."""
     return {
@@ -146,6 +164,7 @@ def labelled_config() -> dict[str, Any]:
 def measure(rounds: int, calls: int, users: int) -> dict[str, list[float]]:
     """Per round, the median µs of each phase and arm over its ``calls`` requests."""
     agent, router, configs = build(users)
+    wrapper = nested(agent)
     phases = Phases()
     samples: dict[str, list[float]] = defaultdict(list)
     with instrumented(router, phases):
@@ -162,6 +181,10 @@ def measure(rounds: int, calls: int, users: int) -> dict[str, list[float]]:
                     begin = time.perf_counter_ns()
                     agent.invoke(QUESTION, config)  # type: ignore[arg-type]
                     rows["agent_labelled"].append((time.perf_counter_ns() - begin) / 1000)
+                    config = labelled_config()
+                    begin = time.perf_counter_ns()
+                    wrapper.invoke(QUESTION, config)  # type: ignore[arg-type]
+                    rows["nested"].append((time.perf_counter_ns() - begin) / 1000)
                     begin = time.perf_counter_ns()
                     router.invoke(QUESTION, configs[(n * calls + i) % users])  # type: ignore[arg-type]
                     for name, value in phases.take(time.perf_counter_ns() - begin).items():
@@ -175,7 +198,37 @@ def measure(rounds: int, calls: int, users: int) -> dict[str, list[float]]:
             samples["added"].append(samples["total"][-1] - samples["agent"][-1])
             samples["labels"].append(samples["agent_labelled"][-1] - samples["agent"][-1])
             samples["as a child"].append(samples["child"][-1] - samples["agent_labelled"][-1])
+            samples["wrapper"].append(samples["nested"][-1] - samples["agent"][-1])
+            samples["graylayer"].append(samples["added"][-1] - samples["wrapper"][-1])
+    samples["warm"] = warm(router, configs, rounds, calls)
     return samples
+
+
+def warm(
+    router: GrayRouter[Any, Any], configs: list[dict[str, Any]], rounds: int, calls: int
+) -> list[float]:
+    """Per round, the median µs of ``open`` and ``answered`` of a request run back to back
+    (the agent's messages given, not run): the same steps with warm caches."""
+    state = build_agent(1).invoke(QUESTION)
+    medians = []
+    for n in range(rounds + 1):
+        times = []
+        gc.collect()
+        gc.disable()
+        try:
+            for i in range(calls):
+                begin = time.perf_counter_ns()
+                call = router._open(configs[(n * calls + i) % len(configs)], "values")
+                call.started()
+                if call.run is not None:
+                    call.run.add(state)
+                router._answered(call, QUESTION, state)
+                times.append((time.perf_counter_ns() - begin) / 1000)
+        finally:
+            gc.enable()
+        if n > 0:
+            medians.append(statistics.median(times))
+    return medians
 
 
 ROWS = (
@@ -187,8 +240,12 @@ ROWS = (
     ("as a child", "child: the agent as the router's child, over the agent"),
     ("labels", "labels: the metadata and tags every descendant carries"),
     ("answered", "answered: counts, metrics, evidence"),
+    ("wrapper", "of the added: any wrapper's (`nested` − agent)"),
+    ("graylayer", "of the added: graylayer's (router − `nested`)"),
+    ("warm", "open + answered back to back, warm caches"),
 )
-"""The table's rows: a sample's name and what it is; the phases from ``added`` on are shares."""
+"""The table's rows: a sample's name and what it is; from ``added`` to ``graylayer`` they are
+shares of the added time (``warm`` is not: the same steps outside a request)."""
 
 
 def summary(samples: dict[str, list[float]]) -> dict[str, dict[str, float]]:
@@ -208,7 +265,7 @@ def table(rows: dict[str, dict[str, float]]) -> str:
     ]
     for n, (name, label) in enumerate(ROWS):
         median, iqr = rows[name]["median_us"], rows[name]["iqr_us"]
-        share = f"{median / added:.0%}" if n >= 2 and added > 0 else ""
+        share = f"{median / added:.0%}" if 2 <= n < len(ROWS) - 1 and added > 0 else ""
         lines.append(f"| {label} | {median:,.1f} | {iqr:,.1f} | {share} |")
     return "\n".join(lines)
 

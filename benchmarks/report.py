@@ -89,7 +89,8 @@ def benches() -> list[Bench]:
             "overhead_budget",
             "Where the router's time goes",
             "the time `GrayRouter` adds to a one-tool `create_agent` request, split into its "
-            "phases (routing, LangChain's own run, the child's labels, measuring)",
+            "phases (routing, LangChain's own run, the child's labels, measuring), and against "
+            "the least any wrapper pays (the agent nested in a `RunnableLambda`)",
             [py, "benchmarks/overhead_budget.py"],
             "json",
         ),
@@ -647,8 +648,12 @@ def section_budget(d: dict[str, Any]) -> tuple[list[str], str]:
 
     rows = d["rows"]
     added, agent = rows["added"]["median_us"], rows["agent"]["median_us"]
+    wrapper, own = rows["wrapper"]["median_us"], rows["graylayer"]["median_us"]
     head = [f"added by the router: **{num(added, 0)} µs per request**, {added / agent:.1%} of the "
-            f"agent's {num(agent, 0)} µs (median of same-round differences)"]  # fmt: skip
+            f"agent's {num(agent, 0)} µs (median of same-round differences); the same agent "
+            f"nested in a `RunnableLambda` with the router's labels: {num(wrapper, 0)} µs "
+            f"({wrapper / agent:.1%}); the router over that: {num(own, 0)} µs "
+            f"({own / agent:.1%})"]  # fmt: skip
     return head, overhead_budget.table(rows)
 
 
