@@ -133,6 +133,15 @@ def benches() -> list[Bench]:
             "json",
         ),
         Bench(
+            "serve_nested",
+            "HTTP throughput, router vs the least any wrapper pays",
+            "the router's LangServe app next to an app serving the stable version inside a "
+            "`RunnableLambda` that labels its runs as the router does (LangChain's own nesting, "
+            "nothing of graylayer's)",
+            [py, "benchmarks/serve_throughput.py", "--direct", "nested"],
+            "json",
+        ),
+        Bench(
             "simulate",
             "`graylayer simulate`: full rollout simulator",
             "Monte-Carlo rollouts of returning users: scenarios S0–S8 and U1–U5",
@@ -497,7 +506,7 @@ def section_serve(d: dict[str, Any]) -> tuple[list[str], str]:
     settings = meta_line(
         meta,
         ["mode", "loadgen", "connections", "users", "rounds", "seconds", "warmup", "workers",
-         "model_latency"],
+         "model_latency", "direct"],
     )  # fmt: skip
     workloads = d.get("workloads")
     if isinstance(workloads, dict):
@@ -665,6 +674,7 @@ SECTIONS = {
     "serve_throughput": section_serve,
     "serve_latency": section_serve,
     "serve_latency_spread": section_serve,
+    "serve_nested": section_serve,
     "simulate": section_simulate,
 }
 

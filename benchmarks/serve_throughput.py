@@ -46,7 +46,10 @@ loopback port:
   the full serving path: identity from ``X-User-ID``, routing, coloured response headers with a
   signed feedback token, the metrics callback handler on every run;
 * ``direct``: langserve's plain ``add_routes`` over the stable version (the chain, or one
-  ``build_stable()`` agent).
+  ``build_stable()`` agent); with ``--direct nested``, over the stable version inside a
+  ``RunnableLambda`` that writes the router's labels into its config and awaits it: LangChain's
+  own nesting of one runnable in another, so the least that any wrapper pays which keeps a node
+  in the trace and labels its runs. ``router / direct`` then says what graylayer adds over that.
 
 A sanity check comes first: both apps answer, and the router serves both versions to 40 users (for
 the chain, each version answers with its own tag; for the agent, both answer ``[v1]``, so only the
@@ -220,14 +223,41 @@ def runnable(workload: str, version: str, latency: float = 0.0, jitter: float = 
     return support_agent(latency, jitter)
 
 
-def build_app(kind: str, workload: str, latency: float = 0.0, jitter: float = 0.0) -> Any:
+def nested(served: Any) -> Any:
+    """``served`` inside a ``RunnableLambda`` that labels its config as the router does (plan,
+    version, layer, request id, reason) and does nothing else."""
+    from uuid import uuid4
+
+    from langchain_core.runnables import RunnableConfig, RunnableLambda
+
+    from langchain_graylayer.measuring import labels as keys
+
+    tags = [keys.plan_tag(PLAN_ID), keys.version_tag("stable"), keys.layer_tag("normal")]
+
+    async def wrapper(input: Any, config: RunnableConfig) -> Any:
+        labels = {keys.PLAN_KEY: PLAN_ID, keys.VERSION_KEY: "stable", keys.LAYER_KEY: "normal",
+                  keys.REQUEST_ID_KEY: str(uuid4()), keys.REASON_KEY: "out_of_ratio"}  # fmt: skip
+        labelled: RunnableConfig = {
+            **config,
+            "metadata": {**config.get("metadata", {}), **labels},
+            "tags": [*config.get("tags", []), *tags],
+        }
+        return await served.ainvoke(input, labelled)
+
+    return RunnableLambda(wrapper, name="wrapper")
+
+
+def build_app(
+    kind: str, workload: str, latency: float = 0.0, jitter: float = 0.0, direct: str = "plain"
+) -> Any:
     from fastapi import FastAPI
 
     app = FastAPI()
     if kind == "direct":
         from langserve import add_routes
 
-        add_routes(app, runnable(workload, "v1", latency, jitter), path="/agent")
+        served = runnable(workload, "v1", latency, jitter)
+        add_routes(app, nested(served) if direct == "nested" else served, path="/agent")
         return app
     from prometheus_client import CollectorRegistry
 
@@ -249,11 +279,14 @@ def build_app(kind: str, workload: str, latency: float = 0.0, jitter: float = 0.
     return app
 
 
-def serve(kind: str, workload: str, port: int, latency: float = 0.0, jitter: float = 0.0) -> None:
+def serve(
+    kind: str, workload: str, port: int, latency: float = 0.0, jitter: float = 0.0,
+    direct: str = "plain",
+) -> None:  # fmt: skip
     """The server process: one app, one uvicorn worker."""
     import uvicorn
 
-    app = build_app(kind, workload, latency, jitter)
+    app = build_app(kind, workload, latency, jitter, direct)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
@@ -342,13 +375,14 @@ class Server:
 
 @contextmanager
 def server(
-    kind: str, workload: str, cpu: int | None, log: Any, latency: float = 0.0, jitter: float = 0.0
-) -> Iterator[Server]:
+    kind: str, workload: str, cpu: int | None, log: Any, latency: float = 0.0, jitter: float = 0.0,
+    direct: str = "plain",
+) -> Iterator[Server]:  # fmt: skip
     """A server process for ``kind`` serving ``workload``, once it answers."""
     port = free_port()
     args = [*pinned(cpu), sys.executable, __file__, "--serve-app", kind, "--workload", workload,
             "--port", str(port), "--model-latency", str(latency),
-            "--latency-jitter", str(jitter)]  # fmt: skip
+            "--latency-jitter", str(jitter), "--direct", direct]  # fmt: skip
     process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/agent/invoke"
     try:
@@ -473,15 +507,18 @@ def _median_or_none(values: list[float | None]) -> float | None:
     return statistics.median(known) if known else None
 
 
-def table(rows: dict[str, Any], workload: str = "chain", mode: str = "paired") -> str:
+def table(
+    rows: dict[str, Any], workload: str = "chain", mode: str = "paired", direct: str = "plain"
+) -> str:
     lines = [
         "| app | what | median req/s | range req/s | p50 ms | p99 ms | server CPU µs/req "
         "| server busy | requests | errors |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    over, direct = WHAT[workload]
+    over, direct_what = WHAT[workload]
+    served = f"a labelling RunnableLambda over {direct_what}" if direct == "nested" else direct_what
     what = {"router": f"add_gray_routes(GrayRouter, MemoryStore, metrics) over {over}",
-            "direct": f"langserve add_routes({direct})"}  # fmt: skip
+            "direct": f"langserve add_routes({served})"}  # fmt: skip
     for app in APPS:
         r = rows[app]
         lines.append(
@@ -543,7 +580,15 @@ def run_workload(
         try:
             servers = {
                 app: stack.enter_context(
-                    server(app, workload, server_cpu, log, args.model_latency, args.latency_jitter)
+                    server(
+                        app,
+                        workload,
+                        server_cpu,
+                        log,
+                        args.model_latency,
+                        args.latency_jitter,
+                        args.direct,
+                    )
                 )
                 for app in APPS
             }
@@ -623,6 +668,14 @@ def main(argv: list[str] | None = None) -> int:
         "latency and whose log has this standard deviation (default 0: always the latency; "
         "0.5: a p99 about 3.2x the median, as providers' latencies spread)",
     )
+    parser.add_argument(
+        "--direct",
+        choices=["plain", "nested"],
+        default="plain",
+        help="what the direct app serves: the stable version (plain, the default), or the stable "
+        "version inside a RunnableLambda that labels its runs as the router does (nested: the "
+        "least any wrapper pays)",
+    )
     parser.add_argument("--users", type=int, default=1000, help="distinct X-User-ID values")
     parser.add_argument("--loadgen", choices=["auto", "wrk", "httpx"], default="auto")
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
@@ -636,7 +689,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.connections is None:
         args.connections = 16
     if args.serve_app:
-        serve(args.serve_app, args.workload, args.port, args.model_latency, args.latency_jitter)
+        serve(args.serve_app, args.workload, args.port, args.model_latency, args.latency_jitter,
+              args.direct)  # fmt: skip
         return 0
     if args.load_url:
         body = BODIES[args.workload]
@@ -659,7 +713,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = run_workload(workload, args, rounds_n, seconds, warmup, (server_cpu, load_cpu))
         results[workload] = rows
         print()
-        print(table(rows, workload, args.mode))
+        print(table(rows, workload, args.mode, args.direct))
         print(flush=True)
     took = time.monotonic() - began
     meta = {
@@ -670,6 +724,7 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": rounds_n, "seconds": seconds, "warmup": warmup, "ratio": RATIO,
         "workers": 1, "took_s": round(took, 1), "workloads": list(selected), "mode": args.mode,
         "model_latency": args.model_latency, "latency_jitter": args.latency_jitter,
+        "direct": args.direct,
     }  # fmt: skip
     together = "both apps at once" if args.mode == "paired" else "one app at a time"
     print(
