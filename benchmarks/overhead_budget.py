@@ -7,8 +7,8 @@ Run from the repository root::
     python benchmarks/overhead_budget.py --json budget.json
 
 ``callback_overhead.py`` says how much the router adds to a ``create_agent`` run; this script says
-where it goes. It serves the same one-tool agent (``callback_overhead.build_agent``) three ways,
-interleaved request by request so that machine noise lands on all three alike:
+where it goes. It serves the same one-tool agent (``callback_overhead.build_agent``) four ways,
+interleaved request by request so that machine noise lands on all four alike:
 
 ``agent``           the agent invoked directly (the floor);
 ``agent_labelled``  the agent invoked with the metadata and tags the router writes into its
