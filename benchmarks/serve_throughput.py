@@ -50,6 +50,10 @@ loopback port:
   ``RunnableLambda`` that writes the router's labels into its config and awaits it: LangChain's
   own nesting of one runnable in another, so the least that any wrapper pays which keeps a node
   in the trace and labels its runs. ``router / direct`` then says what graylayer adds over that.
+  With ``--direct router``, over the same ``GrayRouter`` with the user id taken from
+  ``X-User-ID`` by a LangServe config modifier and nothing else: ``router / direct`` then says
+  what ``add_gray_routes``' serving glue costs (identity middleware, the input check, coloured
+  headers, the signed feedback token).
 
 A sanity check comes first: both apps answer, and the router serves both versions to 40 users (for
 the chain, each version answers with its own tag; for the agent, both answer ``[v1]``, so only the
@@ -253,30 +257,47 @@ def build_app(
     from fastapi import FastAPI
 
     app = FastAPI()
-    if kind == "direct":
-        from langserve import add_routes
+    if kind == "router":
+        from langchain_graylayer.serve.app import add_gray_routes
 
-        served = runnable(workload, "v1", latency, jitter)
-        add_routes(app, nested(served) if direct == "nested" else served, path="/agent")
+        router = gray_router(workload, latency, jitter)
+        add_gray_routes(app, router, path="/agent", feedback_secret=b"bench-secret-0123456789")
         return app
+    from langserve import add_routes
+
+    if direct == "router":
+        router = gray_router(workload, latency, jitter)
+        add_routes(app, router, path="/agent", per_req_config_modifier=user_from_header)
+        return app
+    served = runnable(workload, "v1", latency, jitter)
+    add_routes(app, nested(served) if direct == "nested" else served, path="/agent")
+    return app
+
+
+def gray_router(workload: str, latency: float, jitter: float) -> Any:
+    """``GrayRouter`` over both versions (``MemoryStore``, its own metrics), every layer at
+    ratio ``RATIO``."""
     from prometheus_client import CollectorRegistry
 
     from langchain_graylayer import GrayRouter, MemoryStore, RolloutPlan
     from langchain_graylayer.measuring.prometheus import GraylayerMetrics
-    from langchain_graylayer.serve.app import add_gray_routes
 
     plan, store = RolloutPlan.default(PLAN_ID), MemoryStore()
     for layer in plan.layer_names:
         store.set_ratio(plan.id, layer, RATIO)
-    router: GrayRouter[Any, Any] = GrayRouter(
+    return GrayRouter(
         stable=runnable(workload, "v1", latency, jitter),
         candidate=runnable(workload, "v2", latency, jitter),
         plan=plan,
         store=store,
         metrics=GraylayerMetrics(registry=CollectorRegistry()),
     )
-    add_gray_routes(app, router, path="/agent", feedback_secret=b"bench-secret-0123456789")
-    return app
+
+
+async def user_from_header(config: dict[str, Any], request: Any) -> dict[str, Any]:
+    """A LangServe config modifier: the user id from ``X-User-ID``, nothing else."""
+    configurable = {**config.get("configurable", {}), "user_id": request.headers["x-user-id"]}
+    return {**config, "configurable": configurable}
 
 
 def serve(
@@ -411,7 +432,7 @@ def server(
             process.wait()
 
 
-def check(servers: dict[str, Server], users: int, workload: str) -> str:
+def check(servers: dict[str, Server], users: int, workload: str, direct: str = "plain") -> str:
     """Both apps answer; the router serves both versions.
 
     For the chain, each version answers with its own tag (``[v1]``, ``[v2]``); both versions of
@@ -429,7 +450,8 @@ def check(servers: dict[str, Server], users: int, workload: str) -> str:
             raise RuntimeError(f"{workload} router answered {status} {version!r} {output!r}")
         seen.add(version)
     status, version, output = post(servers["direct"].url, "user-0", workload)
-    if status != 200 or version or not output.startswith("[v1]"):
+    answers = ("[v1]", "[v2]") if direct == "router" else ("[v1]",)  # a router: either version
+    if status != 200 or version or not output.startswith(answers):
         raise RuntimeError(f"{workload} direct answered {status} {version!r} {output!r}")
     if seen != {"stable", "candidate"}:
         raise RuntimeError(f"the {workload} router served only {seen} to 40 users at ratio {RATIO}")
@@ -516,7 +538,10 @@ def table(
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     over, direct_what = WHAT[workload]
-    served = f"a labelling RunnableLambda over {direct_what}" if direct == "nested" else direct_what
+    served = {
+        "nested": f"a labelling RunnableLambda over {direct_what}",
+        "router": f"GrayRouter over {over}, user id from X-User-ID",
+    }.get(direct, direct_what)
     what = {"router": f"add_gray_routes(GrayRouter, MemoryStore, metrics) over {over}",
             "direct": f"langserve add_routes({served})"}  # fmt: skip
     for app in APPS:
@@ -596,7 +621,7 @@ def run_workload(
             log.seek(0)
             print(log.read(), file=sys.stderr)
             raise
-        print(check(servers, args.users, workload), flush=True)
+        print(check(servers, args.users, workload, args.direct), flush=True)
         pool = stack.enter_context(ThreadPoolExecutor(len(APPS)))
 
         def one_round(seconds: float, n: int) -> dict[str, dict[str, Any]]:
@@ -670,11 +695,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--direct",
-        choices=["plain", "nested"],
+        choices=["plain", "nested", "router"],
         default="plain",
         help="what the direct app serves: the stable version (plain, the default), or the stable "
         "version inside a RunnableLambda that labels its runs as the router does (nested: the "
-        "least any wrapper pays)",
+        "least any wrapper pays), or GrayRouter under plain add_routes with the user id from "
+        "X-User-ID (router: what add_gray_routes' glue costs)",
     )
     parser.add_argument("--users", type=int, default=1000, help="distinct X-User-ID values")
     parser.add_argument("--loadgen", choices=["auto", "wrk", "httpx"], default="auto")
