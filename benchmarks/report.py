@@ -142,6 +142,15 @@ def benches() -> list[Bench]:
             "json",
         ),
         Bench(
+            "serve_glue",
+            "HTTP throughput, add_gray_routes vs the same router under plain add_routes",
+            "what the serving glue costs: identity middleware, the input check, coloured "
+            "headers and the signed feedback token, over `GrayRouter` served by `add_routes` "
+            "with the user id from `X-User-ID`",
+            [py, "benchmarks/serve_throughput.py", "--direct", "router"],
+            "json",
+        ),
+        Bench(
             "simulate",
             "`graylayer simulate`: full rollout simulator",
             "Monte-Carlo rollouts of returning users: scenarios S0–S8 and U1–U5",
@@ -675,6 +684,7 @@ SECTIONS = {
     "serve_latency": section_serve,
     "serve_latency_spread": section_serve,
     "serve_nested": section_serve,
+    "serve_glue": section_serve,
     "simulate": section_simulate,
 }
 
